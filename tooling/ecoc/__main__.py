@@ -1,0 +1,3 @@
+from ecoc.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,318 @@
+"""Readiness checks: load every approval and record, check them, and collect the findings.
+
+Per record the check merges the layers, checks the structure against the IVI model, applies
+the identifier rules, and renders the XML and validates it against the official XSD when
+one is configured. The result for one record depends only on the bytes of the record file,
+of its approval file, of the schema and on the version of ecoc, which is what the cache keys.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ecoc.config import Repository
+from ecoc.findings import Finding, Severity, merge_duplicates
+from ecoc.identifiers import (
+    FRAMEWORKS,
+    eu_authority_codes,
+    parse_approval_number,
+    vin_check_digit,
+    vin_forbidden_letters,
+)
+from ecoc.ivi.render import render
+from ecoc.ivi.xsd import IviSchema
+from ecoc.model.approval import Approval, parse_approval
+from ecoc.model.effective import Effective, build_effective
+from ecoc.model.record import Record, parse_record
+from ecoc.yamlload import Scalar, Source
+
+# The version date and time only matters for rendered files; checks render with this one.
+CHECK_DATETIME = "2000-01-01T00:00:00Z"
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def list_yaml(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*") if p.suffix in YAML_SUFFIXES and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+@dataclass(eq=False)
+class ApprovalIndex:
+    """All approval files of the repository, by approval number."""
+
+    approvals: list[Approval] = field(default_factory=list)
+    by_number: dict[str, Approval] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, approval: Approval) -> None:
+        self.approvals.append(approval)
+        self.findings.extend(approval.findings)
+        number = approval.number_text
+        if number is None:
+            return
+        known = self.by_number.get(number)
+        if known is not None:
+            assert approval.number is not None
+            self.findings.append(Finding(
+                "approval.duplicate", Severity.ERROR,
+                f"approval {number} is also defined in {known.source.path}",
+                approval.source.path, approval.number.line, approval.number.column,
+                "CocDataGroup.TypeApprovalNumber",
+                "keep one file per approval number; merge the variants into one of them"))
+            return
+        self.by_number[number] = approval
+        self.findings.extend(check_approval_number(approval))
+
+
+def read_file(path: Path, relative: str) -> tuple[bytes | None, Finding | None]:
+    try:
+        return path.read_bytes(), None
+    except OSError as exc:
+        return None, Finding("io.read", Severity.ERROR, f"cannot read the file: {exc.strerror}",
+                             relative, 1, 1, hint="check the file's permissions")
+
+
+def load_approvals(paths: list[tuple[Path, str]]) -> ApprovalIndex:
+    index = ApprovalIndex()
+    for path, relative in paths:
+        data, problem = read_file(path, relative)
+        if data is None:
+            assert problem is not None
+            index.findings.append(problem)
+            continue
+        index.add(parse_approval(data, Source(relative), digest(data)))
+    return index
+
+
+def check_approval_number(approval: Approval) -> list[Finding]:
+    """Check the approval number's format, its authority and the DesignatedTypeApprovalCountry."""
+    number_node = approval.number
+    assert number_node is not None
+    text = number_node.text
+    where = (approval.source.path, number_node.line, number_node.column, "CocDataGroup.TypeApprovalNumber")
+    parsed = parse_approval_number(text)
+    if parsed is None:
+        return [Finding("approval.number-format", Severity.ERROR,
+                        f"{text!r} is not a type-approval number of the form e<authority>*<act>*<base>*<extension>",
+                        *where, "write it as on the approval certificate, for example e4*2018/858*00412*01")]
+    findings = []
+    if parsed.authority not in eu_authority_codes():
+        findings.append(Finding(
+            "approval.authority", Severity.ERROR,
+            f"{parsed.authority} in {text} is not the code of an EU approval authority",
+            *where, "IVI 2.0 accepts the e-codes of the 27 EU Member States; UK approvals (e11, g11, n11) go to the VCA"))
+    if parsed.act not in FRAMEWORKS:
+        findings.append(Finding(
+            "approval.framework", Severity.WARNING,
+            f"{parsed.act} in {text} is not an approval framework ecoc knows",
+            *where, "expected one of " + ", ".join(FRAMEWORKS)))
+    declared = approval.header.get("DesignatedTypeApprovalCountry") if approval.header else None
+    if isinstance(declared, Scalar) and declared.value != parsed.authority:
+        findings.append(Finding(
+            "approval.ecode-country", Severity.ERROR,
+            f"DesignatedTypeApprovalCountry is {declared.text}, but the approval number {text} was granted by {parsed.authority}",
+            approval.source.path, declared.line, declared.column, "Header.DesignatedTypeApprovalCountry",
+            f"remove DesignatedTypeApprovalCountry (ecoc derives {parsed.authority} from the number) or correct the approval number"))
+    return findings
+
+
+def check_vin(record: Record) -> list[Finding]:
+    vin = record.vin
+    if vin is None or not isinstance(vin.value, str):
+        return []
+    findings = []
+    where = (record.source.path, vin.line, vin.column, "vin")
+    forbidden = vin_forbidden_letters(vin.text)
+    if forbidden:
+        listed = ", ".join(f"{letter} at position {index}" for index, letter in forbidden)
+        findings.append(Finding("vin.format", Severity.ERROR, f"VIN {vin.text} contains {listed}",
+                                *where, "ISO 3779 VINs never contain I, O or Q; check for 1 and 0",
+                                (vin.text,)))
+        return findings
+    expected = vin_check_digit(vin.text)
+    if expected is not None and vin.text[8] != expected:
+        findings.append(Finding(
+            "vin.check-digit", Severity.WARNING,
+            f"position 9 of VIN {vin.text} is {vin.text[8]}, the North-American check digit would be {expected}",
+            *where, "EU VINs need no check digit, so this only matters for vehicles that also go to North America",
+            (vin.text,)))
+    return findings
+
+
+def _unknown(kind: str, text: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(text, known, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]}?"
+    if not known:
+        return f"add the {kind} to the approval file"
+    return f"known {kind}s: " + ", ".join(known[:8]) + (" …" if len(known) > 8 else "")
+
+
+def resolve(record: Record, index: ApprovalIndex) -> tuple[tuple | None, list[Finding]]:
+    """Find the approval, variant and version a record names."""
+    if record.approval is None or record.variant is None or record.version is None or record.vin is None:
+        return None, []
+    vin = (record.vin.text,)
+    path = record.source.path
+    approval = index.by_number.get(record.approval.text)
+    if approval is None:
+        node = record.approval
+        return None, [Finding("record.approval-unknown", Severity.ERROR,
+                              f"approval {node.text} is not defined in approvals/", path, node.line,
+                              node.column, "approval", _unknown("approval", node.text, list(index.by_number)), vin)]
+    variant = approval.variants.get(record.variant.text)
+    if variant is None:
+        node = record.variant
+        return None, [Finding("record.variant-unknown", Severity.ERROR,
+                              f"approval {approval.number_text} has no variant {node.text}", path,
+                              node.line, node.column, "variant",
+                              _unknown("variant", node.text, list(approval.variants)), vin)]
+    version = variant.versions.get(record.version.text)
+    if version is None:
+        node = record.version
+        return None, [Finding("record.version-unknown", Severity.ERROR,
+                              f"variant {variant.name} of approval {approval.number_text} has no version {node.text}",
+                              path, node.line, node.column, "version",
+                              _unknown("version", node.text, list(variant.versions)), vin)]
+    return (approval, variant, version), []
+
+
+def xsd_findings(effective: Effective, schema: IviSchema, data: bytes) -> list[Finding]:
+    """Validate rendered bytes; map each XSD error back to the YAML line that holds the value."""
+    errors = schema.validate_bytes(data)
+    if not errors:
+        return []
+    origins = render(effective.header, effective.coc, keep_origins=True).origins
+    findings = []
+    for error in errors:
+        origin = origins[error.line - 1] if 0 < error.line <= len(origins) else None
+        node = origin.node if origin is not None else None
+        if node is None:
+            node = effective.record.root
+        findings.append(Finding(
+            "xsd.invalid", Severity.ERROR, error.message,
+            node.source.path if node is not None else effective.record.source.path,
+            node.line if node is not None else 1, node.column if node is not None else 1,
+            origin.xpath if origin is not None else None,
+            "the rendered XML breaks the official IVI 2.0 schema here; fix the value in the YAML",
+            (effective.vin,)))
+    return findings
+
+
+@dataclass(eq=False)
+class RecordOutcome:
+    record: Record
+    findings: list[Finding]
+    effective: Effective | None = None
+    rendered: bytes | None = None
+
+
+def check_record(record: Record, index: ApprovalIndex, schema: IviSchema | None,
+                 version_datetime: str = CHECK_DATETIME, keep_render: bool = False) -> RecordOutcome:
+    """Check one record against its approval, the model, the rules and the schema."""
+    vin = (record.vin.text,) if record.vin is not None else ()
+    findings = [f if f.records or not vin else _with_records(f, vin) for f in record.findings]
+    findings += check_vin(record)
+    resolved, problems = resolve(record, index)
+    findings += problems
+    outcome = RecordOutcome(record, findings)
+    if resolved is None:
+        return outcome
+    approval, variant, version = resolved
+    effective, structure = build_effective(record, approval, variant, version, version_datetime)
+    findings += structure
+    outcome.effective = effective
+    renderable = (record.valid and approval.valid and variant.valid and version.valid
+                  and not any(f.severity.blocking for f in structure))
+    if not renderable:
+        return outcome
+    rendered = render(effective.header, effective.coc)
+    if schema is not None:
+        findings += xsd_findings(effective, schema, rendered.data)
+    if keep_render:
+        outcome.rendered = rendered.data
+    return outcome
+
+
+def _with_records(finding: Finding, records: tuple[str, ...]) -> Finding:
+    return Finding(finding.rule, finding.severity, finding.message, finding.file, finding.line,
+                   finding.column, finding.path, finding.hint, records)
+
+
+def duplicate_vins(records: list[tuple[str, Scalar | None, str]]) -> list[Finding]:
+    """One finding per record whose VIN another record also has."""
+    by_vin: dict[str, list[tuple[str, Scalar | None]]] = {}
+    for vin, node, path in records:
+        by_vin.setdefault(vin, []).append((path, node))
+    findings = []
+    for vin, holders in by_vin.items():
+        if len(holders) < 2:
+            continue
+        for path, node in holders:
+            others = ", ".join(p for p, _ in holders if p != path)
+            findings.append(Finding(
+                "record.duplicate-vin", Severity.ERROR, f"VIN {vin} is also used by {others}", path,
+                node.line if node else 1, node.column if node else 1, "vin",
+                "each vehicle has exactly one record; remove or correct the duplicate", (vin,)))
+    return findings
+
+
+
+@dataclass(eq=False)
+class CheckRun:
+    findings: list[Finding]
+    records: int
+    approvals: int
+    outcomes: list[RecordOutcome] = field(default_factory=list)
+
+
+def _selected(path: Path, selection: list[Path] | None) -> bool:
+    if selection is None:
+        return True
+    resolved = path.resolve()
+    return any(resolved == s or s in resolved.parents for s in selection)
+
+
+def run_check(repository: Repository, selection: list[Path] | None, schema: IviSchema | None,
+              *, version_datetime: str = CHECK_DATETIME, keep_render: bool = False) -> CheckRun:
+    """Check the selected records (all when `selection` is None) and their approvals."""
+    chosen = [p.resolve() for p in selection] if selection is not None else None
+    approval_paths = [(p, repository.relative(p)) for p in list_yaml(repository.approvals_dir)]
+    index = load_approvals(approval_paths)
+    selected_approvals = {a.source.path for a in index.approvals
+                          if _selected(repository.root / a.source.path, chosen)}
+    findings = [f for f in index.findings if f.file in selected_approvals or f.file is None]
+
+    outcomes: list[RecordOutcome] = []
+    vins: list[tuple[str, Scalar | None, str]] = []
+    for path in list_yaml(repository.records_dir):
+        relative = repository.relative(path)
+        data, problem = read_file(path, relative)
+        if data is None:
+            assert problem is not None
+            findings.append(problem)
+            continue
+        record = parse_record(data, Source(relative), digest(data))
+        if record.vin is not None:
+            vins.append((record.vin.text, record.vin, relative))
+        approval = index.by_number.get(record.approval.text) if record.approval else None
+        wanted = _selected(path, chosen) or (
+            approval is not None and approval.source.path in selected_approvals)
+        if not wanted:
+            continue
+        outcome = check_record(record, index, schema, version_datetime, keep_render)
+        outcomes.append(outcome)
+        findings += outcome.findings
+    checked = {o.record.source.path for o in outcomes}
+    findings += [f for f in duplicate_vins(vins) if f.file in checked]
+    return CheckRun(merge_duplicates(findings), len(outcomes), len(selected_approvals), outcomes)

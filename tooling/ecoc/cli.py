@@ -1,0 +1,259 @@
+"""The `ecoc` command line. It parses options and calls the library; it holds no logic of its own.
+
+Exit codes: 0 no blocking findings, 1 blocking findings, 2 usage error, 3 configuration or
+internal error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from ecoc import __version__
+from ecoc.check import run_check
+from ecoc.config import Repository, open_repository
+from ecoc.errors import ConfigError, EcocError, InputError, UsageError
+from ecoc.findings import Finding, Severity, merge_duplicates
+from ecoc.gitinfo import head_commit_time
+from ecoc.ivi import xsd as ivi_xsd
+from ecoc.ivi.spec import elements_by_name
+from ecoc.ivi.values import parse_value
+from ecoc.report import format_json, format_text, summarize, summary_line
+from ecoc.fileio import write_atomically
+
+log = logging.getLogger("ecoc")
+
+EXIT_CLEAN = 0
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+EXIT_ERROR = 3
+
+
+@dataclass
+class Context:
+    repo: Path | None
+    verbose: int
+
+
+def _repository(ctx: click.Context) -> Repository:
+    options: Context = ctx.obj
+    if options.repo is not None:
+        return open_repository(options.repo, explicit=True)
+    return open_repository(Path.cwd())
+
+
+def _schema(repository: Repository, xsd: Path | None) -> ivi_xsd.IviSchema | None:
+    location = ivi_xsd.locate(xsd, repository.schema_path())
+    if location is None:
+        click.echo("note: no IVI XSD configured, so output is checked against ecoc's built-in "
+                   "IVI 2.0 model only; set --xsd, ECOC_XSD or xsd.path in ecoc.yaml", err=True)
+        return None
+    schema = ivi_xsd.load(location, repository.settings.xsd.sha256, relaxed=True)
+    if not schema.matches_model:
+        click.echo(f"warning: {location.path} is not the schema ecoc's model was built from; "
+                   "expect XSD findings wherever the two differ", err=True)
+    log.info("validating against %s (sha256 %s, from %s)", location.path, schema.digest, location.origin)
+    return schema
+
+
+def _selection(paths: tuple[Path, ...]) -> list[Path] | None:
+    for path in paths:
+        if not path.exists():
+            raise UsageError(f"{path}: no such file or folder")
+    return list(paths) or None
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        write_atomically(output, text)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="ecoc")
+@click.option("--repo", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="Compliance repository to work on (the folder with ecoc.yaml). "
+                   "Default: the first folder upwards from here that has one.")
+@click.option("-v", "--verbose", count=True, help="Log more detail to stderr; repeat for debug output.")
+@click.option("-q", "--quiet", is_flag=True, help="Log only errors.")
+@click.pass_context
+def cli(ctx: click.Context, repo: Path | None, verbose: int, quiet: bool) -> None:
+    """Prepare, check and render Electronic Certificates of Conformity (IVI 2.0)."""
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    ctx.obj = Context(repo, verbose)
+
+
+_xsd_option = click.option(
+    "--xsd", type=click.Path(path_type=Path, dir_okay=False),
+    help="Path of the official IVI-2.0.xsd (overrides ECOC_XSD and xsd.path in ecoc.yaml).")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--format", "format_", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Output format of the findings.")
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the findings to this file instead of stdout.")
+@_xsd_option
+@click.pass_context
+def check(ctx: click.Context, paths: tuple[Path, ...], format_: str, output: Path | None,
+          xsd: Path | None) -> int:
+    """Report readiness findings for records (all, or those under PATHS) and their approvals.
+
+    Exits 0 when nothing blocks, 1 when there are errors.
+    """
+    repository = _repository(ctx)
+    schema = _schema(repository, xsd)
+    result = run_check(repository, _selection(paths), schema)
+    summary = summarize(result.findings, result.records, result.approvals)
+    if format_ == "json":
+        _emit(format_json(result.findings, summary), output)
+    else:
+        _emit(format_text(result.findings), output)
+    click.echo(summary_line(summary), err=True)
+    return EXIT_FINDINGS if summary["errors"] else EXIT_CLEAN
+
+
+def _version_datetime(repository: Repository, given: str | None) -> str:
+    if given is not None:
+        simple = elements_by_name()["IviVersionDateTime"].simple
+        assert simple is not None
+        _, problem = parse_value(given, simple)
+        if problem is not None:
+            raise UsageError(f"--datetime {given}: {problem.message}", problem.hint)
+        return given
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        try:
+            moment = dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc)
+        except (ValueError, OverflowError):
+            raise ConfigError(f"SOURCE_DATE_EPOCH={epoch} is not a number of seconds") from None
+        return moment.isoformat().replace("+00:00", "Z")
+    committed = head_commit_time(repository.root)
+    if committed is None:
+        raise ConfigError(
+            f"{repository.root}: no commit to take IviVersionDateTime from",
+            "commit the repository first, or pass --datetime (or set SOURCE_DATE_EPOCH)")
+    return committed
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Folder to write <VIN>.xml files to.")
+@click.option("--datetime", "given_datetime",
+              help="IviVersionDateTime to write, as an XML date and time. "
+                   "Default: SOURCE_DATE_EPOCH, else the committer date of HEAD.")
+@_xsd_option
+@click.pass_context
+def render(ctx: click.Context, paths: tuple[Path, ...], out_dir: Path, given_datetime: str | None,
+           xsd: Path | None) -> int:
+    """Render unsigned IVI 2.0 XML for records (all, or those under PATHS) into --out.
+
+    Records with blocking findings are reported and not written.
+    """
+    repository = _repository(ctx)
+    version_datetime = _version_datetime(repository, given_datetime)
+    schema = _schema(repository, xsd)
+    result = run_check(repository, _selection(paths), schema, version_datetime=version_datetime,
+                       keep_render=True)
+    blocked_files = {f.file for f in result.findings if f.severity.blocking}
+    blocked_records = {vin for f in result.findings if f.severity.blocking for vin in f.records}
+    written = 0
+    for outcome in result.outcomes:
+        effective = outcome.effective
+        if (outcome.rendered is None or effective is None or effective.vin in blocked_records
+                or outcome.record.source.path in blocked_files):
+            continue
+        target = out_dir / f"{effective.vin}.xml"
+        write_atomically(target, outcome.rendered)
+        click.echo(str(target))
+        written += 1
+    click.echo(format_text(result.findings), nl=False, err=True)
+    click.echo(f"rendered {written} of {result.records} records to {out_dir}", err=True)
+    summary = summarize(result.findings, result.records, result.approvals)
+    return EXIT_FINDINGS if summary["errors"] else EXIT_CLEAN
+
+
+@cli.group(name="import")
+def import_() -> None:
+    """Import existing certificates into approval and record YAML."""
+
+
+@import_.command(name="ivi")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Report what would be written, write nothing.")
+@click.pass_context
+def import_ivi(ctx: click.Context, files: tuple[Path, ...], dry_run: bool) -> int:
+    """Turn IVI 2.0 XML messages into approval and record YAML.
+
+    Nothing is written when any of the FILES cannot be imported.
+    """
+    from ecoc.importer import import_messages
+
+    repository = _repository(ctx)
+    for path in files:
+        if not path.is_file():
+            raise UsageError(f"{path}: no such file")
+    findings: list[Finding] = []
+    readable = []
+    for path in files:
+        try:
+            path.read_bytes()
+            readable.append((path, str(path)))
+        except OSError as exc:
+            findings.append(Finding("io.read", Severity.ERROR, f"cannot read the file: {exc.strerror}",
+                                    str(path), 1, 1))
+    result = None
+    if not findings:
+        try:
+            result = import_messages(repository, readable, dry_run=dry_run)
+        except InputError as exc:
+            findings.append(Finding("import.unreadable", Severity.ERROR, exc.message, None,
+                                    hint=exc.hint))
+        else:
+            findings += result.findings
+    if findings:
+        click.echo(format_text(merge_duplicates(findings)), nl=False, err=True)
+        click.echo("nothing was written", err=True)
+        return EXIT_FINDINGS
+    assert result is not None
+    verb = "would create" if dry_run else "created"
+    for relative in result.approvals_created:
+        click.echo(f"{verb} {relative}")
+    for relative in result.approvals_extended:
+        click.echo(f"{'would extend' if dry_run else 'extended'} {relative}")
+    for relative in result.records:
+        click.echo(f"{verb} {relative}")
+    return EXIT_CLEAN
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        code = cli.main(args=argv, prog_name="ecoc", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.Abort:
+        click.echo("aborted", err=True)
+        return EXIT_ERROR
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_USAGE
+    except EcocError as exc:
+        click.echo(f"error: {exc.diagnostics()}", err=True)
+        return exc.exit_code
+    except Exception:  # a bug: say so, show where, and exit as an internal error
+        click.echo("internal error: ecoc failed unexpectedly; please report this with the "
+                   "traceback below", err=True)
+        click.echo(traceback.format_exc(), err=True)
+        return EXIT_ERROR
+    return code if isinstance(code, int) else EXIT_CLEAN

@@ -1,0 +1,112 @@
+"""`ecoc.yaml`: the settings of one compliance repository, found by walking up from a folder."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydantic
+
+from ecoc.errors import ConfigError
+from ecoc.model.approval import Owners
+from ecoc.model.nodes import require_mapping, validate_node
+from ecoc.yamlload import Source, load_yaml
+
+CONFIG_NAME = "ecoc.yaml"
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
+
+
+class SchemaSettings(pydantic.BaseModel):
+    """Where the official IVI XSD is and which sha256 digests it may have."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    path: str | None = None
+    sha256: tuple[str, ...] = ()
+
+    @pydantic.field_validator("sha256", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return (value,) if isinstance(value, str) else value
+
+    @pydantic.field_validator("sha256")
+    @classmethod
+    def _lowercase_hex(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for digest in value:
+            if not _SHA256.match(digest):
+                raise ValueError(f"{digest!r} is not a sha256 digest (64 lower-case hex digits)")
+        return value
+
+
+class Settings(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    version: int = pydantic.Field(1, ge=1, le=1)
+    xsd: SchemaSettings = SchemaSettings()
+    owners: Owners = Owners()
+
+
+@dataclass(frozen=True)
+class Repository:
+    """A compliance repository: the folder that holds ecoc.yaml, and its settings."""
+
+    root: Path
+    settings: Settings
+
+    @property
+    def approvals_dir(self) -> Path:
+        return self.root / "approvals"
+
+    @property
+    def records_dir(self) -> Path:
+        return self.root / "records"
+
+    def relative(self, path: Path) -> str:
+        try:
+            return path.resolve().relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
+    def schema_path(self) -> Path | None:
+        if self.settings.xsd.path is None:
+            return None
+        path = Path(self.settings.xsd.path).expanduser()
+        return path if path.is_absolute() else self.root / path
+
+
+def find_root(start: Path) -> Path:
+    here = start.resolve()
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_NAME).is_file():
+            return folder
+    raise ConfigError(f"no {CONFIG_NAME} in {here} or any folder above it",
+                      "run ecoc inside a compliance repository, or pass --repo DIR")
+
+
+def open_repository(start: Path, explicit: bool = False) -> Repository:
+    """Find and read the repository that contains `start` (or is `start`, when `explicit`)."""
+    if explicit and not (start / CONFIG_NAME).is_file():
+        raise ConfigError(f"{start}: no {CONFIG_NAME} in this folder",
+                          f"pass the folder that holds {CONFIG_NAME} to --repo")
+    root = find_root(start)
+    path = root / CONFIG_NAME
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the file: {exc.strerror}") from None
+    node, findings = load_yaml(data, Source(CONFIG_NAME))
+    mapping, shape = require_mapping(node, CONFIG_NAME, CONFIG_NAME)
+    findings += shape
+    settings = None
+    if mapping is not None:
+        settings, invalid = validate_node(Settings, mapping, "")
+        findings += invalid
+    if findings or settings is None:
+        first = findings[0] if findings else None
+        where = f"{root / CONFIG_NAME}:{first.line}:{first.column}" if first else str(path)
+        message = "; ".join(f.message + (f" ({f.path})" if f.path else "") for f in findings) \
+            or "the file is empty"
+        raise ConfigError(f"{where}: invalid settings: {message}",
+                          first.hint if first else "see the README for the keys of ecoc.yaml")
+    return Repository(root, settings)

@@ -1,0 +1,29 @@
+"""The little ecoc needs from git: the time of the commit being rendered.
+
+Git runs as a subprocess with a fixed argument list; no user text reaches its options.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from ecoc.errors import ConfigError
+
+
+def head_commit_time(root: Path) -> str | None:
+    """The committer date of HEAD in strict ISO 8601, or None outside a repository with commits."""
+    try:
+        completed = subprocess.run(
+            ["git", "-C", str(root), "log", "-1", "--format=%cI", "HEAD", "--"],
+            capture_output=True, text=True, check=False, timeout=60,
+        )
+    except FileNotFoundError:
+        raise ConfigError("git is not installed", "install git, or pass --datetime") from None
+    if completed.returncode != 0:
+        if "dubious ownership" in completed.stderr:
+            raise ConfigError(
+                f"git refuses to read {root}: the folder belongs to another user",
+                f"run: git config --global --add safe.directory {root}")
+        return None
+    return completed.stdout.strip() or None

@@ -1,0 +1,94 @@
+"""The effective CoC of a record: its layers merged, plus the values ecoc derives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ecoc.findings import Finding
+from ecoc.ivi import header as ivi_header
+from ecoc.ivi import spec as ivi_spec
+from ecoc.model.approval import Approval, Variant, Version
+from ecoc.model.coc import check_structure, merge
+from ecoc.model.record import Record
+from ecoc.yamlload import Mapping, Scalar, Sequence, Source
+
+DEFAULT_VERSION_NUMBER = 1
+
+
+@dataclass(eq=False, slots=True)
+class Effective:
+    """The merged header and CoC trees of one record, ready to render."""
+
+    record: Record
+    approval: Approval
+    header: Mapping
+    coc: Mapping
+    stage: int
+    version_number: int
+
+    @property
+    def vin(self) -> str:
+        assert self.record.vin is not None
+        return self.record.vin.text
+
+
+def _derived(text: str, value: object, at: Scalar | Mapping | None, source: Source) -> Scalar:
+    line, column = (at.line, at.column) if at is not None else (1, 1)
+    scalar = Scalar(text, line, column, False, at.source if at is not None else source)
+    scalar.value = value
+    return scalar
+
+
+def _own_copy(node: object, line: int, column: int, source: Source) -> Mapping:
+    copy = Mapping(line, column, source)
+    if isinstance(node, Mapping):
+        copy.line, copy.column, copy.source = node.line, node.column, node.source
+        copy.update(node)
+        copy.key_positions = node.key_positions
+    return copy
+
+
+def _stage(coc: Mapping) -> int:
+    """The manufacturer stage of the certificate: the highest ManufacturerStageNumber."""
+    table = coc.get("ManufacturerTable")
+    stages = [row["ManufacturerStageNumber"].value for row in table
+              if isinstance(row, Mapping) and isinstance(row.get("ManufacturerStageNumber"), Scalar)] \
+        if isinstance(table, Sequence) else []
+    numbers = [stage for stage in stages if isinstance(stage, int)]
+    return max(numbers) if numbers else 1
+
+
+def build_effective(record: Record, approval: Approval, variant: Variant, version: Version,
+                    version_datetime: str) -> tuple[Effective, list[Finding]]:
+    """Merge approval, variant, version and record, add derived values, check the structure."""
+    assert record.vin is not None
+    source = record.source
+    base_header, base_coc = approval.base(variant, version)
+    header = _own_copy(merge(base_header, record.header), 1, 1, source)
+    coc = _own_copy(merge(base_coc, record.coc), 1, 1, source)
+    vin = record.vin.text
+
+    coc["VehicleIdentificationNumber"] = _derived(vin, vin, record.vin, source)
+    coc["Variant"] = _derived(variant.name, variant.name, record.variant, source)
+    coc["Version"] = _derived(version.name, version.name, record.version, source)
+
+    stage = _stage(coc)
+    number_node = header.get("IviVersionNumber")
+    version_number = number_node.value if isinstance(number_node, Scalar) and isinstance(
+        number_node.value, int) else DEFAULT_VERSION_NUMBER
+    if not isinstance(number_node, Scalar):
+        header["IviVersionNumber"] = _derived(str(version_number), version_number, record.vin, source)
+    reference = ivi_header.reference_id(vin, stage, version_number)
+    header["IviReferenceId"] = _derived(reference, reference, record.vin, source)
+    header["IviVersionNumberXsd"] = _derived(ivi_header.IVI_VERSION_NUMBER_XSD,
+                                             ivi_header.IVI_VERSION_NUMBER_XSD, record.vin, source)
+    header["IviVersionDateTime"] = _derived(version_datetime, version_datetime, None, source)
+
+    findings: list[Finding] = []
+    if "DesignatedTypeApprovalCountry" not in header and approval.number_text is not None:
+        country = ivi_header.approval_country(approval.number_text)
+        if country is not None:
+            header["DesignatedTypeApprovalCountry"] = _derived(country, country, approval.number, source)
+    check_structure(header, ivi_spec.header(), "Header", vin, findings)
+    check_structure(coc, ivi_spec.coc_data_group(), "CocDataGroup", vin, findings)
+    return Effective(record, approval, header, coc, stage, version_number), findings

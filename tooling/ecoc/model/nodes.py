@@ -1,0 +1,100 @@
+"""Helpers shared by the approval, record and configuration models."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, TypeVar
+
+import pydantic
+
+from ecoc.findings import Finding, Severity
+from ecoc.model.coc import join_path
+from ecoc.yamlload import Mapping, Node, Scalar, Sequence
+
+ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
+
+
+def to_plain(node: Node) -> Any:
+    """Turn a node into plain Python data: null scalars become None, others stay text."""
+    if isinstance(node, Scalar):
+        return None if node.is_null else node.text
+    if isinstance(node, Mapping):
+        return {key: to_plain(value) for key, value in node.items()}
+    return [to_plain(item) for item in node]
+
+
+def node_at(node: Node, location: tuple[int | str, ...]) -> tuple[Node, Mapping | None, str | None]:
+    """Follow a pydantic error location into the node tree.
+
+    Returns the deepest node reached, and the mapping and key where the walk stopped when the
+    location names a key the data does not have (a missing or an extra field).
+    """
+    for step in location:
+        if isinstance(node, Mapping) and isinstance(step, str):
+            if step not in node:
+                return node, node, step
+            node = node[step]
+        elif isinstance(node, Sequence) and isinstance(step, int) and step < len(node):
+            node = node[step]
+        else:
+            break
+    return node, None, None
+
+
+def validate_node(model: type[ModelT], node: Node, path: str) -> tuple[ModelT | None, list[Finding]]:
+    """Validate a YAML subtree with a pydantic model; errors become findings at their lines."""
+    try:
+        return model.model_validate(to_plain(node)), []
+    except pydantic.ValidationError as exc:
+        findings = []
+        for error in exc.errors(include_url=False):
+            location = tuple(error["loc"])
+            target, parent, key = node_at(node, location)
+            error_path = path
+            for step in location:
+                error_path = f"{error_path}[{step}]" if isinstance(step, int) else join_path(error_path, str(step))
+            if parent is not None and key is not None and key in parent.key_positions:
+                line, column = parent.key_position(key)
+            else:
+                line, column = target.line, target.column
+            message = error["msg"]
+            hint = "see the documentation of this file's keys"
+            if error["type"] == "extra_forbidden":
+                known = list(model.model_fields)
+                field = str(location[-1])
+                close = difflib.get_close_matches(field, known, n=1)
+                message = f"unknown key {field}"
+                hint = f"did you mean {close[0]}?" if close else "known keys: " + ", ".join(known)
+            elif error["type"] == "missing":
+                message = f"missing key {location[-1]}"
+                hint = f"add {location[-1]}"
+            findings.append(Finding("model.invalid", Severity.ERROR, message,
+                                    target.source.path, line, column, error_path, hint))
+        return None, findings
+
+
+def scalar_text(node: Node | None) -> str | None:
+    if isinstance(node, Scalar) and not node.is_null:
+        return node.text
+    return None
+
+
+def unknown_key_finding(mapping: Mapping, key: str, known: list[str], what: str) -> Finding:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.7)
+    hint = f"did you mean {close[0]}?" if close else "the keys of " + what + " are " + ", ".join(known)
+    line, column = mapping.key_position(key)
+    return Finding("model.unknown-key", Severity.ERROR, f"unknown key {key} in {what}",
+                   mapping.source.path, line, column, join_path("", key), hint)
+
+
+def require_mapping(node: Node | None, what: str, source: str) -> tuple[Mapping | None, list[Finding]]:
+    """Check that a file's root is a mapping."""
+    if isinstance(node, Mapping):
+        return node, []
+    if node is None:
+        return None, []
+    if isinstance(node, Scalar) and node.is_null:
+        return None, [Finding("yaml.empty", Severity.ERROR, "the document is empty", source,
+                              node.line, node.column, hint=f"write the {what} as a mapping of keys")]
+    return None, [Finding("model.shape", Severity.ERROR, f"{what} must be a mapping of keys",
+                          source, node.line, node.column, hint=f"write the {what} as key: value lines")]

@@ -1,0 +1,116 @@
+"""Record files: one vehicle, its approval, variant and version, and its own values.
+
+```yaml
+vin: XHV1HT1H7TK000101
+approval: e4*2018/858*00412*01
+variant: HT1H
+version: HT1H-16SE
+Header:
+  IntendedCountryRegistration: NL
+CocDataGroup:
+  DateManufactureVehicle: 2026-10-02
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ecoc.findings import Finding, Severity
+from ecoc.ivi import spec as ivi_spec
+from ecoc.ivi.values import check_text, parse_value
+from ecoc.model.approval import Owners
+from ecoc.model.layers import Layer, check_keys, type_layer
+from ecoc.model.nodes import require_mapping, validate_node
+from ecoc.yamlload import Mapping, Scalar, Source, load_yaml
+
+RECORD_KEYS = ["vin", "approval", "variant", "version", "correction_reason", "owners",
+               "Header", "CocDataGroup"]
+_REQUIRED = ("vin", "approval", "variant", "version")
+
+
+@dataclass(eq=False)
+class Record:
+    source: Source
+    digest: str
+    vin: Scalar | None = None
+    approval: Scalar | None = None
+    variant: Scalar | None = None
+    version: Scalar | None = None
+    correction_reason: Scalar | None = None
+    owners: Owners | None = None
+    header: Mapping | None = None
+    coc: Mapping | None = None
+    root: Mapping | None = None
+    findings: list[Finding] = field(default_factory=list)
+    # Whether the record's Header and CocDataGroup hold only valid values.
+    valid: bool = True
+
+    @property
+    def vin_text(self) -> str | None:
+        return self.vin.text if self.vin is not None else None
+
+
+def _scalar_key(root: Mapping, key: str, findings: list[Finding], source: Source) -> Scalar | None:
+    node = root.get(key)
+    if node is None:
+        return None
+    if not isinstance(node, Scalar):
+        findings.append(Finding("model.shape", Severity.ERROR, f"{key} must be a single value",
+                                source.path, node.line, node.column, key, f"write {key}: <value>"))
+        return None
+    if node.is_null or node.text.strip() == "":
+        findings.append(Finding("model.empty-value", Severity.ERROR, f"{key} has no value",
+                                source.path, node.line, node.column, key, f"write the {key}"))
+        return None
+    return node
+
+
+def parse_record(data: bytes, source: Source, digest: str) -> Record:
+    """Read one record file. Problems are collected in `Record.findings`."""
+    record = Record(source, digest)
+    findings = record.findings
+    node, load_findings = load_yaml(data, source)
+    findings.extend(load_findings)
+    root, shape_findings = require_mapping(node, "a record file", source.path)
+    findings.extend(shape_findings)
+    if root is None:
+        return record
+    record.root = root
+    check_keys(root, RECORD_KEYS, "a record file", "", findings)
+    for key in _REQUIRED:
+        if key not in root:
+            findings.append(Finding("model.required", Severity.ERROR, f"the record has no {key}",
+                                    source.path, root.line, root.column, key,
+                                    f"add {key}: at the top of the record"))
+    record.vin = _scalar_key(root, "vin", findings, source)
+    record.approval = _scalar_key(root, "approval", findings, source)
+    record.variant = _scalar_key(root, "variant", findings, source)
+    record.version = _scalar_key(root, "version", findings, source)
+    record.correction_reason = _scalar_key(root, "correction_reason", findings, source)
+    if record.correction_reason is not None:
+        problem = check_text(record.correction_reason.text, _TEXT_500)
+        if problem is not None:
+            findings.append(Finding(problem.rule, Severity.ERROR,
+                                    f"correction_reason: {problem.message}", source.path,
+                                    record.correction_reason.line, record.correction_reason.column,
+                                    "correction_reason", problem.hint))
+    if record.vin is not None:
+        simple = ivi_spec.elements_by_name()["VehicleIdentificationNumber"].simple
+        assert simple is not None
+        value, problem = parse_value(record.vin.text, simple)
+        if problem is not None:
+            findings.append(Finding("vin.format", Severity.ERROR,
+                                    f"VIN {record.vin.text!r}: {problem.message}", source.path,
+                                    record.vin.line, record.vin.column, "vin",
+                                    "a VIN has exactly 17 characters: capital letters and digits"))
+        record.vin.value = value
+    if "owners" in root:
+        record.owners, owner_findings = validate_node(Owners, root["owners"], "owners")
+        findings.extend(owner_findings)
+    record.header, record.coc, record.valid = type_layer(root, Layer.RECORD, "", findings)
+    return record
+
+
+_TEXT_500 = ivi_spec.elements_by_name()["DescriptionCompletedAltered"].simple
+assert _TEXT_500 is not None

@@ -1,0 +1,51 @@
+"""Write findings as text (file:line:col) or JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from ecoc.findings import Finding, Severity
+
+MAX_LISTED_RECORDS = 3
+
+
+def _records_note(finding: Finding) -> str:
+    if len(finding.records) <= 1:
+        return ""
+    shown = ", ".join(finding.records[:MAX_LISTED_RECORDS])
+    more = len(finding.records) - MAX_LISTED_RECORDS
+    return f" (affects {len(finding.records)} records: {shown}{f' and {more} more' if more > 0 else ''})"
+
+
+def format_text(findings: Sequence[Finding]) -> str:
+    lines = []
+    for finding in findings:
+        place = finding.file or "-"
+        if finding.line is not None:
+            place += f":{finding.line}:{finding.column or 1}"
+        lines.append(f"{place}: {finding.severity.value} {finding.rule}: {finding.message}{_records_note(finding)}")
+        if finding.hint:
+            lines.append(f"    hint: {finding.hint}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def format_json(findings: Sequence[Finding], summary: dict[str, object]) -> str:
+    document = {"summary": summary, "findings": [f.to_dict() for f in findings]}
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def summarize(findings: Sequence[Finding], records: int, approvals: int) -> dict[str, object]:
+    counts = {severity.value: 0 for severity in Severity}
+    for finding in findings:
+        counts[finding.severity.value] += 1
+    return {"records": records, "approvals": approvals, **{f"{k}s": v for k, v in counts.items()}}
+
+
+def summary_line(summary: dict[str, object]) -> str:
+    def plural(count: object, word: str) -> str:
+        return f"{count} {word}{'' if count == 1 else 's'}"
+
+    return (f"{plural(summary['errors'], 'error')}, {plural(summary['warnings'], 'warning')}, "
+            f"{plural(summary['infos'], 'note')} in {plural(summary['records'], 'record')} "
+            f"and {plural(summary['approvals'], 'approval')}")

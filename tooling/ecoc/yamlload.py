@@ -1,0 +1,274 @@
+"""Read YAML files into position-keeping nodes, with every scalar kept as its text.
+
+The loader works on libyaml's event stream, so no YAML resolver ever types a value: `02142`,
+`NO`, `1.10`, `1e3` and `2024-01-18` all stay exactly the text that was written, and the model
+decides what they mean for the field they belong to. Everything YAML allows but a reviewed
+data repository should not contain becomes a finding at its position instead of a silently
+different value: duplicate keys, anchors, aliases, merge keys, explicit tags, tab indentation,
+a second document, an empty file and bytes that are not UTF-8.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import yaml
+from yaml.events import (
+    AliasEvent,
+    DocumentEndEvent,
+    DocumentStartEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+)
+
+from ecoc.findings import Finding, Severity
+
+try:
+    from yaml import CSafeLoader as _EventLoader
+except ImportError:  # pragma: no cover - PyYAML wheels ship libyaml on every supported platform
+    from yaml import SafeLoader as _EventLoader  # type: ignore[assignment]
+
+# Deeper nesting than any IVI structure needs (the deepest IVI path has 8 levels).
+MAX_DEPTH = 48
+
+_TAB_INDENT = re.compile(rb"^[ ]*\t", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A file as findings name it: its path relative to the repository root."""
+
+    path: str
+
+
+class Scalar:
+    """A scalar value: its text exactly as written, where it was written, and its typed value."""
+
+    __slots__ = ("text", "line", "column", "plain", "source", "value")
+
+    def __init__(self, text: str, line: int, column: int, plain: bool, source: Source) -> None:
+        self.text = text
+        self.line = line
+        self.column = column
+        # Plain (unquoted) scalars are the ones other YAML tools would retype.
+        self.plain = plain
+        self.source = source
+        # Set by the model once the element's type is known.
+        self.value: object = None
+
+    @property
+    def is_null(self) -> bool:
+        """Whether the scalar is YAML's null: `~`, `null` or nothing at all, unquoted."""
+        return self.plain and self.text in ("", "~", "null", "Null", "NULL")
+
+    def __repr__(self) -> str:
+        return f"Scalar({self.text!r} at {self.source.path}:{self.line}:{self.column})"
+
+
+class Mapping(dict[str, "Node"]):
+    """A YAML mapping with string keys, remembering where it and each key start."""
+
+    __slots__ = ("line", "column", "source", "key_positions")
+
+    def __init__(self, line: int, column: int, source: Source) -> None:
+        super().__init__()
+        self.line = line
+        self.column = column
+        self.source = source
+        self.key_positions: dict[str, tuple[int, int]] = {}
+
+    def key_position(self, key: str) -> tuple[int, int]:
+        return self.key_positions.get(key, (self.line, self.column))
+
+
+class Sequence(list["Node"]):
+    """A YAML sequence, remembering where it starts."""
+
+    __slots__ = ("line", "column", "source")
+
+    def __init__(self, line: int, column: int, source: Source) -> None:
+        super().__init__()
+        self.line = line
+        self.column = column
+        self.source = source
+
+
+Node = Scalar | Mapping | Sequence
+
+
+def position_of(node: Node) -> tuple[int, int]:
+    return node.line, node.column
+
+
+class _Reader:
+    def __init__(self, data: bytes, source: Source) -> None:
+        self.source = source
+        self.findings: list[Finding] = []
+        self.loader = _EventLoader(data)
+
+    def finding(self, rule: str, message: str, line: int, column: int, hint: str,
+                severity: Severity = Severity.ERROR) -> None:
+        self.findings.append(Finding(rule, severity, message, self.source.path, line, column,
+                                     hint=hint))
+
+    def next_event(self) -> yaml.Event:
+        return self.loader.get_event()
+
+    def read_node(self, event: yaml.Event, depth: int) -> Node | None:
+        mark = event.start_mark
+        line, column = mark.line + 1, mark.column + 1
+        if getattr(event, "anchor", None) is not None and type(event) is not AliasEvent:
+            self.finding("yaml.anchor", f"anchor &{event.anchor} is not allowed", line, column,
+                         "write the values out in full; ecoc does not expand anchors and aliases")
+        if type(event) is ScalarEvent:
+            if event.tag is not None:
+                self.finding("yaml.tag", f"explicit tag {event.tag} is not allowed", line, column,
+                             "remove the tag; the model gives every value its type")
+            # libyaml reports plain scalars with the style '' and the pure parser with None.
+            return Scalar(event.value, line, column, not event.style, self.source)
+        if type(event) is AliasEvent:
+            self.finding("yaml.alias", f"alias *{event.anchor} is not allowed", line, column,
+                         "write the value out in full instead of referring to an anchor")
+            return None
+        if getattr(event, "tag", None) is not None:
+            self.finding("yaml.tag", f"explicit tag {event.tag} is not allowed", line, column,
+                         "remove the tag; the model gives every value its type")
+        if depth > MAX_DEPTH:
+            raise _TooDeep(line, column)
+        if type(event) is MappingStartEvent:
+            return self.read_mapping(line, column, depth)
+        if type(event) is SequenceStartEvent:
+            return self.read_sequence(line, column, depth)
+        raise AssertionError(f"unexpected YAML event {event!r}")
+
+    def read_mapping(self, line: int, column: int, depth: int) -> Mapping:
+        mapping = Mapping(line, column, self.source)
+        while True:
+            event = self.next_event()
+            if type(event) is MappingEndEvent:
+                return mapping
+            key = self.read_node(event, depth + 1)
+            value = self.read_node(self.next_event(), depth + 1)
+            if not isinstance(key, Scalar):
+                if key is not None:
+                    self.finding("yaml.complex-key", "a mapping key must be a plain value",
+                                 key.line, key.column, "use a text key")
+                continue
+            if key.plain and key.text == "<<":
+                self.finding("yaml.merge-key", "merge key << is not allowed", key.line,
+                             key.column, "write the merged keys out in full")
+                continue
+            if key.text in mapping.key_positions:
+                first_line, first_column = mapping.key_positions[key.text]
+                self.finding("yaml.duplicate-key",
+                             f"duplicate key {key.text!r}; it is first defined at line {first_line}",
+                             key.line, key.column,
+                             "remove one of the two entries; YAML would otherwise keep only one")
+                continue
+            mapping.key_positions[key.text] = (key.line, key.column)
+            if value is not None:
+                mapping[key.text] = value
+
+    def read_sequence(self, line: int, column: int, depth: int) -> Sequence:
+        sequence = Sequence(line, column, self.source)
+        while True:
+            event = self.next_event()
+            if type(event) is SequenceEndEvent:
+                return sequence
+            item = self.read_node(event, depth + 1)
+            if item is not None:
+                sequence.append(item)
+
+    def read_stream(self) -> Node | None:
+        self.next_event()  # StreamStartEvent
+        event = self.next_event()
+        if type(event) is StreamEndEvent:
+            self.finding("yaml.empty", "the file is empty", 1, 1,
+                         "write the record or approval, or delete the file")
+            return None
+        assert type(event) is DocumentStartEvent
+        root = self.read_node(self.next_event(), 0)
+        assert type(self.next_event()) is DocumentEndEvent
+        event = self.next_event()
+        if type(event) is DocumentStartEvent:
+            mark = event.start_mark
+            self.finding("yaml.multiple-documents",
+                         "the file holds more than one YAML document", mark.line + 1,
+                         mark.column + 1, "keep one document per file; split the rest into files of their own")
+        return root
+
+
+class _TooDeep(Exception):
+    def __init__(self, line: int, column: int) -> None:
+        self.line = line
+        self.column = column
+
+
+def _offset_position(data: bytes, offset: int) -> tuple[int, int]:
+    line_start = data.rfind(b"\n", 0, offset) + 1
+    line = data.count(b"\n", 0, offset) + 1
+    column = len(data[line_start:offset].decode("utf-8", errors="replace")) + 1
+    return line, column
+
+
+def _check_encoding(data: bytes, source: Source) -> Finding | None:
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return Finding("yaml.encoding", Severity.ERROR, "the file is UTF-16, not UTF-8",
+                       source.path, 1, 1, hint="save the file as UTF-8")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, column = _offset_position(data, exc.start)
+        return Finding("yaml.encoding", Severity.ERROR,
+                       f"invalid UTF-8 byte 0x{data[exc.start]:02x}", source.path, line, column,
+                       hint="save the file as UTF-8 (it looks like another encoding, such as Latin-1)")
+    return None
+
+
+def _syntax_finding(exc: yaml.YAMLError, data: bytes, source: Source) -> Finding:
+    if isinstance(exc, yaml.reader.ReaderError):
+        line, column = _offset_position(data, exc.position)
+        character = exc.character if isinstance(exc.character, str) else chr(exc.character)
+        return Finding("yaml.syntax", Severity.ERROR,
+                       f"control character U+{ord(character):04X} is not allowed in YAML",
+                       source.path, line, column,
+                       hint="remove the character; write line breaks and tabs as YAML escapes in a quoted value only if the field allows them")
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    message = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
+    return Finding("yaml.syntax", Severity.ERROR, message, source.path, line, column,
+                   hint="fix the YAML syntax at this position; quote values that contain ': ' or start with a special character")
+
+
+def load_yaml(data: bytes, source: Source) -> tuple[Node | None, list[Finding]]:
+    """Parse one YAML file. Returns the root node (None when unusable) and the findings."""
+    encoding = _check_encoding(data, source)
+    if encoding is not None:
+        return None, [encoding]
+    tabs = [
+        Finding("yaml.tab", Severity.ERROR, "tab character in the indentation", source.path,
+                *_offset_position(data, match.end() - 1),
+                hint="indent with spaces; YAML does not allow tabs for indentation")
+        for match in _TAB_INDENT.finditer(data)
+    ]
+    if tabs:
+        return None, tabs
+    reader = _Reader(data, source)
+    try:
+        root = reader.read_stream()
+    except yaml.YAMLError as exc:
+        return None, [*reader.findings, _syntax_finding(exc, data, source)]
+    except _TooDeep as exc:
+        reader.finding("yaml.depth", f"the YAML nesting is deeper than {MAX_DEPTH} levels",
+                       exc.line, exc.column, "flatten the structure; no IVI element is nested this deep")
+        return None, reader.findings
+    finally:
+        reader.loader.dispose()
+    return root, reader.findings

@@ -1,0 +1,95 @@
+"""Write YAML that people review: key order kept, comments kept, values never retyped.
+
+ruamel.yaml's round-trip mode keeps comments, quotes and key order of a file that ecoc edits
+(an approval that an import extends). Its resolver is replaced by one that reads every plain
+scalar as text, the same rule ecoc's loader follows, so that `01` stays `01` and a date stays
+the text it was.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.nodes import ScalarNode
+from ruamel.yaml.resolver import VersionedResolver
+from ruamel.yaml.scalarstring import SingleQuotedScalarString
+
+from ecoc.errors import InputError
+from ecoc.ivi.spec import ElementSpec
+from ecoc.ivi.values import retyped_by_yaml
+from ecoc.yamlload import Mapping, Node, Scalar, Sequence
+
+
+class _TextResolver(VersionedResolver):
+    """Resolve every plain scalar to a string; mappings and sequences as usual."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is ScalarNode:
+            return self.DEFAULT_SCALAR_TAG
+        return super().resolve(kind, value, implicit)
+
+
+def new_yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.Resolver = _TextResolver
+    yaml.preserve_quotes = True
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.width = 4096
+    return yaml
+
+
+def text_scalar(text: str, spec: ElementSpec | None) -> str:
+    """Quote a text value that other YAML tools would read as a number or a boolean."""
+    kind = spec.simple.kind if spec is not None and spec.simple is not None else "text"
+    if kind in ("text", "pattern") and retyped_by_yaml(text) is not None:
+        return SingleQuotedScalarString(text)
+    return text
+
+
+def to_yaml_tree(node: Node, spec: ElementSpec) -> Any:
+    """Turn a CoC tree into ruamel data, keys in schema order."""
+    if isinstance(node, Scalar):
+        if node.is_null:
+            return None
+        return text_scalar(node.text, spec)
+    if isinstance(node, Sequence):
+        rows = CommentedSeq()
+        for row in node:
+            rows.append(_group(row, spec) if isinstance(row, Mapping) else None)
+        return rows
+    return _group(node, spec)
+
+
+def _group(node: Mapping, spec: ElementSpec) -> CommentedMap:
+    order = {child.name: index for index, child in enumerate(spec.children)}
+    group = CommentedMap()
+    for key in sorted(node, key=lambda k: order.get(k, len(order))):
+        child = spec.by_name.get(key)
+        group[key] = to_yaml_tree(node[key], child) if child is not None else to_plain_yaml(node[key])
+    return group
+
+
+def to_plain_yaml(node: Node) -> Any:
+    if isinstance(node, Scalar):
+        return None if node.is_null else text_scalar(node.text, None)
+    if isinstance(node, Mapping):
+        return CommentedMap((k, to_plain_yaml(v)) for k, v in node.items())
+    return CommentedSeq(to_plain_yaml(item) for item in node)
+
+
+def dump(data: Any) -> str:
+    stream = io.StringIO()
+    new_yaml().dump(data, stream)
+    return stream.getvalue()
+
+
+def load_for_edit(path: Path) -> Any:
+    try:
+        return new_yaml().load(path.read_text(encoding="utf-8-sig"))
+    except Exception as exc:  # ruamel raises many unrelated types for bad input
+        raise InputError(f"{path}: cannot be read for editing: {exc}",
+                         "run ecoc check and fix the file first") from None
