@@ -1,0 +1,72 @@
+"""Shared fixtures: the official IVI material, bundled example data, temporary repositories.
+
+The official IVI 2.0 XSD and example files cannot be part of this repository. Tests that need
+them read their paths from ECOC_XSD and ECOC_IVI_EXAMPLES. Without those variables such tests
+skip and say what to set; with ECOC_REQUIRE_OFFICIAL=1 (as in CI) they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def _official(variable: str, what: str) -> Path:
+    value = os.environ.get(variable)
+    if value and Path(value).exists():
+        return Path(value)
+    message = f"set {variable} to {what} to run this test"
+    if os.environ.get("ECOC_REQUIRE_OFFICIAL") == "1":
+        pytest.fail(f"{message} (ECOC_REQUIRE_OFFICIAL=1 forbids skipping)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def official_xsd() -> Path:
+    return _official("ECOC_XSD", "the path of the official IVI-2.0.xsd")
+
+
+@pytest.fixture(scope="session")
+def official_examples() -> list[Path]:
+    folder = _official("ECOC_IVI_EXAMPLES", "the folder of the official IVI 2.0 example XML files")
+    files = sorted(folder.glob("*.xml"))
+    assert files, f"{folder} holds no .xml files"
+    return files
+
+
+def git(folder: Path, *args: str) -> str:
+    completed = subprocess.run(
+        ["git", "-C", str(folder), "-c", "user.name=ecoc tests", "-c", "user.email=tests@ecoc.invalid",
+         "-c", "commit.gpgsign=false", *args],
+        check=True, capture_output=True, text=True)
+    return completed.stdout
+
+
+@pytest.fixture
+def empty_repo(tmp_path: Path) -> Path:
+    """A compliance repository with settings only, under git."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "ecoc.yaml").write_text("version: 1\n", encoding="utf-8")
+    git(root, "init", "-q")
+    return root
+
+
+@pytest.fixture
+def example_repo(tmp_path: Path) -> Path:
+    """A copy of the bundled example repository, committed in a git repository of its own."""
+    root = tmp_path / "example"
+    root.mkdir()
+    shutil.copy(PROJECT / "ecoc.yaml", root / "ecoc.yaml")
+    shutil.copytree(PROJECT / "approvals", root / "approvals")
+    shutil.copytree(PROJECT / "records", root / "records")
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "example data")
+    return root

@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from ecoc.cli import main
+from ecoc.ivi import spec as ivi_spec
+from ecoc.ivi.spec import ElementSpec
+from ecoc.ivi.values import parse_value
+from ecoc.ivi.xsd import SchemaLocation, load
+
+NS = ivi_spec.NAMESPACE
+Q = f"{{{NS}}}"
+CONTENT_HEADER = ("IviVersionNumberXsd", "IviVersionNumber", "IntendedCountryRegistration",
+                  "DesignatedTypeApprovalCountry")
+
+
+def canonical(element: etree._Element, spec: ElementSpec) -> object:
+    """A comparable form of an element: xs:all groups as dicts, tables as lists, typed leaves."""
+    if spec.kind == "leaf":
+        assert spec.simple is not None
+        text = element.text or ""
+        value, problem = parse_value(text.strip() if spec.simple.kind not in ("text", "code", "pattern") else text,
+                                     spec.simple)
+        assert problem is None, (spec.xpath, text)
+        return value
+    children = [c for c in element if isinstance(c.tag, str)]
+    if spec.kind == "table":
+        return [canonical_group(row, spec) for row in children]
+    return canonical_group(element, spec)
+
+
+def canonical_group(element: etree._Element, spec: ElementSpec) -> dict[str, object]:
+    result: dict[str, object] = {}
+    for child in element:
+        if not isinstance(child.tag, str):
+            continue
+        name = etree.QName(child).localname
+        assert name not in result, f"{name} repeated in {spec.name}"
+        result[name] = canonical(child, spec.by_name[name])
+    return result
+
+
+def content(path_or_bytes: Path | bytes) -> tuple[dict[str, object], object]:
+    data = path_or_bytes.read_bytes() if isinstance(path_or_bytes, Path) else path_or_bytes
+    root = etree.fromstring(data, etree.XMLParser(resolve_entities=False, no_network=True))
+    header = canonical_group(root.find(f"{Q}Header"), ivi_spec.header())
+    coc = canonical_group(root.find(f"{Q}CocDataGroup"), ivi_spec.coc_data_group())
+    return {k: v for k, v in header.items() if k in CONTENT_HEADER}, coc
+
+
+def run(repo: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(["--repo", str(repo), *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_official_examples_survive_import_and_render(
+        official_examples: list[Path], official_xsd: Path, empty_repo: Path,
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = run(empty_repo, "import", "ivi", *map(str, official_examples), capsys=capsys)
+    assert code == 0, err
+    out_dir = tmp_path / "rendered"
+    code, _, err = run(empty_repo, "render", "--xsd", str(official_xsd), "--out", str(out_dir),
+                       "--datetime", "2026-12-01T10:00:00+01:00", capsys=capsys)
+    assert code == 0, err
+    schema = load(SchemaLocation(official_xsd, "test"), relaxed=True)
+    for original in official_examples:
+        vin = etree.parse(str(original)).findtext(f".//{Q}VehicleIdentificationNumber")
+        rendered = (out_dir / f"{vin}.xml").read_bytes()
+        assert schema.validate_bytes(rendered) == [], original.name
+        original_header, original_coc = content(original)
+        rendered_header, rendered_coc = content(rendered)
+        assert rendered_coc == original_coc, original.name
+        assert rendered_header == original_header, original.name
+
+
+def vehicle_variant(example: Path, vin: str, changes: dict[str, str]) -> bytes:
+    """A copy of an example message with another VIN and some values changed."""
+    tree = etree.parse(str(example))
+    root = tree.getroot()
+    root.find(f".//{Q}VehicleIdentificationNumber").text = vin
+    for name, value in changes.items():
+        root.find(f".//{Q}{name}").text = value
+    for signature in root.findall("{http://www.w3.org/2000/09/xmldsig#}Signature"):
+        root.remove(signature)
+    return etree.tostring(copy.deepcopy(root), xml_declaration=True, encoding="UTF-8")
+
+
+def test_vehicles_of_one_approval_extend_the_same_file(
+        official_examples: list[Path], official_xsd: Path, empty_repo: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    example = next(p for p in official_examples if "rav4" in p.name.lower())
+    messages = {
+        "JTMM1C0MPTEST0002": {"DateManufactureVehicle": "2024-02-01", "ActualMass": "1712"},
+        "JTMM1C0MPTEST0003": {"Length": "4610"},
+        "JTMM1C0MPTEST0004": {"Version": "AXAL52L-ANXPBW(2X)", "Height": "1690"},
+    }
+    files = []
+    for vin, changes in messages.items():
+        path = tmp_path / f"{vin}.xml"
+        path.write_bytes(vehicle_variant(example, vin, changes))
+        files.append(path)
+    code, out, err = run(empty_repo, "import", "ivi", str(example), capsys=capsys)
+    assert code == 0, err
+    code, out, err = run(empty_repo, "import", "ivi", *map(str, files), capsys=capsys)
+    assert code == 0, err
+    assert "extended approvals/e6-2007-46-0289-09.yaml" in out
+    assert sorted(p.name for p in (empty_repo / "approvals").iterdir()) == ["e6-2007-46-0289-09.yaml"]
+    approval_text = (empty_repo / "approvals" / "e6-2007-46-0289-09.yaml").read_text()
+    assert "AXAL52L-ANXPBW(2X):" in approval_text
+    # A value that differs from the version's is carried by the vehicle's own record.
+    assert "Length: 4610" in (empty_repo / "records" / "JTMM1C0MPTEST0003.yaml").read_text()
+
+    out_dir = tmp_path / "out"
+    code, _, err = run(empty_repo, "render", "--xsd", str(official_xsd), "--out", str(out_dir),
+                       "--datetime", "2026-12-01T10:00:00Z", capsys=capsys)
+    assert code == 0, err
+    for path in [example, *files]:
+        vin = etree.parse(str(path)).findtext(f".//{Q}VehicleIdentificationNumber")
+        assert content((out_dir / f"{vin}.xml"))[1] == content(path)[1], vin
+
+
+HOSTILE = {
+    "doctype_with_entities": b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">]>
+<InitialVehicleInformation xmlns="http://eu.ereg.initialvehicleinformation.v2">&lol2;</InitialVehicleInformation>""",
+    "external_entity": b"""<?xml version="1.0"?>
+<!DOCTYPE x [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
+<InitialVehicleInformation xmlns="http://eu.ereg.initialvehicleinformation.v2">&xxe;</InitialVehicleInformation>""",
+    "not_well_formed": b"<InitialVehicleInformation><Header></InitialVehicleInformation>",
+    "ivi_1x_namespace": b"<InitialVehicleInformation><Header/></InitialVehicleInformation>",
+    "wrong_root": b'<Invoice xmlns="urn:x"/>',
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_or_foreign_xml_is_rejected(case: str, empty_repo: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / f"{case}.xml"
+    path.write_bytes(HOSTILE[case])
+    code, out, err = run(empty_repo, "import", "ivi", str(path), capsys=capsys)
+    assert code == 1
+    assert f"{path}:" in err
+    assert "nothing was written" in err
+    assert "root:" not in err  # no /etc/passwd content
+    assert not (empty_repo / "approvals").exists()
+    assert not (empty_repo / "records").exists()
+
+
+def test_invalid_value_in_message_writes_nothing(official_examples: list[Path], empty_repo: Path,
+                                                 tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    example = official_examples[0]
+    good = tmp_path / "good.xml"
+    good.write_bytes(vehicle_variant(example, "WVWZZZ1KZAW000001", {}))
+    bad = tmp_path / "bad.xml"
+    bad.write_bytes(vehicle_variant(example, "WVWZZZ1KZAW000002", {"TypeApprovalIssueDate": "2022-02-30"}))
+    code, _, err = run(empty_repo, "import", "ivi", str(good), str(bad), capsys=capsys)
+    assert code == 1
+    assert f"{bad}:" in err
+    assert "error import.invalid-value: TypeApprovalIssueDate: 2022-02-30 is not a date in the calendar" in err
+    assert "nothing was written" in err
+    assert not (empty_repo / "records").exists()
+
+
+def test_existing_record_is_never_overwritten(official_examples: list[Path], empty_repo: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    example = official_examples[0]
+    assert run(empty_repo, "import", "ivi", str(example), capsys=capsys)[0] == 0
+    record = next((empty_repo / "records").iterdir())
+    record.write_text(record.read_text() + "# reviewed\n")
+    code, _, err = run(empty_repo, "import", "ivi", str(example), capsys=capsys)
+    assert code == 1
+    assert "already exists" in err
+    assert record.read_text().endswith("# reviewed\n")
