@@ -24,7 +24,9 @@ def format_text(findings: Sequence[Finding]) -> str:
         place = finding.file or "-"
         if finding.line is not None:
             place += f":{finding.line}:{finding.column or 1}"
-        lines.append(f"{place}: {finding.severity.value} {finding.rule}: {finding.message}{_records_note(finding)}")
+        at = f" [{finding.path}]" if finding.path else ""
+        lines.append(f"{place}: {finding.severity.value} {finding.rule}: {finding.message}{at}"
+                     f"{_records_note(finding)}")
         if finding.hint:
             lines.append(f"    hint: {finding.hint}")
     return "\n".join(lines) + ("\n" if lines else "")
