@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ecoc.config import Repository
 from ecoc.findings import Finding, Severity, merge_duplicates
 from ecoc.identifiers import (
     FRAMEWORKS,
@@ -23,11 +24,13 @@ from ecoc.identifiers import (
     vin_forbidden_letters,
 )
 from ecoc.ivi.render import render
-from ecoc.ivi.xsd import IviSchema
 from ecoc.model.approval import Approval, parse_approval
 from ecoc.model.effective import Effective, build_effective
 from ecoc.model.record import Record, parse_record
 from ecoc.yamlload import Scalar, Source
+
+if TYPE_CHECKING:
+    from ecoc.ivi.xsd import IviSchema
 
 # The version date and time only matters for rendered files; checks render with this one.
 CHECK_DATETIME = "2000-01-01T00:00:00Z"
@@ -39,11 +42,22 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def list_yaml(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.rglob("*") if p.suffix in YAML_SUFFIXES and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+def list_yaml(root: Path, folder: str) -> list[tuple[str, str]]:
+    """YAML files below `root/folder` as (path, path relative to `root`), sorted.
+
+    Hidden files and folders are left out. Walks with plain strings because a repository
+    can hold hundreds of thousands of records.
+    """
+    top = os.path.join(root, folder)
+    found: list[tuple[str, str]] = []
+    for current, folders, files in os.walk(top):
+        folders[:] = [f for f in folders if not f.startswith(".")]
+        relative_folder = os.path.relpath(current, root).replace(os.sep, "/")
+        for name in files:
+            if name.endswith(YAML_SUFFIXES) and not name.startswith("."):
+                found.append((f"{relative_folder}/{name}", os.path.join(current, name)))
+    found.sort()
+    return [(path, relative) for relative, path in found]
 
 
 @dataclass(eq=False)
@@ -74,15 +88,16 @@ class ApprovalIndex:
         self.findings.extend(check_approval_number(approval))
 
 
-def read_file(path: Path, relative: str) -> tuple[bytes | None, Finding | None]:
+def read_file(path: str | Path, relative: str) -> tuple[bytes | None, Finding | None]:
     try:
-        return path.read_bytes(), None
+        with open(path, "rb") as handle:
+            return handle.read(), None
     except OSError as exc:
         return None, Finding("io.read", Severity.ERROR, f"cannot read the file: {exc.strerror}",
                              relative, 1, 1, hint="check the file's permissions")
 
 
-def load_approvals(paths: list[tuple[Path, str]]) -> ApprovalIndex:
+def load_approvals(paths: list[tuple[str, str]]) -> ApprovalIndex:
     index = ApprovalIndex()
     for path, relative in paths:
         data, problem = read_file(path, relative)
@@ -249,70 +264,22 @@ def _with_records(finding: Finding, records: tuple[str, ...]) -> Finding:
                    finding.column, finding.path, finding.hint, records)
 
 
-def duplicate_vins(records: list[tuple[str, Scalar | None, str]]) -> list[Finding]:
-    """One finding per record whose VIN another record also has."""
-    by_vin: dict[str, list[tuple[str, Scalar | None]]] = {}
-    for vin, node, path in records:
-        by_vin.setdefault(vin, []).append((path, node))
+def duplicate_vins(records: list[tuple[str, int, int, str]]) -> list[Finding]:
+    """One finding per record whose VIN another record also has.
+
+    `records` holds the VIN, its line and column, and the record file of every record.
+    """
+    by_vin: dict[str, list[tuple[str, int, int]]] = {}
+    for vin, line, column, path in records:
+        by_vin.setdefault(vin, []).append((path, line, column))
     findings = []
     for vin, holders in by_vin.items():
         if len(holders) < 2:
             continue
-        for path, node in holders:
-            others = ", ".join(p for p, _ in holders if p != path)
+        for path, line, column in holders:
+            others = ", ".join(p for p, _, _ in holders if p != path)
             findings.append(Finding(
                 "record.duplicate-vin", Severity.ERROR, f"VIN {vin} is also used by {others}", path,
-                node.line if node else 1, node.column if node else 1, "vin",
+                line, column, "vin",
                 "each vehicle has exactly one record; remove or correct the duplicate", (vin,)))
     return findings
-
-
-
-@dataclass(eq=False)
-class CheckRun:
-    findings: list[Finding]
-    records: int
-    approvals: int
-    outcomes: list[RecordOutcome] = field(default_factory=list)
-
-
-def _selected(path: Path, selection: list[Path] | None) -> bool:
-    if selection is None:
-        return True
-    resolved = path.resolve()
-    return any(resolved == s or s in resolved.parents for s in selection)
-
-
-def run_check(repository: Repository, selection: list[Path] | None, schema: IviSchema | None,
-              *, version_datetime: str = CHECK_DATETIME, keep_render: bool = False) -> CheckRun:
-    """Check the selected records (all when `selection` is None) and their approvals."""
-    chosen = [p.resolve() for p in selection] if selection is not None else None
-    approval_paths = [(p, repository.relative(p)) for p in list_yaml(repository.approvals_dir)]
-    index = load_approvals(approval_paths)
-    selected_approvals = {a.source.path for a in index.approvals
-                          if _selected(repository.root / a.source.path, chosen)}
-    findings = [f for f in index.findings if f.file in selected_approvals or f.file is None]
-
-    outcomes: list[RecordOutcome] = []
-    vins: list[tuple[str, Scalar | None, str]] = []
-    for path in list_yaml(repository.records_dir):
-        relative = repository.relative(path)
-        data, problem = read_file(path, relative)
-        if data is None:
-            assert problem is not None
-            findings.append(problem)
-            continue
-        record = parse_record(data, Source(relative), digest(data))
-        if record.vin is not None:
-            vins.append((record.vin.text, record.vin, relative))
-        approval = index.by_number.get(record.approval.text) if record.approval else None
-        wanted = _selected(path, chosen) or (
-            approval is not None and approval.source.path in selected_approvals)
-        if not wanted:
-            continue
-        outcome = check_record(record, index, schema, version_datetime, keep_render)
-        outcomes.append(outcome)
-        findings += outcome.findings
-    checked = {o.record.source.path for o in outcomes}
-    findings += [f for f in duplicate_vins(vins) if f.file in checked]
-    return CheckRun(merge_duplicates(findings), len(outcomes), len(selected_approvals), outcomes)

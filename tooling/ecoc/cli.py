@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from ecoc import __version__
-from ecoc.check import run_check
+from ecoc.cache import cache_folder, open_cache
 from ecoc.config import Repository, open_repository
 from ecoc.errors import ConfigError, EcocError, InputError, UsageError
 from ecoc.findings import Finding, Severity, merge_duplicates
@@ -26,6 +26,7 @@ from ecoc.ivi import xsd as ivi_xsd
 from ecoc.ivi.spec import elements_by_name
 from ecoc.ivi.values import parse_value
 from ecoc.report import format_json, format_text, summarize, summary_line
+from ecoc.runner import RecordResult, RunOptions, default_jobs, run_check
 from ecoc.fileio import write_atomically
 
 log = logging.getLogger("ecoc")
@@ -97,23 +98,33 @@ _xsd_option = click.option(
     help="Path of the official IVI-2.0.xsd (overrides ECOC_XSD and xsd.path in ecoc.yaml).")
 
 
+_jobs_option = click.option(
+    "--jobs", "-j", type=click.IntRange(min=1), default=None,
+    help="Worker processes for records that need checking. Default: one per available core.")
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--format", "format_", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Output format of the findings.")
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the findings to this file instead of stdout.")
+@click.option("--no-cache", is_flag=True,
+              help="Check every record again instead of reusing results of unchanged files.")
 @_xsd_option
+@_jobs_option
 @click.pass_context
 def check(ctx: click.Context, paths: tuple[Path, ...], format_: str, output: Path | None,
-          xsd: Path | None) -> int:
+          no_cache: bool, xsd: Path | None, jobs: int | None) -> int:
     """Report readiness findings for records (all, or those under PATHS) and their approvals.
 
     Exits 0 when nothing blocks, 1 when there are errors.
     """
     repository = _repository(ctx)
     schema = _schema(repository, xsd)
-    result = run_check(repository, _selection(paths), schema)
+    options = RunOptions(_selection(paths), schema, jobs=jobs or default_jobs())
+    cache = open_cache(cache_folder(repository.root, no_cache))
+    result = run_check(repository, options, cache)
     summary = summarize(result.findings, result.records, result.approvals)
     if format_ == "json":
         _emit(format_json(result.findings, summary), output)
@@ -154,9 +165,10 @@ def _version_datetime(repository: Repository, given: str | None) -> str:
               help="IviVersionDateTime to write, as an XML date and time. "
                    "Default: SOURCE_DATE_EPOCH, else the committer date of HEAD.")
 @_xsd_option
+@_jobs_option
 @click.pass_context
 def render(ctx: click.Context, paths: tuple[Path, ...], out_dir: Path, given_datetime: str | None,
-           xsd: Path | None) -> int:
+           xsd: Path | None, jobs: int | None) -> int:
     """Render unsigned IVI 2.0 XML for records (all, or those under PATHS) into --out.
 
     Records with blocking findings are reported and not written.
@@ -164,22 +176,32 @@ def render(ctx: click.Context, paths: tuple[Path, ...], out_dir: Path, given_dat
     repository = _repository(ctx)
     version_datetime = _version_datetime(repository, given_datetime)
     schema = _schema(repository, xsd)
-    result = run_check(repository, _selection(paths), schema, version_datetime=version_datetime,
-                       keep_render=True)
-    blocked_files = {f.file for f in result.findings if f.severity.blocking}
-    blocked_records = {vin for f in result.findings if f.severity.blocking for vin in f.records}
-    written = 0
-    for outcome in result.outcomes:
-        effective = outcome.effective
-        if (outcome.rendered is None or effective is None or effective.vin in blocked_records
-                or outcome.record.source.path in blocked_files):
-            continue
-        target = out_dir / f"{effective.vin}.xml"
-        write_atomically(target, outcome.rendered)
+    options = RunOptions(_selection(paths), schema, version_datetime, keep_render=True,
+                         jobs=jobs or default_jobs())
+    written: dict[str, Path] = {}
+
+    def write(result: RecordResult) -> None:
+        vin = result.summary.vin
+        if result.rendered is None or vin is None:
+            return
+        if any(f.severity.blocking for f in result.summary.findings):
+            return
+        target = out_dir / f"{vin}.xml"
+        write_atomically(target, result.rendered)
+        written[vin] = target
+
+    result = run_check(repository, options, sink=write)
+    # A VIN that several records share blocks all of them, which is only known at the end.
+    for finding in result.findings:
+        if finding.rule == "record.duplicate-vin":
+            for vin in finding.records:
+                target = written.pop(vin, None)
+                if target is not None:
+                    target.unlink(missing_ok=True)
+    for target in sorted(written.values()):
         click.echo(str(target))
-        written += 1
     click.echo(format_text(result.findings), nl=False, err=True)
-    click.echo(f"rendered {written} of {result.records} records to {out_dir}", err=True)
+    click.echo(f"rendered {len(written)} of {result.records} records to {out_dir}", err=True)
     summary = summarize(result.findings, result.records, result.approvals)
     return EXIT_FINDINGS if summary["errors"] else EXIT_CLEAN
 

@@ -63,6 +63,7 @@ class Repository:
         return self.root / "records"
 
     def relative(self, path: Path) -> str:
+        """`path` relative to the repository root with forward slashes, or as given if outside."""
         try:
             return path.resolve().relative_to(self.root).as_posix()
         except ValueError:

@@ -18,7 +18,7 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap
 
-from ecoc.check import digest
+from ecoc.check import digest, list_yaml
 from ecoc.config import Repository
 from ecoc.errors import EcocError, InputError
 from ecoc.findings import Finding, Severity
@@ -132,12 +132,9 @@ class Importer:
         self._index_existing()
 
     def _index_existing(self) -> None:
-        from ecoc.check import list_yaml
-
-        for path in list_yaml(self.repository.approvals_dir):
-            relative = self.repository.relative(path)
-            text = path.read_text(encoding="utf-8-sig")
-            entry = _ApprovalFile(path, relative, text, created=False)
+        for path, relative in list_yaml(self.repository.root, "approvals"):
+            text = Path(path).read_text(encoding="utf-8-sig")
+            entry = _ApprovalFile(Path(path), relative, text, created=False)
             number = entry.parsed().number_text
             if number is not None:
                 self.approval_files.setdefault(number, entry)

@@ -49,7 +49,7 @@ class Source:
 class Scalar:
     """A scalar value: its text exactly as written, where it was written, and its typed value."""
 
-    __slots__ = ("text", "line", "column", "plain", "source", "value")
+    __slots__ = ("text", "line", "column", "plain", "source", "value", "xml")
 
     def __init__(self, text: str, line: int, column: int, plain: bool, source: Source) -> None:
         self.text = text
@@ -60,6 +60,9 @@ class Scalar:
         self.source = source
         # Set by the model once the element's type is known.
         self.value: object = None
+        # The value as escaped XML text, kept by the renderer: approval values render for
+        # every record of the approval.
+        self.xml: str | None = None
 
     @property
     def is_null(self) -> bool:
@@ -71,9 +74,14 @@ class Scalar:
 
 
 class Mapping(dict[str, "Node"]):
-    """A YAML mapping with string keys, remembering where it and each key start."""
+    """A YAML mapping with string keys, remembering where it and each key start.
 
-    __slots__ = ("line", "column", "source", "key_positions")
+    Once typed, a mapping is never changed (merging builds new mappings), so the renderer
+    and the structure check keep their results for it in `rendered` and `complete`: a
+    version's data is shared by all records of the version and is done once.
+    """
+
+    __slots__ = ("line", "column", "source", "key_positions", "rendered", "complete")
 
     def __init__(self, line: int, column: int, source: Source) -> None:
         super().__init__()
@@ -81,28 +89,27 @@ class Mapping(dict[str, "Node"]):
         self.column = column
         self.source = source
         self.key_positions: dict[str, tuple[int, int]] = {}
+        self.rendered: str | None = None
+        self.complete = False
 
     def key_position(self, key: str) -> tuple[int, int]:
         return self.key_positions.get(key, (self.line, self.column))
 
 
 class Sequence(list["Node"]):
-    """A YAML sequence, remembering where it starts."""
+    """A YAML sequence, remembering where it starts; `rendered` as for `Mapping`."""
 
-    __slots__ = ("line", "column", "source")
+    __slots__ = ("line", "column", "source", "rendered")
 
     def __init__(self, line: int, column: int, source: Source) -> None:
         super().__init__()
         self.line = line
         self.column = column
         self.source = source
+        self.rendered: str | None = None
 
 
 Node = Scalar | Mapping | Sequence
-
-
-def position_of(node: Node) -> tuple[int, int]:
-    return node.line, node.column
 
 
 class _Reader:
@@ -110,74 +117,87 @@ class _Reader:
         self.source = source
         self.findings: list[Finding] = []
         self.loader = _EventLoader(data)
+        self.next_event = self.loader.get_event
 
     def finding(self, rule: str, message: str, line: int, column: int, hint: str,
                 severity: Severity = Severity.ERROR) -> None:
         self.findings.append(Finding(rule, severity, message, self.source.path, line, column,
                                      hint=hint))
 
-    def next_event(self) -> yaml.Event:
-        return self.loader.get_event()
-
     def read_node(self, event: yaml.Event, depth: int) -> Node | None:
+        kind = type(event)
         mark = event.start_mark
         line, column = mark.line + 1, mark.column + 1
-        if getattr(event, "anchor", None) is not None and type(event) is not AliasEvent:
-            self.finding("yaml.anchor", f"anchor &{event.anchor} is not allowed", line, column,
-                         "write the values out in full; ecoc does not expand anchors and aliases")
-        if type(event) is ScalarEvent:
-            if event.tag is not None:
-                self.finding("yaml.tag", f"explicit tag {event.tag} is not allowed", line, column,
-                             "remove the tag; the model gives every value its type")
-            # libyaml reports plain scalars with the style '' and the pure parser with None.
-            return Scalar(event.value, line, column, not event.style, self.source)
-        if type(event) is AliasEvent:
+        if kind is AliasEvent:
             self.finding("yaml.alias", f"alias *{event.anchor} is not allowed", line, column,
                          "write the value out in full instead of referring to an anchor")
             return None
-        if getattr(event, "tag", None) is not None:
+        if event.anchor is not None:
+            self.finding("yaml.anchor", f"anchor &{event.anchor} is not allowed", line, column,
+                         "write the values out in full; ecoc does not expand anchors and aliases")
+        if event.tag is not None:
             self.finding("yaml.tag", f"explicit tag {event.tag} is not allowed", line, column,
                          "remove the tag; the model gives every value its type")
+        if kind is ScalarEvent:
+            # libyaml reports plain scalars with the style '' and the pure parser with None.
+            return Scalar(event.value, line, column, not event.style, self.source)
         if depth > MAX_DEPTH:
             raise _TooDeep(line, column)
-        if type(event) is MappingStartEvent:
+        if kind is MappingStartEvent:
             return self.read_mapping(line, column, depth)
-        if type(event) is SequenceStartEvent:
+        if kind is SequenceStartEvent:
             return self.read_sequence(line, column, depth)
         raise AssertionError(f"unexpected YAML event {event!r}")
 
     def read_mapping(self, line: int, column: int, depth: int) -> Mapping:
         mapping = Mapping(line, column, self.source)
+        positions = mapping.key_positions
+        next_event = self.next_event
+        source = self.source
         while True:
-            event = self.next_event()
+            event = next_event()
             if type(event) is MappingEndEvent:
                 return mapping
-            key = self.read_node(event, depth + 1)
-            value = self.read_node(self.next_event(), depth + 1)
+            # Keys are nearly always plain scalars without anchor or tag: read those directly.
+            if type(event) is ScalarEvent and event.anchor is None and event.tag is None:
+                mark = event.start_mark
+                key: Node | None = Scalar(event.value, mark.line + 1, mark.column + 1,
+                                          not event.style, source)
+            else:
+                key = self.read_node(event, depth + 1)
+            event = next_event()
+            value: Node | None
+            if type(event) is ScalarEvent and event.anchor is None and event.tag is None:
+                mark = event.start_mark
+                value = Scalar(event.value, mark.line + 1, mark.column + 1, not event.style, source)
+            else:
+                value = self.read_node(event, depth + 1)
             if not isinstance(key, Scalar):
                 if key is not None:
                     self.finding("yaml.complex-key", "a mapping key must be a plain value",
                                  key.line, key.column, "use a text key")
                 continue
-            if key.plain and key.text == "<<":
+            text = key.text
+            if text == "<<" and key.plain:
                 self.finding("yaml.merge-key", "merge key << is not allowed", key.line,
                              key.column, "write the merged keys out in full")
                 continue
-            if key.text in mapping.key_positions:
-                first_line, first_column = mapping.key_positions[key.text]
+            if text in positions:
+                first_line = positions[text][0]
                 self.finding("yaml.duplicate-key",
-                             f"duplicate key {key.text!r}; it is first defined at line {first_line}",
+                             f"duplicate key {text!r}; it is first defined at line {first_line}",
                              key.line, key.column,
                              "remove one of the two entries; YAML would otherwise keep only one")
                 continue
-            mapping.key_positions[key.text] = (key.line, key.column)
+            positions[text] = (key.line, key.column)
             if value is not None:
-                mapping[key.text] = value
+                mapping[text] = value
 
     def read_sequence(self, line: int, column: int, depth: int) -> Sequence:
         sequence = Sequence(line, column, self.source)
+        next_event = self.next_event
         while True:
-            event = self.next_event()
+            event = next_event()
             if type(event) is SequenceEndEvent:
                 return sequence
             item = self.read_node(event, depth + 1)

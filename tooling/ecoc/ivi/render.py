@@ -46,15 +46,74 @@ def _order(spec: ElementSpec) -> dict[str, int]:
     return {child.name: index for index, child in enumerate(spec.children)}
 
 
+@dataclass(frozen=True, slots=True)
+class _Tags:
+    """The lines an element writes, with their indentation, computed once per element."""
+
+    open: str
+    close: str
+    row_open: str = ""
+    row_close: str = ""
+
+
+@cache
+def _tags(spec: ElementSpec, depth: int) -> _Tags:
+    indent = INDENT * depth
+    if spec.kind == "leaf":
+        return _Tags(f"{indent}<{spec.name}>", f"</{spec.name}>")
+    row_indent = INDENT * (depth + 1)
+    return _Tags(f"{indent}<{spec.name}>", f"{indent}</{spec.name}>",
+                 f"{row_indent}<{spec.row_name}>", f"{row_indent}</{spec.row_name}>")
+
+
+def _xml_text(node: Scalar) -> str:
+    text = node.xml
+    if text is None:
+        text = node.xml = _escape(format_value(node.value))
+    return text
+
+
+def _write(node: Node, spec: ElementSpec, depth: int, out: list[str]) -> None:
+    """Append the lines of one element to `out`; the fast path, without origins."""
+    tags = _tags(spec, depth)
+    if spec.kind == "leaf":
+        out.append(tags.open + _xml_text(node) + tags.close)  # type: ignore[arg-type]
+        return
+    cached = node.rendered  # type: ignore[union-attr]
+    if cached is not None:
+        out.append(cached)
+        return
+    start = len(out)
+    out.append(tags.open)
+    if spec.kind == "group":
+        _write_children(node, spec, depth + 1, out)  # type: ignore[arg-type]
+    else:
+        for row in node:  # type: ignore[union-attr]
+            out.append(tags.row_open)
+            _write_children(row, spec, depth + 2, out)  # type: ignore[arg-type]
+            out.append(tags.row_close)
+    out.append(tags.close)
+    # Each element sits at one depth of the message, so its lines never change.
+    node.rendered = "\n".join(out[start:])  # type: ignore[union-attr]
+
+
+def _write_children(node: Mapping, spec: ElementSpec, depth: int, out: list[str]) -> None:
+    order = _order(spec)
+    by_name = spec.by_name
+    for name in sorted(node, key=order.__getitem__):
+        _write(node[name], by_name[name], depth, out)
+
+
 class _Writer:
-    def __init__(self, keep_origins: bool) -> None:
+    """The slow path: also records, for every output line, its XPath and source node."""
+
+    def __init__(self) -> None:
         self.out: list[str] = []
-        self.origins: list[Origin] | None = [] if keep_origins else None
+        self.origins: list[Origin] = []
 
     def line(self, text: str, xpath: str, node: Node | None) -> None:
         self.out.append(text)
-        if self.origins is not None:
-            self.origins.append(Origin(xpath, node))
+        self.origins.append(Origin(xpath, node))
 
     def children(self, node: Mapping, spec: ElementSpec, depth: int, xpath: str) -> None:
         order = _order(spec)
@@ -62,38 +121,45 @@ class _Writer:
             self.element(node[name], spec.by_name[name], depth, f"{xpath}/{name}")
 
     def element(self, node: Node, spec: ElementSpec, depth: int, xpath: str) -> None:
-        indent = INDENT * depth
-        name = spec.name
+        tags = _tags(spec, depth)
         if spec.kind == "leaf":
             assert isinstance(node, Scalar)
-            text = _escape(format_value(node.value))
-            self.line(f"{indent}<{name}>{text}</{name}>", xpath, node)
+            self.line(tags.open + _xml_text(node) + tags.close, xpath, node)
             return
-        self.line(f"{indent}<{name}>", xpath, node)
+        self.line(tags.open, xpath, node)
         if spec.kind == "group":
             assert isinstance(node, Mapping)
             self.children(node, spec, depth + 1, xpath)
         else:
-            assert isinstance(node, Sequence) and spec.row_name is not None
-            row_indent = INDENT * (depth + 1)
-            row_name = spec.row_name
+            assert isinstance(node, Sequence)
             for index, row in enumerate(node, start=1):
                 assert isinstance(row, Mapping)
-                row_xpath = f"{xpath}/{row_name}[{index}]"
-                self.line(f"{row_indent}<{row_name}>", row_xpath, row)
+                row_xpath = f"{xpath}/{spec.row_name}[{index}]"
+                self.line(tags.row_open, row_xpath, row)
                 self.children(row, spec, depth + 2, row_xpath)
-                self.line(f"{row_indent}</{row_name}>", row_xpath, row)
-        self.line(f"{indent}</{name}>", xpath, node)
+                self.line(tags.row_close, row_xpath, row)
+        self.line(tags.close, xpath, node)
 
 
 def render(header: Mapping, coc: Mapping, *, keep_origins: bool = False) -> Rendered:
-    """Render the unsigned message. Every scalar in the trees must already be typed."""
+    """Render the unsigned message. Every scalar in the trees must already be typed.
+
+    With `keep_origins`, the result also tells for every line where its value came from,
+    which maps XSD errors (reported by line) back to YAML.
+    """
     root = ivi_spec.root()
-    writer = _Writer(keep_origins)
+    opening = f'<{root.name} xmlns="{ivi_spec.NAMESPACE}">'
+    closing = f"</{root.name}>"
+    if not keep_origins:
+        out = [XML_DECLARATION, opening]
+        _write(header, ivi_spec.header(), 1, out)
+        _write(coc, ivi_spec.coc_data_group(), 1, out)
+        out.append(closing)
+        return Rendered(("\n".join(out) + "\n").encode("utf-8"))
+    writer = _Writer()
     writer.line(XML_DECLARATION, "", None)
-    writer.line(f'<{root.name} xmlns="{ivi_spec.NAMESPACE}">', f"/{root.name}", None)
+    writer.line(opening, f"/{root.name}", None)
     writer.element(header, ivi_spec.header(), 1, f"/{root.name}/Header")
     writer.element(coc, ivi_spec.coc_data_group(), 1, f"/{root.name}/CocDataGroup")
-    writer.line(f"</{root.name}>", f"/{root.name}", None)
-    data = ("\n".join(writer.out) + "\n").encode("utf-8")
-    return Rendered(data, tuple(writer.origins) if writer.origins is not None else ())
+    writer.line(closing, f"/{root.name}", None)
+    return Rendered(("\n".join(writer.out) + "\n").encode("utf-8"), tuple(writer.origins))

@@ -75,6 +75,16 @@ class ElementSpec:
     row_min: int = 0
     # `xs:all` groups impose no order; ecoc writes them in schema order anyway.
     unordered: bool = False
+    # Derived from the above once the tree is built, for the structure check.
+    required_children: tuple[ElementSpec, ...] = ()
+    min_rows: int = 0
+    has_structure: bool = False
+
+    def __post_init__(self) -> None:
+        self.required_children = tuple(c for c in self.children if c.min_occurs > 0)
+        self.min_rows = max(self.row_min, 1) if self.kind == "table" else 0
+        self.has_structure = bool(self.required_children) or any(
+            c.kind != "leaf" for c in self.children)
 
     @property
     def required(self) -> bool:

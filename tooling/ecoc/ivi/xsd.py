@@ -15,12 +15,13 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-from lxml import etree
+from typing import TYPE_CHECKING, Any
 
 from ecoc.errors import ConfigError, InputError
 from ecoc.ivi import spec_data
-from ecoc.ivi.xmlsafe import parse_xml_bytes, parse_xml_file
+
+if TYPE_CHECKING:
+    from lxml import etree
 
 XS = "http://www.w3.org/2001/XMLSchema"
 
@@ -100,19 +101,43 @@ def _check_pins(location: SchemaLocation, pinned: tuple[str, ...]) -> str:
 
 
 class IviSchema:
-    """A compiled IVI schema, strict (as published) or with the signature made optional."""
+    """The IVI schema at a checked location, strict (as published) or with the signature made
+    optional. It compiles on first use: a run that finds every result in the cache never
+    needs it."""
 
-    def __init__(self, location: SchemaLocation, digest: str, schema: etree.XMLSchema,
-                 relaxed: bool) -> None:
+    def __init__(self, location: SchemaLocation, digest: str, relaxed: bool) -> None:
         self.location = location
         self.digest = digest
         self.relaxed = relaxed
-        self._schema = schema
-        self._parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
         self.matches_model = digest == spec_data.SCHEMA_SHA256
+        self._compiled: Any = None
+        self._parser: Any = None
+
+    def compile(self) -> None:
+        """Compile the schema now; raises ConfigError if it does not compile."""
+        if self._compiled is not None:
+            return
+        from lxml import etree
+
+        from ecoc.ivi.xmlsafe import parse_xml_file
+
+        try:
+            document = parse_xml_file(self.location.path)
+        except InputError as exc:
+            raise ConfigError(f"the IVI XSD cannot be read: {exc.message}") from None
+        if self.relaxed:
+            _relax_signature(document)
+        try:
+            self._compiled = etree.XMLSchema(document)
+        except etree.XMLSchemaParseError as exc:
+            raise ConfigError(f"{self.location.path}: the IVI XSD does not compile: {exc}") from None
+        self._parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 
     def validate_bytes(self, data: bytes) -> list[XsdError]:
         """Validate bytes that ecoc rendered itself (trusted, so parsed without extra checks)."""
+        from lxml import etree
+
+        self.compile()
         try:
             tree = etree.fromstring(data, self._parser)
         except etree.XMLSyntaxError as exc:  # pragma: no cover - the renderer writes well-formed XML
@@ -120,12 +145,15 @@ class IviSchema:
         return self.validate_tree(tree)
 
     def validate_tree(self, tree: etree._Element) -> list[XsdError]:
-        if self._schema.validate(tree):
+        self.compile()
+        if self._compiled.validate(tree):
             return []
         return [XsdError(entry.line, entry.column, _readable(entry.message))
-                for entry in self._schema.error_log]
+                for entry in self._compiled.error_log]
 
     def validate_untrusted(self, data: bytes, source: str) -> list[XsdError]:
+        from ecoc.ivi.xmlsafe import parse_xml_bytes
+
         try:
             tree = parse_xml_bytes(data, source)
         except InputError as exc:
@@ -150,16 +178,5 @@ def _relax_signature(document: etree._ElementTree) -> None:
 
 
 def load(location: SchemaLocation, pinned: tuple[str, ...] = (), *, relaxed: bool) -> IviSchema:
-    """Check the pins of the schema at `location`, then compile it."""
-    digest = _check_pins(location, pinned)
-    try:
-        document = parse_xml_file(location.path)
-    except InputError as exc:
-        raise ConfigError(f"the IVI XSD cannot be read: {exc.message}") from None
-    if relaxed:
-        _relax_signature(document)
-    try:
-        schema = etree.XMLSchema(document)
-    except etree.XMLSchemaParseError as exc:
-        raise ConfigError(f"{location.path}: the IVI XSD does not compile: {exc}") from None
-    return IviSchema(location, digest, schema, relaxed)
+    """Check the pins of the schema at `location`; it compiles when first used."""
+    return IviSchema(location, _check_pins(location, pinned), relaxed)

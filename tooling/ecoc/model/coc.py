@@ -46,86 +46,119 @@ def _unknown_key_hint(key: str, spec: ElementSpec) -> str:
     return f"use an IVI 2.0 element name that {spec.name} contains"
 
 
+PathSteps = tuple[str | int, ...]
+
+
+def format_path(prefix: str, steps: PathSteps) -> str:
+    """Write a YAML path: mapping keys joined by dots, list positions in brackets."""
+    path = prefix
+    for step in steps:
+        path = f"{path}[{step}]" if isinstance(step, int) else join_path(path, step)
+    return path
+
+
 class TreeTyper:
-    """Type every value of one file's CoC trees and report what does not fit the schema."""
+    """Type every value of one file's CoC trees and report what does not fit the schema.
+
+    Paths are kept as tuples of steps and written out only for a finding, because typing
+    runs over every value of every file and nearly all values are fine.
+    """
 
     def __init__(self, findings: list[Finding], *, overlay: bool,
-                 restricted: Callable[[ElementSpec], str | None] | None = None) -> None:
+                 restricted: Callable[[ElementSpec], str | None] | None = None,
+                 restricted_names: frozenset[str] = frozenset()) -> None:
         self.findings = findings
         # In overlay layers (variants, versions, records) a null removes an inherited value.
         self.overlay = overlay
-        # Returns why an element may not be written in this layer, or None when it may.
+        # Returns why an element may not be written in this layer, or None when it may;
+        # asked only about the elements in `restricted_names`.
         self.restricted = restricted
+        self.restricted_names = restricted_names
+        self.prefix = ""
 
     def error(self, rule: str, message: str, node_or_pos: Node | tuple[int, int], source: str,
-              path: str, hint: str, severity: Severity = Severity.ERROR) -> None:
+              steps: PathSteps, hint: str, severity: Severity = Severity.ERROR) -> None:
         if isinstance(node_or_pos, tuple):
             line, column = node_or_pos
         else:
             line, column = node_or_pos.line, node_or_pos.column
-        self.findings.append(Finding(rule, severity, message, source, line, column, path, hint))
+        self.findings.append(Finding(rule, severity, message, source, line, column,
+                                     format_path(self.prefix, steps), hint))
 
-    def type_group(self, node: Node, spec: ElementSpec, path: str) -> bool:
+    def type_root(self, node: Node, spec: ElementSpec, path: str) -> bool:
+        """Type the tree of one layer's `Header` or `CocDataGroup`, found at YAML path `path`."""
+        self.prefix = path
+        return self.type_group(node, spec, ())
+
+    def type_group(self, node: Node, spec: ElementSpec, steps: PathSteps) -> bool:
         """Type a mapping that stands for `spec` (a group, or one row of a table)."""
         if not isinstance(node, Mapping):
             self.error("model.shape", f"{spec.name} must be a mapping of IVI elements",
-                       node, node.source.path, path, f"write the elements of {spec.name} as keys under it")
+                       node, node.source.path, steps, f"write the elements of {spec.name} as keys under it")
             return False
+        by_name = spec.by_name
+        restricted = self.restricted
+        restricted_names = self.restricted_names
         for key in list(node):
-            child_spec = spec.by_name.get(key)
-            child_path = join_path(path, key)
+            child_spec = by_name.get(key)
             if child_spec is None:
                 self.error("model.unknown-key", f"{key} is not an element of {spec.name}",
-                           node.key_position(key), node.source.path, child_path,
+                           node.key_position(key), node.source.path, (*steps, key),
                            _unknown_key_hint(key, spec))
                 del node[key]
                 continue
-            reason = self.restricted(child_spec) if self.restricted else None
+            reason = restricted(child_spec) if restricted is not None and key in restricted_names else None
             if reason is not None:
                 self.error("model.misplaced", f"{key} cannot be set here: {reason}",
-                           node.key_position(key), node.source.path, child_path,
+                           node.key_position(key), node.source.path, (*steps, key),
                            "remove the key from this file")
                 del node[key]
                 continue
-            if not self.type_element(node[key], child_spec, child_path):
+            value = node[key]
+            if child_spec.kind == "leaf" and type(value) is Scalar and not value.is_null:
+                self.type_leaf(value, child_spec, steps, key)
+            elif not self.type_element(value, child_spec, (*steps, key)):
                 del node[key]
         return True
 
-    def type_element(self, node: Node, spec: ElementSpec, path: str) -> bool:
+    def type_element(self, node: Node, spec: ElementSpec, steps: PathSteps) -> bool:
         """Type the value of one element. Returns False when the value is unusable."""
         if isinstance(node, Scalar) and node.is_null:
             if node.text == "":
                 self.error("model.empty-value", f"{spec.name} has no value", node,
-                           node.source.path, path,
+                           node.source.path, steps,
                            "write a value, or remove the key if the element does not apply")
                 return False
             if not self.overlay:
                 self.error("model.null", f"{spec.name} is null, but there is no inherited value to remove",
-                           node, node.source.path, path,
+                           node, node.source.path, steps,
                            "remove the key; null only removes a value set in an approval, variant or version")
                 return False
             return True
         if spec.kind == "leaf":
-            return self.type_leaf(node, spec, path)
+            if not isinstance(node, Scalar):
+                simple = spec.simple
+                assert simple is not None
+                self.error("model.shape", f"{spec.name} must be a single value, not a "
+                           f"{'list' if isinstance(node, Sequence) else 'mapping'}",
+                           node, node.source.path, steps, f"write {simple.describe()}")
+                return False
+            self.type_leaf(node, spec, steps[:-1], spec.name)
+            return True
         if spec.kind == "group":
-            return self.type_group(node, spec, path)
-        return self.type_table(node, spec, path)
+            return self.type_group(node, spec, steps)
+        return self.type_table(node, spec, steps)
 
-    def type_leaf(self, node: Node, spec: ElementSpec, path: str) -> bool:
-        if not isinstance(node, Scalar):
-            self.error("model.shape", f"{spec.name} must be a single value, not a "
-                       f"{'list' if isinstance(node, Sequence) else 'mapping'}",
-                       node, node.source.path, path, f"write {spec.simple.describe()}")  # type: ignore[union-attr]
-            return False
+    def type_leaf(self, node: Scalar, spec: ElementSpec, parent: PathSteps, key: str) -> None:
+        """Type one scalar. An invalid value keeps its key, without a typed value, so that the
+        structure check does not also report it as missing; nothing renders from such a layer."""
         simple = spec.simple
         assert simple is not None
         value, problem = parse_value(node.text, simple)
         if problem is not None:
-            # The key stays, without a typed value, so that the structure check does not also
-            # report it as missing; nothing renders from a layer with such a value.
             self.error(problem.rule, f"{spec.name}: {problem.message}", node, node.source.path,
-                       path, problem.hint)
-            return True
+                       (*parent, key), problem.hint)
+            return
         node.value = value
         if node.plain and simple.kind == "text":
             retyped = retyped_by_yaml(node.text)
@@ -133,25 +166,23 @@ class TreeTyper:
                 rule = "model.number-in-text" if retyped == "number" else "model.boolean-in-text"
                 self.error(rule,
                            f"{spec.name} is text, but the unquoted value {node.text} reads as a {retyped} to other YAML tools",
-                           node, node.source.path, path,
+                           node, node.source.path, (*parent, key),
                            f"quote it: '{node.text}'", severity=Severity.WARNING)
-        return True
 
-    def type_table(self, node: Node, spec: ElementSpec, path: str) -> bool:
+    def type_table(self, node: Node, spec: ElementSpec, steps: PathSteps) -> bool:
         if not isinstance(node, Sequence):
             self.error("model.shape", f"{spec.name} must be a list of rows", node,
-                       node.source.path, path,
+                       node.source.path, steps,
                        f"write each {spec.row_name} as a list item ('- ') under {spec.name}")
             return False
         kept = []
         for index, row in enumerate(node):
-            row_path = f"{path}[{index}]"
             if isinstance(row, Mapping):
-                self.type_group(row, spec, row_path)
+                self.type_group(row, spec, (*steps, index))
                 kept.append(row)
             else:
                 self.error("model.shape", f"each row of {spec.name} must be a mapping of "
-                           f"{spec.row_name} elements", row, row.source.path, row_path,
+                           f"{spec.row_name} elements", row, row.source.path, (*steps, index),
                            f"write the row as keys such as {spec.children[0].name}: …")
         node[:] = kept
         return True
@@ -191,49 +222,73 @@ def merge(base: Node | None, overlay: Node | None) -> Node | None:
 
 
 def strip_nulls(node: Node) -> Node | None:
-    """Copy an overlay subtree that has nothing to lay over, leaving out its nulls."""
+    """Leave out the nulls of an overlay subtree that has nothing to lay over.
+
+    Returns `node` itself when it holds no null, so that the common case copies nothing.
+    """
     if isinstance(node, Scalar):
         return None if node.is_null else node
     if isinstance(node, Mapping):
-        cleaned = Mapping(node.line, node.column, node.source)
-        cleaned.key_positions = node.key_positions
+        cleaned: Mapping | None = None
         for key, value in node.items():
-            kept = strip_nulls(value)
+            kept = value if type(value) is Scalar and not value.is_null else strip_nulls(value)
+            if kept is value and cleaned is None:
+                continue
+            if cleaned is None:
+                cleaned = Mapping(node.line, node.column, node.source)
+                cleaned.key_positions = node.key_positions
+                for earlier, earlier_value in node.items():
+                    if earlier == key:
+                        break
+                    cleaned[earlier] = earlier_value
             if kept is not None:
                 cleaned[key] = kept
-        return cleaned
-    rows = Sequence(node.line, node.column, node.source)
-    rows.extend(row for row in (strip_nulls(item) for item in node) if row is not None)
-    return rows
+        return node if cleaned is None else cleaned
+    rows = [strip_nulls(item) for item in node]
+    if all(row is item for row, item in zip(rows, node)):
+        return node
+    stripped = Sequence(node.line, node.column, node.source)
+    stripped.extend(row for row in rows if row is not None)
+    return stripped
 
 
-def check_structure(node: Mapping, spec: ElementSpec, path: str, record: str,
-                    findings: list[Finding]) -> None:
+def check_structure(node: Mapping, spec: ElementSpec, prefix: str, record: str,
+                    findings: list[Finding], steps: PathSteps = ()) -> None:
     """Report required elements and table rows missing from a merged tree."""
-    for child in spec.children:
-        value = node.get(child.name)
-        if value is None:
-            if child.required:
-                findings.append(Finding(
-                    "model.required", Severity.ERROR,
-                    f"{spec.name if spec.kind == 'group' else spec.row_name} is missing "
-                    f"{child.name}, which the IVI 2.0 schema requires",
-                    node.source.path, node.line, node.column, path,
-                    f"add {child.name} ({_describe(child)})", (record,)))
+    if node.complete:
+        return
+    found = len(findings)
+    for child in spec.required_children:
+        if child.name not in node:
+            findings.append(Finding(
+                "model.required", Severity.ERROR,
+                f"{spec.name if spec.kind == 'group' else spec.row_name} is missing "
+                f"{child.name}, which the IVI 2.0 schema requires",
+                node.source.path, node.line, node.column, format_path(prefix, steps),
+                f"add {child.name} ({_describe(child)})", (record,)))
+    by_name = spec.by_name
+    for name, value in node.items():
+        child = by_name[name]
+        kind = child.kind
+        if kind == "leaf":
             continue
-        if child.kind == "group" and isinstance(value, Mapping):
-            check_structure(value, child, join_path(path, child.name), record, findings)
-        elif child.kind == "table" and isinstance(value, Sequence):
-            table_path = join_path(path, child.name)
-            if len(value) < max(child.row_min, 1):
-                findings.append(Finding(
-                    "model.required", Severity.ERROR,
-                    f"{child.name} needs at least {max(child.row_min, 1)} rows, it has {len(value)}",
-                    value.source.path, value.line, value.column, table_path,
-                    f"add rows of {child.row_name} or remove {child.name}", (record,)))
+        if kind == "group":
+            if isinstance(value, Mapping):
+                check_structure(value, child, prefix, record, findings, (*steps, name))
+            continue
+        if not isinstance(value, Sequence):
+            continue
+        if len(value) < child.min_rows:
+            findings.append(Finding(
+                "model.required", Severity.ERROR,
+                f"{name} needs at least {child.min_rows} rows, it has {len(value)}",
+                value.source.path, value.line, value.column, format_path(prefix, (*steps, name)),
+                f"add rows of {child.row_name} or remove {name}", (record,)))
+        if child.has_structure:
             for index, row in enumerate(value):
                 if isinstance(row, Mapping):
-                    check_structure(row, child, f"{table_path}[{index}]", record, findings)
+                    check_structure(row, child, prefix, record, findings, (*steps, name, index))
+    node.complete = len(findings) == found
 
 
 def _describe(spec: ElementSpec) -> str:

@@ -45,6 +45,8 @@ APPROVAL_ONLY: frozenset[str] = frozenset({
 
 RECORD_ONLY: frozenset[str] = frozenset({"IviVersionNumber"})
 
+RESTRICTED_NAMES = frozenset(DERIVED) | APPROVAL_ONLY | RECORD_ONLY
+
 
 def restriction(layer: Layer) -> Callable[[ElementSpec], str | None]:
     """Return a function that says why an element may not be set in `layer`, or None."""
@@ -68,12 +70,13 @@ def type_layer(container: Mapping, layer: Layer, path: str,
 
     Returns both trees and whether every value in them is valid, which rendering needs.
     """
-    typer = TreeTyper(findings, overlay=layer is not Layer.APPROVAL, restricted=restriction(layer))
+    typer = TreeTyper(findings, overlay=layer is not Layer.APPROVAL, restricted=restriction(layer),
+                      restricted_names=RESTRICTED_NAMES)
     errors_before = sum(f.severity.blocking for f in findings)
     trees: list[Mapping | None] = []
     for key, spec in (("Header", ivi_spec.header()), ("CocDataGroup", ivi_spec.coc_data_group())):
         node = container.get(key)
-        if node is not None and typer.type_group(node, spec, join_path(path, key)):
+        if node is not None and typer.type_root(node, spec, join_path(path, key)):
             trees.append(node)  # type: ignore[arg-type]
         else:
             trees.append(None)

@@ -1,0 +1,176 @@
+"""A content-addressed cache of per-record check results.
+
+A record's findings depend only on the bytes of the record file, the bytes of its approval
+file, the schema digest, the IVI model and the version of ecoc. The cache keys results by a
+hash of exactly those, so a result is reused only when none of them changed, whatever the
+file times say. It is a JSON file (never pickle: a cache folder committed by mistake must not
+be able to run code), written atomically; a missing, old or damaged cache is ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ecoc import __version__
+from ecoc.fileio import write_atomically
+from ecoc.findings import Finding
+from ecoc.ivi import spec_data
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+CACHE_FILE = "check.json"
+ENVIRONMENT_VARIABLE = "ECOC_CACHE_DIR"
+DEFAULT_FOLDER = ".ecoc-cache"
+
+
+@dataclass(frozen=True, slots=True)
+class CachedRecord:
+    """What a later run needs of one record without reading it again."""
+
+    vin: str | None
+    vin_line: int
+    vin_column: int
+    approval: str | None
+    findings: tuple[Finding, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"vin": self.vin, "at": [self.vin_line, self.vin_column], "approval": self.approval,
+                "findings": [f.to_dict() for f in self.findings]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CachedRecord:
+        line, column = data["at"]
+        return cls(data["vin"], line, column, data["approval"],
+                   tuple(Finding.from_dict(f) for f in data["findings"]))
+
+
+def result_key(record_digest: str, approval_key: str, schema_digest: str | None) -> str:
+    """Key of one record's result: everything the result depends on, hashed."""
+    parts = (str(CACHE_FORMAT), __version__, spec_data.SCHEMA_SHA256, schema_digest or "-",
+             record_digest, approval_key)
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+@dataclass
+class CheckCache:
+    """Results by key, plus the approval number each record file names (by its digest)."""
+
+    path: Path | None
+    results: dict[str, CachedRecord] = field(default_factory=dict)
+    # Record file digest -> [approval number, VIN, VIN line, VIN column] as last read.
+    references: dict[str, list[Any]] = field(default_factory=dict)
+    used: set[str] = field(default_factory=set)
+    used_references: set[str] = field(default_factory=set)
+    # Relative path -> [size, mtime in ns, inode, sha256] of record files as last read, so that
+    # an unchanged file is not read again just to hash it.
+    files: dict[str, list[Any]] = field(default_factory=dict)
+    seen_files: dict[str, list[Any]] = field(default_factory=dict)
+    # When the cache file was written (ns since the epoch).
+    written_at: int = 0
+    hits: int = 0
+    # Whether this run stored a result, so that the file must be written again.
+    changed: bool = False
+
+    def file_digest(self, relative: str, status: os.stat_result) -> str | None:
+        """The digest of a file whose size, time and inode are unchanged since it was hashed.
+
+        A file changed within two seconds before the cache was written could have changed
+        again without a new modification time (coarse file system clocks), so such an
+        entry is not trusted, as git does for its index.
+        """
+        known = self.files.get(relative)
+        if known is None:
+            return None
+        size, mtime, inode, digest = known
+        if (size, mtime, inode) != (status.st_size, status.st_mtime_ns, status.st_ino):
+            return None
+        if mtime >= self.written_at - 2_000_000_000:
+            return None
+        self.seen_files[relative] = known
+        return str(digest)
+
+    def remember_file(self, relative: str, status: os.stat_result, digest: str) -> None:
+        entry = [status.st_size, status.st_mtime_ns, status.st_ino, digest]
+        if self.files.get(relative) != entry:
+            self.changed = True
+        self.seen_files[relative] = entry
+
+    def lookup(self, key: str) -> CachedRecord | None:
+        found = self.results.get(key)
+        if found is not None:
+            self.used.add(key)
+            self.hits += 1
+        return found
+
+    def reference(self, record_digest: str) -> list[Any] | None:
+        """The approval number and VIN position a record file named when it was last read."""
+        found = self.references.get(record_digest)
+        if found is not None:
+            self.used_references.add(record_digest)
+        return found
+
+    def store(self, key: str | None, record_digest: str, result: CachedRecord) -> None:
+        self.changed = True
+        if key is not None:
+            self.results[key] = result
+            self.used.add(key)
+        self.references[record_digest] = [result.approval, result.vin, result.vin_line, result.vin_column]
+        self.used_references.add(record_digest)
+
+    def save(self) -> None:
+        """Write the entries this run used; results of files that changed are dropped."""
+        if self.path is None:
+            return
+        unused = (len(self.results) - len(self.used) + len(self.references)
+                  - len(self.used_references) + len(self.files) - len(self.seen_files))
+        if not self.changed and not unused:
+            return
+        document = {
+            "format": CACHE_FORMAT,
+            "ecoc": __version__,
+            "written_at": time.time_ns(),
+            "files": self.seen_files,
+            "references": {d: self.references[d] for d in sorted(self.used_references)},
+            "results": {k: self.results[k].to_json() for k in sorted(self.used)},
+        }
+        try:
+            write_atomically(self.path / CACHE_FILE, json.dumps(document, separators=(",", ":")))
+        except OSError as exc:
+            log.warning("cannot write the check cache in %s: %s", self.path, exc.strerror)
+
+
+def cache_folder(repository_root: Path, disabled: bool) -> Path | None:
+    if disabled:
+        return None
+    configured = os.environ.get(ENVIRONMENT_VARIABLE)
+    return Path(configured) if configured else repository_root / DEFAULT_FOLDER
+
+
+def open_cache(folder: Path | None) -> CheckCache:
+    cache = CheckCache(folder)
+    if folder is None:
+        return cache
+    try:
+        document = json.loads((folder / CACHE_FILE).read_bytes())
+        if document.get("format") != CACHE_FORMAT or document.get("ecoc") != __version__:
+            return cache
+        cache.references = dict(document["references"])
+        cache.files = dict(document["files"])
+        cache.written_at = int(document["written_at"])
+        cache.results = {k: CachedRecord.from_json(v) for k, v in document["results"].items()}
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.info("ignoring an unreadable check cache in %s: %s", folder, exc)
+        cache.references.clear()
+        cache.results.clear()
+        cache.files.clear()
+    return cache
