@@ -96,7 +96,7 @@ def render_clone(template: Template, rng: random.Random, vin: str) -> str:
 
 
 def generate(source: Path, out: Path, count: int, seed: int) -> None:
-    templates = [read_template(path) for path, _ in list_yaml(source, "records")]
+    templates = [read_template(Path(path)) for path, _ in list_yaml(source, "records")]
     if not templates:
         raise SystemExit(f"{source}/records holds no records to clone")
     if out.exists():
@@ -120,8 +120,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=10_000, help="number of records (default 10000)")
     parser.add_argument("--out", type=Path, required=True, help="folder to create (replaced if it exists)")
-    parser.add_argument("--source", type=Path, default=PROJECT,
-                        help="repository whose approvals and records are cloned (default: this project)")
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=PROJECT,
+        help="repository whose approvals and records are cloned (default: this project)",
+    )
     parser.add_argument("--seed", type=int, default=2026, help="random seed (default 2026)")
     options = parser.parse_args(argv)
     generate(options.source, options.out, options.count, options.seed)

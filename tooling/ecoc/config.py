@@ -81,15 +81,18 @@ def find_root(start: Path) -> Path:
     for folder in (here, *here.parents):
         if (folder / CONFIG_NAME).is_file():
             return folder
-    raise ConfigError(f"no {CONFIG_NAME} in {here} or any folder above it",
-                      "run ecoc inside a compliance repository, or pass --repo DIR")
+    raise ConfigError(
+        f"no {CONFIG_NAME} in {here} or any folder above it",
+        "run ecoc inside a compliance repository, or pass --repo DIR",
+    )
 
 
 def open_repository(start: Path, explicit: bool = False) -> Repository:
     """Find and read the repository that contains `start` (or is `start`, when `explicit`)."""
     if explicit and not (start / CONFIG_NAME).is_file():
-        raise ConfigError(f"{start}: no {CONFIG_NAME} in this folder",
-                          f"pass the folder that holds {CONFIG_NAME} to --repo")
+        raise ConfigError(
+            f"{start}: no {CONFIG_NAME} in this folder", f"pass the folder that holds {CONFIG_NAME} to --repo"
+        )
     root = find_root(start)
     path = root / CONFIG_NAME
     try:
@@ -106,8 +109,8 @@ def open_repository(start: Path, explicit: bool = False) -> Repository:
     if findings or settings is None:
         first = findings[0] if findings else None
         where = f"{root / CONFIG_NAME}:{first.line}:{first.column}" if first else str(path)
-        message = "; ".join(f.message + (f" ({f.path})" if f.path else "") for f in findings) \
-            or "the file is empty"
-        raise ConfigError(f"{where}: invalid settings: {message}",
-                          first.hint if first else "see the README for the keys of ecoc.yaml")
+        message = "; ".join(f.message + (f" ({f.path})" if f.path else "") for f in findings) or "the file is empty"
+        raise ConfigError(
+            f"{where}: invalid settings: {message}", first.hint if first else "see the README for the keys of ecoc.yaml"
+        )
     return Repository(root, settings)

@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field
 
 
-class Severity(str, enum.Enum):
+class Severity(enum.StrEnum):
     ERROR = "error"
     WARNING = "warning"
     INFO = "info"
@@ -70,7 +70,7 @@ class Finding:
     def from_dict(cls, data: dict[str, object]) -> Finding:
         return cls(
             rule=str(data["rule"]),
-            severity=Severity(data["severity"]),
+            severity=Severity(str(data["severity"])),
             message=str(data["message"]),
             file=data.get("file"),  # type: ignore[arg-type]
             line=data.get("line"),  # type: ignore[arg-type]
@@ -89,13 +89,30 @@ def merge_duplicates(findings: list[Finding]) -> list[Finding]:
     """
     merged: dict[tuple[object, ...], Finding] = {}
     for finding in findings:
-        key = (finding.rule, finding.severity, finding.message, finding.file, finding.line,
-               finding.column, finding.path, finding.hint)
+        key = (
+            finding.rule,
+            finding.severity,
+            finding.message,
+            finding.file,
+            finding.line,
+            finding.column,
+            finding.path,
+            finding.hint,
+        )
         known = merged.get(key)
         if known is None:
             merged[key] = finding
             continue
         records = tuple(dict.fromkeys(known.records + finding.records))
-        merged[key] = Finding(finding.rule, finding.severity, finding.message, finding.file,
-                              finding.line, finding.column, finding.path, finding.hint, records)
+        merged[key] = Finding(
+            finding.rule,
+            finding.severity,
+            finding.message,
+            finding.file,
+            finding.line,
+            finding.column,
+            finding.path,
+            finding.hint,
+            records,
+        )
     return sorted(merged.values(), key=Finding.sort_key)

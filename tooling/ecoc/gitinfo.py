@@ -16,7 +16,10 @@ def head_commit_time(root: Path) -> str | None:
     try:
         completed = subprocess.run(
             ["git", "-C", str(root), "log", "-1", "--format=%cI", "HEAD", "--"],
-            capture_output=True, text=True, check=False, timeout=60,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
         )
     except FileNotFoundError:
         raise ConfigError("git is not installed", "install git, or pass --datetime") from None
@@ -24,6 +27,7 @@ def head_commit_time(root: Path) -> str | None:
         if "dubious ownership" in completed.stderr:
             raise ConfigError(
                 f"git refuses to read {root}: the folder belongs to another user",
-                f"run: git config --global --add safe.directory {root}")
+                f"run: git config --global --add safe.directory {root}",
+            )
         return None
     return completed.stdout.strip() or None

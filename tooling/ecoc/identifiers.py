@@ -13,9 +13,29 @@ VIN_FORBIDDEN = frozenset("IOQ")
 # 49 CFR 565.15: letter values and position weights of the North-American check digit.
 _TRANSLITERATION = {
     **{str(d): d for d in range(10)},
-    "A": 1, "B": 2, "C": 3, "D": 4, "E": 5, "F": 6, "G": 7, "H": 8,
-    "J": 1, "K": 2, "L": 3, "M": 4, "N": 5, "P": 7, "R": 9,
-    "S": 2, "T": 3, "U": 4, "V": 5, "W": 6, "X": 7, "Y": 8, "Z": 9,
+    "A": 1,
+    "B": 2,
+    "C": 3,
+    "D": 4,
+    "E": 5,
+    "F": 6,
+    "G": 7,
+    "H": 8,
+    "J": 1,
+    "K": 2,
+    "L": 3,
+    "M": 4,
+    "N": 5,
+    "P": 7,
+    "R": 9,
+    "S": 2,
+    "T": 3,
+    "U": 4,
+    "V": 5,
+    "W": 6,
+    "X": 7,
+    "Y": 8,
+    "Z": 9,
 }
 _WEIGHTS = (8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2)
 
@@ -29,7 +49,7 @@ def vin_check_digit(vin: str) -> str | None:
     """The North-American check digit for position 9, or None if the VIN cannot have one."""
     if len(vin) != 17 or any(c not in _TRANSLITERATION for c in vin):
         return None
-    total = sum(_TRANSLITERATION[c] * w for c, w in zip(vin, _WEIGHTS))
+    total = sum(_TRANSLITERATION[c] * w for c, w in zip(vin, _WEIGHTS, strict=True))
     remainder = total % 11
     return "X" if remainder == 10 else str(remainder)
 
@@ -38,7 +58,8 @@ def vin_check_digit(vin: str) -> str | None:
 # series (2007/46/EC Annex VII, Implementing Regulation (EU) 2020/683 Annex IV).
 APPROVAL_NUMBER = re.compile(
     r"(?P<prefix>[egn])(?P<authority>[0-9]{1,2})\*(?P<series>KS|NKS)?"
-    r"(?P<act>[0-9]{2,4}/[0-9]{1,4})\*(?P<base>[0-9]{4,5})\*(?P<extension>[0-9]{2})\Z")
+    r"(?P<act>[0-9]{2,4}/[0-9]{1,4})\*(?P<base>[0-9]{4,5})\*(?P<extension>[0-9]{2})\Z"
+)
 
 FRAMEWORKS = {
     "2018/858": "Regulation (EU) 2018/858 (M, N, O)",
@@ -53,7 +74,7 @@ _SHORT_ACTS = {"18/858": "2018/858", "07/46": "2007/46"}
 class ApprovalNumber:
     text: str
     authority: str  # e4
-    act: str        # 2018/858
+    act: str  # 2018/858
     base: str
     extension: str
     small_series: str | None
@@ -64,8 +85,9 @@ def parse_approval_number(text: str) -> ApprovalNumber | None:
     if match is None:
         return None
     act = _SHORT_ACTS.get(match["act"], match["act"])
-    return ApprovalNumber(text, f"{match['prefix']}{int(match['authority'])}", act,
-                          match["base"], match["extension"], match["series"])
+    return ApprovalNumber(
+        text, f"{match['prefix']}{int(match['authority'])}", act, match["base"], match["extension"], match["series"]
+    )
 
 
 def eu_authority_codes() -> tuple[str, ...]:

@@ -18,9 +18,11 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap
 
+from ecoc import yamlwrite
 from ecoc.check import digest, list_yaml
 from ecoc.config import Repository
 from ecoc.errors import EcocError, InputError
+from ecoc.fileio import write_atomically
 from ecoc.findings import Finding, Severity
 from ecoc.ivi import header as ivi_header
 from ecoc.ivi import spec as ivi_spec
@@ -32,14 +34,20 @@ from ecoc.model.effective import DEFAULT_VERSION_NUMBER, build_effective
 from ecoc.model.layers import DERIVED
 from ecoc.model.record import parse_record
 from ecoc.yamlload import Mapping, Node, Scalar, Sequence, Source
-from ecoc import yamlwrite
-from ecoc.fileio import write_atomically
 
 # Elements shared by every vehicle of an approval.
 APPROVAL_LEVEL = (
-    "TypeApprovalType", "ProvisionalTypeApprovalIndicator", "StageOfCompletion", "Type",
-    "VehicleCategory", "TypeApprovalNumber", "TypeApprovalIssueDate", "SigningAuthorityTable",
-    "MakeTable", "ManufacturerTable", "EURepresentativeGroup",
+    "TypeApprovalType",
+    "ProvisionalTypeApprovalIndicator",
+    "StageOfCompletion",
+    "Type",
+    "VehicleCategory",
+    "TypeApprovalNumber",
+    "TypeApprovalIssueDate",
+    "SigningAuthorityTable",
+    "MakeTable",
+    "ManufacturerTable",
+    "EURepresentativeGroup",
 )
 
 # Paths of values that differ from vehicle to vehicle; "*" stands for every row of a table.
@@ -140,8 +148,9 @@ class Importer:
                 self.approval_files.setdefault(number, entry)
 
     def fail(self, source: Source, message: str, hint: str, line: int = 1) -> None:
-        self.result.findings.append(Finding("import.conflict", Severity.ERROR, message, source.path,
-                                            line, 1, hint=hint))
+        self.result.findings.append(
+            Finding("import.conflict", Severity.ERROR, message, source.path, line, 1, hint=hint)
+        )
 
     def add(self, path: Path, shown: str) -> None:
         """Plan the import of one message; problems become findings."""
@@ -153,8 +162,9 @@ class Importer:
         try:
             message = read_message(data, source)
         except XmlRejected as exc:
-            self.result.findings.append(Finding("import.rejected", Severity.ERROR, exc.reason,
-                                                shown, exc.line, exc.column, hint=exc.hint))
+            self.result.findings.append(
+                Finding("import.rejected", Severity.ERROR, exc.reason, shown, exc.line, exc.column, hint=exc.hint)
+            )
             return
         if message.findings:
             self.result.findings += message.findings
@@ -164,8 +174,11 @@ class Importer:
         assert vin is not None and number is not None
         record_path = self.repository.records_dir / f"{vin}.yaml"
         if record_path.exists() or vin in self.records:
-            self.fail(source, f"a record for VIN {vin} already exists ({self.repository.relative(record_path)})",
-                      "delete or rename that record first if this message should replace it")
+            self.fail(
+                source,
+                f"a record for VIN {vin} already exists ({self.repository.relative(record_path)})",
+                "delete or rename that record first if this message should replace it",
+            )
             return
         entry = self.approval_files.get(number)
         if entry is None:
@@ -182,9 +195,9 @@ class Importer:
             if key == "DesignatedTypeApprovalCountry":
                 if value.value != ivi_header.approval_country(number):  # type: ignore[union-attr]
                     approval_header[key] = value
-            elif key == "IntendedCountryRegistration":
-                record_header[key] = value
-            elif key == "IviVersionNumber" and value.value != DEFAULT_VERSION_NUMBER:  # type: ignore[union-attr]
+            elif key == "IntendedCountryRegistration" or (
+                key == "IviVersionNumber" and isinstance(value, Scalar) and value.value != DEFAULT_VERSION_NUMBER
+            ):
                 record_header[key] = value
         return (approval_header or None), record_header
 
@@ -213,10 +226,13 @@ class Importer:
             existing = approval.coc.get(key) if approval.coc else None
             imported = message.coc.get(key)
             if isinstance(existing, Scalar) and isinstance(imported, Scalar) and existing.value != imported.value:
-                self.fail(message.source,
-                          f"{key} is {imported.text}, but approval {approval.number_text} in {entry.relative} has {existing.text}",
-                          "correct the message or the approval file; both describe the same approval",
-                          imported.line)
+                self.fail(
+                    message.source,
+                    f"{key} is {imported.text}, "
+                    f"but approval {approval.number_text} in {entry.relative} has {existing.text}",
+                    "correct the message or the approval file; both describe the same approval",
+                    imported.line,
+                )
                 return False
         variant_name = message.text("Variant")
         version_name = message.text("Version")
@@ -242,20 +258,18 @@ class Importer:
             self.result.approvals_extended.append(entry.relative)
         return True
 
-    def _add_record(self, entry: _ApprovalFile, message: Message, vin: str, number: str,
-                    record_path: Path) -> None:
+    def _add_record(self, entry: _ApprovalFile, message: Message, vin: str, number: str, record_path: Path) -> None:
         approval = entry.parsed()
         variant = approval.variants[message.text("Variant")]  # type: ignore[index]
         version = variant.versions[message.text("Version")]  # type: ignore[index]
-        base_header, base_coc = approval.base(variant, version)
+        base_header, base_coc, _ = approval.base(variant, version)
         target = Mapping(message.coc.line, message.coc.column, message.source)
         target.update((k, v) for k, v in message.coc.items() if k not in DERIVED)
         coc_layer = difference(base_coc, target, message.source)
         _, record_header = self._header_parts(message, number)
         header_base = Mapping(1, 1, message.source)
         if isinstance(base_header, Mapping):
-            header_base.update((k, v) for k, v in base_header.items()
-                               if k != "DesignatedTypeApprovalCountry")
+            header_base.update((k, v) for k, v in base_header.items() if k != "DesignatedTypeApprovalCountry")
         header_layer = difference(header_base, record_header, message.source)
 
         document = CommentedMap()
@@ -279,16 +293,20 @@ class Importer:
         approval = entry.parsed()
         problems = [f for f in record.findings + approval.findings if f.severity.blocking]
         if problems:
-            raise EcocError(f"internal error: the YAML written for {message.source.path} does not read back: "
-                            f"{problems[0].file}:{problems[0].line}: {problems[0].message}")
+            raise EcocError(
+                f"internal error: the YAML written for {message.source.path} does not read back: "
+                f"{problems[0].file}:{problems[0].line}: {problems[0].message}"
+            )
         variant = approval.variants[record.variant.text]  # type: ignore[union-attr]
         version = variant.versions[record.version.text]  # type: ignore[union-attr]
         effective, _ = build_effective(record, approval, variant, version, "2000-01-01T00:00:00Z")
         expected = Mapping(1, 1, message.source)
         expected.update(message.coc)
         if not same_value(_plain(effective.coc), _plain(expected)):
-            raise EcocError(f"internal error: the YAML written for {message.source.path} does not "
-                            "give back the message's CocDataGroup")
+            raise EcocError(
+                f"internal error: the YAML written for {message.source.path} does not "
+                "give back the message's CocDataGroup"
+            )
 
     def write(self) -> None:
         for entry in self.approval_files.values():

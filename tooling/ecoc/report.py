@@ -25,8 +25,7 @@ def format_text(findings: Sequence[Finding]) -> str:
         if finding.line is not None:
             place += f":{finding.line}:{finding.column or 1}"
         at = f" [{finding.path}]" if finding.path else ""
-        lines.append(f"{place}: {finding.severity.value} {finding.rule}: {finding.message}{at}"
-                     f"{_records_note(finding)}")
+        lines.append(f"{place}: {finding.severity.value} {finding.rule}: {finding.message}{at}{_records_note(finding)}")
         if finding.hint:
             lines.append(f"    hint: {finding.hint}")
     return "\n".join(lines) + ("\n" if lines else "")
@@ -48,6 +47,8 @@ def summary_line(summary: dict[str, object]) -> str:
     def plural(count: object, word: str) -> str:
         return f"{count} {word}{'' if count == 1 else 's'}"
 
-    return (f"{plural(summary['errors'], 'error')}, {plural(summary['warnings'], 'warning')}, "
-            f"{plural(summary['infos'], 'note')} in {plural(summary['records'], 'record')} "
-            f"and {plural(summary['approvals'], 'approval')}")
+    return (
+        f"{plural(summary['errors'], 'error')}, {plural(summary['warnings'], 'warning')}, "
+        f"{plural(summary['infos'], 'note')} in {plural(summary['records'], 'record')} "
+        f"and {plural(summary['approvals'], 'approval')}"
+    )

@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ecoc.cache import CachedRecord, CheckCache, result_key
 from ecoc.check import (
@@ -83,8 +84,12 @@ def _check_one(path: str, relative: str) -> RecordResult:
     outcome = check_record(record, index, schema, version_datetime, keep_render)
     vin = record.vin
     summary = CachedRecord(
-        vin.text if vin is not None else None, vin.line if vin else 1, vin.column if vin else 1,
-        record.approval.text if record.approval is not None else None, tuple(outcome.findings))
+        vin.text if vin is not None else None,
+        vin.line if vin else 1,
+        vin.column if vin else 1,
+        record.approval.text if record.approval is not None else None,
+        tuple(outcome.findings),
+    )
     return RecordResult(relative, record.digest, summary, outcome.rendered)
 
 
@@ -94,7 +99,7 @@ def _check_chunk(chunk: list[tuple[str, str]]) -> list[RecordResult]:
 
 def _chunks(items: list[tuple[str, str]], size: int) -> Iterator[list[tuple[str, str]]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def _check_all(items: list[tuple[str, str]], jobs: int) -> Iterator[RecordResult]:
@@ -127,110 +132,159 @@ def default_jobs() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def run_check(repository: Repository, options: RunOptions, cache: CheckCache | None = None,
-              sink: Callable[[RecordResult], None] | None = None) -> CheckRun:
+@dataclass(eq=False)
+class _RecordFile:
+    """A record file as the scan sees it: read and parsed only when needed."""
+
+    path: str
+    relative: str
+    digest: str
+    data: bytes | None = None
+    _record: Record | None = None
+
+    def parsed(self) -> Record:
+        if self._record is None:
+            if self.data is None:
+                with open(self.path, "rb") as handle:
+                    self.data = handle.read()
+            self._record = parse_record(self.data, Source(self.relative), self.digest)
+        return self._record
+
+
+class _Run:
+    """One check run: scan the record files, check what the cache cannot answer, collect."""
+
+    def __init__(
+        self,
+        repository: Repository,
+        options: RunOptions,
+        cache: CheckCache | None,
+        sink: Callable[[RecordResult], None] | None,
+    ) -> None:
+        self.repository = repository
+        self.options = options
+        self.cache = cache
+        self.sink = sink
+        chosen = (
+            [repository.relative(p).rstrip("/") for p in options.selection] if options.selection is not None else None
+        )
+        self.chosen = None if chosen is not None and "." in chosen else chosen
+        self.index = load_approvals(list_yaml(repository.root, "approvals"))
+        self.selected_approvals = {a.source.path for a in self.index.approvals if _selected(a.source.path, self.chosen)}
+        self.approval_keys, self.missing_key = _approval_keys(self.index)
+        self.schema_digest = options.schema.digest if options.schema is not None else None
+        self.use_cache = cache is not None and not options.keep_render
+        findings = [f for f in self.index.findings if f.file in self.selected_approvals]
+        self.result = CheckRun(findings, 0, len(self.selected_approvals))
+        self.vins: list[tuple[str, int, int, str]] = []
+        self.to_check: list[tuple[str, str]] = []
+        self.selected_files: set[str] = set()
+
+    def key_of(self, record_digest: str, number: str | None) -> str:
+        return result_key(record_digest, self.approval_keys.get(number or "", self.missing_key), self.schema_digest)
+
+    def accept(self, result: RecordResult) -> None:
+        summary = result.summary
+        if summary.vin is not None:
+            self.vins.append((summary.vin, summary.vin_line, summary.vin_column, result.relative))
+        self.result.findings.extend(summary.findings)
+        self.result.records += 1
+        if self.sink is not None:
+            self.sink(result)
+
+    def open_file(self, path: str, relative: str) -> _RecordFile:
+        """Hash a record file, without reading it when the cache knows it unchanged."""
+        status = os.stat(path)
+        if self.cache is not None:
+            known = self.cache.file_digest(relative, status)
+            if known is not None:
+                return _RecordFile(path, relative, known)
+        with open(path, "rb") as handle:
+            data = handle.read()
+        record_file = _RecordFile(path, relative, digest(data), data)
+        if self.cache is not None:
+            self.cache.remember_file(relative, status, record_file.digest)
+        return record_file
+
+    def scan(self, path: str, relative: str) -> None:
+        """Answer one record from the cache, queue it for checking, or note only its VIN."""
+        try:
+            record_file = self.open_file(path, relative)
+        except OSError:
+            self.selected_files.add(relative)
+            self.to_check.append((path, relative))  # the worker reports the read error
+            return
+        reference = self.cache.reference(record_file.digest) if self.cache is not None else None
+        if self.wanted(record_file, reference):
+            self.selected_files.add(relative)
+            cached = None
+            if self.use_cache and reference is not None:
+                cached = self.cache.lookup(self.key_of(record_file.digest, reference[0]))  # type: ignore[union-attr]
+            if cached is not None:
+                self.accept(RecordResult(relative, record_file.digest, cached))
+            else:
+                self.to_check.append((path, relative))
+            return
+        # Records outside the selection still count for duplicate VINs.
+        if reference is not None:
+            if reference[1] is not None:
+                self.vins.append((reference[1], reference[2], reference[3], relative))
+            return
+        vin = record_file.parsed().vin
+        if vin is not None:
+            self.vins.append((vin.text, vin.line, vin.column, relative))
+
+    def wanted(self, record_file: _RecordFile, reference: list[Any] | None) -> bool:
+        """Whether the record is selected: by its path, or through its approval file."""
+        if _selected(record_file.relative, self.chosen):
+            return True
+        if not self.selected_approvals:
+            return False
+        if reference is not None:
+            number = reference[0]
+        else:
+            named = record_file.parsed().approval
+            number = named.text if named is not None else None
+        approval = self.index.by_number.get(number or "")
+        return approval is not None and approval.source.path in self.selected_approvals
+
+    def check_queued(self) -> None:
+        global _WORKER_STATE
+        options = self.options
+        if self.to_check and options.schema is not None:
+            options.schema.compile()  # once, before worker processes fork
+        _WORKER_STATE = (self.index, options.schema, options.version_datetime, options.keep_render)
+        try:
+            for result in _check_all(self.to_check, options.jobs):
+                self.accept(result)
+                if self.cache is not None and result.digest:
+                    self.cache.store(self.key_of(result.digest, result.summary.approval), result.digest, result.summary)
+        finally:
+            _WORKER_STATE = None
+
+    def finish(self) -> CheckRun:
+        run = self.result
+        run.findings.extend(f for f in duplicate_vins(self.vins) if f.file in self.selected_files)
+        run.findings = merge_duplicates(run.findings)
+        if self.cache is not None:
+            run.cache_hits = self.cache.hits
+            self.cache.save()
+        log.info("checked %d records (%d from the cache)", run.records, run.cache_hits)
+        return run
+
+
+def run_check(
+    repository: Repository,
+    options: RunOptions,
+    cache: CheckCache | None = None,
+    sink: Callable[[RecordResult], None] | None = None,
+) -> CheckRun:
     """Check the selected records (all when no selection is given) and their approvals.
 
     `sink` receives each record's result as soon as it is known (render writes files there).
     """
-    global _WORKER_STATE
-    chosen = ([repository.relative(p).rstrip("/") for p in options.selection]
-              if options.selection is not None else None)
-    if chosen is not None and "." in chosen:
-        chosen = None
-    index = load_approvals(list_yaml(repository.root, "approvals"))
-    selected_approvals = {a.source.path for a in index.approvals if _selected(a.source.path, chosen)}
-    approval_keys, missing_key = _approval_keys(index)
-    schema_digest = options.schema.digest if options.schema is not None else None
-    use_cache = cache is not None and not options.keep_render
-    findings = [f for f in index.findings if f.file in selected_approvals]
-    vins: list[tuple[str, int, int, str]] = []
-    run = CheckRun(findings, 0, len(selected_approvals))
-    to_check: list[tuple[str, str]] = []
-    selected_files: set[str] = set()
-
-    def key_of(record_digest: str, number: str | None) -> str:
-        return result_key(record_digest, approval_keys.get(number or "", missing_key), schema_digest)
-
-    def accept(result: RecordResult) -> None:
-        summary = result.summary
-        if summary.vin is not None:
-            vins.append((summary.vin, summary.vin_line, summary.vin_column, result.relative))
-        run.findings.extend(summary.findings)
-        run.records += 1
-        if sink is not None:
-            sink(result)
-
+    run = _Run(repository, options, cache, sink)
     for path, relative in list_yaml(repository.root, "records"):
-        data: bytes | None = None
-        record_digest = None
-        try:
-            status = os.stat(path)
-            if cache is not None:
-                record_digest = cache.file_digest(relative, status)
-            if record_digest is None:
-                with open(path, "rb") as handle:
-                    data = handle.read()
-                record_digest = digest(data)
-                if cache is not None:
-                    cache.remember_file(relative, status, record_digest)
-        except OSError:
-            selected_files.add(relative)
-            to_check.append((path, relative))  # the worker reports the read error
-            continue
-        reference = cache.reference(record_digest) if cache is not None else None
-        record = None
-
-        def parsed() -> Record:
-            nonlocal data, record
-            if record is None:
-                if data is None:
-                    with open(path, "rb") as handle:
-                        data = handle.read()
-                record = parse_record(data, Source(relative), record_digest)
-            return record
-
-        wanted = _selected(relative, chosen)
-        if not wanted and selected_approvals:
-            # Records of a selected approval file are selected too.
-            reference_approval = parsed().approval if reference is None else None
-            number = reference[0] if reference is not None else (
-                reference_approval.text if reference_approval is not None else None)
-            approval = index.by_number.get(number or "")
-            wanted = approval is not None and approval.source.path in selected_approvals
-        if wanted:
-            selected_files.add(relative)
-            cached = (cache.lookup(key_of(record_digest, reference[0]))
-                      if use_cache and reference is not None else None)  # type: ignore[union-attr]
-            if cached is not None:
-                accept(RecordResult(relative, record_digest, cached))
-            else:
-                to_check.append((path, relative))
-            continue
-        # Records outside the selection still count for duplicate VINs.
-        if reference is not None:
-            if reference[1] is not None:
-                vins.append((reference[1], reference[2], reference[3], relative))
-            continue
-        vin = parsed().vin
-        if vin is not None:
-            vins.append((vin.text, vin.line, vin.column, relative))
-
-    if to_check and options.schema is not None:
-        options.schema.compile()  # once, before worker processes fork
-    _WORKER_STATE = (index, options.schema, options.version_datetime, options.keep_render)
-    try:
-        for result in _check_all(to_check, options.jobs):
-            accept(result)
-            if cache is not None and result.digest:
-                cache.store(key_of(result.digest, result.summary.approval), result.digest, result.summary)
-    finally:
-        _WORKER_STATE = None
-
-    run.findings.extend(f for f in duplicate_vins(vins) if f.file in selected_files)
-    run.findings = merge_duplicates(run.findings)
-    if cache is not None:
-        run.cache_hits = cache.hits
-        cache.save()
-    log.info("checked %d records (%d from the cache)", run.records, run.cache_hits)
-    return run
+        run.scan(path, relative)
+    run.check_queued()
+    return run.finish()

@@ -11,7 +11,9 @@ a second document, an empty file and bytes that are not UTF-8.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import yaml
 from yaml.events import (
@@ -49,7 +51,7 @@ class Source:
 class Scalar:
     """A scalar value: its text exactly as written, where it was written, and its typed value."""
 
-    __slots__ = ("text", "line", "column", "plain", "source", "value", "xml")
+    __slots__ = ("column", "line", "plain", "source", "text", "value", "xml")
 
     def __init__(self, text: str, line: int, column: int, plain: bool, source: Source) -> None:
         self.text = text
@@ -81,7 +83,7 @@ class Mapping(dict[str, "Node"]):
     version's data is shared by all records of the version and is done once.
     """
 
-    __slots__ = ("line", "column", "source", "key_positions", "rendered", "complete")
+    __slots__ = ("column", "complete", "key_positions", "line", "rendered", "source")
 
     def __init__(self, line: int, column: int, source: Source) -> None:
         super().__init__()
@@ -99,7 +101,7 @@ class Mapping(dict[str, "Node"]):
 class Sequence(list["Node"]):
     """A YAML sequence, remembering where it starts; `rendered` as for `Mapping`."""
 
-    __slots__ = ("line", "column", "source", "rendered")
+    __slots__ = ("column", "line", "rendered", "source")
 
     def __init__(self, line: int, column: int, source: Source) -> None:
         super().__init__()
@@ -117,27 +119,43 @@ class _Reader:
         self.source = source
         self.findings: list[Finding] = []
         self.loader = _EventLoader(data)
-        self.next_event = self.loader.get_event
+        # libyaml's events carry no useful static types; they are read attribute by attribute.
+        self.next_event: Callable[[], Any] = self.loader.get_event
 
-    def finding(self, rule: str, message: str, line: int, column: int, hint: str,
-                severity: Severity = Severity.ERROR) -> None:
-        self.findings.append(Finding(rule, severity, message, self.source.path, line, column,
-                                     hint=hint))
+    def finding(
+        self, rule: str, message: str, line: int, column: int, hint: str, severity: Severity = Severity.ERROR
+    ) -> None:
+        self.findings.append(Finding(rule, severity, message, self.source.path, line, column, hint=hint))
 
-    def read_node(self, event: yaml.Event, depth: int) -> Node | None:
+    def read_node(self, event: Any, depth: int) -> Node | None:
         kind = type(event)
         mark = event.start_mark
         line, column = mark.line + 1, mark.column + 1
         if kind is AliasEvent:
-            self.finding("yaml.alias", f"alias *{event.anchor} is not allowed", line, column,
-                         "write the value out in full instead of referring to an anchor")
+            self.finding(
+                "yaml.alias",
+                f"alias *{event.anchor} is not allowed",
+                line,
+                column,
+                "write the value out in full instead of referring to an anchor",
+            )
             return None
         if event.anchor is not None:
-            self.finding("yaml.anchor", f"anchor &{event.anchor} is not allowed", line, column,
-                         "write the values out in full; ecoc does not expand anchors and aliases")
+            self.finding(
+                "yaml.anchor",
+                f"anchor &{event.anchor} is not allowed",
+                line,
+                column,
+                "write the values out in full; ecoc does not expand anchors and aliases",
+            )
         if event.tag is not None:
-            self.finding("yaml.tag", f"explicit tag {event.tag} is not allowed", line, column,
-                         "remove the tag; the model gives every value its type")
+            self.finding(
+                "yaml.tag",
+                f"explicit tag {event.tag} is not allowed",
+                line,
+                column,
+                "remove the tag; the model gives every value its type",
+            )
         if kind is ScalarEvent:
             # libyaml reports plain scalars with the style '' and the pure parser with None.
             return Scalar(event.value, line, column, not event.style, self.source)
@@ -160,9 +178,8 @@ class _Reader:
                 return mapping
             # Keys are nearly always plain scalars without anchor or tag: read those directly.
             if type(event) is ScalarEvent and event.anchor is None and event.tag is None:
-                mark = event.start_mark
-                key: Node | None = Scalar(event.value, mark.line + 1, mark.column + 1,
-                                          not event.style, source)
+                mark: Any = event.start_mark
+                key: Node | None = Scalar(event.value, mark.line + 1, mark.column + 1, not event.style, source)
             else:
                 key = self.read_node(event, depth + 1)
             event = next_event()
@@ -174,20 +191,33 @@ class _Reader:
                 value = self.read_node(event, depth + 1)
             if not isinstance(key, Scalar):
                 if key is not None:
-                    self.finding("yaml.complex-key", "a mapping key must be a plain value",
-                                 key.line, key.column, "use a text key")
+                    self.finding(
+                        "yaml.complex-key",
+                        "a mapping key must be a plain value",
+                        key.line,
+                        key.column,
+                        "use a text key",
+                    )
                 continue
             text = key.text
             if text == "<<" and key.plain:
-                self.finding("yaml.merge-key", "merge key << is not allowed", key.line,
-                             key.column, "write the merged keys out in full")
+                self.finding(
+                    "yaml.merge-key",
+                    "merge key << is not allowed",
+                    key.line,
+                    key.column,
+                    "write the merged keys out in full",
+                )
                 continue
             if text in positions:
                 first_line = positions[text][0]
-                self.finding("yaml.duplicate-key",
-                             f"duplicate key {text!r}; it is first defined at line {first_line}",
-                             key.line, key.column,
-                             "remove one of the two entries; YAML would otherwise keep only one")
+                self.finding(
+                    "yaml.duplicate-key",
+                    f"duplicate key {text!r}; it is first defined at line {first_line}",
+                    key.line,
+                    key.column,
+                    "remove one of the two entries; YAML would otherwise keep only one",
+                )
                 continue
             positions[text] = (key.line, key.column)
             if value is not None:
@@ -208,18 +238,21 @@ class _Reader:
         self.next_event()  # StreamStartEvent
         event = self.next_event()
         if type(event) is StreamEndEvent:
-            self.finding("yaml.empty", "the file is empty", 1, 1,
-                         "write the record or approval, or delete the file")
+            self.finding("yaml.empty", "the file is empty", 1, 1, "write the record or approval, or delete the file")
             return None
         assert type(event) is DocumentStartEvent
         root = self.read_node(self.next_event(), 0)
         assert type(self.next_event()) is DocumentEndEvent
         event = self.next_event()
         if type(event) is DocumentStartEvent:
-            mark = event.start_mark
-            self.finding("yaml.multiple-documents",
-                         "the file holds more than one YAML document", mark.line + 1,
-                         mark.column + 1, "keep one document per file; split the rest into files of their own")
+            mark: Any = event.start_mark
+            self.finding(
+                "yaml.multiple-documents",
+                "the file holds more than one YAML document",
+                mark.line + 1,
+                mark.column + 1,
+                "keep one document per file; split the rest into files of their own",
+            )
         return root
 
 
@@ -238,15 +271,28 @@ def _offset_position(data: bytes, offset: int) -> tuple[int, int]:
 
 def _check_encoding(data: bytes, source: Source) -> Finding | None:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return Finding("yaml.encoding", Severity.ERROR, "the file is UTF-16, not UTF-8",
-                       source.path, 1, 1, hint="save the file as UTF-8")
+        return Finding(
+            "yaml.encoding",
+            Severity.ERROR,
+            "the file is UTF-16, not UTF-8",
+            source.path,
+            1,
+            1,
+            hint="save the file as UTF-8",
+        )
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line, column = _offset_position(data, exc.start)
-        return Finding("yaml.encoding", Severity.ERROR,
-                       f"invalid UTF-8 byte 0x{data[exc.start]:02x}", source.path, line, column,
-                       hint="save the file as UTF-8 (it looks like another encoding, such as Latin-1)")
+        return Finding(
+            "yaml.encoding",
+            Severity.ERROR,
+            f"invalid UTF-8 byte 0x{data[exc.start]:02x}",
+            source.path,
+            line,
+            column,
+            hint="save the file as UTF-8 (it looks like another encoding, such as Latin-1)",
+        )
     return None
 
 
@@ -254,17 +300,29 @@ def _syntax_finding(exc: yaml.YAMLError, data: bytes, source: Source) -> Finding
     if isinstance(exc, yaml.reader.ReaderError):
         line, column = _offset_position(data, exc.position)
         character = exc.character if isinstance(exc.character, str) else chr(exc.character)
-        return Finding("yaml.syntax", Severity.ERROR,
-                       f"control character U+{ord(character):04X} is not allowed in YAML",
-                       source.path, line, column,
-                       hint="remove the character; write line breaks and tabs as YAML escapes in a quoted value only if the field allows them")
+        return Finding(
+            "yaml.syntax",
+            Severity.ERROR,
+            f"control character U+{ord(character):04X} is not allowed in YAML",
+            source.path,
+            line,
+            column,
+            hint="remove the character; IVI texts hold printable characters only",
+        )
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
     problem = getattr(exc, "problem", None) or str(exc)
     context = getattr(exc, "context", None)
     message = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
-    return Finding("yaml.syntax", Severity.ERROR, message, source.path, line, column,
-                   hint="fix the YAML syntax at this position; quote values that contain ': ' or start with a special character")
+    return Finding(
+        "yaml.syntax",
+        Severity.ERROR,
+        message,
+        source.path,
+        line,
+        column,
+        hint="fix the YAML syntax at this position; quote values that contain ': ' or start with a special character",
+    )
 
 
 def load_yaml(data: bytes, source: Source) -> tuple[Node | None, list[Finding]]:
@@ -273,9 +331,14 @@ def load_yaml(data: bytes, source: Source) -> tuple[Node | None, list[Finding]]:
     if encoding is not None:
         return None, [encoding]
     tabs = [
-        Finding("yaml.tab", Severity.ERROR, "tab character in the indentation", source.path,
-                *_offset_position(data, match.end() - 1),
-                hint="indent with spaces; YAML does not allow tabs for indentation")
+        Finding(
+            "yaml.tab",
+            Severity.ERROR,
+            "tab character in the indentation",
+            source.path,
+            *_offset_position(data, match.end() - 1),
+            hint="indent with spaces; YAML does not allow tabs for indentation",
+        )
         for match in _TAB_INDENT.finditer(data)
     ]
     if tabs:
@@ -286,8 +349,13 @@ def load_yaml(data: bytes, source: Source) -> tuple[Node | None, list[Finding]]:
     except yaml.YAMLError as exc:
         return None, [*reader.findings, _syntax_finding(exc, data, source)]
     except _TooDeep as exc:
-        reader.finding("yaml.depth", f"the YAML nesting is deeper than {MAX_DEPTH} levels",
-                       exc.line, exc.column, "flatten the structure; no IVI element is nested this deep")
+        reader.finding(
+            "yaml.depth",
+            f"the YAML nesting is deeper than {MAX_DEPTH} levels",
+            exc.line,
+            exc.column,
+            "flatten the structure; no IVI element is nested this deep",
+        )
         return None, reader.findings
     finally:
         reader.loader.dispose()

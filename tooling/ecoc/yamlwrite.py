@@ -43,10 +43,13 @@ def new_yaml() -> YAML:
 
 
 def text_scalar(text: str, spec: ElementSpec | None) -> str:
-    """Quote a text value that other YAML tools would read as a number or a boolean."""
+    """Quote a text that other YAML tools would read as a number or a boolean, and a code
+    they would read as a number (`Y` and `N` codes stay plain: every IVI reader expects them)."""
     kind = spec.simple.kind if spec is not None and spec.simple is not None else "text"
-    if kind in ("text", "pattern") and retyped_by_yaml(text) is not None:
-        return SingleQuotedScalarString(text)
+    retyped = retyped_by_yaml(text)
+    if (kind in ("text", "pattern") and retyped is not None) or (kind == "code" and retyped == "number"):
+        quoted: str = SingleQuotedScalarString(text)
+        return quoted
     return text
 
 
@@ -91,5 +94,6 @@ def load_for_edit(path: Path) -> Any:
     try:
         return new_yaml().load(path.read_text(encoding="utf-8-sig"))
     except Exception as exc:  # ruamel raises many unrelated types for bad input
-        raise InputError(f"{path}: cannot be read for editing: {exc}",
-                         "run ecoc check and fix the file first") from None
+        raise InputError(
+            f"{path}: cannot be read for editing: {exc}", "run ecoc check and fix the file first"
+        ) from None

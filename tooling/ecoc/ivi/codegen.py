@@ -95,13 +95,15 @@ def generate(xsd_path: Path) -> str:
         "",
         "# ruff: noqa: E501",
         "",
+        "from typing import Any",
+        "",
         f"SCHEMA_VERSION = {version!r}",
         f"SCHEMA_GENERATED = {generated!r}",
         f"SCHEMA_SHA256 = {hashlib.sha256(data).hexdigest()!r}",
         f"NAMESPACE = {root.get('targetNamespace')!r}",
         "",
         "# name: (XSD base type, facets)",
-        "SIMPLE_TYPES = {",
+        "SIMPLE_TYPES: dict[str, tuple[str, dict[str, Any]]] = {",
     ]
     for name, (base, facets) in simple.items():
         lines.append(f"    {name!r}: ({base!r}, {facets!r}),")
@@ -109,7 +111,7 @@ def generate(xsd_path: Path) -> str:
         "}",
         "",
         "# name: (compositor, ((element, type, minOccurs, maxOccurs or None for unbounded), ...))",
-        "COMPLEX_TYPES = {",
+        "COMPLEX_TYPES: dict[str, tuple[str, tuple[tuple[str, str, int, int | None], ...]]] = {",
     ]
     for name, (kind, children) in complex_.items():
         lines.append(f"    {name!r}: ({kind!r}, (")

@@ -43,8 +43,9 @@ class _Converter:
         self.findings: list[Finding] = []
 
     def problem(self, rule: str, message: str, element: etree._Element, xpath: str, hint: str) -> None:
-        self.findings.append(Finding(rule, Severity.ERROR, message, self.source.path,
-                                     element.sourceline, 1, xpath, hint))
+        self.findings.append(
+            Finding(rule, Severity.ERROR, message, self.source.path, element.sourceline, 1, xpath, hint)
+        )
 
     def group(self, element: etree._Element, spec: ElementSpec, xpath: str) -> Mapping:
         mapping = Mapping(element.sourceline or 1, 1, self.source)
@@ -55,12 +56,22 @@ class _Converter:
             child_xpath = f"{xpath}/{name}"
             child_spec = spec.by_name.get(name)
             if namespace != ivi_spec.NAMESPACE or child_spec is None:
-                self.problem("import.unknown-element", f"{name} is not an element of {spec.name} in IVI 2.0",
-                             child, child_xpath, "remove the element or check the file's IVI version")
+                self.problem(
+                    "import.unknown-element",
+                    f"{name} is not an element of {spec.name} in IVI 2.0",
+                    child,
+                    child_xpath,
+                    "remove the element or check the file's IVI version",
+                )
                 continue
             if name in mapping:
-                self.problem("import.repeated-element", f"{name} appears more than once in {spec.name}",
-                             child, child_xpath, "keep one occurrence")
+                self.problem(
+                    "import.repeated-element",
+                    f"{name} appears more than once in {spec.name}",
+                    child,
+                    child_xpath,
+                    "keep one occurrence",
+                )
                 continue
             mapping.key_positions[name] = (child.sourceline or 1, 1)
             value = self.element(child, child_spec, child_xpath)
@@ -68,8 +79,7 @@ class _Converter:
                 mapping[name] = value
         return mapping
 
-    def element(self, element: etree._Element, spec: ElementSpec,
-                xpath: str) -> Mapping | Sequence | Scalar | None:
+    def element(self, element: etree._Element, spec: ElementSpec, xpath: str) -> Mapping | Sequence | Scalar | None:
         if spec.kind == "group":
             return self.group(element, spec, xpath)
         if spec.kind == "table":
@@ -78,14 +88,24 @@ class _Converter:
                 namespace, name = _local(row)
                 row_xpath = f"{xpath}/{name}[{index}]"
                 if namespace != ivi_spec.NAMESPACE or name != spec.row_name:
-                    self.problem("import.unknown-element", f"{name} is not a row of {spec.name}",
-                                 row, row_xpath, f"rows of {spec.name} are {spec.row_name} elements")
+                    self.problem(
+                        "import.unknown-element",
+                        f"{name} is not a row of {spec.name}",
+                        row,
+                        row_xpath,
+                        f"rows of {spec.name} are {spec.row_name} elements",
+                    )
                     continue
                 rows.append(self.group(row, spec, row_xpath))
             return rows
         if len(element):
-            self.problem("import.shape", f"{spec.name} must hold a value, not elements", element,
-                         xpath, "write the value as the element's text")
+            self.problem(
+                "import.shape",
+                f"{spec.name} must hold a value, not elements",
+                element,
+                xpath,
+                "write the value as the element's text",
+            )
             return None
         simple = spec.simple
         assert simple is not None
@@ -94,8 +114,7 @@ class _Converter:
             text = text.strip()
         value, problem = parse_value(text, simple)
         if problem is not None:
-            self.problem("import.invalid-value", f"{spec.name}: {problem.message}", element, xpath,
-                         problem.hint)
+            self.problem("import.invalid-value", f"{spec.name}: {problem.message}", element, xpath, problem.hint)
             return None
         scalar = Scalar(text, element.sourceline or 1, 1, False, self.source)
         scalar.value = value
@@ -112,14 +131,23 @@ def read_message(data: bytes, source: Source) -> Message:
     coc = Mapping(1, 1, source)
     message = Message(source, header, coc, findings=converter.findings)
     if name != "InitialVehicleInformation":
-        converter.problem("import.not-ivi", f"the root element is {name}, not InitialVehicleInformation",
-                          root, f"/{name}", "import IVI 2.0 messages only")
+        converter.problem(
+            "import.not-ivi",
+            f"the root element is {name}, not InitialVehicleInformation",
+            root,
+            f"/{name}",
+            "import IVI 2.0 messages only",
+        )
         return message
     if namespace != ivi_spec.NAMESPACE:
-        converter.problem("import.not-ivi", f"the message uses the namespace {namespace!r}, not IVI 2.0's",
-                          root, f"/{name}",
-                          "IVI 1.x messages must first be converted to IVI 2.0, for example with the "
-                          "conversion tool on the EUCARIS eCoC documentation site")
+        converter.problem(
+            "import.not-ivi",
+            f"the message uses the namespace {namespace!r}, not IVI 2.0's",
+            root,
+            f"/{name}",
+            "IVI 1.x messages must first be converted to IVI 2.0, for example with the "
+            "conversion tool on the EUCARIS eCoC documentation site",
+        )
         return message
     root_spec = ivi_spec.root()
     for child in root:
@@ -134,10 +162,20 @@ def read_message(data: bytes, source: Source) -> Message:
         elif child_namespace == ivi_spec.NAMESPACE and child_name == "CocDataGroup":
             message.coc = converter.group(child, root_spec.by_name["CocDataGroup"], xpath)
         else:
-            converter.problem("import.unknown-element", f"{child_name} is not an element of InitialVehicleInformation",
-                              child, xpath, "remove the element")
+            converter.problem(
+                "import.unknown-element",
+                f"{child_name} is not an element of InitialVehicleInformation",
+                child,
+                xpath,
+                "remove the element",
+            )
     for required in ("VehicleIdentificationNumber", "TypeApprovalNumber", "Variant", "Version"):
         if required not in message.coc:
-            converter.problem("import.missing-element", f"the message has no {required}", root,
-                              f"/{name}/CocDataGroup/{required}", f"add {required}; ecoc needs it to file the vehicle")
+            converter.problem(
+                "import.missing-element",
+                f"the message has no {required}",
+                root,
+                f"/{name}/CocDataGroup/{required}",
+                f"add {required}; ecoc needs it to file the vehicle",
+            )
     return message

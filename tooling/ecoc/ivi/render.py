@@ -62,8 +62,12 @@ def _tags(spec: ElementSpec, depth: int) -> _Tags:
     if spec.kind == "leaf":
         return _Tags(f"{indent}<{spec.name}>", f"</{spec.name}>")
     row_indent = INDENT * (depth + 1)
-    return _Tags(f"{indent}<{spec.name}>", f"{indent}</{spec.name}>",
-                 f"{row_indent}<{spec.row_name}>", f"{row_indent}</{spec.row_name}>")
+    return _Tags(
+        f"{indent}<{spec.name}>",
+        f"{indent}</{spec.name}>",
+        f"{row_indent}<{spec.row_name}>",
+        f"{row_indent}</{spec.row_name}>",
+    )
 
 
 def _xml_text(node: Scalar) -> str:

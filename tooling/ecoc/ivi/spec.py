@@ -46,8 +46,10 @@ class SimpleType:
         if self.kind == "integer":
             return f"a whole number from {self.min_inclusive} to {self.max_inclusive}"
         if self.kind == "decimal":
-            return (f"a decimal from {self.min_inclusive} to {self.max_inclusive} "
-                    f"with at most {self.fraction_digits} decimal places")
+            return (
+                f"a decimal from {self.min_inclusive} to {self.max_inclusive} "
+                f"with at most {self.fraction_digits} decimal places"
+            )
         if self.kind == "date":
             return "a date written YYYY-MM-DD"
         if self.kind == "datetime":
@@ -83,8 +85,7 @@ class ElementSpec:
     def __post_init__(self) -> None:
         self.required_children = tuple(c for c in self.children if c.min_occurs > 0)
         self.min_rows = max(self.row_min, 1) if self.kind == "table" else 0
-        self.has_structure = bool(self.required_children) or any(
-            c.kind != "leaf" for c in self.children)
+        self.has_structure = bool(self.required_children) or any(c.kind != "leaf" for c in self.children)
 
     @property
     def required(self) -> bool:
@@ -128,12 +129,10 @@ def _simple_type(name: str) -> SimpleType:
     )
 
 
-def _build(name: str, type_name: str, min_occurs: int, max_occurs: int | None,
-           parent_xpath: str) -> ElementSpec:
+def _build(name: str, type_name: str, min_occurs: int, max_occurs: int | None, parent_xpath: str) -> ElementSpec:
     xpath = f"{parent_xpath}/{name}" if parent_xpath else name
     if type_name in spec_data.SIMPLE_TYPES:
-        return ElementSpec(name, type_name, "leaf", min_occurs, max_occurs, xpath,
-                           simple=_simple_type(type_name))
+        return ElementSpec(name, type_name, "leaf", min_occurs, max_occurs, xpath, simple=_simple_type(type_name))
     compositor, members = spec_data.COMPLEX_TYPES[type_name]
     if compositor == "sequence":
         # Every sequence in IVI 2.0 is a table: one repeated group element.
@@ -141,15 +140,31 @@ def _build(name: str, type_name: str, min_occurs: int, max_occurs: int | None,
         row_compositor, row_members = spec_data.COMPLEX_TYPES[row_type]
         row_xpath = f"{xpath}/{row_name}"
         children = tuple(_build(*member, row_xpath) for member in row_members)
-        return ElementSpec(name, type_name, "table", min_occurs, max_occurs, xpath,
-                           children=children, by_name={c.name: c for c in children},
-                           row_name=row_name, row_min=row_min,
-                           unordered=row_compositor == "all")
-    children = tuple(_build(*member, xpath) for member in members
-                     if not member[0].startswith("sig:"))
-    return ElementSpec(name, type_name, "group", min_occurs, max_occurs, xpath,
-                       children=children, by_name={c.name: c for c in children},
-                       unordered=compositor == "all")
+        return ElementSpec(
+            name,
+            type_name,
+            "table",
+            min_occurs,
+            max_occurs,
+            xpath,
+            children=children,
+            by_name={c.name: c for c in children},
+            row_name=row_name,
+            row_min=row_min,
+            unordered=row_compositor == "all",
+        )
+    children = tuple(_build(*member, xpath) for member in members if not member[0].startswith("sig:"))
+    return ElementSpec(
+        name,
+        type_name,
+        "group",
+        min_occurs,
+        max_occurs,
+        xpath,
+        children=children,
+        by_name={c.name: c for c in children},
+        unordered=compositor == "all",
+    )
 
 
 @cache

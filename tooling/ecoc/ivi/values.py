@@ -21,16 +21,42 @@ _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\Z")
 _EXPONENT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][+-]?[0-9]+\Z")
 _DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})\Z")
 _DATETIME = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:Z|[+-][0-9]{2}:[0-9]{2})?\Z")
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:Z|[+-][0-9]{2}:[0-9]{2})?\Z"
+)
 # Characters XML 1.0 cannot carry, plus C1 controls and DEL, which no CoC text needs.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 
 # Plain scalars that YAML 1.1 or 1.2 resolvers turn into numbers or booleans.
 _YAML_NUMBER = re.compile(
     r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?\Z"
-    r"|0x[0-9a-fA-F_]+\Z|0o[0-7]+\Z|[-+]?\.(?:inf|Inf|INF)\Z|\.(?:nan|NaN|NAN)\Z")
+    r"|0x[0-9a-fA-F_]+\Z|0o[0-7]+\Z|[-+]?\.(?:inf|Inf|INF)\Z|\.(?:nan|NaN|NAN)\Z"
+)
 _YAML_BOOLEAN = frozenset(
-    "y Y yes Yes YES n N no No NO true True TRUE false False FALSE on On ON off Off OFF".split())
+    [
+        "y",
+        "Y",
+        "yes",
+        "Yes",
+        "YES",
+        "n",
+        "N",
+        "no",
+        "No",
+        "NO",
+        "true",
+        "True",
+        "TRUE",
+        "false",
+        "False",
+        "FALSE",
+        "on",
+        "On",
+        "ON",
+        "off",
+        "Off",
+        "OFF",
+    ]
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +78,7 @@ def format_decimal(value: Decimal) -> str:
 
 def _digits(value: Decimal) -> tuple[int, int]:
     """Count the total and the fraction digits of a value, without insignificant zeros."""
-    sign, digits, exponent = value.normalize().as_tuple()
+    _, digits, exponent = value.normalize().as_tuple()
     assert isinstance(exponent, int)
     fraction = max(0, -exponent)
     total = max(len(digits), fraction) if exponent <= 0 else len(digits) + exponent
@@ -76,24 +102,34 @@ def _suggest(text: str, choices: tuple[str, ...]) -> str:
 def check_text(text: str, simple: SimpleType) -> Problem | None:
     control = _CONTROL.search(text)
     if control is not None:
-        return Problem("model.control-character",
-                       f"control character U+{ord(control.group()):04X} at position {control.start() + 1} of the text",
-                       "remove it; IVI texts are single lines of printable characters")
+        return Problem(
+            "model.control-character",
+            f"control character U+{ord(control.group()):04X} at position {control.start() + 1} of the text",
+            "remove it; IVI texts are single lines of printable characters",
+        )
     length = len(text)
     if simple.min_length is not None and length < simple.min_length:
         if length == 0:
-            return Problem("model.empty-value", "empty value",
-                           "write a value, or remove the key if the element does not apply")
-        return Problem("model.length",
-                       f"{text!r} has {length} characters; {simple.name} needs at least {simple.min_length}",
-                       "complete the value")
+            return Problem(
+                "model.empty-value", "empty value", "write a value, or remove the key if the element does not apply"
+            )
+        return Problem(
+            "model.length",
+            f"{text!r} has {length} characters; {simple.name} needs at least {simple.min_length}",
+            "complete the value",
+        )
     if simple.max_length is not None and length > simple.max_length:
-        return Problem("model.length",
-                       f"{length} characters is more than the {simple.max_length} that {simple.name} allows",
-                       f"shorten the value to {simple.max_length} characters")
+        return Problem(
+            "model.length",
+            f"{length} characters is more than the {simple.max_length} that {simple.name} allows",
+            f"shorten the value to {simple.max_length} characters",
+        )
     if simple.pattern is not None and not simple.pattern.match(text):
-        return Problem("model.pattern", f"{text!r} does not match the pattern of {simple.name}",
-                       f"write {simple.describe()} matching {simple.pattern.pattern[3:-3]}")
+        return Problem(
+            "model.pattern",
+            f"{text!r} does not match the pattern of {simple.name}",
+            f"write {simple.describe()} matching {simple.pattern.pattern[3:-3]}",
+        )
     return None
 
 
@@ -101,55 +137,67 @@ def _parse_code(text: str, simple: SimpleType) -> tuple[object, Problem | None]:
     if text in simple.enumeration:
         return text, None
     if text == "":
-        return None, Problem("model.empty-value", "empty value",
-                             "write a code, or remove the key if the element does not apply")
-    return None, Problem("model.code", f"{text!r} is not a code of {simple.name}",
-                         _suggest(text, simple.enumeration))
+        return None, Problem(
+            "model.empty-value", "empty value", "write a code, or remove the key if the element does not apply"
+        )
+    return None, Problem("model.code", f"{text!r} is not a code of {simple.name}", _suggest(text, simple.enumeration))
 
 
 def _parse_integer(text: str, simple: SimpleType) -> tuple[object, Problem | None]:
     if not _INTEGER.match(text):
         if text == "":
-            return None, Problem("model.empty-value", "empty value",
-                                 "write a whole number, or remove the key if the element does not apply")
-        return None, Problem("model.integer", f"{text!r} is not a whole number",
-                             f"write {simple.describe()} using digits only")
+            return None, Problem(
+                "model.empty-value",
+                "empty value",
+                "write a whole number, or remove the key if the element does not apply",
+            )
+        return None, Problem(
+            "model.integer", f"{text!r} is not a whole number", f"write {simple.describe()} using digits only"
+        )
     value = int(text)
     assert simple.min_inclusive is not None and simple.max_inclusive is not None
     if not simple.min_inclusive <= value <= simple.max_inclusive:
-        return None, Problem("model.range", f"{value} is outside {simple.name}",
-                             f"write {simple.describe()}")
+        return None, Problem("model.range", f"{value} is outside {simple.name}", f"write {simple.describe()}")
     return value, None
 
 
 def _parse_decimal(text: str, simple: SimpleType) -> tuple[object, Problem | None]:
     if not _DECIMAL.match(text):
         if text == "":
-            return None, Problem("model.empty-value", "empty value",
-                                 "write a number, or remove the key if the element does not apply")
+            return None, Problem(
+                "model.empty-value", "empty value", "write a number, or remove the key if the element does not apply"
+            )
         if _EXPONENT.match(text):
             fixed = format_decimal(Decimal(text))
-            return None, Problem("model.decimal", f"{text!r} uses exponent notation",
-                                 f"write it in fixed notation: {fixed}")
-        return None, Problem("model.decimal", f"{text!r} is not a decimal number",
-                             f"write {simple.describe()}, with a point as decimal separator")
+            return None, Problem(
+                "model.decimal", f"{text!r} uses exponent notation", f"write it in fixed notation: {fixed}"
+            )
+        return None, Problem(
+            "model.decimal",
+            f"{text!r} is not a decimal number",
+            f"write {simple.describe()}, with a point as decimal separator",
+        )
     try:
         value = Decimal(text)
     except InvalidOperation:  # pragma: no cover - the pattern admits only valid literals
         return None, Problem("model.decimal", f"{text!r} is not a decimal number", "write a number")
     total, fraction = _digits(value)
     if simple.fraction_digits is not None and fraction > simple.fraction_digits:
-        return None, Problem("model.decimal",
-                             f"{text} has {fraction} decimal places; {simple.name} allows {simple.fraction_digits}",
-                             f"round the value to {simple.fraction_digits} decimal places")
+        return None, Problem(
+            "model.decimal",
+            f"{text} has {fraction} decimal places; {simple.name} allows {simple.fraction_digits}",
+            f"round the value to {simple.fraction_digits} decimal places",
+        )
     if simple.total_digits is not None and total > simple.total_digits:
-        return None, Problem("model.range",
-                             f"{text} has {total} digits; {simple.name} allows {simple.total_digits}",
-                             f"write {simple.describe()}")
-    if ((simple.min_inclusive is not None and value < simple.min_inclusive)
-            or (simple.max_inclusive is not None and value > simple.max_inclusive)):
-        return None, Problem("model.range", f"{text} is outside {simple.name}",
-                             f"write {simple.describe()}")
+        return None, Problem(
+            "model.range",
+            f"{text} has {total} digits; {simple.name} allows {simple.total_digits}",
+            f"write {simple.describe()}",
+        )
+    if (simple.min_inclusive is not None and value < simple.min_inclusive) or (
+        simple.max_inclusive is not None and value > simple.max_inclusive
+    ):
+        return None, Problem("model.range", f"{text} is outside {simple.name}", f"write {simple.describe()}")
     return value, None
 
 
@@ -157,26 +205,37 @@ def _parse_date(text: str, simple: SimpleType) -> tuple[object, Problem | None]:
     match = _DATE.match(text)
     if match is None:
         if text == "":
-            return None, Problem("model.empty-value", "empty value",
-                                 "write a date as YYYY-MM-DD, or remove the key if the element does not apply")
-        return None, Problem("model.date", f"{text!r} is not a date written YYYY-MM-DD",
-                             "write the date as YYYY-MM-DD, for example 2026-03-01")
+            return None, Problem(
+                "model.empty-value",
+                "empty value",
+                "write a date as YYYY-MM-DD, or remove the key if the element does not apply",
+            )
+        return None, Problem(
+            "model.date",
+            f"{text!r} is not a date written YYYY-MM-DD",
+            "write the date as YYYY-MM-DD, for example 2026-03-01",
+        )
     try:
         return dt.date(int(match[1]), int(match[2]), int(match[3])), None
     except ValueError as exc:
-        return None, Problem("model.date", f"{text} is not a date in the calendar ({exc})",
-                             "check the day and the month")
+        return None, Problem(
+            "model.date", f"{text} is not a date in the calendar ({exc})", "check the day and the month"
+        )
 
 
 def _parse_datetime(text: str, simple: SimpleType) -> tuple[object, Problem | None]:
     if not _DATETIME.match(text):
-        return None, Problem("model.date", f"{text!r} is not an XML date and time",
-                             "write it as YYYY-MM-DDThh:mm:ss with a time zone offset")
+        return None, Problem(
+            "model.date",
+            f"{text!r} is not an XML date and time",
+            "write it as YYYY-MM-DDThh:mm:ss with a time zone offset",
+        )
     try:
         return dt.datetime.fromisoformat(text.replace("Z", "+00:00")), None
     except ValueError as exc:
-        return None, Problem("model.date", f"{text} is not a valid date and time ({exc})",
-                             "check the date and the time")
+        return None, Problem(
+            "model.date", f"{text} is not a valid date and time ({exc})", "check the date and the time"
+        )
 
 
 def _parse_text(text: str, simple: SimpleType) -> tuple[object, Problem | None]:
@@ -207,6 +266,18 @@ def retyped_by_yaml(text: str) -> str | None:
     if text in _YAML_BOOLEAN:
         return "boolean"
     return None
+
+
+def loses_text_as_number(text: str) -> bool:
+    """Whether a YAML tool that reads `text` as a number would write it back differently.
+
+    `01` becomes 1 and `1.10` becomes 1.1; `8` survives the round trip.
+    """
+    if retyped_by_yaml(text) != "number":
+        return False
+    if _INTEGER.match(text):
+        return text != str(int(text))
+    return True
 
 
 def format_value(value: object) -> str:

@@ -43,7 +43,9 @@ def parse_xml_bytes(data: bytes, source: str) -> etree._ElementTree:
     """Parse `data` (read from `source`, used in messages) or raise `InputError`."""
     if len(data) > MAX_XML_BYTES:
         raise XmlRejected(
-            source, 1, 1,
+            source,
+            1,
+            1,
             f"{len(data)} bytes is larger than the {MAX_XML_BYTES} bytes accepted for one XML file",
             "check that this is an IVI message and not an archive or a concatenation of files",
         )
@@ -52,19 +54,28 @@ def parse_xml_bytes(data: bytes, source: str) -> etree._ElementTree:
     except etree.XMLSyntaxError as exc:
         line, column = exc.position
         raise XmlRejected(
-            source, line, column, f"not well-formed XML: {exc.msg}",
+            source,
+            line,
+            column,
+            f"not well-formed XML: {exc.msg}",
             "fix the XML syntax; ecoc reads only well-formed IVI 2.0 files",
         ) from None
     tree = root.getroottree()
     if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
         raise XmlRejected(
-            source, 1, 1, "the document declares a DOCTYPE, which is rejected",
+            source,
+            1,
+            1,
+            "the document declares a DOCTYPE, which is rejected",
             "IVI messages never use a DTD; remove the DOCTYPE declaration "
             "(it can carry entity-expansion and external-entity attacks)",
         )
     for entity in root.iter(etree.Entity):
         raise XmlRejected(
-            source, entity.sourceline or 1, 1, f"entity reference {entity.text} is rejected",
+            source,
+            entity.sourceline or 1,
+            1,
+            f"entity reference {entity.text} is rejected",
             "write the character itself or a numeric character reference instead",
         )
     return tree

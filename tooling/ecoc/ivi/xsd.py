@@ -27,14 +27,12 @@ XS = "http://www.w3.org/2001/XMLSchema"
 
 # sha256 of the schema files ecoc knows, with what they are.
 KNOWN_SCHEMAS = {
-    "ec7335836a4334db33e34d309f009c544abb4030118984a41b1cba818a18160c":
-        "IVI 2.0 XSD, generated 2026-02-26 12:00",
+    "ec7335836a4334db33e34d309f009c544abb4030118984a41b1cba818a18160c": "IVI 2.0 XSD, generated 2026-02-26 12:00",
 }
 # The W3C XML Signature schema that the IVI schema imports from the same folder.
 SIGNATURE_SCHEMA_NAME = "xmldsig-core-schema.xsd"
 KNOWN_SIGNATURE_SCHEMAS = {
-    "32147d410f9649b7f0f0a812e117a329cbeda815aba0c421addc46a5048a3e19":
-        "W3C XML Signature schema (DOCTYPE commented out)",
+    "32147d410f9649b7f0f0a812e117a329cbeda815aba0c421addc46a5048a3e19": "W3C XML Signature schema, DOCTYPE removed",
 }
 
 ENVIRONMENT_VARIABLE = "ECOC_XSD"
@@ -70,8 +68,10 @@ def _sha256(path: Path, origin: str) -> str:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: the IVI XSD named by {origin} does not exist",
-                          f"point {origin} at IVI-2.0.xsd from the EUCARIS eCoC documentation") from None
+        raise ConfigError(
+            f"{path}: the IVI XSD named by {origin} does not exist",
+            f"point {origin} at IVI-2.0.xsd from the EUCARIS eCoC documentation",
+        ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the IVI XSD named by {origin}: {exc.strerror}") from None
 
@@ -82,21 +82,23 @@ def _check_pins(location: SchemaLocation, pinned: tuple[str, ...]) -> str:
     if pinned:
         if digest not in pinned:
             raise ConfigError(
-                f"{path}: sha256 {digest} does not match the pinned schema digest "
-                f"({', '.join(pinned)})",
+                f"{path}: sha256 {digest} does not match the pinned schema digest ({', '.join(pinned)})",
                 "this is not the schema the repository was checked against; if the schema was "
-                "updated on purpose, review the change and set schema.sha256 in ecoc.yaml to the new digest")
+                "updated on purpose, review the change and set schema.sha256 in ecoc.yaml to the new digest",
+            )
     elif digest not in KNOWN_SCHEMAS:
         raise ConfigError(
             f"{path}: sha256 {digest} is not a known IVI 2.0 schema",
             "use the official IVI-2.0.xsd, or pin this file with schema.sha256 in ecoc.yaml "
-            "after checking where it comes from")
+            "after checking where it comes from",
+        )
     signature_path = path.parent / SIGNATURE_SCHEMA_NAME
     signature_digest = _sha256(signature_path, f"the import in {path.name}")
     if signature_digest not in KNOWN_SIGNATURE_SCHEMAS:
         raise ConfigError(
             f"{signature_path}: sha256 {signature_digest} is not the W3C XML Signature schema the IVI schema imports",
-            f"put the {SIGNATURE_SCHEMA_NAME} published with the IVI schema next to it")
+            f"put the {SIGNATURE_SCHEMA_NAME} published with the IVI schema next to it",
+        )
     return digest
 
 
@@ -148,8 +150,7 @@ class IviSchema:
         self.compile()
         if self._compiled.validate(tree):
             return []
-        return [XsdError(entry.line, entry.column, _readable(entry.message))
-                for entry in self._compiled.error_log]
+        return [XsdError(entry.line, entry.column, _readable(entry.message)) for entry in self._compiled.error_log]
 
     def validate_untrusted(self, data: bytes, source: str) -> list[XsdError]:
         from ecoc.ivi.xmlsafe import parse_xml_bytes
@@ -162,18 +163,19 @@ class IviSchema:
 
 
 def _readable(message: str) -> str:
-    return message.replace("{" + spec_data.NAMESPACE + "}", "").replace(
-        "{http://www.w3.org/2000/09/xmldsig#}", "sig:")
+    return message.replace("{" + spec_data.NAMESPACE + "}", "").replace("{http://www.w3.org/2000/09/xmldsig#}", "sig:")
 
 
 def _relax_signature(document: etree._ElementTree) -> None:
     found = document.getroot().xpath(
         "xs:complexType[@name='InitialVehicleInformation']/xs:all/xs:element[@ref='sig:Signature']",
-        namespaces={"xs": XS})
+        namespaces={"xs": XS},
+    )
     if len(found) != 1:
         raise ConfigError(
             "the IVI schema does not declare sig:Signature as a child of InitialVehicleInformation",
-            "use the official IVI 2.0 XSD; ecoc cannot validate unsigned output against this one")
+            "use the official IVI 2.0 XSD; ecoc cannot validate unsigned output against this one",
+        )
     found[0].set("minOccurs", "0")
 
 

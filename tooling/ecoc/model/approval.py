@@ -23,7 +23,7 @@ import pydantic
 from ecoc.findings import Finding, Severity
 from ecoc.ivi import spec as ivi_spec
 from ecoc.ivi.values import check_text
-from ecoc.model.coc import join_path, merge
+from ecoc.model.coc import Replacement, join_path, merge
 from ecoc.model.layers import Layer, check_keys, type_layer
 from ecoc.model.nodes import require_mapping, validate_node
 from ecoc.yamlload import Mapping, Node, Scalar, Source, load_yaml
@@ -77,20 +77,22 @@ class Approval:
     findings: list[Finding] = field(default_factory=list)
     # Whether the approval's own Header and CocDataGroup hold only valid values.
     valid: bool = True
-    _bases: dict[tuple[str, str], tuple[Node | None, Node | None]] = field(default_factory=dict)
+    _bases: dict[tuple[str, str], tuple[Node | None, Node | None, list[Replacement]]] = field(default_factory=dict)
 
     @property
     def number_text(self) -> str | None:
         return self.number.value if self.number is not None and isinstance(self.number.value, str) else None
 
-    def base(self, variant: Variant, version: Version) -> tuple[Node | None, Node | None]:
-        """The merged header and CoC trees of one version, shared by all its records."""
+    def base(self, variant: Variant, version: Version) -> tuple[Node | None, Node | None, list[Replacement]]:
+        """The merged header and CoC trees of one version, shared by all its records, and the
+        tables that the variant or the version replaced instead of updating."""
         key = (variant.name, version.name)
         cached = self._bases.get(key)
         if cached is None:
-            header = merge(merge(self.header, variant.header), version.header)
-            coc = merge(merge(self.coc, variant.coc), version.coc)
-            cached = self._bases[key] = (header, coc)
+            replaced: list[Replacement] = []
+            header = merge(merge(self.header, variant.header, replaced), version.header, replaced)
+            coc = merge(merge(self.coc, variant.coc, replaced), version.coc, replaced)
+            cached = self._bases[key] = (header, coc, replaced)
         return cached
 
 
@@ -99,16 +101,25 @@ _VARIANT_KEYS = ["Header", "CocDataGroup", "versions"]
 _VERSION_KEYS = ["Header", "CocDataGroup"]
 
 
-def _named_children(container: Mapping, key: str, path: str, what: str,
-                    findings: list[Finding]) -> list[tuple[str, Mapping, int, int]]:
+def _named_children(
+    container: Mapping, key: str, path: str, what: str, findings: list[Finding]
+) -> list[tuple[str, Mapping, int, int]]:
     node = container.get(key)
     if node is None:
         return []
     if not isinstance(node, Mapping):
-        findings.append(Finding("model.shape", Severity.ERROR,
-                                f"{key} must be a mapping from each {what} to its data",
-                                node.source.path, node.line, node.column, join_path(path, key),
-                                f"write each {what} as a key under {key}"))
+        findings.append(
+            Finding(
+                "model.shape",
+                Severity.ERROR,
+                f"{key} must be a mapping from each {what} to its data",
+                node.source.path,
+                node.line,
+                node.column,
+                join_path(path, key),
+                f"write each {what} as a key under {key}",
+            )
+        )
         return []
     children = []
     for name, child in node.items():
@@ -117,24 +128,43 @@ def _named_children(container: Mapping, key: str, path: str, what: str,
         if isinstance(child, Scalar) and child.is_null:
             child = Mapping(line, column, node.source)
         if not isinstance(child, Mapping):
-            findings.append(Finding("model.shape", Severity.ERROR,
-                                    f"{what} {name} must be a mapping of keys", child.source.path,
-                                    child.line, child.column, child_path,
-                                    f"write the {what}'s CocDataGroup under its key"))
+            findings.append(
+                Finding(
+                    "model.shape",
+                    Severity.ERROR,
+                    f"{what} {name} must be a mapping of keys",
+                    child.source.path,
+                    child.line,
+                    child.column,
+                    child_path,
+                    f"write the {what}'s CocDataGroup under its key",
+                )
+            )
             continue
         children.append((name, child, line, column))
     return children
 
 
-def _check_name(name: str, element: str, source: Source, line: int, column: int, path: str,
-                findings: list[Finding]) -> None:
+def _check_name(
+    name: str, element: str, source: Source, line: int, column: int, path: str, findings: list[Finding]
+) -> None:
     """Check a variant or version key, which becomes the value of the IVI element `element`."""
     simple = ivi_spec.elements_by_name()[element].simple
     assert simple is not None
     problem = check_text(name, simple)
     if problem is not None:
-        findings.append(Finding(problem.rule, Severity.ERROR, f"{element} {name!r}: {problem.message}",
-                                source.path, line, column, path, problem.hint))
+        findings.append(
+            Finding(
+                problem.rule,
+                Severity.ERROR,
+                f"{element} {name!r}: {problem.message}",
+                source.path,
+                line,
+                column,
+                path,
+                problem.hint,
+            )
+        )
 
 
 def parse_approval(data: bytes, source: Source, digest: str) -> Approval:
@@ -150,19 +180,35 @@ def parse_approval(data: bytes, source: Source, digest: str) -> Approval:
     check_keys(root, _APPROVAL_KEYS, "an approval file", "", findings)
     approval.header, approval.coc, approval.valid = type_layer(root, Layer.APPROVAL, "", findings)
     if approval.coc is None:
-        findings.append(Finding("model.required", Severity.ERROR,
-                                "the approval has no CocDataGroup", source.path, root.line,
-                                root.column, "CocDataGroup",
-                                "add CocDataGroup with at least TypeApprovalNumber, TypeApprovalIssueDate and Type"))
+        findings.append(
+            Finding(
+                "model.required",
+                Severity.ERROR,
+                "the approval has no CocDataGroup",
+                source.path,
+                root.line,
+                root.column,
+                "CocDataGroup",
+                "add CocDataGroup with at least TypeApprovalNumber, TypeApprovalIssueDate and Type",
+            )
+        )
     else:
         number = approval.coc.get("TypeApprovalNumber")
         if isinstance(number, Scalar):
             approval.number = number
         else:
-            findings.append(Finding("model.required", Severity.ERROR,
-                                    "the approval has no TypeApprovalNumber", source.path,
-                                    approval.coc.line, approval.coc.column, "CocDataGroup",
-                                    "add the approval number, for example TypeApprovalNumber: e4*2018/858*00412*01"))
+            findings.append(
+                Finding(
+                    "model.required",
+                    Severity.ERROR,
+                    "the approval has no TypeApprovalNumber",
+                    source.path,
+                    approval.coc.line,
+                    approval.coc.column,
+                    "CocDataGroup",
+                    "add the approval number, for example TypeApprovalNumber: e4*2018/858*00412*01",
+                )
+            )
     if "owners" in root:
         approval.owners, owner_findings = validate_node(Owners, root["owners"], "owners")
         findings.extend(owner_findings)
@@ -175,14 +221,24 @@ def parse_approval(data: bytes, source: Source, digest: str) -> Approval:
         variant = Variant(name, line, column, coc, header, valid=valid)
         approval.variants[name] = variant
         for version_name, version_node, v_line, v_column in _named_children(
-                variant_node, "versions", path, "version", findings):
+            variant_node, "versions", path, "version", findings
+        ):
             version_path = join_path(join_path(path, "versions"), version_name)
             check_keys(version_node, _VERSION_KEYS, f"version {version_name}", version_path, findings)
             v_header, v_coc, v_valid = type_layer(version_node, Layer.VERSION, version_path, findings)
             _check_name(version_name, "Version", source, v_line, v_column, version_path, findings)
             variant.versions[version_name] = Version(version_name, v_line, v_column, v_coc, v_header, v_valid)
     if not approval.variants:
-        findings.append(Finding("model.required", Severity.ERROR, "the approval has no variants",
-                                source.path, root.line, root.column, "variants",
-                                "add variants, each with its versions"))
+        findings.append(
+            Finding(
+                "model.required",
+                Severity.ERROR,
+                "the approval has no variants",
+                source.path,
+                root.line,
+                root.column,
+                "variants",
+                "add variants, each with its versions",
+            )
+        )
     return approval

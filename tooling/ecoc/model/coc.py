@@ -15,7 +15,7 @@ from collections.abc import Callable
 from ecoc.findings import Finding, Severity
 from ecoc.ivi import spec as ivi_spec
 from ecoc.ivi.spec import ElementSpec
-from ecoc.ivi.values import parse_value, retyped_by_yaml
+from ecoc.ivi.values import loses_text_as_number, parse_value, retyped_by_yaml
 from ecoc.yamlload import Mapping, Node, Scalar, Sequence, Source
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
@@ -64,9 +64,14 @@ class TreeTyper:
     runs over every value of every file and nearly all values are fine.
     """
 
-    def __init__(self, findings: list[Finding], *, overlay: bool,
-                 restricted: Callable[[ElementSpec], str | None] | None = None,
-                 restricted_names: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        findings: list[Finding],
+        *,
+        overlay: bool,
+        restricted: Callable[[ElementSpec], str | None] | None = None,
+        restricted_names: frozenset[str] = frozenset(),
+    ) -> None:
         self.findings = findings
         # In overlay layers (variants, versions, records) a null removes an inherited value.
         self.overlay = overlay
@@ -76,14 +81,23 @@ class TreeTyper:
         self.restricted_names = restricted_names
         self.prefix = ""
 
-    def error(self, rule: str, message: str, node_or_pos: Node | tuple[int, int], source: str,
-              steps: PathSteps, hint: str, severity: Severity = Severity.ERROR) -> None:
+    def error(
+        self,
+        rule: str,
+        message: str,
+        node_or_pos: Node | tuple[int, int],
+        source: str,
+        steps: PathSteps,
+        hint: str,
+        severity: Severity = Severity.ERROR,
+    ) -> None:
         if isinstance(node_or_pos, tuple):
             line, column = node_or_pos
         else:
             line, column = node_or_pos.line, node_or_pos.column
-        self.findings.append(Finding(rule, severity, message, source, line, column,
-                                     format_path(self.prefix, steps), hint))
+        self.findings.append(
+            Finding(rule, severity, message, source, line, column, format_path(self.prefix, steps), hint)
+        )
 
     def type_root(self, node: Node, spec: ElementSpec, path: str) -> bool:
         """Type the tree of one layer's `Header` or `CocDataGroup`, found at YAML path `path`."""
@@ -93,8 +107,14 @@ class TreeTyper:
     def type_group(self, node: Node, spec: ElementSpec, steps: PathSteps) -> bool:
         """Type a mapping that stands for `spec` (a group, or one row of a table)."""
         if not isinstance(node, Mapping):
-            self.error("model.shape", f"{spec.name} must be a mapping of IVI elements",
-                       node, node.source.path, steps, f"write the elements of {spec.name} as keys under it")
+            self.error(
+                "model.shape",
+                f"{spec.name} must be a mapping of IVI elements",
+                node,
+                node.source.path,
+                steps,
+                f"write the elements of {spec.name} as keys under it",
+            )
             return False
         by_name = spec.by_name
         restricted = self.restricted
@@ -102,16 +122,26 @@ class TreeTyper:
         for key in list(node):
             child_spec = by_name.get(key)
             if child_spec is None:
-                self.error("model.unknown-key", f"{key} is not an element of {spec.name}",
-                           node.key_position(key), node.source.path, (*steps, key),
-                           _unknown_key_hint(key, spec))
+                self.error(
+                    "model.unknown-key",
+                    f"{key} is not an element of {spec.name}",
+                    node.key_position(key),
+                    node.source.path,
+                    (*steps, key),
+                    _unknown_key_hint(key, spec),
+                )
                 del node[key]
                 continue
             reason = restricted(child_spec) if restricted is not None and key in restricted_names else None
             if reason is not None:
-                self.error("model.misplaced", f"{key} cannot be set here: {reason}",
-                           node.key_position(key), node.source.path, (*steps, key),
-                           "remove the key from this file")
+                self.error(
+                    "model.misplaced",
+                    f"{key} cannot be set here: {reason}",
+                    node.key_position(key),
+                    node.source.path,
+                    (*steps, key),
+                    "remove the key from this file",
+                )
                 del node[key]
                 continue
             value = node[key]
@@ -125,23 +155,38 @@ class TreeTyper:
         """Type the value of one element. Returns False when the value is unusable."""
         if isinstance(node, Scalar) and node.is_null:
             if node.text == "":
-                self.error("model.empty-value", f"{spec.name} has no value", node,
-                           node.source.path, steps,
-                           "write a value, or remove the key if the element does not apply")
+                self.error(
+                    "model.empty-value",
+                    f"{spec.name} has no value",
+                    node,
+                    node.source.path,
+                    steps,
+                    "write a value, or remove the key if the element does not apply",
+                )
                 return False
             if not self.overlay:
-                self.error("model.null", f"{spec.name} is null, but there is no inherited value to remove",
-                           node, node.source.path, steps,
-                           "remove the key; null only removes a value set in an approval, variant or version")
+                self.error(
+                    "model.null",
+                    f"{spec.name} is null, but there is no inherited value to remove",
+                    node,
+                    node.source.path,
+                    steps,
+                    "remove the key; null only removes a value set in an approval, variant or version",
+                )
                 return False
             return True
         if spec.kind == "leaf":
             if not isinstance(node, Scalar):
                 simple = spec.simple
                 assert simple is not None
-                self.error("model.shape", f"{spec.name} must be a single value, not a "
-                           f"{'list' if isinstance(node, Sequence) else 'mapping'}",
-                           node, node.source.path, steps, f"write {simple.describe()}")
+                self.error(
+                    "model.shape",
+                    f"{spec.name} must be a single value, not a {'list' if isinstance(node, Sequence) else 'mapping'}",
+                    node,
+                    node.source.path,
+                    steps,
+                    f"write {simple.describe()}",
+                )
                 return False
             self.type_leaf(node, spec, steps[:-1], spec.name)
             return True
@@ -156,24 +201,48 @@ class TreeTyper:
         assert simple is not None
         value, problem = parse_value(node.text, simple)
         if problem is not None:
-            self.error(problem.rule, f"{spec.name}: {problem.message}", node, node.source.path,
-                       (*parent, key), problem.hint)
+            self.error(
+                problem.rule, f"{spec.name}: {problem.message}", node, node.source.path, (*parent, key), problem.hint
+            )
             return
         node.value = value
-        if node.plain and simple.kind == "text":
+        if not node.plain:
+            return
+        if simple.kind == "text":
             retyped = retyped_by_yaml(node.text)
             if retyped is not None:
                 rule = "model.number-in-text" if retyped == "number" else "model.boolean-in-text"
-                self.error(rule,
-                           f"{spec.name} is text, but the unquoted value {node.text} reads as a {retyped} to other YAML tools",
-                           node, node.source.path, (*parent, key),
-                           f"quote it: '{node.text}'", severity=Severity.WARNING)
+                self.error(
+                    rule,
+                    f"{spec.name} is text, but the unquoted value {node.text} reads as a {retyped} to other YAML tools",
+                    node,
+                    node.source.path,
+                    (*parent, key),
+                    f"quote it: '{node.text}'",
+                    severity=Severity.WARNING,
+                )
+        elif simple.kind == "code" and loses_text_as_number(node.text):
+            self.error(
+                "model.number-like-code",
+                f"{spec.name} code {node.text} is unquoted, "
+                "and other YAML tools read it as a number that loses its form",
+                node,
+                node.source.path,
+                (*parent, key),
+                f"quote it: '{node.text}'",
+                severity=Severity.WARNING,
+            )
 
     def type_table(self, node: Node, spec: ElementSpec, steps: PathSteps) -> bool:
         if not isinstance(node, Sequence):
-            self.error("model.shape", f"{spec.name} must be a list of rows", node,
-                       node.source.path, steps,
-                       f"write each {spec.row_name} as a list item ('- ') under {spec.name}")
+            self.error(
+                "model.shape",
+                f"{spec.name} must be a list of rows",
+                node,
+                node.source.path,
+                steps,
+                f"write each {spec.row_name} as a list item ('- ') under {spec.name}",
+            )
             return False
         kept = []
         for index, row in enumerate(node):
@@ -181,9 +250,14 @@ class TreeTyper:
                 self.type_group(row, spec, (*steps, index))
                 kept.append(row)
             else:
-                self.error("model.shape", f"each row of {spec.name} must be a mapping of "
-                           f"{spec.row_name} elements", row, row.source.path, (*steps, index),
-                           f"write the row as keys such as {spec.children[0].name}: …")
+                self.error(
+                    "model.shape",
+                    f"each row of {spec.name} must be a mapping of {spec.row_name} elements",
+                    row,
+                    row.source.path,
+                    (*steps, index),
+                    f"write the row as keys such as {spec.children[0].name}: …",
+                )
         node[:] = kept
         return True
 
@@ -195,12 +269,19 @@ def _copy_mapping(base: Mapping) -> Mapping:
     return merged
 
 
-def merge(base: Node | None, overlay: Node | None) -> Node | None:
+# A table in an overlay that replaced a table below it: its path, the new and the old rows.
+Replacement = tuple[PathSteps, Sequence, Sequence]
+
+
+def merge(
+    base: Node | None, overlay: Node | None, replaced: list[Replacement] | None = None, steps: PathSteps = ()
+) -> Node | None:
     """Lay `overlay` over `base` without changing either.
 
     Mappings merge key by key and a null in the overlay removes the key. A table in the
     overlay with as many rows as the base table updates those rows one by one; a table with
-    another number of rows replaces the base table. Scalars replace.
+    another number of rows replaces the base table, and is listed in `replaced` when given.
+    Scalars replace.
     """
     if overlay is None:
         return base
@@ -212,12 +293,18 @@ def merge(base: Node | None, overlay: Node | None) -> Node | None:
             if isinstance(value, Scalar) and value.is_null:
                 merged.pop(key, None)
                 continue
-            merged[key] = merge(base.get(key), value)  # type: ignore[assignment]
+            merged[key] = merge(base.get(key), value, replaced, (*steps, key))  # type: ignore[assignment]
         return merged
-    if isinstance(base, Sequence) and isinstance(overlay, Sequence) and len(base) == len(overlay):
-        rows = Sequence(overlay.line, overlay.column, overlay.source)
-        rows.extend(merge(b, o) for b, o in zip(base, overlay))  # type: ignore[misc]
-        return rows
+    if isinstance(base, Sequence) and isinstance(overlay, Sequence):
+        if len(base) == len(overlay):
+            rows = Sequence(overlay.line, overlay.column, overlay.source)
+            rows.extend(
+                merge(b, o, replaced, (*steps, index))  # type: ignore[misc]
+                for index, (b, o) in enumerate(zip(base, overlay, strict=True))
+            )
+            return rows
+        if replaced is not None:
+            replaced.append((steps, overlay, base))
     return overlay
 
 
@@ -245,27 +332,36 @@ def strip_nulls(node: Node) -> Node | None:
                 cleaned[key] = kept
         return node if cleaned is None else cleaned
     rows = [strip_nulls(item) for item in node]
-    if all(row is item for row, item in zip(rows, node)):
+    if all(row is item for row, item in zip(rows, node, strict=True)):
         return node
     stripped = Sequence(node.line, node.column, node.source)
     stripped.extend(row for row in rows if row is not None)
     return stripped
 
 
-def check_structure(node: Mapping, spec: ElementSpec, prefix: str, record: str,
-                    findings: list[Finding], steps: PathSteps = ()) -> None:
+def check_structure(
+    node: Mapping, spec: ElementSpec, prefix: str, record: str, findings: list[Finding], steps: PathSteps = ()
+) -> None:
     """Report required elements and table rows missing from a merged tree."""
     if node.complete:
         return
     found = len(findings)
     for child in spec.required_children:
         if child.name not in node:
-            findings.append(Finding(
-                "model.required", Severity.ERROR,
-                f"{spec.name if spec.kind == 'group' else spec.row_name} is missing "
-                f"{child.name}, which the IVI 2.0 schema requires",
-                node.source.path, node.line, node.column, format_path(prefix, steps),
-                f"add {child.name} ({_describe(child)})", (record,)))
+            findings.append(
+                Finding(
+                    "model.required",
+                    Severity.ERROR,
+                    f"{spec.name if spec.kind == 'group' else spec.row_name} is missing "
+                    f"{child.name}, which the IVI 2.0 schema requires",
+                    node.source.path,
+                    node.line,
+                    node.column,
+                    format_path(prefix, steps),
+                    f"add {child.name} ({_describe(child)})",
+                    (record,),
+                )
+            )
     by_name = spec.by_name
     for name, value in node.items():
         child = by_name[name]
@@ -279,11 +375,19 @@ def check_structure(node: Mapping, spec: ElementSpec, prefix: str, record: str,
         if not isinstance(value, Sequence):
             continue
         if len(value) < child.min_rows:
-            findings.append(Finding(
-                "model.required", Severity.ERROR,
-                f"{name} needs at least {child.min_rows} rows, it has {len(value)}",
-                value.source.path, value.line, value.column, format_path(prefix, (*steps, name)),
-                f"add rows of {child.row_name} or remove {name}", (record,)))
+            findings.append(
+                Finding(
+                    "model.required",
+                    Severity.ERROR,
+                    f"{name} needs at least {child.min_rows} rows, it has {len(value)}",
+                    value.source.path,
+                    value.line,
+                    value.column,
+                    format_path(prefix, (*steps, name)),
+                    f"add rows of {child.row_name} or remove {name}",
+                    (record,),
+                )
+            )
         if child.has_structure:
             for index, row in enumerate(value):
                 if isinstance(row, Mapping):
@@ -306,7 +410,7 @@ def same_value(base: Node, target: Node) -> bool:
     if isinstance(base, Mapping) and isinstance(target, Mapping):
         return base.keys() == target.keys() and all(same_value(base[k], target[k]) for k in base)
     if isinstance(base, Sequence) and isinstance(target, Sequence):
-        return len(base) == len(target) and all(same_value(b, t) for b, t in zip(base, target))
+        return len(base) == len(target) and all(same_value(b, t) for b, t in zip(base, target, strict=True))
     return False
 
 
@@ -333,7 +437,7 @@ def difference(base: Node | None, target: Node, source: Source) -> Node | None:
     if isinstance(base, Sequence) and isinstance(target, Sequence) and len(base) == len(target):
         rows = Sequence(target.line, target.column, target.source)
         changed = False
-        for old, new in zip(base, target):
+        for old, new in zip(base, target, strict=True):
             change = difference(old, new, source)
             if change is None:
                 change = Mapping(new.line, new.column, new.source)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ecoc.findings import Finding
+from ecoc.findings import Finding, Severity
 from ecoc.ivi import header as ivi_header
 from ecoc.ivi import spec as ivi_spec
 from ecoc.model.approval import Approval, Variant, Version
-from ecoc.model.coc import check_structure, merge
+from ecoc.model.coc import Replacement, check_structure, format_path, merge
 from ecoc.model.record import Record
 from ecoc.yamlload import Mapping, Scalar, Sequence, Source
 
@@ -48,24 +48,50 @@ def _own_copy(node: object, line: int, column: int, source: Source) -> Mapping:
     return copy
 
 
+def _replacement_note(entry: Replacement, vin: str) -> Finding:
+    steps, new, old = entry
+    name = next((step for step in reversed(steps) if isinstance(step, str)), "the table")
+    rows = f"{len(new)} row{'' if len(new) == 1 else 's'}"
+    return Finding(
+        "model.table-replaced",
+        Severity.INFO,
+        f"{name} has {rows} here and {len(old)} in {old.source.path}:{old.line}, "
+        "so it replaces the inherited table instead of updating its rows",
+        new.source.path,
+        new.line,
+        new.column,
+        format_path("", steps),
+        "to update the inherited rows one by one, give as many rows (write {} for a row that stays as it is)",
+        (vin,),
+    )
+
+
 def _stage(coc: Mapping) -> int:
     """The manufacturer stage of the certificate: the highest ManufacturerStageNumber."""
     table = coc.get("ManufacturerTable")
-    stages = [row["ManufacturerStageNumber"].value for row in table
-              if isinstance(row, Mapping) and isinstance(row.get("ManufacturerStageNumber"), Scalar)] \
-        if isinstance(table, Sequence) else []
+    stages = (
+        [
+            stage.value
+            for row in table
+            if isinstance(row, Mapping) and isinstance(stage := row.get("ManufacturerStageNumber"), Scalar)
+        ]
+        if isinstance(table, Sequence)
+        else []
+    )
     numbers = [stage for stage in stages if isinstance(stage, int)]
     return max(numbers) if numbers else 1
 
 
-def build_effective(record: Record, approval: Approval, variant: Variant, version: Version,
-                    version_datetime: str) -> tuple[Effective, list[Finding]]:
+def build_effective(
+    record: Record, approval: Approval, variant: Variant, version: Version, version_datetime: str
+) -> tuple[Effective, list[Finding]]:
     """Merge approval, variant, version and record, add derived values, check the structure."""
     assert record.vin is not None
     source = record.source
-    base_header, base_coc = approval.base(variant, version)
-    header = _own_copy(merge(base_header, record.header), 1, 1, source)
-    coc = _own_copy(merge(base_coc, record.coc), 1, 1, source)
+    base_header, base_coc, replaced_below = approval.base(variant, version)
+    replaced: list[Replacement] = []
+    header = _own_copy(merge(base_header, record.header, replaced, ("Header",)), 1, 1, source)
+    coc = _own_copy(merge(base_coc, record.coc, replaced, ("CocDataGroup",)), 1, 1, source)
     vin = record.vin.text
 
     coc["VehicleIdentificationNumber"] = _derived(vin, vin, record.vin, source)
@@ -74,14 +100,18 @@ def build_effective(record: Record, approval: Approval, variant: Variant, versio
 
     stage = _stage(coc)
     number_node = header.get("IviVersionNumber")
-    version_number = number_node.value if isinstance(number_node, Scalar) and isinstance(
-        number_node.value, int) else DEFAULT_VERSION_NUMBER
+    version_number = (
+        number_node.value
+        if isinstance(number_node, Scalar) and isinstance(number_node.value, int)
+        else DEFAULT_VERSION_NUMBER
+    )
     if not isinstance(number_node, Scalar):
         header["IviVersionNumber"] = _derived(str(version_number), version_number, record.vin, source)
     reference = ivi_header.reference_id(vin, stage, version_number)
     header["IviReferenceId"] = _derived(reference, reference, record.vin, source)
-    header["IviVersionNumberXsd"] = _derived(ivi_header.IVI_VERSION_NUMBER_XSD,
-                                             ivi_header.IVI_VERSION_NUMBER_XSD, record.vin, source)
+    header["IviVersionNumberXsd"] = _derived(
+        ivi_header.IVI_VERSION_NUMBER_XSD, ivi_header.IVI_VERSION_NUMBER_XSD, record.vin, source
+    )
     header["IviVersionDateTime"] = _derived(version_datetime, version_datetime, None, source)
 
     findings: list[Finding] = []
@@ -89,6 +119,7 @@ def build_effective(record: Record, approval: Approval, variant: Variant, versio
         country = ivi_header.approval_country(approval.number_text)
         if country is not None:
             header["DesignatedTypeApprovalCountry"] = _derived(country, country, approval.number, source)
+    findings += [_replacement_note(entry, vin) for entry in replaced_below + replaced]
     check_structure(header, ivi_spec.header(), "Header", vin, findings)
     check_structure(coc, ivi_spec.coc_data_group(), "CocDataGroup", vin, findings)
     return Effective(record, approval, header, coc, stage, version_number), findings

@@ -35,13 +35,15 @@ DERIVED: dict[str, str] = {
     "IviVersionDateTime": "ecoc takes it from the commit being rendered",
 }
 
-APPROVAL_ONLY: frozenset[str] = frozenset({
-    "TypeApprovalNumber",
-    "TypeApprovalIssueDate",
-    "TypeApprovalType",
-    "Type",
-    "DesignatedTypeApprovalCountry",
-})
+APPROVAL_ONLY: frozenset[str] = frozenset(
+    {
+        "TypeApprovalNumber",
+        "TypeApprovalIssueDate",
+        "TypeApprovalType",
+        "Type",
+        "DesignatedTypeApprovalCountry",
+    }
+)
 
 RECORD_ONLY: frozenset[str] = frozenset({"IviVersionNumber"})
 
@@ -64,14 +66,16 @@ def restriction(layer: Layer) -> Callable[[ElementSpec], str | None]:
     return reason
 
 
-def type_layer(container: Mapping, layer: Layer, path: str,
-               findings: list[Finding]) -> tuple[Mapping | None, Mapping | None, bool]:
+def type_layer(
+    container: Mapping, layer: Layer, path: str, findings: list[Finding]
+) -> tuple[Mapping | None, Mapping | None, bool]:
     """Type the Header and CocDataGroup of one layer.
 
     Returns both trees and whether every value in them is valid, which rendering needs.
     """
-    typer = TreeTyper(findings, overlay=layer is not Layer.APPROVAL, restricted=restriction(layer),
-                      restricted_names=RESTRICTED_NAMES)
+    typer = TreeTyper(
+        findings, overlay=layer is not Layer.APPROVAL, restricted=restriction(layer), restricted_names=RESTRICTED_NAMES
+    )
     errors_before = sum(f.severity.blocking for f in findings)
     trees: list[Mapping | None] = []
     for key, spec in (("Header", ivi_spec.header()), ("CocDataGroup", ivi_spec.coc_data_group())):
@@ -84,11 +88,20 @@ def type_layer(container: Mapping, layer: Layer, path: str,
     return trees[0], trees[1], valid
 
 
-def check_keys(mapping: Mapping, known: list[str], what: str, path: str,
-                findings: list[Finding]) -> None:
+def check_keys(mapping: Mapping, known: list[str], what: str, path: str, findings: list[Finding]) -> None:
     for key in list(mapping):
         if key not in known:
             finding = unknown_key_finding(mapping, key, known, what)
-            findings.append(Finding(finding.rule, finding.severity, finding.message, finding.file,
-                                    finding.line, finding.column, join_path(path, key), finding.hint))
+            findings.append(
+                Finding(
+                    finding.rule,
+                    finding.severity,
+                    finding.message,
+                    finding.file,
+                    finding.line,
+                    finding.column,
+                    join_path(path, key),
+                    finding.hint,
+                )
+            )
             del mapping[key]

@@ -68,8 +68,9 @@ def validate_node(model: type[ModelT], node: Node, path: str) -> tuple[ModelT | 
             elif error["type"] == "missing":
                 message = f"missing key {location[-1]}"
                 hint = f"add {location[-1]}"
-            findings.append(Finding("model.invalid", Severity.ERROR, message,
-                                    target.source.path, line, column, error_path, hint))
+            findings.append(
+                Finding("model.invalid", Severity.ERROR, message, target.source.path, line, column, error_path, hint)
+            )
         return None, findings
 
 
@@ -83,8 +84,16 @@ def unknown_key_finding(mapping: Mapping, key: str, known: list[str], what: str)
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.7)
     hint = f"did you mean {close[0]}?" if close else "the keys of " + what + " are " + ", ".join(known)
     line, column = mapping.key_position(key)
-    return Finding("model.unknown-key", Severity.ERROR, f"unknown key {key} in {what}",
-                   mapping.source.path, line, column, join_path("", key), hint)
+    return Finding(
+        "model.unknown-key",
+        Severity.ERROR,
+        f"unknown key {key} in {what}",
+        mapping.source.path,
+        line,
+        column,
+        join_path("", key),
+        hint,
+    )
 
 
 def require_mapping(node: Node | None, what: str, source: str) -> tuple[Mapping | None, list[Finding]]:
@@ -94,7 +103,25 @@ def require_mapping(node: Node | None, what: str, source: str) -> tuple[Mapping 
     if node is None:
         return None, []
     if isinstance(node, Scalar) and node.is_null:
-        return None, [Finding("yaml.empty", Severity.ERROR, "the document is empty", source,
-                              node.line, node.column, hint=f"write the {what} as a mapping of keys")]
-    return None, [Finding("model.shape", Severity.ERROR, f"{what} must be a mapping of keys",
-                          source, node.line, node.column, hint=f"write the {what} as key: value lines")]
+        return None, [
+            Finding(
+                "yaml.empty",
+                Severity.ERROR,
+                "the document is empty",
+                source,
+                node.line,
+                node.column,
+                hint=f"write the {what} as a mapping of keys",
+            )
+        ]
+    return None, [
+        Finding(
+            "model.shape",
+            Severity.ERROR,
+            f"{what} must be a mapping of keys",
+            source,
+            node.line,
+            node.column,
+            hint=f"write the {what} as key: value lines",
+        )
+    ]

@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 
 from ecoc.findings import Finding, Severity
 from ecoc.ivi import spec as ivi_spec
+from ecoc.ivi.spec import SimpleType
 from ecoc.ivi.values import check_text, parse_value
 from ecoc.model.approval import Owners
 from ecoc.model.layers import Layer, check_keys, type_layer
 from ecoc.model.nodes import require_mapping, validate_node
 from ecoc.yamlload import Mapping, Scalar, Source, load_yaml
 
-RECORD_KEYS = ["vin", "approval", "variant", "version", "correction_reason", "owners",
-               "Header", "CocDataGroup"]
+RECORD_KEYS = ["vin", "approval", "variant", "version", "correction_reason", "owners", "Header", "CocDataGroup"]
 _REQUIRED = ("vin", "approval", "variant", "version")
 
 
@@ -51,17 +51,44 @@ class Record:
         return self.vin.text if self.vin is not None else None
 
 
+def _text_500() -> SimpleType:
+    """The type of a 500-character IVI text, which a correction reason is written as."""
+    simple = ivi_spec.elements_by_name()["DescriptionCompletedAltered"].simple
+    assert simple is not None
+    return simple
+
+
 def _scalar_key(root: Mapping, key: str, findings: list[Finding], source: Source) -> Scalar | None:
     node = root.get(key)
     if node is None:
         return None
     if not isinstance(node, Scalar):
-        findings.append(Finding("model.shape", Severity.ERROR, f"{key} must be a single value",
-                                source.path, node.line, node.column, key, f"write {key}: <value>"))
+        findings.append(
+            Finding(
+                "model.shape",
+                Severity.ERROR,
+                f"{key} must be a single value",
+                source.path,
+                node.line,
+                node.column,
+                key,
+                f"write {key}: <value>",
+            )
+        )
         return None
     if node.is_null or node.text.strip() == "":
-        findings.append(Finding("model.empty-value", Severity.ERROR, f"{key} has no value",
-                                source.path, node.line, node.column, key, f"write the {key}"))
+        findings.append(
+            Finding(
+                "model.empty-value",
+                Severity.ERROR,
+                f"{key} has no value",
+                source.path,
+                node.line,
+                node.column,
+                key,
+                f"write the {key}",
+            )
+        )
         return None
     return node
 
@@ -80,37 +107,58 @@ def parse_record(data: bytes, source: Source, digest: str) -> Record:
     check_keys(root, RECORD_KEYS, "a record file", "", findings)
     for key in _REQUIRED:
         if key not in root:
-            findings.append(Finding("model.required", Severity.ERROR, f"the record has no {key}",
-                                    source.path, root.line, root.column, key,
-                                    f"add {key}: at the top of the record"))
+            findings.append(
+                Finding(
+                    "model.required",
+                    Severity.ERROR,
+                    f"the record has no {key}",
+                    source.path,
+                    root.line,
+                    root.column,
+                    key,
+                    f"add {key}: at the top of the record",
+                )
+            )
     record.vin = _scalar_key(root, "vin", findings, source)
     record.approval = _scalar_key(root, "approval", findings, source)
     record.variant = _scalar_key(root, "variant", findings, source)
     record.version = _scalar_key(root, "version", findings, source)
     record.correction_reason = _scalar_key(root, "correction_reason", findings, source)
     if record.correction_reason is not None:
-        problem = check_text(record.correction_reason.text, _TEXT_500)
+        problem = check_text(record.correction_reason.text, _text_500())
         if problem is not None:
-            findings.append(Finding(problem.rule, Severity.ERROR,
-                                    f"correction_reason: {problem.message}", source.path,
-                                    record.correction_reason.line, record.correction_reason.column,
-                                    "correction_reason", problem.hint))
+            findings.append(
+                Finding(
+                    problem.rule,
+                    Severity.ERROR,
+                    f"correction_reason: {problem.message}",
+                    source.path,
+                    record.correction_reason.line,
+                    record.correction_reason.column,
+                    "correction_reason",
+                    problem.hint,
+                )
+            )
     if record.vin is not None:
         simple = ivi_spec.elements_by_name()["VehicleIdentificationNumber"].simple
         assert simple is not None
         value, problem = parse_value(record.vin.text, simple)
         if problem is not None:
-            findings.append(Finding("vin.format", Severity.ERROR,
-                                    f"VIN {record.vin.text!r}: {problem.message}", source.path,
-                                    record.vin.line, record.vin.column, "vin",
-                                    "a VIN has exactly 17 characters: capital letters and digits"))
+            findings.append(
+                Finding(
+                    "vin.format",
+                    Severity.ERROR,
+                    f"VIN {record.vin.text!r}: {problem.message}",
+                    source.path,
+                    record.vin.line,
+                    record.vin.column,
+                    "vin",
+                    "a VIN has exactly 17 characters: capital letters and digits",
+                )
+            )
         record.vin.value = value
     if "owners" in root:
         record.owners, owner_findings = validate_node(Owners, root["owners"], "owners")
         findings.extend(owner_findings)
     record.header, record.coc, record.valid = type_layer(root, Layer.RECORD, "", findings)
     return record
-
-
-_TEXT_500 = ivi_spec.elements_by_name()["DescriptionCompletedAltered"].simple
-assert _TEXT_500 is not None

@@ -1,0 +1,361 @@
+"""`ecoc check` on the example repository with one thing broken at a time.
+
+Each test breaks one record or approval the way a real edit could, and checks that the
+finding names the rule, the file, the line, the column and the YAML path of the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ecoc.cli import main
+
+RECORD = "records/XNHKH16S1TE100214.yaml"
+OTHER_RECORD = "records/XNHKH16S8TE103871.yaml"
+APPROVAL = "approvals/e4-2018-858-04127-01.yaml"
+
+
+def edit(repo: Path, relative: str, old: str | bytes, new: str | bytes, count: int = 1) -> None:
+    path = repo / relative
+    data = path.read_bytes()
+    old_bytes = old.encode() if isinstance(old, str) else old
+    new_bytes = new.encode() if isinstance(new, str) else new
+    assert data.count(old_bytes) >= count, f"{old!r} not in {relative}"
+    path.write_bytes(data.replace(old_bytes, new_bytes, count))
+
+
+def check(repo: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[dict[str, object]]]:
+    code = main(["--repo", str(repo), "check", "--no-cache", "--format", "json", *args])
+    document = json.loads(capsys.readouterr().out)
+    return code, document["findings"]
+
+
+def only(findings: list[dict[str, object]], rule: str) -> dict[str, object]:
+    matching = [f for f in findings if f["rule"] == rule]
+    assert len(matching) == 1, f"expected one {rule} finding, got {findings}"
+    return matching[0]
+
+
+def test_example_repository_is_clean(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, findings = check(example_repo, capsys)
+    assert findings == []
+    assert code == 0
+
+
+def test_example_repository_validates_against_official_xsd(
+    example_repo: Path, official_xsd: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, findings = check(example_repo, capsys, "--xsd", str(official_xsd))
+    assert findings == []
+    assert code == 0
+
+
+@pytest.mark.parametrize(
+    "case,old,new,rule,line,column",
+    [
+        ("duplicate_key", "variant: KH16F\n", "variant: KH16F\nvariant: KH16F\n", "yaml.duplicate-key", 4, 1),
+        (
+            "anchor_and_alias",
+            "variant: KH16F\nversion: KH16F-S17\n",
+            "variant: &v KH16F\nversion: *v\n",
+            "yaml.anchor",
+            3,
+            10,
+        ),
+        ("merge_key", "MassGroup:\n", "MassGroup:\n    <<: {ActualMass: 1}\n", "yaml.merge-key", 12, 5),
+        ("explicit_tag", "ActualMass: 1478", "ActualMass: !!int 1478", "yaml.tag", 12, 17),
+        ("tab_indentation", "  IntendedCountryRegistration", "\tIntendedCountryRegistration", "yaml.tab", 6, 1),
+        ("invalid_utf8", "NL\n", "N\xe9\n".encode("latin-1"), "yaml.encoding", 6, 33),
+        ("several_documents", "vin:", "---\nvin: X\n---\nvin:", "yaml.multiple-documents", 3, 1),
+        (
+            "impossible_date",
+            "DateManufactureVehicle: 2026-02-12",
+            "DateManufactureVehicle: 2026-02-30",
+            "model.date",
+            8,
+            27,
+        ),
+        (
+            "date_in_another_format",
+            "DateManufactureVehicle: 2026-02-12",
+            "DateManufactureVehicle: 12.02.2026",
+            "model.date",
+            8,
+            27,
+        ),
+        ("unknown_element", "ActualMass: 1478", "ActualMas: 1478", "model.unknown-key", 12, 5),
+        ("element_in_wrong_group", "ActualMass: 1478", "Length: 4310", "model.unknown-key", 12, 5),
+        (
+            "derived_element_set",
+            "MassGroup:",
+            "VehicleIdentificationNumber: XNHKH16S1TE100214\n  MassGroup:",
+            "model.misplaced",
+            11,
+            3,
+        ),
+        (
+            "approval_element_in_record",
+            "MassGroup:",
+            "TypeApprovalIssueDate: 2026-01-01\n  MassGroup:",
+            "model.misplaced",
+            11,
+            3,
+        ),
+        ("group_written_as_value", "MassGroup:\n    ActualMass: 1478", "MassGroup: 1478", "model.shape", 11, 14),
+        ("invalid_code", "IntendedCountryRegistration: NL", "IntendedCountryRegistration: nl", "model.code", 6, 32),
+        ("exponent_number", "ActualMass: 1478", "ActualMass: 1.478e3", "model.integer", 12, 17),
+        (
+            "decimal_places",
+            "WltpRoadLoadCoefficientF1: 0.214",
+            "WltpRoadLoadCoefficientF1: 0.2140001",
+            "model.decimal",
+            29,
+            32,
+        ),
+        ("value_out_of_range", "ActualMass: 1478", "ActualMass: 1000000", "model.range", 12, 17),
+        ("empty_value", "ActualMass: 1478", "ActualMass:", "model.empty-value", 12, 16),
+        ("vin_with_letter_o", "vin: XNHKH16S1TE100214", "vin: XNHKH16S1TEO00214", "vin.format", 1, 6),
+        ("vin_too_short", "vin: XNHKH16S1TE100214", "vin: XNHKH16S1TE10021", "vin.format", 1, 6),
+        (
+            "unknown_approval",
+            "approval: e4*2018/858*04127*01",
+            "approval: e4*2018/858*04127*02",
+            "record.approval-unknown",
+            2,
+            11,
+        ),
+        ("unknown_variant", "variant: KH16F", "variant: KH16G", "record.variant-unknown", 3, 10),
+        ("unknown_version", "version: KH16F-S17", "version: KH16F-S18", "record.version-unknown", 4, 10),
+        ("missing_vin_key", "vin: XNHKH16S1TE100214\n", "", "model.required", 1, 1),
+    ],
+)
+def test_broken_record(
+    case: str,
+    old: str,
+    new: str | bytes,
+    rule: str,
+    line: int,
+    column: int,
+    example_repo: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    edit(example_repo, RECORD, old, new)
+    code, findings = check(example_repo, capsys)
+    finding = only(findings, rule)
+    assert (finding["file"], finding["line"], finding["column"]) == (RECORD, line, column), finding
+    assert finding["severity"] == "error"
+    assert finding["message"] and finding["hint"]
+    assert code == 1
+
+
+def test_control_character_in_text(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, APPROVAL, "SignerName: ANNELIES BRUGMAN", 'SignerName: "ANNELIES\\x07BRUGMAN"')
+    code, findings = check(example_repo, capsys)
+    finding = only(findings, "model.control-character")
+    assert finding["file"] == APPROVAL
+    assert finding["path"] == "CocDataGroup.SigningAuthorityTable[0].SignerName"
+    assert "U+0007" in str(finding["message"])
+    assert code == 1
+
+
+def test_raw_control_character(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, RECORD, "NL\n", "N\x07L\n")
+    code, findings = check(example_repo, capsys)
+    finding = only(findings, "yaml.syntax")
+    assert (finding["line"], finding["column"]) == (6, 33)
+    assert code == 1
+
+
+def test_number_in_text_field_is_a_warning(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, APPROVAL, "ManufacturerAddressLine2: 5652 XT", "ManufacturerAddressLine2: 05652")
+    code, findings = check(example_repo, capsys)
+    finding = only(findings, "model.number-in-text")
+    assert finding["severity"] == "warning"
+    assert (finding["file"], finding["line"]) == (APPROVAL, 36)
+    assert "'05652'" in str(finding["hint"])
+    assert code == 0
+
+
+def test_number_like_code_is_a_warning(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(
+        example_repo,
+        APPROVAL,
+        "    - CodeForBodywork: AB\n",
+        "    - CodeForBodywork: AB\n      CodeForBodyworkSupplementTable:\n        - CodeForBodyworkSupplement: 01\n",
+    )
+    code, findings = check(example_repo, capsys)
+    finding = only(findings, "model.number-like-code")
+    assert finding["severity"] == "warning"
+    assert (
+        finding["path"] == "CocDataGroup.BodyworkTable[0].CodeForBodyworkSupplementTable[0].CodeForBodyworkSupplement"
+    )
+    assert code == 0
+
+
+def test_number_code_that_survives_is_not_flagged(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, RECORD, "Colour: '8'", "Colour: 8")
+    code, findings = check(example_repo, capsys)
+    assert findings == []
+    assert code == 0
+
+
+def test_empty_record_file(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (example_repo / RECORD).write_bytes(b"")
+    code, findings = check(example_repo, capsys)
+    finding = only(findings, "yaml.empty")
+    assert (finding["file"], finding["line"]) == (RECORD, 1)
+    assert code == 1
+
+
+def test_bom_and_crlf_are_accepted(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = example_repo / RECORD
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
+    code, findings = check(example_repo, capsys)
+    assert findings == []
+    assert code == 0
+
+
+def test_duplicate_vin(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, OTHER_RECORD, "vin: XNHKH16S8TE103871", "vin: XNHKH16S1TE100214")
+    code, findings = check(example_repo, capsys)
+    duplicates = [f for f in findings if f["rule"] == "record.duplicate-vin"]
+    assert sorted(f["file"] for f in duplicates) == [RECORD, OTHER_RECORD]
+    assert all(f["line"] == 1 and f["column"] == 6 for f in duplicates)
+    assert code == 1
+
+
+def test_duplicate_vin_outside_the_checked_path(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, OTHER_RECORD, "vin: XNHKH16S8TE103871", "vin: XNHKH16S1TE100214")
+    code, findings = check(example_repo, capsys, str(example_repo / RECORD))
+    assert [f["file"] for f in findings if f["rule"] == "record.duplicate-vin"] == [RECORD]
+    assert code == 1
+
+
+def test_vin_check_digit_is_a_warning(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, RECORD, "vin: XNHKH16S1TE100214", "vin: XNHKH16S2TE100214")
+    code, findings = check(example_repo, capsys)
+    finding = only(findings, "vin.check-digit")
+    assert finding["severity"] == "warning"
+    assert finding["record"] == "XNHKH16S2TE100214"
+    assert code == 0
+
+
+def test_invalid_value_in_approval_names_the_records(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, APPROVAL, "          MaximumSpeed: 178", "          MaximumSpeed: fast")
+    code, findings = check(example_repo, capsys)
+    finding = only(findings, "model.decimal")
+    assert (finding["file"], finding["line"], finding["column"]) == (APPROVAL, 148, 25)
+    assert finding["path"] == "variants.KH16F.versions.KH16F-S17.CocDataGroup.MaximumSpeed"
+    assert code == 1
+
+
+def test_missing_required_element_in_approval(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, APPROVAL, "  MakeTable:\n    - Make: HALVARD\n", "")
+    code, findings = check(example_repo, capsys)
+    finding = only(findings, "model.required")
+    assert finding["file"] == APPROVAL
+    assert "MakeTable" in str(finding["message"])
+    assert len(finding["records"]) == 4  # every record of the approval
+    assert finding["record"] is None
+    assert code == 1
+
+
+def test_null_in_approval(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, APPROVAL, "  FuelType: M", "  FuelType: null")
+    code, findings = check(example_repo, capsys)
+    assert only(findings, "model.null")["line"] == 23
+    assert code == 1
+
+
+def test_null_in_record_removes_an_inherited_value(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, RECORD, "CocDataGroup:\n", "CocDataGroup:\n  CommercialNameTable: null\n")
+    code, findings = check(example_repo, capsys)
+    assert findings == []
+    assert code == 0
+
+
+def test_table_with_other_row_count_replaces(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = example_repo / RECORD
+    path.write_text(path.read_text().replace("    - {}\n", ""))
+    code, findings = check(example_repo, capsys)
+    note = only(findings, "model.table-replaced")
+    assert note["severity"] == "info"
+    assert note["path"] == "CocDataGroup.EnergyConvertorTable"
+    assert only(findings, "model.required")["file"] == RECORD
+    assert code == 1
+
+
+@pytest.mark.parametrize(
+    "case,old,new,rule",
+    [
+        (
+            "approval_number_format",
+            "TypeApprovalNumber: e4*2018/858*04127*01",
+            "TypeApprovalNumber: E4-2018-858-04127-01",
+            "approval.number-format",
+        ),
+        (
+            "approval_number_of_uk_authority",
+            "TypeApprovalNumber: e4*2018/858*04127*01",
+            "TypeApprovalNumber: e11*2018/858*04127*01",
+            "approval.authority",
+        ),
+        (
+            "ecode_against_declared_country",
+            "CocDataGroup:\n",
+            "Header:\n  DesignatedTypeApprovalCountry: e9\nCocDataGroup:\n",
+            "approval.ecode-country",
+        ),
+    ],
+)
+def test_broken_approval(
+    case: str, old: str, new: str, rule: str, example_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(example_repo, APPROVAL, old, new)
+    code, findings = check(example_repo, capsys, str(example_repo / APPROVAL))
+    finding = only(findings, rule)
+    assert finding["file"] == APPROVAL
+    assert code == 1
+
+
+def test_xsd_violation_maps_to_yaml_line(
+    example_repo: Path, official_xsd: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A schema stricter than the model: the XSD error points at the YAML line of the value."""
+    folder = tmp_path / "stricter"
+    folder.mkdir()
+    shutil.copy(official_xsd.parent / "xmldsig-core-schema.xsd", folder)
+    text = official_xsd.read_text(encoding="utf-8")
+    marker = '<xs:simpleType name="Text52">'
+    assert marker in text
+    stricter = text.replace(
+        marker + '\n        <xs:restriction base="xs:string">',
+        marker + '\n        <xs:restriction base="xs:string">\n            <xs:pattern value="[A-G]+"/>',
+        1,
+    )
+    assert stricter != text
+    (folder / "IVI-2.0.xsd").write_text(stricter, encoding="utf-8")
+    import hashlib
+
+    digest = hashlib.sha256((folder / "IVI-2.0.xsd").read_bytes()).hexdigest()
+    edit(
+        example_repo,
+        "ecoc.yaml",
+        "sha256: ec7335836a4334db33e34d309f009c544abb4030118984a41b1cba818a18160c",
+        f"sha256: {digest}",
+    )
+    code, findings = check(example_repo, capsys, "--xsd", str(folder / "IVI-2.0.xsd"))
+    xsd = [f for f in findings if f["rule"] == "xsd.invalid"]
+    assert xsd, findings
+    make = [
+        f
+        for f in xsd
+        if f["file"] == APPROVAL and f["path"] == "/InitialVehicleInformation/CocDataGroup/MakeTable/MakeGroup[1]/Make"
+    ]
+    assert make and all((f["file"], f["line"], f["column"]) == (APPROVAL, 29, 13) for f in make)
+    assert len(make[0]["records"]) == 4
+    assert code == 1

@@ -1,0 +1,154 @@
+"""The command line: exit codes, output formats, configuration errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ecoc import __version__
+from ecoc.cli import main
+from test_check import RECORD, edit
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--version")
+    assert code == 0
+    assert __version__ in out
+
+
+def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for command in ("check", "render", "import"):
+        assert command in out
+
+
+def test_text_output_names_place_rule_and_path(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, RECORD, "DateManufactureVehicle: 2026-02-12", "DateManufactureVehicle: 2026-02-30")
+    code, out, err = run(capsys, "--repo", str(example_repo), "check", "--no-cache")
+    first = out.splitlines()[0]
+    assert first.startswith(f"{RECORD}:8:27: error model.date: DateManufactureVehicle: 2026-02-30 is not a date")
+    assert first.endswith("[CocDataGroup.DateManufactureVehicle]")
+    assert out.splitlines()[1].strip().startswith("hint:")
+    assert "1 error" in err
+    assert code == 1
+
+
+def test_json_output_carries_the_finding_fields(
+    example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: heavy")
+    output = tmp_path / "findings.json"
+    code, out, _ = run(
+        capsys, "--repo", str(example_repo), "check", "--no-cache", "--format", "json", "--output", str(output)
+    )
+    assert out == ""
+    document = json.loads(output.read_text())
+    assert document["summary"]["errors"] == 1
+    (finding,) = document["findings"]
+    assert set(finding) >= {"rule", "severity", "message", "file", "line", "column", "path", "record"}
+    assert finding["record"] == "XNHKH16S1TE100214"
+    assert finding["path"] == "CocDataGroup.MassGroup.ActualMass"
+    assert code == 1
+
+
+def test_missing_path_is_a_usage_error(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "--repo", str(example_repo), "check", "records/none.yaml")
+    assert code == 2
+    assert "no such file" in err
+
+
+def test_unknown_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "check", "--frobnicate")
+    assert code == 2
+    assert "--frobnicate" in err
+
+
+def test_folder_without_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "check")
+    assert code == 3
+    assert "no ecoc.yaml" in err
+    assert "hint:" in err
+
+
+def test_invalid_settings(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, "ecoc.yaml", "version: 1", "version: 1\nflavour: strict")
+    code, _, err = run(capsys, "--repo", str(example_repo), "check")
+    assert code == 3
+    assert "ecoc.yaml:" in err and "unknown key flavour" in err
+    assert "Traceback" not in err
+
+
+def test_settings_with_yaml_error(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (example_repo / "ecoc.yaml").write_text("version: 1\n\txsd: {}\n")
+    code, _, err = run(capsys, "--repo", str(example_repo), "check")
+    assert code == 3
+    assert "ecoc.yaml:2:1:" in err
+
+
+def test_no_schema_is_said_in_one_line(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ECOC_XSD", raising=False)
+    code, _, err = run(capsys, "--repo", str(example_repo), "check")
+    notes = [line for line in err.splitlines() if "XSD" in line]
+    assert len(notes) == 1 and "built-in IVI 2.0 model" in notes[0]
+    assert code == 0
+
+
+def test_schema_with_other_digest_is_refused(
+    example_repo: Path, official_xsd: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "changed"
+    folder.mkdir()
+    shutil.copy(official_xsd.parent / "xmldsig-core-schema.xsd", folder)
+    (folder / "IVI-2.0.xsd").write_bytes(official_xsd.read_bytes() + b"\n<!-- edited -->\n")
+    code, _, err = run(capsys, "--repo", str(example_repo), "check", "--xsd", str(folder / "IVI-2.0.xsd"))
+    assert code == 3
+    assert "does not match the pinned schema digest" in err
+
+
+def test_schema_path_from_environment(
+    example_repo: Path, official_xsd: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ECOC_XSD", str(official_xsd))
+    code, _, err = run(capsys, "--repo", str(example_repo), "-v", "check", "--no-cache")
+    assert "built-in IVI 2.0 model" not in err
+    assert code == 0
+
+
+def test_schema_path_from_settings(
+    example_repo: Path, official_xsd: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ECOC_XSD", raising=False)
+    edit(example_repo, "ecoc.yaml", "  path: null", f"  path: {official_xsd}")
+    code, _, err = run(capsys, "--repo", str(example_repo), "check", "--no-cache")
+    assert "built-in IVI 2.0 model" not in err
+    assert code == 0
+
+
+def test_missing_schema_file(example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "--repo", str(example_repo), "check", "--xsd", str(tmp_path / "IVI-2.0.xsd"))
+    assert code == 3
+    assert "does not exist" in err
+
+
+def test_schema_without_signature_schema_next_to_it(
+    example_repo: Path, official_xsd: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copy(official_xsd, tmp_path / "IVI-2.0.xsd")
+    code, _, err = run(capsys, "--repo", str(example_repo), "check", "--xsd", str(tmp_path / "IVI-2.0.xsd"))
+    assert code == 3
+    assert "xmldsig-core-schema.xsd" in err
