@@ -210,3 +210,33 @@ def test_existing_record_is_never_overwritten(
     assert code == 1
     assert "already exists" in err
     assert record.read_text().endswith("# reviewed\n")
+
+
+def test_broken_approval_is_not_extended(
+    official_examples: list[Path], empty_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = next(p for p in official_examples if "rav4" in p.name.lower())
+    assert run(empty_repo, "import", "ivi", str(example), capsys=capsys)[0] == 0
+    approval = empty_repo / "approvals" / "e6-2007-46-0289-09.yaml"
+    approval.write_text(approval.read_text().replace("TypeApprovalType: EU", "TypeApprovalType: XX"))
+    before = approval.read_bytes()
+    second = tmp_path / "second.xml"
+    second.write_bytes(vehicle_variant(example, "JTMM1C0MPTEST0009", {"Version": "AXAL52L-ANXPBW(9Z)"}))
+    code, _, err = run(empty_repo, "import", "ivi", str(second), capsys=capsys)
+    assert code == 1
+    assert "has errors" in err
+    assert approval.read_bytes() == before
+    assert not (empty_repo / "records" / "JTMM1C0MPTEST0009.yaml").exists()
+
+
+def test_unreadable_approval_file_is_not_overwritten(
+    official_examples: list[Path], empty_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = next(p for p in official_examples if "rav4" in p.name.lower())
+    approval = empty_repo / "approvals" / "e6-2007-46-0289-09.yaml"
+    approval.parent.mkdir()
+    approval.write_bytes(b"CocDataGroup:\n  Type: caf\xe9\n")
+    code, _, err = run(empty_repo, "import", "ivi", str(example), capsys=capsys)
+    assert code == 1
+    assert "cannot be read as approval" in err
+    assert approval.read_bytes() == b"CocDataGroup:\n  Type: caf\xe9\n"

@@ -26,3 +26,11 @@ def test_ci_runs_the_readme_test_command() -> None:
     test_command = next(b for b in shell_blocks(README) if "pytest" in b)
     ci_lines = [line.strip() for line in CI.splitlines()]
     assert test_command in ci_lines
+
+
+def test_readme_lists_every_rule() -> None:
+    code = "\n".join(p.read_text() for p in (PROJECT / "tooling" / "ecoc").rglob("*.py"))
+    rules = set(re.findall(r'"((?:yaml|model|vin|approval|record|xsd|io)\.[a-z-]+)"', code))
+    assert rules
+    missing = sorted(rule for rule in rules if f"`{rule}`" not in README)
+    assert missing == []

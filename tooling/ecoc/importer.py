@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ruamel.yaml.comments import CommentedMap
 
@@ -141,7 +140,10 @@ class Importer:
 
     def _index_existing(self) -> None:
         for path, relative in list_yaml(self.repository.root, "approvals"):
-            text = Path(path).read_text(encoding="utf-8-sig")
+            try:
+                text = Path(path).read_bytes().decode("utf-8-sig")
+            except (OSError, UnicodeDecodeError):
+                continue  # not an approval ecoc can extend; `ecoc check` reports why
             entry = _ApprovalFile(Path(path), relative, text, created=False)
             number = entry.parsed().number_text
             if number is not None:
@@ -182,7 +184,12 @@ class Importer:
             return
         entry = self.approval_files.get(number)
         if entry is None:
-            entry = self._new_approval(message, number)
+            path = self.repository.approvals_dir / approval_file_name(number)
+            if path.exists():
+                self.fail(source, f"{self.repository.relative(path)} exists but cannot be read as approval {number}",
+                          "run ecoc check, fix that file, and import again")
+                return
+            entry = self._new_approval(message, number, path)
         elif not self._extend_approval(entry, message):
             return
         self._add_record(entry, message, vin, number, record_path)
@@ -201,7 +208,7 @@ class Importer:
                 record_header[key] = value
         return (approval_header or None), record_header
 
-    def _new_approval(self, message: Message, number: str) -> _ApprovalFile:
+    def _new_approval(self, message: Message, number: str, path: Path) -> _ApprovalFile:
         approval_coc, version_coc = split_approval_and_version(message.coc)
         approval_header, _ = self._header_parts(message, number)
         document = CommentedMap()
@@ -213,7 +220,6 @@ class Importer:
             version_entry["CocDataGroup"] = yamlwrite.to_yaml_tree(version_coc, ivi_spec.coc_data_group())
         variant_entry = CommentedMap(versions=CommentedMap({message.text("Version"): version_entry}))
         document["variants"] = CommentedMap({message.text("Variant"): variant_entry})
-        path = self.repository.approvals_dir / approval_file_name(number)
         entry = _ApprovalFile(path, self.repository.relative(path), yamlwrite.dump(document), created=True)
         self.approval_files[number] = entry
         self.result.approvals_created.append(entry.relative)
@@ -221,6 +227,10 @@ class Importer:
 
     def _extend_approval(self, entry: _ApprovalFile, message: Message) -> bool:
         approval = entry.parsed()
+        if approval.coc is None or any(f.severity.blocking for f in approval.findings):
+            self.fail(message.source, f"approval {approval.number_text} in {entry.relative} has errors",
+                      "run ecoc check, fix the approval file, and import again")
+            return False
         approval_coc, version_coc = split_approval_and_version(message.coc)
         for key in ("TypeApprovalIssueDate", "TypeApprovalType", "Type"):
             existing = approval.coc.get(key) if approval.coc else None
@@ -302,7 +312,7 @@ class Importer:
         effective, _ = build_effective(record, approval, variant, version, "2000-01-01T00:00:00Z")
         expected = Mapping(1, 1, message.source)
         expected.update(message.coc)
-        if not same_value(_plain(effective.coc), _plain(expected)):
+        if not same_value(effective.coc, expected):
             raise EcocError(
                 f"internal error: the YAML written for {message.source.path} does not "
                 "give back the message's CocDataGroup"
@@ -316,10 +326,6 @@ class Importer:
             write_atomically(path, text)
 
 
-def _plain(node: Mapping) -> Mapping:
-    return node
-
-
 def import_messages(repository: Repository, files: list[tuple[Path, str]], dry_run: bool = False) -> ImportResult:
     """Import IVI messages; nothing is written if any of them has a problem."""
     importer = Importer(repository)
@@ -329,5 +335,3 @@ def import_messages(repository: Repository, files: list[tuple[Path, str]], dry_r
         importer.write()
     return importer.result
 
-
-__all__ = ["Any", "import_messages"]
