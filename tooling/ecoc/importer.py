@@ -186,8 +186,11 @@ class Importer:
         if entry is None:
             path = self.repository.approvals_dir / approval_file_name(number)
             if path.exists():
-                self.fail(source, f"{self.repository.relative(path)} exists but cannot be read as approval {number}",
-                          "run ecoc check, fix that file, and import again")
+                self.fail(
+                    source,
+                    f"{self.repository.relative(path)} exists but cannot be read as approval {number}",
+                    "run ecoc check, fix that file, and import again",
+                )
                 return
             entry = self._new_approval(message, number, path)
         elif not self._extend_approval(entry, message):
@@ -228,8 +231,11 @@ class Importer:
     def _extend_approval(self, entry: _ApprovalFile, message: Message) -> bool:
         approval = entry.parsed()
         if approval.coc is None or any(f.severity.blocking for f in approval.findings):
-            self.fail(message.source, f"approval {approval.number_text} in {entry.relative} has errors",
-                      "run ecoc check, fix the approval file, and import again")
+            self.fail(
+                message.source,
+                f"approval {approval.number_text} in {entry.relative} has errors",
+                "run ecoc check, fix the approval file, and import again",
+            )
             return False
         approval_coc, version_coc = split_approval_and_version(message.coc)
         for key in ("TypeApprovalIssueDate", "TypeApprovalType", "Type"):
@@ -334,4 +340,3 @@ def import_messages(repository: Repository, files: list[tuple[Path, str]], dry_r
     if not importer.result.findings and not dry_run:
         importer.write()
     return importer.result
-
