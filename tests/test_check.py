@@ -359,3 +359,87 @@ def test_xsd_violation_maps_to_yaml_line(
     assert make and all((f["file"], f["line"], f["column"]) == (APPROVAL, 29, 13) for f in make)
     assert len(make[0]["records"]) == 4
     assert code == 1
+
+
+def test_record_file_named_after_another_vin(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (example_repo / RECORD).rename(example_repo / "records" / "XNHKH16S1TE999999.yaml")
+    code, findings = check(example_repo, capsys)
+    finding = only(findings, "record.file-name")
+    assert finding["severity"] == "warning"
+    assert "XNHKH16S1TE100214.yaml" in str(finding["hint"])
+    assert code == 0
+
+
+def test_version_number_below_the_issued_one(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(
+        example_repo,
+        RECORD,
+        "Header:\n",
+        "issued:\n  IviVersionNumber: 2\n  IviReferenceId: 5b1c2f0e-7d3a-4c9b-9e21-3f6a0d4b8c17\n"
+        "  IviVersionDateTime: 2026-02-13T09:00:00+01:00\nHeader:\n",
+    )
+    code, findings = check(example_repo, capsys)
+    finding = only(findings, "record.issued-version")
+    assert (finding["line"], finding["path"]) == (6, "issued.IviVersionNumber")
+    assert code == 1
+
+
+def test_issued_block_with_a_bad_reference_id(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(
+        example_repo,
+        RECORD,
+        "Header:\n",
+        "issued:\n  IviVersionNumber: 1\n  IviReferenceId: not-a-uuid\n"
+        "  IviVersionDateTime: 2026-02-13T09:00:00+01:00\nHeader:\n",
+    )
+    code, findings = check(example_repo, capsys)
+    assert only(findings, "model.pattern")["path"] == "issued.IviReferenceId"
+    assert code == 1
+
+
+def test_disabled_warning_is_not_reported(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, RECORD, "vin: XNHKH16S1TE100214", "vin: XNHKH16S2TE100214")
+    edit(example_repo, "ecoc.yaml", "version: 1", "version: 1\ndisable: [vin.check-digit]")
+    code, findings = check(example_repo, capsys)
+    assert [f["rule"] for f in findings] == ["record.file-name"]
+    assert code == 0
+
+
+def test_error_rules_cannot_be_disabled(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, "ecoc.yaml", "version: 1", "version: 1\ndisable: [vin.format]")
+    code = main(["--repo", str(example_repo), "check"])
+    assert code == 3
+    assert "vin.format cannot be disabled" in capsys.readouterr().err
+
+
+def test_record_of_an_unreadable_approval(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (example_repo / APPROVAL).write_bytes(b"CocDataGroup:\n  Type: caf\xe9\n")
+    code, findings = check(example_repo, capsys, str(example_repo / RECORD))
+    finding = only(findings, "record.approval-unknown")
+    assert f"cannot be read from {APPROVAL}" in str(finding["message"])
+    assert "did you mean" not in str(finding["hint"])
+    assert only(findings, "yaml.encoding")["file"] == APPROVAL
+    assert code == 1
+
+
+def test_errors_in_the_approval_of_a_checked_record(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, APPROVAL, "TypeApprovalIssueDate: 2025-11-20", "TypeApprovalIssueDate: 2025-11-31")
+    code, findings = check(example_repo, capsys, str(example_repo / RECORD))
+    finding = only(findings, "model.date")
+    assert finding["file"] == APPROVAL
+    assert finding["records"] == ["XNHKH16S1TE100214"]
+    assert code == 1
+
+
+def test_unclosed_quote_points_where_it_opens(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, RECORD, "Colour: '8'", "Colour: '8")
+    code, findings = check(example_repo, capsys)
+    finding = only(findings, "yaml.syntax")
+    assert (finding["line"], finding["column"]) == (25, 15)
+    assert code == 1
+
+
+def test_exponent_in_whole_number_suggests_digits(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 1.478e3")
+    _, findings = check(example_repo, capsys)
+    assert "1478" in str(only(findings, "model.integer")["hint"])

@@ -152,3 +152,38 @@ def test_schema_without_signature_schema_next_to_it(
     code, _, err = run(capsys, "--repo", str(example_repo), "check", "--xsd", str(tmp_path / "IVI-2.0.xsd"))
     assert code == 3
     assert "xmldsig-core-schema.xsd" in err
+
+
+def test_path_outside_the_repository(example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "--repo", str(example_repo), "check", str(tmp_path))
+    assert code == 2
+    assert "outside the repository" in err
+
+
+def test_path_that_selects_nothing(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (example_repo / "notes.txt").write_text("x")
+    code, _, err = run(capsys, "--repo", str(example_repo), "check", str(example_repo / "notes.txt"))
+    assert code == 2
+    assert "selects no record or approval" in err
+
+
+def test_output_under_a_file(example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run(capsys, "--repo", str(example_repo), "check", "--output", str(blocker / "out.json"))
+    assert code == 2
+    assert "cannot write" in err and "Traceback" not in err
+
+
+def test_cache_folder_ignores_itself(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "--repo", str(example_repo), "check")[0] == 0
+    assert (example_repo / ".ecoc-cache" / ".gitignore").read_text() == "*\n"
+
+
+def test_quiet_hides_the_schema_note(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ECOC_XSD", raising=False)
+    code, _, err = run(capsys, "--repo", str(example_repo), "-q", "check")
+    assert "XSD" not in err
+    assert code == 0

@@ -64,8 +64,8 @@ def test_key_order_in_yaml_does_not_change_the_bytes(
 
 def test_output_is_canonical(example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     edit(example_repo, RECORD, "WltpRoadLoadCoefficientF2: 0.03690", "WltpRoadLoadCoefficientF2: 0.036900")
-    assert render(example_repo, tmp_path, capsys)[0] == 0
-    data = (tmp_path / f"{VIN}.xml").read_bytes()
+    assert render(example_repo, tmp_path / "out", capsys)[0] == 0
+    data = (tmp_path / "out" / f"{VIN}.xml").read_bytes()
     assert data.startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n<InitialVehicleInformation xmlns=')
     assert b"<WltpRoadLoadCoefficientF2>0.0369</WltpRoadLoadCoefficientF2>" in data
     assert b"\r" not in data and data.endswith(b"</InitialVehicleInformation>\n")
@@ -76,8 +76,8 @@ def test_output_is_canonical(example_repo: Path, tmp_path: Path, capsys: pytest.
 
 def test_header_fields_are_derived(example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     committed = git(example_repo, "log", "-1", "--format=%cI").strip()
-    assert render(example_repo, tmp_path, capsys)[0] == 0
-    fields = header(tmp_path / f"{VIN}.xml")
+    assert render(example_repo, tmp_path / "out", capsys)[0] == 0
+    fields = header(tmp_path / "out" / f"{VIN}.xml")
     assert fields["IviReferenceId"] == reference_id(VIN, 1, 1)
     assert uuid.UUID(fields["IviReferenceId"]).version == 4
     assert fields["IviVersionNumberXsd"] == "2.0"
@@ -91,15 +91,15 @@ def test_correction_gets_a_new_reference_id(
     example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     edit(example_repo, RECORD, "Header:\n", "Header:\n  IviVersionNumber: 2\n")
-    assert render(example_repo, tmp_path, capsys)[0] == 0
-    fields = header(tmp_path / f"{VIN}.xml")
+    assert render(example_repo, tmp_path / "out", capsys)[0] == 0
+    fields = header(tmp_path / "out" / f"{VIN}.xml")
     assert fields["IviVersionNumber"] == "2"
     assert fields["IviReferenceId"] == reference_id(VIN, 1, 2) != reference_id(VIN, 1, 1)
 
 
 def test_version_number_is_record_only(example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     edit(example_repo, APPROVAL, "CocDataGroup:\n", "Header:\n  IviVersionNumber: 2\nCocDataGroup:\n")
-    code, err = render(example_repo, tmp_path, capsys)
+    code, err = render(example_repo, tmp_path / "out", capsys)
     assert "model.misplaced" in err
     assert code == 1
 
@@ -127,12 +127,12 @@ def test_source_date_epoch_sets_the_time(
     example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1780000000")
-    assert render(example_repo, tmp_path, capsys)[0] == 0
-    assert header(tmp_path / f"{VIN}.xml")["IviVersionDateTime"] == "2026-05-28T20:26:40Z"
+    assert render(example_repo, tmp_path / "out", capsys)[0] == 0
+    assert header(tmp_path / "out" / f"{VIN}.xml")["IviVersionDateTime"] == "2026-05-28T20:26:40Z"
 
 
 def test_invalid_datetime_option(example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, err = render(example_repo, tmp_path, capsys, "--datetime", "yesterday")
+    code, err = render(example_repo, tmp_path / "out", capsys, "--datetime", "yesterday")
     assert code == 2
     assert "--datetime yesterday" in err
 
@@ -142,22 +142,74 @@ def test_no_commit_to_take_the_time_from(
 ) -> None:
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     shutil.rmtree(example_repo / ".git")
-    code, err = render(example_repo, tmp_path, capsys)
+    code, err = render(example_repo, tmp_path / "out", capsys)
     assert code == 3
     assert "--datetime" in err
 
 
 def test_blocked_record_is_not_written(example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: -1478")
-    code, err = render(example_repo, tmp_path, capsys)
+    code, err = render(example_repo, tmp_path / "out", capsys)
     assert code == 1
-    assert not (tmp_path / f"{VIN}.xml").exists()
-    assert len(list(tmp_path.glob("*.xml"))) == 11
+    assert not (tmp_path / "out" / f"{VIN}.xml").exists()
+    assert len(list((tmp_path / "out").glob("*.xml"))) == 11
     assert "rendered 11 of 12 records" in err
 
 
 def test_duplicate_vin_writes_neither(example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     edit(example_repo, OTHER_RECORD, "vin: XNHKH16S8TE103871", f"vin: {VIN}")
-    code, _ = render(example_repo, tmp_path, capsys)
+    code, _ = render(example_repo, tmp_path / "out", capsys)
     assert code == 1
-    assert not (tmp_path / f"{VIN}.xml").exists()
+    assert not (tmp_path / "out" / f"{VIN}.xml").exists()
+
+
+def test_output_folder_must_be_empty(example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert render(example_repo, out, capsys)[0] == 0
+    (example_repo / OTHER_RECORD).unlink()
+    git(example_repo, "commit", "-q", "-am", "remove a vehicle")
+    code, err = render(example_repo, out, capsys)
+    assert code == 2
+    assert "not empty" in err and "--clean" in err
+    code, err = render(example_repo, out, capsys, "--clean")
+    assert code == 0, err
+    assert not (out / "XNHKH16S8TE103871.xml").exists()
+    assert len(list(out.glob("*.xml"))) == 11
+
+
+def test_uncommitted_change_is_reported(
+    example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 1490")
+    code, err = render(example_repo, tmp_path / "out", capsys)
+    assert code == 0
+    assert f"differ from HEAD ({RECORD})" in err
+
+
+def test_error_in_approval_blocks_its_records(
+    example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(example_repo, APPROVAL, "TypeApprovalIssueDate: 2025-11-20", "TypeApprovalIssueDate: 2025-11-31")
+    code, err = render(example_repo, tmp_path / "out", capsys, str(example_repo / RECORD))
+    assert code == 1
+    assert f"{APPROVAL}:" in err and "model.date" in err
+    assert not (tmp_path / "out" / f"{VIN}.xml").exists()
+
+
+def test_datetime_without_zone_is_refused(
+    example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = render(example_repo, tmp_path / "out", capsys, "--datetime", "2026-03-01T10:00:00")
+    assert code == 2
+    assert "no time zone" in err
+
+
+def test_output_under_a_file_is_a_usage_error(
+    example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, err = render(example_repo, blocker / "sub", capsys)
+    assert code == 2
+    assert "Traceback" not in err

@@ -171,6 +171,10 @@ class CheckCache:
             "results": {k: self.results[k].to_json() for k in sorted(self.used)},
         }
         try:
+            ignore = self.path / ".gitignore"
+            if not ignore.exists():
+                # The cache is local state; keep it out of every commit, whatever the repository ignores.
+                write_atomically(ignore, "*\n")
             write_atomically(self.path / CACHE_FILE, json.dumps(document, separators=(",", ":")))
         except OSError as exc:
             log.warning("cannot write the check cache in %s: %s", self.path, exc.strerror)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from ecoc.findings import Finding, Severity
 from ecoc.identifiers import (
     FRAMEWORKS,
+    approval_file_name,
     eu_authority_codes,
     parse_approval_number,
     vin_check_digit,
@@ -66,6 +67,8 @@ class ApprovalIndex:
 
     approvals: list[Approval] = field(default_factory=list)
     by_number: dict[str, Approval] = field(default_factory=dict)
+    # Approval files that name no approval number (unreadable or broken), by file name.
+    unnamed: dict[str, Approval] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
 
     def add(self, approval: Approval) -> None:
@@ -73,6 +76,7 @@ class ApprovalIndex:
         self.findings.extend(approval.findings)
         number = approval.number_text
         if number is None:
+            self.unnamed[approval.source.path.rsplit("/", 1)[-1]] = approval
             return
         known = self.by_number.get(number)
         if known is not None:
@@ -214,8 +218,31 @@ def check_vin(record: Record) -> list[Finding]:
     return findings
 
 
-def _unknown(kind: str, text: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(text, known, n=1, cutoff=0.6)
+def check_file_name(record: Record) -> list[Finding]:
+    """Records are filed as <VIN>.yaml (or <VIN>-<suffix>.yaml), so that people find them."""
+    vin = record.vin
+    if vin is None:
+        return []
+    stem = record.source.path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    if stem == vin.text or stem.startswith(vin.text + "-"):
+        return []
+    return [
+        Finding(
+            "record.file-name",
+            Severity.WARNING,
+            f"the file is named {stem} but holds VIN {vin.text}",
+            record.source.path,
+            vin.line,
+            vin.column,
+            "vin",
+            f"rename the file to {vin.text}.yaml, or correct the VIN",
+            (vin.text,),
+        )
+    ]
+
+
+def _unknown(kind: str, text: str, known: list[str], cutoff: float = 0.6) -> str:
+    close = difflib.get_close_matches(text, known, n=1, cutoff=cutoff)
     if close:
         return f"did you mean {close[0]}?"
     if not known:
@@ -232,6 +259,21 @@ def resolve(record: Record, index: ApprovalIndex) -> tuple[tuple[Approval, Varia
     approval = index.by_number.get(record.approval.text)
     if approval is None:
         node = record.approval
+        broken = index.unnamed.get(approval_file_name(node.text))
+        if broken is not None:
+            return None, [
+                Finding(
+                    "record.approval-unknown",
+                    Severity.ERROR,
+                    f"approval {node.text} cannot be read from {broken.source.path}",
+                    path,
+                    node.line,
+                    node.column,
+                    "approval",
+                    f"fix the findings in {broken.source.path} first",
+                    vin,
+                )
+            ]
         return None, [
             Finding(
                 "record.approval-unknown",
@@ -241,7 +283,7 @@ def resolve(record: Record, index: ApprovalIndex) -> tuple[tuple[Approval, Varia
                 node.line,
                 node.column,
                 "approval",
-                _unknown("approval", node.text, list(index.by_number)),
+                _unknown("approval", node.text, list(index.by_number), cutoff=0.9),
                 vin,
             )
         ]
@@ -327,6 +369,7 @@ def check_record(
     vin = (record.vin.text,) if record.vin is not None else ()
     findings = [f if f.records or not vin else _with_records(f, vin) for f in record.findings]
     findings += check_vin(record)
+    findings += check_file_name(record)
     resolved, problems = resolve(record, index)
     findings += problems
     outcome = RecordOutcome(record, findings)

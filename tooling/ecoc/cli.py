@@ -22,10 +22,10 @@ from ecoc.config import Repository, open_repository
 from ecoc.errors import ConfigError, EcocError, InputError, UsageError
 from ecoc.fileio import write_atomically
 from ecoc.findings import Finding, Severity, merge_duplicates
-from ecoc.gitinfo import head_commit_time
+from ecoc.gitinfo import head_commit_time, uncommitted
 from ecoc.ivi import xsd as ivi_xsd
 from ecoc.ivi.spec import elements_by_name
-from ecoc.ivi.values import parse_value
+from ecoc.ivi.values import has_time_zone, parse_value
 from ecoc.report import format_json, format_text, summarize, summary_line
 from ecoc.runner import RecordResult, RunOptions, default_jobs, run_check
 
@@ -53,35 +53,57 @@ def _repository(ctx: click.Context) -> Repository:
 def _schema(repository: Repository, xsd: Path | None) -> ivi_xsd.IviSchema | None:
     location = ivi_xsd.locate(xsd, repository.schema_path())
     if location is None:
-        click.echo(
-            "note: no IVI XSD configured, so output is checked against ecoc's built-in "
-            "IVI 2.0 model only; set --xsd, ECOC_XSD or xsd.path in ecoc.yaml",
-            err=True,
+        log.warning(
+            "no IVI XSD configured, so output is checked against ecoc's built-in "
+            "IVI 2.0 model only; set --xsd, ECOC_XSD or xsd.path in ecoc.yaml"
         )
         return None
     schema = ivi_xsd.load(location, repository.settings.xsd.sha256, relaxed=True)
     if not schema.matches_model:
-        click.echo(
-            f"warning: {location.path} is not the schema ecoc's model was built from; "
-            "expect XSD findings wherever the two differ",
-            err=True,
+        log.warning(
+            "%s is not the schema ecoc's model was built from; expect XSD findings wherever the two differ",
+            location.path,
         )
     log.info("validating against %s (sha256 %s, from %s)", location.path, schema.digest, location.origin)
     return schema
 
 
-def _selection(paths: tuple[Path, ...]) -> list[Path] | None:
+def _selection(repository: Repository, paths: tuple[Path, ...]) -> list[Path] | None:
     for path in paths:
         if not path.exists():
             raise UsageError(f"{path}: no such file or folder")
+        try:
+            path.resolve().relative_to(repository.root)
+        except ValueError:
+            raise UsageError(
+                f"{path}: outside the repository {repository.root}",
+                "name record or approval files, or folders below approvals/ or records/",
+            ) from None
     return list(paths) or None
+
+
+def _check_selection(paths: tuple[Path, ...], records: int, approvals: int) -> None:
+    if paths and not records and not approvals:
+        raise UsageError(
+            f"{', '.join(map(str, paths))}: selects no record or approval",
+            "name record or approval files, or folders below approvals/ or records/",
+        )
+
+
+def _write(path: Path, data: bytes | str) -> None:
+    try:
+        write_atomically(path, data)
+    except OSError as exc:
+        raise UsageError(
+            f"{path}: cannot write the file: {exc.strerror}", "choose a path in a folder you can write to"
+        ) from None
 
 
 def _emit(text: str, output: Path | None) -> None:
     if output is None:
         click.echo(text, nl=False)
     else:
-        write_atomically(output, text)
+        _write(output, text)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -98,7 +120,14 @@ def _emit(text: str, output: Path | None) -> None:
 def cli(ctx: click.Context, repo: Path | None, verbose: int, quiet: bool) -> None:
     """Prepare, check and render Electronic Certificates of Conformity (IVI 2.0)."""
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    for number, name in (
+        (logging.ERROR, "error"),
+        (logging.WARNING, "warning"),
+        (logging.INFO, "info"),
+        (logging.DEBUG, "debug"),
+    ):
+        logging.addLevelName(number, name)
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
     ctx.obj = Context(repo, verbose)
 
 
@@ -154,9 +183,10 @@ def check(
     """
     repository = _repository(ctx)
     schema = _schema(repository, xsd)
-    options = RunOptions(_selection(paths), schema, jobs=jobs or default_jobs())
+    options = RunOptions(_selection(repository, paths), schema, jobs=jobs or default_jobs())
     cache = open_cache(cache_folder(repository.root, no_cache))
     result = run_check(repository, options, cache)
+    _check_selection(paths, result.records, result.approvals)
     summary = summarize(result.findings, result.records, result.approvals)
     if format_ == "json":
         _emit(format_json(result.findings, summary), output)
@@ -173,6 +203,10 @@ def _version_datetime(repository: Repository, given: str | None) -> str:
         _, problem = parse_value(given, simple)
         if problem is not None:
             raise UsageError(f"--datetime {given}: {problem.message}", problem.hint)
+        if not has_time_zone(given):
+            raise UsageError(
+                f"--datetime {given}: the time has no time zone", "add an offset such as +01:00, or Z for UTC"
+            )
         return given
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch:
@@ -187,6 +221,15 @@ def _version_datetime(repository: Repository, given: str | None) -> str:
             f"{repository.root}: no commit to take IviVersionDateTime from",
             "commit the repository first, or pass --datetime (or set SOURCE_DATE_EPOCH)",
         )
+    changed = uncommitted(repository.root, ("approvals", "records"))
+    if changed:
+        listed = ", ".join(changed[:3]) + (" …" if len(changed) > 3 else "")
+        log.warning(
+            "%s under approvals/ and records/ differ from HEAD (%s): the output carries the time of HEAD, "
+            "and the IviReferenceId of HEAD unless IviVersionNumber changed; commit first to render what is released",
+            _plural(len(changed), "file"),
+            listed,
+        )
     return committed
 
 
@@ -197,12 +240,13 @@ def _version_datetime(repository: Repository, given: str | None) -> str:
     "out_dir",
     required=True,
     type=click.Path(path_type=Path, file_okay=False),
-    help="Folder to write <VIN>.xml files to.",
+    help="Folder to write <VIN>.xml files to; it must be empty unless --clean is given.",
 )
+@click.option("--clean", is_flag=True, help="Delete the .xml files in --out before writing.")
 @click.option(
     "--datetime",
     "given_datetime",
-    help="IviVersionDateTime to write, as an XML date and time. "
+    help="IviVersionDateTime to write, as an XML date and time with a time zone. "
     "Default: SOURCE_DATE_EPOCH, else the committer date of HEAD.",
 )
 @_xsd_option
@@ -212,34 +256,37 @@ def render(
     ctx: click.Context,
     paths: tuple[Path, ...],
     out_dir: Path,
+    clean: bool,
     given_datetime: str | None,
     xsd: Path | None,
     jobs: int | None,
 ) -> int:
     """Render unsigned IVI 2.0 XML for records (all, or those under PATHS) into --out.
 
-    Records with blocking findings are reported and not written.
+    Records with blocking findings, or whose approval has them, are reported and not written.
     """
     repository = _repository(ctx)
     version_datetime = _version_datetime(repository, given_datetime)
     schema = _schema(repository, xsd)
-    options = RunOptions(_selection(paths), schema, version_datetime, keep_render=True, jobs=jobs or default_jobs())
+    _prepare_output(out_dir, clean)
+    options = RunOptions(
+        _selection(repository, paths), schema, version_datetime, keep_render=True, jobs=jobs or default_jobs()
+    )
     written: dict[str, Path] = {}
 
     def write(result: RecordResult) -> None:
         vin = result.summary.vin
-        if result.rendered is None or vin is None:
-            return
-        if any(f.severity.blocking for f in result.summary.findings):
+        if result.rendered is None or vin is None or any(f.severity.blocking for f in result.summary.findings):
             return
         target = out_dir / f"{vin}.xml"
-        write_atomically(target, result.rendered)
+        _write(target, result.rendered)
         written[vin] = target
 
     result = run_check(repository, options, sink=write)
-    # A VIN that several records share blocks all of them, which is only known at the end.
+    _check_selection(paths, result.records, result.approvals)
+    # Duplicate VINs and errors in an approval block records too; both are known only at the end.
     for finding in result.findings:
-        if finding.rule == "record.duplicate-vin":
+        if finding.severity.blocking:
             for vin in finding.records:
                 target = written.pop(vin, None)
                 if target is not None:
@@ -247,9 +294,34 @@ def render(
     for target in sorted(written.values()):
         click.echo(str(target))
     click.echo(format_text(result.findings), nl=False, err=True)
-    click.echo(f"rendered {len(written)} of {result.records} records to {out_dir}", err=True)
+    click.echo(f"rendered {len(written)} of {_plural(result.records, 'record')} to {out_dir}", err=True)
     summary = summarize(result.findings, result.records, result.approvals)
     return EXIT_FINDINGS if summary["errors"] else EXIT_CLEAN
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _prepare_output(out_dir: Path, clean: bool) -> None:
+    """Make sure --out holds no certificates of an earlier render that this one would not replace."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir}: not a folder")
+    if not out_dir.exists():
+        return
+    if clean:
+        for stale in out_dir.glob("*.xml"):
+            try:
+                stale.unlink()
+            except OSError as exc:
+                raise UsageError(f"{stale}: cannot delete the file: {exc.strerror}") from None
+        return
+    if any(out_dir.iterdir()):
+        raise UsageError(
+            f"{out_dir}: the folder is not empty",
+            "pass --clean to delete its .xml files first, or choose an empty folder; "
+            "files of an earlier render could otherwise be taken for current certificates",
+        )
 
 
 @cli.group(name="import")

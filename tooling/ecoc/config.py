@@ -39,12 +39,37 @@ class SchemaSettings(pydantic.BaseModel):
         return value
 
 
+# Rules whose findings only inform (warnings and notes); a repository may switch these off.
+OPTIONAL_RULES = frozenset(
+    {
+        "vin.check-digit",
+        "record.file-name",
+        "approval.framework",
+        "model.number-in-text",
+        "model.boolean-in-text",
+        "model.number-like-code",
+        "model.table-replaced",
+    }
+)
+
+
 class Settings(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
     version: int = pydantic.Field(1, ge=1, le=1)
     xsd: SchemaSettings = SchemaSettings()
     owners: Owners = Owners()
+    disable: tuple[str, ...] = ()
+
+    @pydantic.field_validator("disable")
+    @classmethod
+    def _optional_rules_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for rule in value:
+            if rule not in OPTIONAL_RULES:
+                raise ValueError(
+                    f"{rule} cannot be disabled; only these rules can: " + ", ".join(sorted(OPTIONAL_RULES))
+                )
+        return value
 
 
 @dataclass(frozen=True)
@@ -104,7 +129,9 @@ def open_repository(start: Path, explicit: bool = False) -> Repository:
     findings += shape
     settings = None
     if mapping is not None:
-        settings, invalid = validate_node(Settings, mapping, "")
+        settings, invalid = validate_node(
+            Settings, mapping, "", "the keys of ecoc.yaml are described under Settings in the README"
+        )
         findings += invalid
     if findings or settings is None:
         first = findings[0] if findings else None

@@ -31,3 +31,17 @@ def head_commit_time(root: Path) -> str | None:
             )
         return None
     return completed.stdout.strip() or None
+
+
+def uncommitted(root: Path, folders: tuple[str, ...]) -> list[str]:
+    """Files below `folders` that differ from HEAD (changed, added, deleted or untracked)."""
+    completed = subprocess.run(
+        ["git", "-C", str(root), "status", "--porcelain=v1", "-z", "--untracked-files=all", "--", *folders],
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
+    if completed.returncode != 0:
+        return []
+    entries = [entry for entry in completed.stdout.decode("utf-8", "replace").split("\0") if entry]
+    return [entry[3:] for entry in entries if len(entry) > 3]

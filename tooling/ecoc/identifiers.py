@@ -94,3 +94,8 @@ def eu_authority_codes() -> tuple[str, ...]:
     simple = ivi_spec.elements_by_name()["DesignatedTypeApprovalCountry"].simple
     assert simple is not None
     return simple.enumeration
+
+
+def approval_file_name(number: str) -> str:
+    """File name for an approval number: e4*2018/858*00412*01 -> e4-2018-858-00412-01.yaml."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", number).strip("-") + ".yaml"

@@ -11,7 +11,6 @@ that before it writes anything, and writes nothing when any message in the batch
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from ecoc.config import Repository
 from ecoc.errors import EcocError, InputError
 from ecoc.fileio import write_atomically
 from ecoc.findings import Finding, Severity
+from ecoc.identifiers import approval_file_name
 from ecoc.ivi import header as ivi_header
 from ecoc.ivi import spec as ivi_spec
 from ecoc.ivi.reader import Message, read_message
@@ -31,7 +31,7 @@ from ecoc.model.approval import Approval, parse_approval
 from ecoc.model.coc import difference, merge, same_value
 from ecoc.model.effective import DEFAULT_VERSION_NUMBER, build_effective
 from ecoc.model.layers import DERIVED
-from ecoc.model.record import parse_record
+from ecoc.model.record import ISSUED_KEYS, parse_record
 from ecoc.yamlload import Mapping, Node, Scalar, Sequence, Source
 
 # Elements shared by every vehicle of an approval.
@@ -64,11 +64,6 @@ VEHICLE_LEVEL: tuple[tuple[str, ...], ...] = (
     ("EnergyConvertorTable", "*", "EnergySourceTable", "*", "TestWltpEnergyConsumptionGroup"),
     ("EnergyConvertorTable", "*", "EnergySourceTable", "*", "TestWltpElectricRangeGroup"),
 )
-
-
-def approval_file_name(number: str) -> str:
-    """File name for an approval number: e4*2018/858*00412*01 -> e4-2018-858-00412-01.yaml."""
-    return re.sub(r"[^A-Za-z0-9]+", "-", number).strip("-") + ".yaml"
 
 
 def without(node: Node, path: tuple[str, ...]) -> Node:
@@ -293,6 +288,13 @@ class Importer:
         document["approval"] = number
         document["variant"] = yamlwrite.text_scalar(variant.name, None)
         document["version"] = yamlwrite.text_scalar(version.name, None)
+        issued = CommentedMap()
+        for key in ISSUED_KEYS:
+            value = message.header.get(key)
+            if isinstance(value, Scalar):
+                issued[key] = yamlwrite.text_scalar(value.text, ivi_spec.elements_by_name()[key])
+        if len(issued) == len(ISSUED_KEYS):
+            document["issued"] = issued
         if isinstance(header_layer, Mapping) and header_layer:
             document["Header"] = yamlwrite.to_yaml_tree(header_layer, ivi_spec.header())
         if isinstance(coc_layer, Mapping) and coc_layer:

@@ -11,8 +11,11 @@ MAX_LISTED_RECORDS = 3
 
 
 def _records_note(finding: Finding) -> str:
-    if len(finding.records) <= 1:
+    if not finding.records:
         return ""
+    if len(finding.records) == 1:
+        vin = finding.records[0]
+        return "" if finding.file and vin in finding.file else f" (record {vin})"
     shown = ", ".join(finding.records[:MAX_LISTED_RECORDS])
     more = len(finding.records) - MAX_LISTED_RECORDS
     return f" (affects {len(finding.records)} records: {shown}{f' and {more} more' if more > 0 else ''})"

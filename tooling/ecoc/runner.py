@@ -12,7 +12,7 @@ import logging
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from ecoc.check import (
 )
 from ecoc.config import Repository
 from ecoc.findings import Finding, merge_duplicates
+from ecoc.identifiers import approval_file_name
 from ecoc.ivi.xsd import IviSchema
 from ecoc.model.record import Record, parse_record
 from ecoc.yamlload import Source
@@ -174,8 +175,10 @@ class _Run:
         self.approval_keys, self.missing_key = _approval_keys(self.index)
         self.schema_digest = options.schema.digest if options.schema is not None else None
         self.use_cache = cache is not None and not options.keep_render
-        findings = [f for f in self.index.findings if f.file in self.selected_approvals]
-        self.result = CheckRun(findings, 0, len(self.selected_approvals))
+        # VINs of the checked records of each approval file, so that the approval's findings
+        # are reported with the records they block.
+        self.affected: dict[str, list[str]] = {}
+        self.result = CheckRun([], 0, len(self.selected_approvals))
         self.vins: list[tuple[str, int, int, str]] = []
         self.to_check: list[tuple[str, str]] = []
         self.selected_files: set[str] = set()
@@ -187,6 +190,11 @@ class _Run:
         summary = result.summary
         if summary.vin is not None:
             self.vins.append((summary.vin, summary.vin_line, summary.vin_column, result.relative))
+            approval = self.index.by_number.get(summary.approval or "")
+            if approval is None and summary.approval is not None:
+                approval = self.index.unnamed.get(approval_file_name(summary.approval))
+            if approval is not None:
+                self.affected.setdefault(approval.source.path, []).append(summary.vin)
         self.result.findings.extend(summary.findings)
         self.result.records += 1
         if self.sink is not None:
@@ -262,10 +270,22 @@ class _Run:
         finally:
             _WORKER_STATE = None
 
+    def approval_findings(self) -> list[Finding]:
+        """Findings in approval files that were selected or that checked records use."""
+        findings = []
+        for finding in self.index.findings:
+            vins = tuple(self.affected.get(finding.file or "", ()))
+            if finding.file not in self.selected_approvals and not vins:
+                continue
+            findings.append(finding if finding.records or not vins else replace(finding, records=vins))
+        return findings
+
     def finish(self) -> CheckRun:
         run = self.result
+        run.findings.extend(self.approval_findings())
         run.findings.extend(f for f in duplicate_vins(self.vins) if f.file in self.selected_files)
-        run.findings = merge_duplicates(run.findings)
+        disabled = set(self.repository.settings.disable)
+        run.findings = merge_duplicates([f for f in run.findings if f.rule not in disabled])
         if self.cache is not None:
             run.cache_hits = self.cache.hits
             self.cache.save()

@@ -220,8 +220,12 @@ class _Reader:
                 )
                 continue
             positions[text] = (key.line, key.column)
-            if value is not None:
-                mapping[text] = value
+            if value is None:
+                continue
+            if type(value) is not Scalar:
+                # A finding about a group or a table points at the line of its key.
+                value.line, value.column = key.line, key.column
+            mapping[text] = value
 
     def read_sequence(self, line: int, column: int, depth: int) -> Sequence:
         sequence = Sequence(line, column, self.source)
@@ -238,7 +242,7 @@ class _Reader:
         self.next_event()  # StreamStartEvent
         event = self.next_event()
         if type(event) is StreamEndEvent:
-            self.finding("yaml.empty", "the file is empty", 1, 1, "write the record or approval, or delete the file")
+            self.finding("yaml.empty", "the file is empty", 1, 1, "write the file's content, or delete the file")
             return None
         assert type(event) is DocumentStartEvent
         root = self.read_node(self.next_event(), 0)
@@ -313,6 +317,13 @@ def _syntax_finding(exc: yaml.YAMLError, data: bytes, source: Source) -> Finding
     line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
     problem = getattr(exc, "problem", None) or str(exc)
     context = getattr(exc, "context", None)
+    context_mark = getattr(exc, "context_mark", None)
+    if context and context_mark is not None and context_mark.line + 1 != line:
+        # An unclosed quote or bracket is noticed far below: name the line where it opened, and
+        # point there when the parser only noticed it at the end of the file.
+        context += f" that starts at line {context_mark.line + 1}, column {context_mark.column + 1}"
+        if "end of stream" in str(problem):
+            line, column = context_mark.line + 1, context_mark.column + 1
     message = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
     return Finding(
         "yaml.syntax",

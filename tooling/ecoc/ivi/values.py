@@ -23,6 +23,7 @@ _DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})\Z")
 _DATETIME = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:Z|[+-][0-9]{2}:[0-9]{2})?\Z"
 )
+_DATETIME_FRACTION = re.compile(r"(\.[0-9]{1,6})[0-9]*")
 # Characters XML 1.0 cannot carry, plus C1 controls and DEL, which no CoC text needs.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 
@@ -151,6 +152,10 @@ def _parse_integer(text: str, simple: SimpleType) -> tuple[object, Problem | Non
                 "empty value",
                 "write a whole number, or remove the key if the element does not apply",
             )
+        if _EXPONENT.match(text) and Decimal(text) == Decimal(text).to_integral_value():
+            return None, Problem(
+                "model.integer", f"{text!r} uses exponent notation", f"write it with digits only: {int(Decimal(text))}"
+            )
         return None, Problem(
             "model.integer", f"{text!r} is not a whole number", f"write {simple.describe()} using digits only"
         )
@@ -230,12 +235,20 @@ def _parse_datetime(text: str, simple: SimpleType) -> tuple[object, Problem | No
             f"{text!r} is not an XML date and time",
             "write it as YYYY-MM-DDThh:mm:ss with a time zone offset",
         )
+    # Checked as a date and a time, but kept as written: an issued IviVersionDateTime may carry
+    # more fraction digits than Python's datetime holds, and its text must not change.
     try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")), None
+        dt.datetime.fromisoformat(_DATETIME_FRACTION.sub(r"\1", text).replace("Z", "+00:00"))
     except ValueError as exc:
         return None, Problem(
             "model.date", f"{text} is not a valid date and time ({exc})", "check the date and the time"
         )
+    return text, None
+
+
+def has_time_zone(text: str) -> bool:
+    """Whether an XML date and time states its offset from UTC."""
+    return text.endswith("Z") or bool(re.search(r"[+-][0-9]{2}:[0-9]{2}\Z", text))
 
 
 def _parse_text(text: str, simple: SimpleType) -> tuple[object, Problem | None]:
@@ -290,8 +303,6 @@ def format_value(value: object) -> str:
         raise TypeError("booleans have no IVI form")
     if isinstance(value, int):
         return str(value)
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
     if isinstance(value, dt.date):
         return value.isoformat()
     raise TypeError(f"no IVI form for {type(value).__name__}")

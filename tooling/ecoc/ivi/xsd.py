@@ -1,7 +1,7 @@
 """The official IVI 2.0 XSD: find it, pin it by sha256, compile it and validate with it.
 
 ecoc does not ship the schema. The user points at a copy (`--xsd`, `ECOC_XSD` or
-`schema.path` in ecoc.yaml) and ecoc refuses any file whose digest is not the pinned one,
+`xsd.path` in ecoc.yaml) and ecoc refuses any file whose digest is not the pinned one,
 so a changed or corrupted schema is reported instead of silently used.
 
 The published schema makes `sig:Signature` mandatory. Unsigned output (render, check,
@@ -60,40 +60,45 @@ def locate(cli_path: Path | None, config_path: Path | None) -> SchemaLocation | 
     if environment:
         return SchemaLocation(Path(environment), ENVIRONMENT_VARIABLE)
     if config_path is not None:
-        return SchemaLocation(config_path, "schema.path in ecoc.yaml")
+        return SchemaLocation(config_path, "xsd.path in ecoc.yaml")
     return None
 
 
-def _sha256(path: Path, origin: str) -> str:
+def _sha256(path: Path, what: str, hint: str) -> str:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: the IVI XSD named by {origin} does not exist",
-            f"point {origin} at IVI-2.0.xsd from the EUCARIS eCoC documentation",
-        ) from None
+        raise ConfigError(f"{path}: {what} does not exist", hint) from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the IVI XSD named by {origin}: {exc.strerror}") from None
+        raise ConfigError(f"{path}: cannot read {what}: {exc.strerror}", hint) from None
 
 
 def _check_pins(location: SchemaLocation, pinned: tuple[str, ...]) -> str:
     path = location.path
-    digest = _sha256(path, location.origin)
+    digest = _sha256(
+        path,
+        f"the IVI XSD named by {location.origin}",
+        f"point {location.origin} at IVI-2.0.xsd from the EUCARIS eCoC documentation",
+    )
     if pinned:
         if digest not in pinned:
             raise ConfigError(
                 f"{path}: sha256 {digest} does not match the pinned schema digest ({', '.join(pinned)})",
                 "this is not the schema the repository was checked against; if the schema was "
-                "updated on purpose, review the change and set schema.sha256 in ecoc.yaml to the new digest",
+                "updated on purpose, review the change and set xsd.sha256 in ecoc.yaml to the new digest",
             )
     elif digest not in KNOWN_SCHEMAS:
         raise ConfigError(
             f"{path}: sha256 {digest} is not a known IVI 2.0 schema",
-            "use the official IVI-2.0.xsd, or pin this file with schema.sha256 in ecoc.yaml "
+            "use the official IVI-2.0.xsd, or pin this file with xsd.sha256 in ecoc.yaml "
             "after checking where it comes from",
         )
     signature_path = path.parent / SIGNATURE_SCHEMA_NAME
-    signature_digest = _sha256(signature_path, f"the import in {path.name}")
+    signature_digest = _sha256(
+        signature_path,
+        f"the XML Signature schema that {path.name} imports",
+        f"put {SIGNATURE_SCHEMA_NAME}, published with the IVI schema, next to {path.name}",
+    )
     if signature_digest not in KNOWN_SIGNATURE_SCHEMAS:
         raise ConfigError(
             f"{signature_path}: sha256 {signature_digest} is not the W3C XML Signature schema the IVI schema imports",

@@ -107,14 +107,36 @@ def build_effective(
     )
     if not isinstance(number_node, Scalar):
         header["IviVersionNumber"] = _derived(str(version_number), version_number, record.vin, source)
-    reference = ivi_header.reference_id(vin, stage, version_number)
-    header["IviReferenceId"] = _derived(reference, reference, record.vin, source)
     header["IviVersionNumberXsd"] = _derived(
         ivi_header.IVI_VERSION_NUMBER_XSD, ivi_header.IVI_VERSION_NUMBER_XSD, record.vin, source
     )
-    header["IviVersionDateTime"] = _derived(version_datetime, version_datetime, None, source)
-
     findings: list[Finding] = []
+    issued = record.issued
+    if issued is not None and issued["IviVersionNumber"].value == version_number:
+        # This version was issued before: a re-send must carry its id and time unchanged.
+        header["IviReferenceId"] = issued["IviReferenceId"]
+        header["IviVersionDateTime"] = issued["IviVersionDateTime"]
+    else:
+        reference = ivi_header.reference_id(vin, stage, version_number)
+        header["IviReferenceId"] = _derived(reference, reference, record.vin, source)
+        header["IviVersionDateTime"] = _derived(version_datetime, version_datetime, None, source)
+    if issued is not None and issued["IviVersionNumber"].value > version_number:  # type: ignore[operator]
+        number = issued["IviVersionNumber"]
+        findings.append(
+            Finding(
+                "record.issued-version",
+                Severity.ERROR,
+                f"IviVersionNumber {number.text} was issued already, "
+                f"but the record's IviVersionNumber is {version_number}",
+                source.path,
+                number.line,
+                number.column,
+                "issued.IviVersionNumber",
+                f"set Header.IviVersionNumber to {number.text} or higher; version numbers never go down",
+                (vin,),
+            )
+        )
+
     if "DesignatedTypeApprovalCountry" not in header and approval.number_text is not None:
         country = ivi_header.approval_country(approval.number_text)
         if country is not None:

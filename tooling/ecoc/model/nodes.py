@@ -41,7 +41,9 @@ def node_at(node: Node, location: tuple[int | str, ...]) -> tuple[Node, Mapping 
     return node, None, None
 
 
-def validate_node(model: type[ModelT], node: Node, path: str) -> tuple[ModelT | None, list[Finding]]:
+def validate_node(
+    model: type[ModelT], node: Node, path: str, hint: str = "see the README for the keys this file takes"
+) -> tuple[ModelT | None, list[Finding]]:
     """Validate a YAML subtree with a pydantic model; errors become findings at their lines."""
     try:
         return model.model_validate(to_plain(node)), []
@@ -58,18 +60,20 @@ def validate_node(model: type[ModelT], node: Node, path: str) -> tuple[ModelT | 
             else:
                 line, column = target.line, target.column
             message = error["msg"]
-            hint = "see the documentation of this file's keys"
+            error_hint = hint
             if error["type"] == "extra_forbidden":
                 known = list(model.model_fields)
                 field = str(location[-1])
                 close = difflib.get_close_matches(field, known, n=1)
                 message = f"unknown key {field}"
-                hint = f"did you mean {close[0]}?" if close else "known keys: " + ", ".join(known)
+                error_hint = f"did you mean {close[0]}?" if close else "known keys: " + ", ".join(known)
             elif error["type"] == "missing":
                 message = f"missing key {location[-1]}"
-                hint = f"add {location[-1]}"
+                error_hint = f"add {location[-1]}"
             findings.append(
-                Finding("model.invalid", Severity.ERROR, message, target.source.path, line, column, error_path, hint)
+                Finding(
+                    "model.invalid", Severity.ERROR, message, target.source.path, line, column, error_path, error_hint
+                )
             )
         return None, findings
 
@@ -111,7 +115,7 @@ def require_mapping(node: Node | None, what: str, source: str) -> tuple[Mapping 
                 source,
                 node.line,
                 node.column,
-                hint=f"write the {what} as a mapping of keys",
+                hint=f"write {what} as key: value lines, or delete the file",
             )
         ]
     return None, [
@@ -122,6 +126,6 @@ def require_mapping(node: Node | None, what: str, source: str) -> tuple[Mapping 
             source,
             node.line,
             node.column,
-            hint=f"write the {what} as key: value lines",
+            hint=f"write {what} as key: value lines",
         )
     ]

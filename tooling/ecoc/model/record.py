@@ -21,11 +21,24 @@ from ecoc.ivi import spec as ivi_spec
 from ecoc.ivi.spec import SimpleType
 from ecoc.ivi.values import check_text, parse_value
 from ecoc.model.approval import Owners
+from ecoc.model.coc import join_path
 from ecoc.model.layers import Layer, check_keys, type_layer
 from ecoc.model.nodes import require_mapping, validate_node
-from ecoc.yamlload import Mapping, Scalar, Source, load_yaml
+from ecoc.yamlload import Mapping, Node, Scalar, Source, load_yaml
 
-RECORD_KEYS = ["vin", "approval", "variant", "version", "correction_reason", "owners", "Header", "CocDataGroup"]
+RECORD_KEYS = [
+    "vin",
+    "approval",
+    "variant",
+    "version",
+    "correction_reason",
+    "owners",
+    "issued",
+    "Header",
+    "CocDataGroup",
+]
+# The header of a certificate version issued before ecoc managed the record (written by import).
+ISSUED_KEYS = ("IviVersionNumber", "IviReferenceId", "IviVersionDateTime")
 _REQUIRED = ("vin", "approval", "variant", "version")
 
 
@@ -39,6 +52,7 @@ class Record:
     version: Scalar | None = None
     correction_reason: Scalar | None = None
     owners: Owners | None = None
+    issued: dict[str, Scalar] | None = None
     header: Mapping | None = None
     coc: Mapping | None = None
     root: Mapping | None = None
@@ -49,6 +63,76 @@ class Record:
     @property
     def vin_text(self) -> str | None:
         return self.vin.text if self.vin is not None else None
+
+
+def _issued(node: Node, findings: list[Finding]) -> dict[str, Scalar] | None:
+    """Read the `issued` block: the header fields of a certificate version issued before."""
+    if not isinstance(node, Mapping):
+        findings.append(
+            Finding(
+                "model.shape",
+                Severity.ERROR,
+                "issued must be a mapping",
+                node.source.path,
+                node.line,
+                node.column,
+                "issued",
+                "write " + ", ".join(ISSUED_KEYS) + " under it",
+            )
+        )
+        return None
+    issued: dict[str, Scalar] = {}
+    for key in node:
+        if key not in ISSUED_KEYS:
+            line, column = node.key_position(key)
+            findings.append(
+                Finding(
+                    "model.unknown-key",
+                    Severity.ERROR,
+                    f"unknown key {key} in issued",
+                    node.source.path,
+                    line,
+                    column,
+                    join_path("issued", key),
+                    "issued holds " + ", ".join(ISSUED_KEYS),
+                )
+            )
+    for key in ISSUED_KEYS:
+        value = node.get(key)
+        path = join_path("issued", key)
+        if not isinstance(value, Scalar):
+            findings.append(
+                Finding(
+                    "model.required",
+                    Severity.ERROR,
+                    f"issued has no {key}",
+                    node.source.path,
+                    node.line,
+                    node.column,
+                    path,
+                    f"add {key} as the issued message has it",
+                )
+            )
+            return None
+        simple = ivi_spec.elements_by_name()[key].simple
+        assert simple is not None
+        value.value, problem = parse_value(value.text, simple)
+        if problem is not None:
+            findings.append(
+                Finding(
+                    problem.rule,
+                    Severity.ERROR,
+                    f"{key}: {problem.message}",
+                    node.source.path,
+                    value.line,
+                    value.column,
+                    path,
+                    problem.hint,
+                )
+            )
+            return None
+        issued[key] = value
+    return issued
 
 
 def _text_500() -> SimpleType:
@@ -160,5 +244,7 @@ def parse_record(data: bytes, source: Source, digest: str) -> Record:
     if "owners" in root:
         record.owners, owner_findings = validate_node(Owners, root["owners"], "owners")
         findings.extend(owner_findings)
+    if "issued" in root:
+        record.issued = _issued(root["issued"], findings)
     record.header, record.coc, record.valid = type_layer(root, Layer.RECORD, "", findings)
     return record
