@@ -114,6 +114,7 @@ def test_vehicles_of_one_approval_extend_the_same_file(
         "JTMM1C0MPTEST0002": {"DateManufactureVehicle": "2024-02-01", "ActualMass": "1712"},
         "JTMM1C0MPTEST0003": {"Length": "4610"},
         "JTMM1C0MPTEST0004": {"Version": "AXAL52L-ANXPBW(2X)", "Height": "1690"},
+        "JTMM1C0MPTEST0005": {"Version": "AXAL52L-ANXPBW(3X)", "Width": "1860"},
     }
     files = []
     for vin, changes in messages.items():
@@ -128,6 +129,7 @@ def test_vehicles_of_one_approval_extend_the_same_file(
     assert sorted(p.name for p in (empty_repo / "approvals").iterdir()) == ["e6-2007-46-0289-09.yaml"]
     approval_text = (empty_repo / "approvals" / "e6-2007-46-0289-09.yaml").read_text()
     assert "AXAL52L-ANXPBW(2X):" in approval_text
+    assert "AXAL52L-ANXPBW(3X):" in approval_text
     # A value that differs from the version's is carried by the vehicle's own record.
     assert "Length: 4610" in (empty_repo / "records" / "JTMM1C0MPTEST0003.yaml").read_text()
 

@@ -2,9 +2,10 @@
 
 A record's findings depend only on the bytes of the record file, the bytes of its approval
 file, the schema digest, the IVI model and the version of ecoc. The cache keys results by a
-hash of exactly those, so a result is reused only when none of them changed, whatever the
-file times say. It is a JSON file (never pickle: a cache folder committed by mistake must not
-be able to run code), written atomically; a missing, old or damaged cache is ignored.
+hash of exactly those, so a result is reused only when none of them changed, regardless of
+file times. The cache is a JSON file, never a pickle, because a cache folder committed by
+mistake must not be able to run code. It is written atomically, and a missing, old or
+damaged cache is ignored.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ DEFAULT_FOLDER = ".ecoc-cache"
 
 @dataclass(frozen=True, slots=True)
 class CachedRecord:
-    """What a later run needs of one record without reading it again."""
+    """The part of one record's result that a later run needs without reading the record again."""
 
     vin: str | None
     vin_line: int
@@ -58,7 +59,7 @@ class CachedRecord:
 
 @functools.cache
 def code_digest() -> str:
-    """A digest of ecoc's own source, so that a changed installation never reuses results.
+    """Return a digest of ecoc's own source, so that a changed installation never reuses results.
 
     The version number alone does not change while ecoc is developed from a checkout.
     """
@@ -69,17 +70,15 @@ def code_digest() -> str:
     return digest.hexdigest()
 
 
-def result_key(record_digest: str, approval_key: str, schema_digest: str | None) -> str:
-    """Key of one record's result: everything the result depends on, hashed."""
-    parts = (
-        str(CACHE_FORMAT),
-        code_digest(),
-        spec_data.SCHEMA_SHA256,
-        schema_digest or "-",
-        record_digest,
-        approval_key,
-    )
+def context_key(approval_key: str, schema_digest: str | None) -> str:
+    """Return the key of what a record's result depends on besides the record file: approval, schema, ecoc."""
+    parts = (str(CACHE_FORMAT), code_digest(), spec_data.SCHEMA_SHA256, schema_digest or "-", approval_key)
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def result_key(record_digest: str, context: str) -> str:
+    """Key of one record's result: the record file's digest and its `context_key`."""
+    return f"{record_digest}:{context}"
 
 
 @dataclass
@@ -87,7 +86,8 @@ class CheckCache:
     """Results by key, plus the approval number each record file names (by its digest)."""
 
     path: Path | None
-    results: dict[str, CachedRecord] = field(default_factory=dict)
+    # Results by key; entries read from disk stay JSON until a run looks them up.
+    results: dict[str, CachedRecord | dict[str, Any]] = field(default_factory=dict)
     # Record file digest -> [approval number, VIN, VIN line, VIN column] as last read.
     references: dict[str, list[Any]] = field(default_factory=dict)
     used: set[str] = field(default_factory=set)
@@ -103,7 +103,7 @@ class CheckCache:
     changed: bool = False
 
     def file_digest(self, relative: str, status: os.stat_result) -> str | None:
-        """The digest of a file whose size, time and inode are unchanged since it was hashed.
+        """Return the digest of a file whose size, time and inode are unchanged since it was hashed.
 
         A file changed within two seconds before the cache was written could have changed
         again without a new modification time (coarse file system clocks), so such an
@@ -116,6 +116,8 @@ class CheckCache:
         if (size, mtime, inode) != (status.st_size, status.st_mtime_ns, status.st_ino):
             return None
         if mtime >= self.written_at - 2_000_000_000:
+            # Save the cache again, with a later time, so that the entry can be trusted next time.
+            self.changed = True
             return None
         self.seen_files[relative] = known
         return str(digest)
@@ -128,13 +130,15 @@ class CheckCache:
 
     def lookup(self, key: str) -> CachedRecord | None:
         found = self.results.get(key)
+        if isinstance(found, dict):
+            found = self.results[key] = CachedRecord.from_json(found)
         if found is not None:
             self.used.add(key)
             self.hits += 1
         return found
 
     def reference(self, record_digest: str) -> list[Any] | None:
-        """The approval number and VIN position a record file named when it was last read."""
+        """Return the approval number and VIN position a record file named when it was last read."""
         found = self.references.get(record_digest)
         if found is not None:
             self.used_references.add(record_digest)
@@ -168,7 +172,7 @@ class CheckCache:
             "written_at": time.time_ns(),
             "files": self.seen_files,
             "references": {d: self.references[d] for d in sorted(self.used_references)},
-            "results": {k: self.results[k].to_json() for k in sorted(self.used)},
+            "results": {k: _as_json(self.results[k]) for k in sorted(self.used)},
         }
         try:
             ignore = self.path / ".gitignore"
@@ -178,6 +182,10 @@ class CheckCache:
             write_atomically(self.path / CACHE_FILE, json.dumps(document, separators=(",", ":")))
         except OSError as exc:
             log.warning("cannot write the check cache in %s: %s", self.path, exc.strerror)
+
+
+def _as_json(result: CachedRecord | dict[str, Any]) -> dict[str, Any]:
+    return result if isinstance(result, dict) else result.to_json()
 
 
 def cache_folder(repository_root: Path, disabled: bool) -> Path | None:
@@ -198,7 +206,7 @@ def open_cache(folder: Path | None) -> CheckCache:
         cache.references = dict(document["references"])
         cache.files = dict(document["files"])
         cache.written_at = int(document["written_at"])
-        cache.results = {k: CachedRecord.from_json(v) for k, v in document["results"].items()}
+        cache.results = dict(document["results"])
     except FileNotFoundError:
         pass
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -44,19 +44,27 @@ def digest(data: bytes) -> str:
 
 
 def list_yaml(root: Path, folder: str) -> list[tuple[str, str]]:
-    """YAML files below `root/folder` as (path, path relative to `root`), sorted.
+    """YAML files below `root/folder` as (path, path relative to `root`), sorted by the latter.
 
-    Hidden files and folders are left out. Walks with plain strings because a repository
-    can hold hundreds of thousands of records.
+    Hidden files and folders are left out. Works on plain strings with `os.scandir` because a
+    repository can hold hundreds of thousands of records.
     """
-    top = os.path.join(root, folder)
     found: list[tuple[str, str]] = []
-    for current, folders, files in os.walk(top):
-        folders[:] = [f for f in folders if not f.startswith(".")]
-        relative_folder = os.path.relpath(current, root).replace(os.sep, "/")
-        for name in files:
-            if name.endswith(YAML_SUFFIXES) and not name.startswith("."):
-                found.append((f"{relative_folder}/{name}", os.path.join(current, name)))
+    pending = [(os.path.join(root, folder), folder)]
+    while pending:
+        absolute, relative = pending.pop()
+        try:
+            entries = list(os.scandir(absolute))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
+                continue
+            if entry.is_dir():
+                pending.append((entry.path, f"{relative}/{name}"))
+            elif name.endswith(YAML_SUFFIXES) and entry.is_file():
+                found.append((f"{relative}/{name}", entry.path))
     found.sort()
     return [(path, relative) for relative, path in found]
 
@@ -133,6 +141,7 @@ def check_approval_number(approval: Approval) -> list[Finding]:
     text = number_node.text
     where = (approval.source.path, number_node.line, number_node.column, "CocDataGroup.TypeApprovalNumber")
     parsed = parse_approval_number(text)
+
     if parsed is None:
         return [
             Finding(
@@ -143,6 +152,7 @@ def check_approval_number(approval: Approval) -> list[Finding]:
                 "write it as on the approval certificate, for example e4*2018/858*00412*01",
             )
         ]
+
     findings = []
     if parsed.authority not in eu_authority_codes():
         findings.append(
@@ -151,7 +161,8 @@ def check_approval_number(approval: Approval) -> list[Finding]:
                 Severity.ERROR,
                 f"{parsed.authority} in {text} is not the code of an EU approval authority",
                 *where,
-                "IVI 2.0 accepts the e-codes of the 27 EU Member States; UK approvals (e11, g11, n11) go to the VCA",
+                "IVI 2.0 accepts the e-codes of the 27 EU Member States, "
+                "so UK approvals (e11, g11, n11) go to the VCA instead",
             )
         )
     if parsed.act not in FRAMEWORKS:
@@ -164,6 +175,7 @@ def check_approval_number(approval: Approval) -> list[Finding]:
                 "expected one of " + ", ".join(FRAMEWORKS),
             )
         )
+
     declared = approval.header.get("DesignatedTypeApprovalCountry") if approval.header else None
     if isinstance(declared, Scalar) and declared.value != parsed.authority:
         findings.append(
@@ -323,7 +335,7 @@ def resolve(record: Record, index: ApprovalIndex) -> tuple[tuple[Approval, Varia
 
 
 def xsd_findings(effective: Effective, schema: IviSchema, data: bytes) -> list[Finding]:
-    """Validate rendered bytes; map each XSD error back to the YAML line that holds the value."""
+    """Validate rendered bytes and map each XSD error back to the YAML line of the value."""
     errors = schema.validate_bytes(data)
     if not errors:
         return []
@@ -413,7 +425,7 @@ def _with_records(finding: Finding, records: tuple[str, ...]) -> Finding:
 def duplicate_vins(records: list[tuple[str, int, int, str]]) -> list[Finding]:
     """One finding per record whose VIN another record also has.
 
-    `records` holds the VIN, its line and column, and the record file of every record.
+    `records` contains the VIN, its line and column, and the record file of every record.
     """
     by_vin: dict[str, list[tuple[str, int, int]]] = {}
     for vin, line, column, path in records:

@@ -1,4 +1,4 @@
-"""The `ecoc` command line. It parses options and calls the library; it holds no logic of its own.
+"""The `ecoc` command line. It parses options and calls the library, and contains no logic of its own.
 
 Exit codes: 0 no blocking findings, 1 blocking findings, 2 usage error, 3 configuration or
 internal error.
@@ -184,8 +184,8 @@ def check(
     repository = _repository(ctx)
     schema = _schema(repository, xsd)
     options = RunOptions(_selection(repository, paths), schema, jobs=jobs or default_jobs())
-    cache = open_cache(cache_folder(repository.root, no_cache))
-    result = run_check(repository, options, cache)
+    folder = cache_folder(repository.root, no_cache)
+    result = run_check(repository, options, open_cache(folder) if folder is not None else None)
     _check_selection(paths, result.records, result.approvals)
     summary = summarize(result.findings, result.records, result.approvals)
     if format_ == "json":
@@ -304,7 +304,7 @@ def _plural(count: int, word: str) -> str:
 
 
 def _prepare_output(out_dir: Path, clean: bool) -> None:
-    """Make sure --out holds no certificates of an earlier render that this one would not replace."""
+    """Make sure --out contains no certificates of an earlier render that this one would not replace."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"{out_dir}: not a folder")
     if not out_dir.exists():
@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     except EcocError as exc:
         click.echo(f"error: {exc.diagnostics()}", err=True)
         return exc.exit_code
-    except Exception:  # a bug: say so, show where, and exit as an internal error
+    except Exception:  # a bug: report it with its traceback and exit as an internal error
         click.echo("internal error: ecoc failed unexpectedly; please report this with the traceback below", err=True)
         click.echo(traceback.format_exc(), err=True)
         return EXIT_ERROR

@@ -18,7 +18,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 
 
 class SchemaSettings(pydantic.BaseModel):
-    """Where the official IVI XSD is and which sha256 digests it may have."""
+    """Location of the official IVI XSD and the sha256 digests it may have."""
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
@@ -74,7 +74,7 @@ class Settings(pydantic.BaseModel):
 
 @dataclass(frozen=True)
 class Repository:
-    """A compliance repository: the folder that holds ecoc.yaml, and its settings."""
+    """A compliance repository: the folder that contains ecoc.yaml, and its settings."""
 
     root: Path
     settings: Settings

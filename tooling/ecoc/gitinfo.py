@@ -12,7 +12,7 @@ from ecoc.errors import ConfigError
 
 
 def head_commit_time(root: Path) -> str | None:
-    """The committer date of HEAD in strict ISO 8601, or None outside a repository with commits."""
+    """Return the committer date of HEAD in strict ISO 8601, or None outside a repository with commits."""
     try:
         completed = subprocess.run(
             ["git", "-C", str(root), "log", "-1", "--format=%cI", "HEAD", "--"],

@@ -46,7 +46,7 @@ def vin_forbidden_letters(vin: str) -> list[tuple[int, str]]:
 
 
 def vin_check_digit(vin: str) -> str | None:
-    """The North-American check digit for position 9, or None if the VIN cannot have one."""
+    """Return the North-American check digit for position 9, or None if the VIN cannot have one."""
     if len(vin) != 17 or any(c not in _TRANSLITERATION for c in vin):
         return None
     total = sum(_TRANSLITERATION[c] * w for c, w in zip(vin, _WEIGHTS, strict=True))

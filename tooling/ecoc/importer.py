@@ -1,9 +1,9 @@
 """`ecoc import ivi`: turn IVI 2.0 messages into approval and record YAML.
 
 Values that identify the approval (number, dates, type, manufacturer, makes, signer) go to the
-approval file, the technical data of the version to the version, and values that differ per
+approval file, and the technical data of the version to the version. Values that differ per
 vehicle (VIN, dates, colour, actual mass, fitted tyres, individual WLTP values, country of
-registration) to the record. A vehicle of a version that already exists only gets a record:
+registration) go to the record. A vehicle of a version that already exists only gets a record:
 whatever it has that differs from the version's data is written into the record, so the
 effective CoC of every imported record equals the message it came from. The import checks
 that before it writes anything, and writes nothing when any message in the batch is unusable.
@@ -149,45 +149,53 @@ class Importer:
             Finding("import.conflict", Severity.ERROR, message, source.path, line, 1, hint=hint)
         )
 
-    def add(self, path: Path, shown: str) -> None:
-        """Plan the import of one message; problems become findings."""
-        source = Source(shown)
+    def _read(self, path: Path, label: str) -> Message | None:
+        """Read one message; return None when it has problems, which become findings."""
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise InputError(f"{shown}: cannot read the file: {exc.strerror}") from None
+            raise InputError(f"{label}: cannot read the file: {exc.strerror}") from None
         try:
-            message = read_message(data, source)
+            message = read_message(data, Source(label))
         except XmlRejected as exc:
             self.result.findings.append(
-                Finding("import.rejected", Severity.ERROR, exc.reason, shown, exc.line, exc.column, hint=exc.hint)
+                Finding("import.rejected", Severity.ERROR, exc.reason, label, exc.line, exc.column, hint=exc.hint)
             )
-            return
+            return None
         if message.findings:
             self.result.findings += message.findings
+            return None
+        return message
+
+    def add(self, path: Path, label: str) -> None:
+        """Plan the import of one message, named `label` in findings; problems become findings."""
+        message = self._read(path, label)
+        if message is None:
             return
+
         vin = message.text("VehicleIdentificationNumber")
         number = message.text("TypeApprovalNumber")
         assert vin is not None and number is not None
         record_path = self.repository.records_dir / f"{vin}.yaml"
         if record_path.exists() or vin in self.records:
             self.fail(
-                source,
+                message.source,
                 f"a record for VIN {vin} already exists ({self.repository.relative(record_path)})",
                 "delete or rename that record first if this message should replace it",
             )
             return
+
         entry = self.approval_files.get(number)
         if entry is None:
-            path = self.repository.approvals_dir / approval_file_name(number)
-            if path.exists():
+            approval_path = self.repository.approvals_dir / approval_file_name(number)
+            if approval_path.exists():
                 self.fail(
-                    source,
-                    f"{self.repository.relative(path)} exists but cannot be read as approval {number}",
+                    message.source,
+                    f"{self.repository.relative(approval_path)} exists but cannot be read as approval {number}",
                     "run ecoc check, fix that file, and import again",
                 )
                 return
-            entry = self._new_approval(message, number, path)
+            entry = self._new_approval(message, number, approval_path)
         elif not self._extend_approval(entry, message):
             return
         self._add_record(entry, message, vin, number, record_path)
@@ -223,7 +231,8 @@ class Importer:
         self.result.approvals_created.append(entry.relative)
         return entry
 
-    def _extend_approval(self, entry: _ApprovalFile, message: Message) -> bool:
+    def _conflicts(self, entry: _ApprovalFile, message: Message) -> bool:
+        """Report whether the message contradicts the approval file it belongs to."""
         approval = entry.parsed()
         if approval.coc is None or any(f.severity.blocking for f in approval.findings):
             self.fail(
@@ -231,30 +240,41 @@ class Importer:
                 f"approval {approval.number_text} in {entry.relative} has errors",
                 "run ecoc check, fix the approval file, and import again",
             )
-            return False
-        approval_coc, version_coc = split_approval_and_version(message.coc)
+            return True
         for key in ("TypeApprovalIssueDate", "TypeApprovalType", "Type"):
-            existing = approval.coc.get(key) if approval.coc else None
+            existing = approval.coc.get(key)
             imported = message.coc.get(key)
             if isinstance(existing, Scalar) and isinstance(imported, Scalar) and existing.value != imported.value:
                 self.fail(
                     message.source,
                     f"{key} is {imported.text}, "
                     f"but approval {approval.number_text} in {entry.relative} has {existing.text}",
-                    "correct the message or the approval file; both describe the same approval",
+                    "correct the message or the approval file, because both describe the same approval",
                     imported.line,
                 )
-                return False
+                return True
+        return False
+
+    def _extend_approval(self, entry: _ApprovalFile, message: Message) -> bool:
+        """Add the message's version to its approval file unless it is there; False on a conflict."""
+        if self._conflicts(entry, message):
+            return False
+        approval = entry.parsed()
         variant_name = message.text("Variant")
         version_name = message.text("Version")
         assert variant_name is not None and version_name is not None
         variant = approval.variants.get(variant_name)
         if variant is not None and version_name in variant.versions:
             return True
-        wanted = merge(approval_coc, version_coc)
+
+        # The new version holds whatever differs from the approval (and the variant, if known).
+        approval_coc, version_coc = split_approval_and_version(message.coc)
+        target = merge(approval_coc, version_coc)
         base = merge(approval.coc, variant.coc) if variant is not None else approval.coc
-        layer = difference(base, wanted, message.source) if wanted is not None else None
-        document = yamlwrite.load_for_edit(entry.path) if not entry.created else yamlwrite.new_yaml().load(entry.text)
+        layer = difference(base, target, message.source) if target is not None else None
+
+        # Edit the file's current text, which earlier messages of this batch may have extended.
+        document = yamlwrite.new_yaml().load(entry.text)
         variants = document.setdefault("variants", CommentedMap())
         variant_entry = variants.get(variant_name)
         if variant_entry is None:
@@ -337,8 +357,8 @@ class Importer:
 def import_messages(repository: Repository, files: list[tuple[Path, str]], dry_run: bool = False) -> ImportResult:
     """Import IVI messages; nothing is written if any of them has a problem."""
     importer = Importer(repository)
-    for path, shown in files:
-        importer.add(path, shown)
+    for path, label in files:
+        importer.add(path, label)
     if not importer.result.findings and not dry_run:
         importer.write()
     return importer.result

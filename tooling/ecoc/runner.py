@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ecoc.cache import CachedRecord, CheckCache, result_key
+from ecoc.cache import CachedRecord, CheckCache, context_key, result_key
 from ecoc.check import (
     CHECK_DATETIME,
     ApprovalIndex,
@@ -115,14 +115,14 @@ def _check_all(items: list[tuple[str, str]], jobs: int) -> Iterator[RecordResult
 
 
 def _selected(relative: str, chosen: list[str] | None) -> bool:
-    """Whether a file (relative to the repository) is one of `chosen` or below one of them."""
+    """Return whether a file (relative to the repository) is one of `chosen` or below one of them."""
     if chosen is None:
         return True
     return any(relative == c or relative.startswith(c + "/") for c in chosen)
 
 
 def _approval_keys(index: ApprovalIndex) -> tuple[dict[str, str], str]:
-    """The cache key part for each approval number, and the one for an unknown number."""
+    """Return the cache key part of each approval number, and the one of an unknown number."""
     keys = {number: approval.digest for number, approval in index.by_number.items()}
     # A record whose approval is missing gets suggestions from the known numbers.
     missing = hashlib.sha256("\0".join(sorted(keys)).encode()).hexdigest()
@@ -135,7 +135,7 @@ def default_jobs() -> int:
 
 @dataclass(eq=False)
 class _RecordFile:
-    """A record file as the scan sees it: read and parsed only when needed."""
+    """A record file during the scan, read and parsed only when needed."""
 
     path: str
     relative: str
@@ -153,7 +153,7 @@ class _RecordFile:
 
 
 class _Run:
-    """One check run: scan the record files, check what the cache cannot answer, collect."""
+    """One check run: scan the record files, check those without a cached result, collect the findings."""
 
     def __init__(
         self,
@@ -174,6 +174,7 @@ class _Run:
         self.selected_approvals = {a.source.path for a in self.index.approvals if _selected(a.source.path, self.chosen)}
         self.approval_keys, self.missing_key = _approval_keys(self.index)
         self.schema_digest = options.schema.digest if options.schema is not None else None
+        self.contexts: dict[str, str] = {}
         self.use_cache = cache is not None and not options.keep_render
         # VINs of the checked records of each approval file, so that the approval's findings
         # are reported with the records they block.
@@ -184,7 +185,11 @@ class _Run:
         self.selected_files: set[str] = set()
 
     def key_of(self, record_digest: str, number: str | None) -> str:
-        return result_key(record_digest, self.approval_keys.get(number or "", self.missing_key), self.schema_digest)
+        approval_key = self.approval_keys.get(number or "", self.missing_key)
+        context = self.contexts.get(approval_key)
+        if context is None:
+            context = self.contexts[approval_key] = context_key(approval_key, self.schema_digest)
+        return result_key(record_digest, context)
 
     def accept(self, result: RecordResult) -> None:
         summary = result.summary
@@ -201,7 +206,7 @@ class _Run:
             self.sink(result)
 
     def open_file(self, path: str, relative: str) -> _RecordFile:
-        """Hash a record file, without reading it when the cache knows it unchanged."""
+        """Hash a record file, without reading it when the cache has its digest and it is unchanged."""
         status = os.stat(path)
         if self.cache is not None:
             known = self.cache.file_digest(relative, status)
@@ -215,7 +220,7 @@ class _Run:
         return record_file
 
     def scan(self, path: str, relative: str) -> None:
-        """Answer one record from the cache, queue it for checking, or note only its VIN."""
+        """Take one record's result from the cache, queue the record for checking, or note only its VIN."""
         try:
             record_file = self.open_file(path, relative)
         except OSError:
@@ -243,7 +248,7 @@ class _Run:
             self.vins.append((vin.text, vin.line, vin.column, relative))
 
     def wanted(self, record_file: _RecordFile, reference: list[Any] | None) -> bool:
-        """Whether the record is selected: by its path, or through its approval file."""
+        """Return whether the record is selected, by its path or through its approval file."""
         if _selected(record_file.relative, self.chosen):
             return True
         if not self.selected_approvals:

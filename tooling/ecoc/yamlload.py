@@ -1,6 +1,6 @@
 """Read YAML files into position-keeping nodes, with every scalar kept as its text.
 
-The loader works on libyaml's event stream, so no YAML resolver ever types a value: `02142`,
+The loader works on libyaml's event stream, so no YAML resolver ever types a value. `02142`,
 `NO`, `1.10`, `1e3` and `2024-01-18` all stay exactly the text that was written, and the model
 decides what they mean for the field they belong to. Everything YAML allows but a reviewed
 data repository should not contain becomes a finding at its position instead of a silently
@@ -78,9 +78,9 @@ class Scalar:
 class Mapping(dict[str, "Node"]):
     """A YAML mapping with string keys, remembering where it and each key start.
 
-    Once typed, a mapping is never changed (merging builds new mappings), so the renderer
-    and the structure check keep their results for it in `rendered` and `complete`: a
-    version's data is shared by all records of the version and is done once.
+    Once typed, a mapping is never changed, because merging builds new mappings. So the
+    renderer and the structure check keep their results for it in `rendered` and `complete`,
+    and a version's data, which all records of the version share, is done once.
     """
 
     __slots__ = ("column", "complete", "key_positions", "line", "rendered", "source")

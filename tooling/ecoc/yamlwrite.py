@@ -9,7 +9,6 @@ the text it was.
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -18,7 +17,6 @@ from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.resolver import VersionedResolver
 from ruamel.yaml.scalarstring import SingleQuotedScalarString
 
-from ecoc.errors import InputError
 from ecoc.ivi.spec import ElementSpec
 from ecoc.ivi.values import retyped_by_yaml
 from ecoc.yamlload import Mapping, Node, Scalar, Sequence
@@ -88,12 +86,3 @@ def dump(data: Any) -> str:
     stream = io.StringIO()
     new_yaml().dump(data, stream)
     return stream.getvalue()
-
-
-def load_for_edit(path: Path) -> Any:
-    try:
-        return new_yaml().load(path.read_text(encoding="utf-8-sig"))
-    except Exception as exc:  # ruamel raises many unrelated types for bad input
-        raise InputError(
-            f"{path}: cannot be read for editing: {exc}", "run ecoc check and fix the file first"
-        ) from None

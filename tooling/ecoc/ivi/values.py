@@ -247,7 +247,7 @@ def _parse_datetime(text: str, simple: SimpleType) -> tuple[object, Problem | No
 
 
 def has_time_zone(text: str) -> bool:
-    """Whether an XML date and time states its offset from UTC."""
+    """Return whether an XML date and time states its offset from UTC."""
     return text.endswith("Z") or bool(re.search(r"[+-][0-9]{2}:[0-9]{2}\Z", text))
 
 
@@ -282,7 +282,7 @@ def retyped_by_yaml(text: str) -> str | None:
 
 
 def loses_text_as_number(text: str) -> bool:
-    """Whether a YAML tool that reads `text` as a number would write it back differently.
+    """Return whether a YAML tool that reads `text` as a number would write it back differently.
 
     `01` becomes 1 and `1.10` becomes 1.1; `8` survives the round trip.
     """

@@ -5,8 +5,8 @@ ecoc does not ship the schema. The user points at a copy (`--xsd`, `ECOC_XSD` or
 so a changed or corrupted schema is reported instead of silently used.
 
 The published schema makes `sig:Signature` mandatory. Unsigned output (render, check,
-previews) is validated against a copy compiled in memory with only that one element made
-optional; signed files are validated against the schema exactly as published.
+previews) is therefore validated against a copy compiled in memory with only that one element
+made optional. Signed files are validated against the schema exactly as published.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 XS = "http://www.w3.org/2001/XMLSchema"
 
-# sha256 of the schema files ecoc knows, with what they are.
+# sha256 digests of the official schema releases, with a description of each.
 KNOWN_SCHEMAS = {
     "ec7335836a4334db33e34d309f009c544abb4030118984a41b1cba818a18160c": "IVI 2.0 XSD, generated 2026-02-26 12:00",
 }
@@ -41,7 +41,7 @@ ENVIRONMENT_VARIABLE = "ECOC_XSD"
 @dataclass(frozen=True, slots=True)
 class SchemaLocation:
     path: Path
-    # Where the path came from, for messages: "--xsd", "ECOC_XSD" or "ecoc.yaml".
+    # The source of the path, for messages: "--xsd", "ECOC_XSD" or "xsd.path in ecoc.yaml".
     origin: str
 
 
@@ -139,6 +139,12 @@ class IviSchema:
         except etree.XMLSchemaParseError as exc:
             raise ConfigError(f"{self.location.path}: the IVI XSD does not compile: {exc}") from None
         self._parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+
+    @property
+    def lxml_schema(self) -> Any:
+        """The compiled `lxml.etree.XMLSchema`, for callers that validate trees themselves."""
+        self.compile()
+        return self._compiled
 
     def validate_bytes(self, data: bytes) -> list[XsdError]:
         """Validate bytes that ecoc rendered itself (trusted, so parsed without extra checks)."""

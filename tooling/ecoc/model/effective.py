@@ -67,7 +67,7 @@ def _replacement_note(entry: Replacement, vin: str) -> Finding:
 
 
 def _stage(coc: Mapping) -> int:
-    """The manufacturer stage of the certificate: the highest ManufacturerStageNumber."""
+    """Return the manufacturer stage of the certificate: the highest ManufacturerStageNumber."""
     table = coc.get("ManufacturerTable")
     stages = (
         [

@@ -136,7 +136,7 @@ def _issued(node: Node, findings: list[Finding]) -> dict[str, Scalar] | None:
 
 
 def _text_500() -> SimpleType:
-    """The type of a 500-character IVI text, which a correction reason is written as."""
+    """Return the type of a 500-character IVI text, which a correction reason is written as."""
     simple = ivi_spec.elements_by_name()["DescriptionCompletedAltered"].simple
     assert simple is not None
     return simple
@@ -177,18 +177,7 @@ def _scalar_key(root: Mapping, key: str, findings: list[Finding], source: Source
     return node
 
 
-def parse_record(data: bytes, source: Source, digest: str) -> Record:
-    """Read one record file. Problems are collected in `Record.findings`."""
-    record = Record(source, digest)
-    findings = record.findings
-    node, load_findings = load_yaml(data, source)
-    findings.extend(load_findings)
-    root, shape_findings = require_mapping(node, "a record file", source.path)
-    findings.extend(shape_findings)
-    if root is None:
-        return record
-    record.root = root
-    check_keys(root, RECORD_KEYS, "a record file", "", findings)
+def _check_required_keys(root: Mapping, source: Source, findings: list[Finding]) -> None:
     for key in _REQUIRED:
         if key not in root:
             findings.append(
@@ -203,44 +192,68 @@ def parse_record(data: bytes, source: Source, digest: str) -> Record:
                     f"add {key}: at the top of the record",
                 )
             )
+
+
+def _check_correction_reason(reason: Scalar, source: Source, findings: list[Finding]) -> None:
+    problem = check_text(reason.text, _text_500())
+    if problem is not None:
+        findings.append(
+            Finding(
+                problem.rule,
+                Severity.ERROR,
+                f"correction_reason: {problem.message}",
+                source.path,
+                reason.line,
+                reason.column,
+                "correction_reason",
+                problem.hint,
+            )
+        )
+
+
+def _type_vin(vin: Scalar, source: Source, findings: list[Finding]) -> None:
+    simple = ivi_spec.elements_by_name()["VehicleIdentificationNumber"].simple
+    assert simple is not None
+    vin.value, problem = parse_value(vin.text, simple)
+    if problem is not None:
+        findings.append(
+            Finding(
+                "vin.format",
+                Severity.ERROR,
+                f"VIN {vin.text!r}: {problem.message}",
+                source.path,
+                vin.line,
+                vin.column,
+                "vin",
+                "a VIN has exactly 17 characters: capital letters and digits",
+            )
+        )
+
+
+def parse_record(data: bytes, source: Source, digest: str) -> Record:
+    """Read one record file. Problems are collected in `Record.findings`."""
+    record = Record(source, digest)
+    findings = record.findings
+    node, load_findings = load_yaml(data, source)
+    findings.extend(load_findings)
+    root, shape_findings = require_mapping(node, "a record file", source.path)
+    findings.extend(shape_findings)
+    if root is None:
+        return record
+
+    record.root = root
+    check_keys(root, RECORD_KEYS, "a record file", "", findings)
+    _check_required_keys(root, source, findings)
     record.vin = _scalar_key(root, "vin", findings, source)
     record.approval = _scalar_key(root, "approval", findings, source)
     record.variant = _scalar_key(root, "variant", findings, source)
     record.version = _scalar_key(root, "version", findings, source)
     record.correction_reason = _scalar_key(root, "correction_reason", findings, source)
     if record.correction_reason is not None:
-        problem = check_text(record.correction_reason.text, _text_500())
-        if problem is not None:
-            findings.append(
-                Finding(
-                    problem.rule,
-                    Severity.ERROR,
-                    f"correction_reason: {problem.message}",
-                    source.path,
-                    record.correction_reason.line,
-                    record.correction_reason.column,
-                    "correction_reason",
-                    problem.hint,
-                )
-            )
+        _check_correction_reason(record.correction_reason, source, findings)
     if record.vin is not None:
-        simple = ivi_spec.elements_by_name()["VehicleIdentificationNumber"].simple
-        assert simple is not None
-        value, problem = parse_value(record.vin.text, simple)
-        if problem is not None:
-            findings.append(
-                Finding(
-                    "vin.format",
-                    Severity.ERROR,
-                    f"VIN {record.vin.text!r}: {problem.message}",
-                    source.path,
-                    record.vin.line,
-                    record.vin.column,
-                    "vin",
-                    "a VIN has exactly 17 characters: capital letters and digits",
-                )
-            )
-        record.vin.value = value
+        _type_vin(record.vin, source, findings)
+
     if "owners" in root:
         record.owners, owner_findings = validate_node(Owners, root["owners"], "owners")
         findings.extend(owner_findings)
