@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ecoc.check import list_yaml
+from ecoc.files import list_yaml
 from ecoc.identifiers import vin_check_digit
 from ecoc.model.record import parse_record
 from ecoc.yamlload import Mapping, Scalar, Source

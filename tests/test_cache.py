@@ -90,3 +90,79 @@ def test_workers_find_what_one_process_finds(tmp_path: Path) -> None:
     assert single.records == parallel.records == 260
     assert single.findings == parallel.findings
     assert [f.rule for f in single.findings] == ["model.date"]
+
+
+def cli_check(repo: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    from ecoc.cli import main
+
+    code = main(["--repo", str(repo), "-v", "check", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+REPLAYED = "nothing changed since the last check"
+
+
+def test_unchanged_repository_replays_the_last_check(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: heavy")
+    age_files(example_repo)
+    first = cli_check(example_repo, capsys)
+    second = cli_check(example_repo, capsys)
+    assert REPLAYED not in first[2]
+    assert REPLAYED in second[2]
+    assert second[0] == first[0] == 1
+    assert second[1] == first[1]
+
+
+def test_changed_record_is_not_replayed(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    age_files(example_repo)
+    cli_check(example_repo, capsys)
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: heavy")
+    code, out, err = cli_check(example_repo, capsys)
+    assert REPLAYED not in err
+    assert "model.integer" in out
+    assert code == 1
+
+
+@pytest.mark.parametrize("change", ["settings", "selection", "environment", "touched file"])
+def test_changed_inputs_are_not_replayed(
+    change: str,
+    example_repo: Path,
+    official_xsd: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("ECOC_XSD", raising=False)
+    age_files(example_repo)
+    cli_check(example_repo, capsys)
+    args: list[str] = []
+    if change == "settings":
+        edit(example_repo, "ecoc.yaml", "version: 1", "version: 1\ndisable: [record.file-name]")
+    elif change == "selection":
+        args = [str(example_repo / RECORD)]
+    elif change == "environment":
+        monkeypatch.setenv("ECOC_XSD", str(official_xsd))
+    else:
+        os.utime(example_repo / RECORD)
+    code, _, err = cli_check(example_repo, capsys, *args)
+    assert REPLAYED not in err
+    assert code == 0
+
+
+def test_recent_files_are_not_replayed(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for path in example_repo.rglob("*.yaml"):
+        os.utime(path)  # modified just now, so within the clock's uncertainty of the memo
+    cli_check(example_repo, capsys)
+    _, _, err = cli_check(example_repo, capsys)
+    assert REPLAYED not in err
+
+
+def test_replay_repeats_the_schema_warning(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ECOC_XSD", raising=False)
+    age_files(example_repo)
+    cli_check(example_repo, capsys)
+    _, _, err = cli_check(example_repo, capsys)
+    assert REPLAYED in err
+    assert "no IVI XSD configured" in err

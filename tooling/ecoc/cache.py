@@ -23,7 +23,6 @@ from typing import Any
 from ecoc import __version__
 from ecoc.fileio import write_atomically
 from ecoc.findings import Finding
-from ecoc.ivi import spec_data
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +71,8 @@ def code_digest() -> str:
 
 def context_key(approval_key: str, schema_digest: str | None) -> str:
     """Return the key of what a record's result depends on besides the record file: approval, schema, ecoc."""
-    parts = (str(CACHE_FORMAT), code_digest(), spec_data.SCHEMA_SHA256, schema_digest or "-", approval_key)
+    # The code digest covers the IVI model too, which is generated source.
+    parts = (str(CACHE_FORMAT), code_digest(), schema_digest or "-", approval_key)
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
@@ -175,13 +175,17 @@ class CheckCache:
             "results": {k: _as_json(self.results[k]) for k in sorted(self.used)},
         }
         try:
-            ignore = self.path / ".gitignore"
-            if not ignore.exists():
-                # The cache is local state; keep it out of every commit, whatever the repository ignores.
-                write_atomically(ignore, "*\n")
+            prepare_folder(self.path)
             write_atomically(self.path / CACHE_FILE, json.dumps(document, separators=(",", ":")))
         except OSError as exc:
             log.warning("cannot write the check cache in %s: %s", self.path, exc.strerror)
+
+
+def prepare_folder(folder: Path) -> None:
+    """Create the cache folder with a .gitignore, so that it stays out of every commit."""
+    ignore = folder / ".gitignore"
+    if not ignore.exists():
+        write_atomically(ignore, "*\n")
 
 
 def _as_json(result: CachedRecord | dict[str, Any]) -> dict[str, Any]:

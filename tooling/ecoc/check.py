@@ -9,12 +9,10 @@ of its approval file, of the schema and on the version of ecoc, which is what th
 from __future__ import annotations
 
 import difflib
-import hashlib
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ecoc.files import digest, read_file
 from ecoc.findings import Finding, Severity
 from ecoc.identifiers import (
     FRAMEWORKS,
@@ -35,38 +33,6 @@ if TYPE_CHECKING:
 
 # The version date and time only matters for rendered files; checks render with this one.
 CHECK_DATETIME = "2000-01-01T00:00:00Z"
-
-YAML_SUFFIXES = (".yaml", ".yml")
-
-
-def digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def list_yaml(root: Path, folder: str) -> list[tuple[str, str]]:
-    """YAML files below `root/folder` as (path, path relative to `root`), sorted by the latter.
-
-    Hidden files and folders are left out. Works on plain strings with `os.scandir` because a
-    repository can hold hundreds of thousands of records.
-    """
-    found: list[tuple[str, str]] = []
-    pending = [(os.path.join(root, folder), folder)]
-    while pending:
-        absolute, relative = pending.pop()
-        try:
-            entries = list(os.scandir(absolute))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for entry in entries:
-            name = entry.name
-            if name.startswith("."):
-                continue
-            if entry.is_dir():
-                pending.append((entry.path, f"{relative}/{name}"))
-            elif name.endswith(YAML_SUFFIXES) and entry.is_file():
-                found.append((f"{relative}/{name}", entry.path))
-    found.sort()
-    return [(path, relative) for relative, path in found]
 
 
 @dataclass(eq=False)
@@ -104,22 +70,6 @@ class ApprovalIndex:
             return
         self.by_number[number] = approval
         self.findings.extend(check_approval_number(approval))
-
-
-def read_file(path: str | Path, relative: str) -> tuple[bytes | None, Finding | None]:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(), None
-    except OSError as exc:
-        return None, Finding(
-            "io.read",
-            Severity.ERROR,
-            f"cannot read the file: {exc.strerror}",
-            relative,
-            1,
-            1,
-            hint="check the file's permissions",
-        )
 
 
 def load_approvals(paths: list[tuple[str, str]]) -> ApprovalIndex:

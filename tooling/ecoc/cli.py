@@ -13,21 +13,25 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ecoc import __version__
-from ecoc.cache import cache_folder, open_cache
-from ecoc.config import Repository, open_repository
+from ecoc.cache import cache_folder
 from ecoc.errors import ConfigError, EcocError, InputError, UsageError
 from ecoc.fileio import write_atomically
+from ecoc.files import CONFIG_NAME, find_root
 from ecoc.findings import Finding, Severity, merge_duplicates
-from ecoc.gitinfo import head_commit_time, uncommitted
-from ecoc.ivi import xsd as ivi_xsd
-from ecoc.ivi.spec import elements_by_name
-from ecoc.ivi.values import has_time_zone, parse_value
+from ecoc.memo import CheckInputs, Memo, fingerprint, now, replayable, save_memo
 from ecoc.report import format_json, format_text, summarize, summary_line
-from ecoc.runner import RecordResult, RunOptions, default_jobs, run_check
+
+# The model, the schema and the runner are imported where they are used, so that a check
+# whose inputs are unchanged (see ecoc.memo) starts without loading them.
+if TYPE_CHECKING:
+    from ecoc.config import Repository
+    from ecoc.ivi.xsd import IviSchema
+    from ecoc.runner import RecordResult
 
 log = logging.getLogger("ecoc")
 
@@ -43,40 +47,57 @@ class Context:
     verbose: int
 
 
-def _repository(ctx: click.Context) -> Repository:
+def _root(ctx: click.Context) -> Path:
     options: Context = ctx.obj
-    if options.repo is not None:
-        return open_repository(options.repo, explicit=True)
-    return open_repository(Path.cwd())
+    if options.repo is None:
+        return find_root(Path.cwd())
+    if not (options.repo / CONFIG_NAME).is_file():
+        raise ConfigError(
+            f"{options.repo}: no {CONFIG_NAME} in this folder", f"pass the folder that contains {CONFIG_NAME} to --repo"
+        )
+    return options.repo.resolve()
 
 
-def _schema(repository: Repository, xsd: Path | None) -> ivi_xsd.IviSchema | None:
+def _repository(ctx: click.Context) -> Repository:
+    from ecoc.config import open_repository
+
+    return open_repository(_root(ctx), explicit=True)
+
+
+def _warn_no_schema() -> None:
+    log.warning(
+        "no IVI XSD configured, so output is checked against ecoc's built-in "
+        "IVI 2.0 model only; set --xsd, ECOC_XSD or xsd.path in ecoc.yaml"
+    )
+
+
+def _warn_other_schema(path: Path | str) -> None:
+    log.warning("%s is not the schema ecoc's model was built from; expect XSD findings wherever the two differ", path)
+
+
+def _schema(repository: Repository, xsd: Path | None) -> IviSchema | None:
+    from ecoc.ivi import xsd as ivi_xsd
+
     location = ivi_xsd.locate(xsd, repository.schema_path())
     if location is None:
-        log.warning(
-            "no IVI XSD configured, so output is checked against ecoc's built-in "
-            "IVI 2.0 model only; set --xsd, ECOC_XSD or xsd.path in ecoc.yaml"
-        )
+        _warn_no_schema()
         return None
     schema = ivi_xsd.load(location, repository.settings.xsd.sha256, relaxed=True)
     if not schema.matches_model:
-        log.warning(
-            "%s is not the schema ecoc's model was built from; expect XSD findings wherever the two differ",
-            location.path,
-        )
+        _warn_other_schema(location.path)
     log.info("validating against %s (sha256 %s, from %s)", location.path, schema.digest, location.origin)
     return schema
 
 
-def _selection(repository: Repository, paths: tuple[Path, ...]) -> list[Path] | None:
+def _selection(root: Path, paths: tuple[Path, ...]) -> list[Path] | None:
     for path in paths:
         if not path.exists():
             raise UsageError(f"{path}: no such file or folder")
         try:
-            path.resolve().relative_to(repository.root)
+            path.resolve().relative_to(root)
         except ValueError:
             raise UsageError(
-                f"{path}: outside the repository {repository.root}",
+                f"{path}: outside the repository {root}",
                 "name record or approval files, or folders below approvals/ or records/",
             ) from None
     return list(paths) or None
@@ -181,22 +202,66 @@ def check(
 
     Exits 0 when nothing blocks, 1 when there are errors.
     """
+    root = _root(ctx)
+    selection = _selection(root, paths)
+    inputs = CheckInputs(
+        tuple(sorted(path.resolve().relative_to(root).as_posix() for path in selection or ())),
+        str(xsd.resolve()) if xsd is not None else None,
+        os.environ.get("ECOC_XSD"),
+    )
+    folder = cache_folder(root, no_cache)
+    memo = replayable(folder, root, inputs) if folder is not None else None
+    if memo is not None:
+        log.info("nothing changed since the last check; reporting its findings")
+        if memo.schema_path is None:
+            _warn_no_schema()
+        elif not memo.schema_matches_model:
+            _warn_other_schema(memo.schema_path)
+        findings = [Finding.from_dict(f) for f in memo.findings]
+        return _report(paths, findings, memo.records, memo.approvals, format_, output)
+
+    from ecoc.cache import open_cache
+    from ecoc.runner import RunOptions, default_jobs, run_check
+
     repository = _repository(ctx)
     schema = _schema(repository, xsd)
-    options = RunOptions(_selection(repository, paths), schema, jobs=jobs or default_jobs())
-    folder = cache_folder(repository.root, no_cache)
+    schema_path = str(schema.location.path.resolve()) if schema is not None else None
+    before = fingerprint(root, inputs, schema_path, None) if folder is not None else None
+    options = RunOptions(selection, schema, jobs=jobs or default_jobs())
     result = run_check(repository, options, open_cache(folder) if folder is not None else None)
-    _check_selection(paths, result.records, result.approvals)
-    summary = summarize(result.findings, result.records, result.approvals)
+    if folder is not None and before is not None and before == fingerprint(root, inputs, schema_path, None):
+        # Only a run whose inputs did not change while it ran may stand for them.
+        memo = Memo(
+            before,
+            now(),
+            schema_path,
+            schema is None or schema.matches_model,
+            result.records,
+            result.approvals,
+            [f.to_dict() for f in result.findings],
+        )
+        save_memo(folder, memo)
+    return _report(paths, result.findings, result.records, result.approvals, format_, output)
+
+
+def _report(
+    paths: tuple[Path, ...], findings: list[Finding], records: int, approvals: int, format_: str, output: Path | None
+) -> int:
+    _check_selection(paths, records, approvals)
+    summary = summarize(findings, records, approvals)
     if format_ == "json":
-        _emit(format_json(result.findings, summary), output)
+        _emit(format_json(findings, summary), output)
     else:
-        _emit(format_text(result.findings), output)
+        _emit(format_text(findings), output)
     click.echo(summary_line(summary), err=True)
     return EXIT_FINDINGS if summary["errors"] else EXIT_CLEAN
 
 
 def _version_datetime(repository: Repository, given: str | None) -> str:
+    from ecoc.gitinfo import head_commit_time, uncommitted
+    from ecoc.ivi.spec import elements_by_name
+    from ecoc.ivi.values import has_time_zone, parse_value
+
     if given is not None:
         simple = elements_by_name()["IviVersionDateTime"].simple
         assert simple is not None
@@ -265,12 +330,14 @@ def render(
 
     Records with blocking findings, or whose approval has them, are reported and not written.
     """
+    from ecoc.runner import RunOptions, default_jobs, run_check
+
     repository = _repository(ctx)
     version_datetime = _version_datetime(repository, given_datetime)
     schema = _schema(repository, xsd)
     _prepare_output(out_dir, clean)
     options = RunOptions(
-        _selection(repository, paths), schema, version_datetime, keep_render=True, jobs=jobs or default_jobs()
+        _selection(repository.root, paths), schema, version_datetime, keep_render=True, jobs=jobs or default_jobs()
     )
     written: dict[str, Path] = {}
 

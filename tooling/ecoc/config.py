@@ -9,11 +9,11 @@ from pathlib import Path
 import pydantic
 
 from ecoc.errors import ConfigError
+from ecoc.files import CONFIG_NAME, find_root
 from ecoc.model.approval import Owners
 from ecoc.model.nodes import require_mapping, validate_node
 from ecoc.yamlload import Source, load_yaml
 
-CONFIG_NAME = "ecoc.yaml"
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 
 
@@ -99,17 +99,6 @@ class Repository:
             return None
         path = Path(self.settings.xsd.path).expanduser()
         return path if path.is_absolute() else self.root / path
-
-
-def find_root(start: Path) -> Path:
-    here = start.resolve()
-    for folder in (here, *here.parents):
-        if (folder / CONFIG_NAME).is_file():
-            return folder
-    raise ConfigError(
-        f"no {CONFIG_NAME} in {here} or any folder above it",
-        "run ecoc inside a compliance repository, or pass --repo DIR",
-    )
 
 
 def open_repository(start: Path, explicit: bool = False) -> Repository:

@@ -17,10 +17,10 @@ from pathlib import Path
 from ruamel.yaml.comments import CommentedMap
 
 from ecoc import yamlwrite
-from ecoc.check import digest, list_yaml
 from ecoc.config import Repository
 from ecoc.errors import EcocError, InputError
 from ecoc.fileio import write_atomically
+from ecoc.files import digest, list_yaml
 from ecoc.findings import Finding, Severity
 from ecoc.identifiers import approval_file_name
 from ecoc.ivi import header as ivi_header

@@ -17,17 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from ecoc.cache import CachedRecord, CheckCache, context_key, result_key
-from ecoc.check import (
-    CHECK_DATETIME,
-    ApprovalIndex,
-    check_record,
-    digest,
-    duplicate_vins,
-    list_yaml,
-    load_approvals,
-    read_file,
-)
+from ecoc.check import CHECK_DATETIME, ApprovalIndex, check_record, duplicate_vins, load_approvals
 from ecoc.config import Repository
+from ecoc.files import digest, list_yaml, read_file
 from ecoc.findings import Finding, merge_duplicates
 from ecoc.identifiers import approval_file_name
 from ecoc.ivi.xsd import IviSchema
