@@ -21,7 +21,7 @@ from pathlib import Path
 from ecoc.files import list_yaml
 from ecoc.identifiers import vin_check_digit
 from ecoc.model.record import parse_record
-from ecoc.yamlload import Mapping, Scalar, Source
+from ecoc.yamlload import Mapping, Scalar, Sequence, Source
 
 PROJECT = Path(__file__).resolve().parents[1]
 VIN_ALPHABET = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
@@ -55,7 +55,8 @@ def read_template(path: Path) -> Template:
     mass_group = coc.get("MassGroup")
     mass = mass_group.get("ActualMass") if isinstance(mass_group, Mapping) else None
     colours = coc.get("ColourTable")
-    colour = colours[0].get("Colour") if colours and isinstance(colours[0], Mapping) else None
+    first = colours[0] if isinstance(colours, Sequence) and colours else None
+    colour = first.get("Colour") if isinstance(first, Mapping) else None
     return Template(
         lines=data.decode("utf-8").splitlines(keepends=True),
         vin_line=record.vin.line - 1,

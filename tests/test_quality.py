@@ -19,7 +19,7 @@ def run_tool(*args: str) -> subprocess.CompletedProcess[str]:
     [
         ("ruff", "check", "tooling", "tests", "benchmarks"),
         ("ruff", "format", "--check", "tooling", "tests", "benchmarks"),
-        ("mypy", "tooling/ecoc"),
+        ("mypy", "tooling/ecoc", "benchmarks"),
     ],
 )
 def test_linter_passes(args: tuple[str, ...]) -> None:

@@ -1,0 +1,1046 @@
+"""Measure the speed and memory of `ecoc check` on synthetic fleets and write BENCHMARKS.md.
+
+All measurements come from one run of this script, so their ratios compare like with like:
+
+1. baseline: PyYAML's CSafeLoader parsing every YAML file of the fleet, in-process;
+2. `ecoc check` with an empty cache folder, with `-j 1` and with the default number of jobs;
+3. `ecoc check` again with the cache that run wrote, nothing changed;
+4. in-process, one core: rendering plus XSD validation, against lxml parsing plus validation
+   of the same bytes;
+5. peak RSS and wall time of `ecoc check -j 1 --no-cache` (and default jobs) on a larger fleet.
+
+The fleets come from benchmarks/generate_fleet.py and are written to benchmarks/work/ (the
+larger one is deleted after use). XSD
+validation is part of the measured runs only when ECOC_XSD names the official IVI-2.0.xsd;
+without it, step 4 is skipped. Needs Linux (os.sched_getaffinity, os.wait4).
+
+    python benchmarks/run.py [--count 10000] [--memory-count 100000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime as dt
+import gc
+import os
+import platform
+import pstats
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lxml
+import yaml
+from lxml import etree
+
+import ecoc
+from ecoc.check import CHECK_DATETIME, load_approvals, resolve
+from ecoc.config import open_repository
+from ecoc.errors import EcocError
+from ecoc.files import digest, list_yaml
+from ecoc.ivi import xsd as ivi_xsd
+from ecoc.ivi.render import render
+from ecoc.model.effective import Effective, build_effective
+from ecoc.model.record import parse_record
+from ecoc.yamlload import Source
+
+PROJECT = Path(__file__).resolve().parents[1]
+WORK = PROJECT / "benchmarks" / "work"
+GENERATOR = PROJECT / "benchmarks" / "generate_fleet.py"
+SEED = 2026
+
+# ecoc does not trust the stored digest of a record file modified less than 2 s before the
+# cache was written, so the first check starts at least this long after the fleet is written.
+SETTLE_SECONDS = 3.0
+
+TARGET_COLD_VS_PARSE = 0.5
+TARGET_WARM_SPEEDUP = 20.0
+TARGET_RENDER_VS_PARSE = 0.5
+TARGET_PEAK_RSS_MIB = 512.0
+
+PROFILE_ROWS = 8
+# ecoc functions whose cumulative time the profiles list, when they appear in the profile.
+PROFILED_STEPS = (
+    "run_check",
+    "load_approvals",
+    "list_yaml",
+    "open_cache",
+    "file_digest",
+    "digest",
+    "parse_record",
+    "load_yaml",
+    "type_layer",
+    "check_record",
+    "build_effective",
+    "check_structure",
+    "render",
+    "xsd_findings",
+    "validate_bytes",
+    "save",
+)
+
+_CHECKED = re.compile(r"checked (\d+) records? \((\d+) from the cache\)")
+# Logged with -v when a check reports the findings of an earlier one with the same inputs.
+_REPLAYED = "nothing changed since the last check"
+_SUMMARY = re.compile(r"(\d+) errors?, (\d+) warnings?, (\d+) notes? in (\d+) records?")
+
+
+class BenchmarkError(Exception):
+    """A step of the benchmark failed, so no page is written."""
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- the machine ---------------------------------------------------------------------------
+
+
+@dataclass
+class Machine:
+    cpus: int
+    cpu_model: str
+    system: str
+    python: str
+    ecoc: str
+    lxml: str
+    libxml2: str
+    pyyaml: str
+    date: str
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _ecoc_revision() -> str:
+    """Describe the commit of this checkout and whether tooling/ differs from it."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changed = (
+            subprocess.run(
+                ["git", "diff", "--quiet", "HEAD", "--", "tooling"], cwd=PROJECT, capture_output=True
+            ).returncode
+            != 0
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "commit unknown"
+    return f"commit {commit}" + (", with uncommitted changes in tooling/" if changed else "")
+
+
+def describe_machine() -> Machine:
+    libyaml = "with libyaml" if getattr(yaml, "__with_libyaml__", False) else "without libyaml"
+    return Machine(
+        cpus=len(os.sched_getaffinity(0)),
+        cpu_model=_cpu_model(),
+        system=f"{platform.system()} {platform.release()}",
+        python=platform.python_version(),
+        ecoc=f"{ecoc.__version__} ({_ecoc_revision()})",
+        lxml=lxml.__version__,
+        libxml2=".".join(map(str, etree.LIBXML_VERSION)),
+        pyyaml=f"{yaml.__version__} ({libyaml})",
+        date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+
+
+# --- running commands ----------------------------------------------------------------------
+
+
+@dataclass
+class CommandRun:
+    """One finished subprocess: wall time, exit code, peak RSS and what it wrote to stderr."""
+
+    wall: float
+    exit_code: int
+    peak_rss_kib: int
+    stderr: str
+
+    @property
+    def peak_rss_mib(self) -> float:
+        return self.peak_rss_kib / 1024
+
+    def records_checked(self) -> int | None:
+        found = _SUMMARY.search(self.stderr)
+        return int(found.group(4)) if found else None
+
+    def cache_hits(self) -> int | None:
+        """Count the results that came from the cache; a replayed check counts as all of them."""
+        if _REPLAYED in self.stderr:
+            return self.records_checked()
+        found = _CHECKED.search(self.stderr)
+        return int(found.group(2)) if found else None
+
+    def errors(self) -> int | None:
+        found = _SUMMARY.search(self.stderr)
+        return int(found.group(1)) if found else None
+
+
+def ecoc_executable() -> list[str]:
+    """Find the `ecoc` command of the Python environment that runs this script."""
+    script = Path(sys.executable).with_name("ecoc")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "ecoc"]
+
+
+# Runs the command in argv and prints its wall time, exit code and peak RSS (ru_maxrss, KiB).
+# Unlike Popen.wait, os.wait4 returns the resource usage of that one child. Its ru_maxrss is
+# the largest RSS of the child or of any process the child waited for.
+_MEASURE_COMMAND = """
+import os, subprocess, sys, time
+start = time.perf_counter()
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(child.pid, 0)
+print(time.perf_counter() - start, os.waitstatus_to_exitcode(status), usage.ru_maxrss)
+"""
+
+
+def run_command(argv: list[str], cwd: Path, env: dict[str, str]) -> CommandRun:
+    """Run a command through a small Python process that measures it.
+
+    On Linux the ru_maxrss of a child also covers the peak memory of the process that started
+    it: /bin/true started from a Python process of 600 MiB reports 610 MiB. This script uses
+    hundreds of MiB before it measures memory, while the measuring process stays smaller than
+    any ecoc run, so it does not change the result.
+    """
+    measure = [sys.executable, "-I", "-c", _MEASURE_COMMAND, *argv]
+    with tempfile.TemporaryFile() as stderr:
+        completed = subprocess.run(measure, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        stderr.seek(0)
+        text = stderr.read().decode("utf-8", errors="replace")
+    if completed.returncode != 0:
+        raise BenchmarkError(f"measuring `{' '.join(argv)}` failed:\n{text.strip()}")
+    wall, exit_code, peak_rss_kib = completed.stdout.split()
+    return CommandRun(float(wall), int(exit_code), int(peak_rss_kib), text)
+
+
+def ecoc_environment(cache_folder: Path | None, schema_path: Path | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("ECOC_CACHE_DIR", None)
+    env.pop(ivi_xsd.ENVIRONMENT_VARIABLE, None)
+    if cache_folder is not None:
+        env["ECOC_CACHE_DIR"] = str(cache_folder)
+    if schema_path is not None:
+        env[ivi_xsd.ENVIRONMENT_VARIABLE] = str(schema_path)
+    return env
+
+
+def describe_check(jobs: int | None, default_jobs: int, options: str = "") -> str:
+    """Format the `ecoc check` command with these jobs and options, as the page names it."""
+    if jobs is None:
+        return f"`ecoc check{options}` (default jobs = {default_jobs})"
+    return f"`ecoc check -j {jobs}{options}`"
+
+
+def check_arguments(jobs: int | None, *, cache: bool) -> list[str]:
+    """Build the arguments of `ecoc check`. With -v it logs how many results came from the cache."""
+    arguments = ["-v", "check"]
+    if jobs is not None:
+        arguments += ["-j", str(jobs)]
+    if not cache:
+        arguments.append("--no-cache")
+    return arguments
+
+
+def run_check_command(
+    fleet: Path, count: int, jobs: int | None, env: dict[str, str], *, cache: bool = True
+) -> CommandRun:
+    run = run_command([*ecoc_executable(), *check_arguments(jobs, cache=cache)], fleet, env)
+    if run.exit_code not in (0, 1):
+        raise BenchmarkError(
+            f"`ecoc {' '.join(check_arguments(jobs, cache=cache))}` in {fleet} "
+            f"exited with {run.exit_code}:\n{run.stderr.strip()}"
+        )
+    if run.records_checked() != count:
+        raise BenchmarkError(
+            f"`ecoc check` in {fleet} reported {run.records_checked()} records, expected {count}:\n{run.stderr.strip()}"
+        )
+    return run
+
+
+# --- fleets --------------------------------------------------------------------------------
+
+
+def generate_fleet(count: int) -> Path:
+    out = WORK / f"fleet-{count}"
+    log(f"generating {count} records into {out.relative_to(PROJECT)}")
+    command = [sys.executable, str(GENERATOR), "--count", str(count), "--out", str(out), "--seed", str(SEED)]
+    completed = subprocess.run(command, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise BenchmarkError(
+            f"{GENERATOR.relative_to(PROJECT)} failed with exit code {completed.returncode} "
+            f"for --count {count}:\n{completed.stderr.strip()}"
+        )
+    return out
+
+
+def fleet_files(fleet: Path) -> tuple[list[str], list[str]]:
+    """List the paths of the fleet's record files and approval files."""
+    records = [path for path, _ in list_yaml(fleet, "records")]
+    approvals = [path for path, _ in list_yaml(fleet, "approvals")]
+    return records, approvals
+
+
+# --- measurements --------------------------------------------------------------------------
+
+
+@dataclass
+class Series:
+    """Repeated measurements of one quantity, in seconds unless stated."""
+
+    values: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    def spread(self, unit: str = "s", digits: int = 2) -> str:
+        return f"{min(self.values):.{digits}f} to {max(self.values):.{digits}f} {unit}"
+
+
+@dataclass
+class CheckSeries:
+    """Cold and warm `ecoc check` runs with one jobs setting."""
+
+    label: str
+    jobs: int | None
+    cold: list[CommandRun] = field(default_factory=list)
+    warm: list[CommandRun] = field(default_factory=list)
+
+    @property
+    def cold_times(self) -> Series:
+        return Series([run.wall for run in self.cold])
+
+    @property
+    def warm_times(self) -> Series:
+        return Series([run.wall for run in self.warm])
+
+
+@dataclass
+class RenderResult:
+    render_validate: Series
+    parse_validate: Series
+    records: int
+    skipped: int
+    invalid: int
+
+
+@dataclass
+class MemoryRun:
+    label: str
+    jobs: int | None
+    run: CommandRun
+
+
+@dataclass
+class Profile:
+    """A cProfile summary: own time by area and cumulative time of ecoc's main steps."""
+
+    title: str
+    command: str
+    wall: float
+    total: float
+    areas: list[tuple[str, float]]
+    steps: list[tuple[str, float, int]]
+
+
+def time_parse_baseline(paths: list[str]) -> float:
+    start = time.perf_counter()
+    for path in paths:
+        with open(path, "rb") as handle:
+            yaml.load(handle.read(), Loader=yaml.CSafeLoader)
+    return time.perf_counter() - start
+
+
+def measure_check(
+    fleet: Path, count: int, jobs: int | None, label: str, repeat: int, schema_path: Path | None
+) -> CheckSeries:
+    """Run `ecoc check` from an empty cache folder, then once more with the cache it wrote."""
+    series = CheckSeries(label, jobs)
+    for attempt in range(repeat):
+        cache_folder = WORK / f"cache-j{jobs or 'default'}-{attempt}"
+        shutil.rmtree(cache_folder, ignore_errors=True)
+        cache_folder.mkdir(parents=True)
+        env = ecoc_environment(cache_folder, schema_path)
+        cold = run_check_command(fleet, count, jobs, env)
+        warm = run_check_command(fleet, count, jobs, env)
+        log(
+            f"{label}: cold {cold.wall:.2f} s, then with the cache {warm.wall:.2f} s "
+            f"({warm.cache_hits()} of {count} results from the cache)"
+        )
+        series.cold.append(cold)
+        series.warm.append(warm)
+        shutil.rmtree(cache_folder)
+    return series
+
+
+def measure_startup(repeat: int) -> Series:
+    """Time `ecoc --version`, which is interpreter start and ecoc's imports, the floor of every CLI run."""
+    times = Series()
+    for _ in range(repeat):
+        run = run_command([*ecoc_executable(), "--version"], PROJECT, ecoc_environment(None, None))
+        if run.exit_code != 0:
+            raise BenchmarkError(f"`ecoc --version` exited with {run.exit_code}:\n{run.stderr.strip()}")
+        times.values.append(run.wall)
+    return times
+
+
+def prepare_effective(fleet: Path) -> tuple[list[Effective | None], int]:
+    """Build the effective trees of every record with the steps `check_record` takes before it
+    renders, without rendering. Returns the trees and the number of records left out because
+    they cannot be rendered. Approvals are loaded anew, so no tree contains render results yet."""
+    repository = open_repository(fleet, explicit=True)
+    index = load_approvals(list_yaml(repository.root, "approvals"))
+    effectives: list[Effective | None] = []
+    skipped = 0
+    for path, relative in list_yaml(repository.root, "records"):
+        data = Path(path).read_bytes()
+        record = parse_record(data, Source(relative), digest(data))
+        resolved, _ = resolve(record, index)
+        if resolved is None:
+            skipped += 1
+            continue
+        approval, variant, version = resolved
+        effective, structure = build_effective(record, approval, variant, version, CHECK_DATETIME)
+        renderable = (
+            record.valid
+            and approval.valid
+            and variant.valid
+            and version.valid
+            and not any(finding.severity.blocking for finding in structure)
+        )
+        if not renderable:
+            skipped += 1
+            continue
+        effectives.append(effective)
+    return effectives, skipped
+
+
+def render_and_validate(effectives: list[Effective | None], schema: ivi_xsd.IviSchema) -> tuple[list[bytes], int]:
+    """Render and validate every effective tree. Returns the bytes and the number of invalid messages.
+
+    Each tree is released once rendered, as in a real run, where a record's tree and the lines
+    render() keeps on its nodes are freed before the next record. Keeping them all would make
+    the timed pass grow the heap, which a real run does not.
+    """
+    rendered = []
+    invalid = 0
+    for position, effective in enumerate(effectives):
+        assert effective is not None
+        effectives[position] = None
+        data = render(effective.header, effective.coc).data
+        if schema.validate_bytes(data):
+            invalid += 1
+        rendered.append(data)
+    return rendered, invalid
+
+
+def time_render_and_validate(
+    effectives: list[Effective | None], schema: ivi_xsd.IviSchema
+) -> tuple[float, list[bytes], int]:
+    gc.collect()
+    start = time.perf_counter()
+    rendered, invalid = render_and_validate(effectives, schema)
+    return time.perf_counter() - start, rendered, invalid
+
+
+def time_parse_and_validate(rendered: list[bytes], schema: ivi_xsd.IviSchema) -> tuple[float, int]:
+    """Time lxml parsing plus validation of `rendered` with the schema object ecoc compiled."""
+    compiled = schema.lxml_schema
+    # The same parser settings ecoc uses for its own output.
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    invalid = 0
+    gc.collect()
+    start = time.perf_counter()
+    for data in rendered:
+        if not compiled.validate(etree.fromstring(data, parser)):
+            invalid += 1
+    return time.perf_counter() - start, invalid
+
+
+def measure_render(fleet: Path, schema: ivi_xsd.IviSchema, repeat: int) -> RenderResult:
+    schema.compile()
+    result = RenderResult(Series(), Series(), 0, 0, 0)
+    for _ in range(repeat):
+        effectives, result.skipped = prepare_effective(fleet)
+        result.records = len(effectives)
+        render_seconds, rendered, invalid = time_render_and_validate(effectives, schema)
+        del effectives
+        parse_seconds, parse_invalid = time_parse_and_validate(rendered, schema)
+        result.invalid = max(result.invalid, invalid, parse_invalid)
+        result.render_validate.values.append(render_seconds)
+        result.parse_validate.values.append(parse_seconds)
+        log(
+            f"render + validate {render_seconds:.2f} s, parse + validate {parse_seconds:.2f} s "
+            f"({len(rendered)} messages)"
+        )
+    return result
+
+
+def measure_memory(count: int, schema_path: Path | None, default_jobs: int) -> list[MemoryRun]:
+    fleet = generate_fleet(count)
+    env = ecoc_environment(None, schema_path)
+    runs = []
+    for jobs in (1, None):
+        label = describe_check(jobs, default_jobs, " --no-cache")
+        run = run_check_command(fleet, count, jobs, env, cache=False)
+        log(f"{label} on {count} records: {run.wall:.1f} s, peak RSS {run.peak_rss_mib:.0f} MiB")
+        runs.append(MemoryRun(label, jobs, run))
+    shutil.rmtree(fleet)
+    return runs
+
+
+# --- profiles of missed targets ------------------------------------------------------------
+
+
+def _area(filename: str, function: str) -> str:
+    """Group a profile entry: an ecoc module, a third-party package, the stdlib or a builtin."""
+    if filename == "~":
+        return function.strip("<>")
+    if filename.startswith("<frozen"):
+        return "imports (importlib)"
+    if Path(filename).resolve() == Path(__file__).resolve():
+        return "benchmarks/run.py"
+    parts = Path(filename).parts
+    if "ecoc" in parts:
+        return "/".join(parts[len(parts) - 1 - parts[::-1].index("ecoc") :])
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1].removesuffix(".py")
+    return "stdlib " + Path(filename).name
+
+
+def summarize_profile(title: str, command: str, wall: float, stats: pstats.Stats) -> Profile:
+    areas: dict[str, float] = {}
+    steps: dict[str, tuple[float, int]] = {}
+    for (filename, _, function), entry in stats.stats.items():  # type: ignore[attr-defined]
+        calls, own, cumulative = entry[1], entry[2], entry[3]
+        area = _area(filename, function)
+        areas[area] = areas.get(area, 0.0) + own
+        if function in PROFILED_STEPS and "ecoc" in Path(filename).parts:
+            name = f"{_area(filename, function)}:{function}"
+            steps[name] = (cumulative, calls)
+    top_areas = sorted(areas.items(), key=lambda item: -item[1])[:PROFILE_ROWS]
+    top_steps = sorted(((name, seconds, calls) for name, (seconds, calls) in steps.items()), key=lambda item: -item[1])
+    del top_steps[PROFILE_ROWS:]
+    return Profile(title, command, wall, stats.total_tt, top_areas, top_steps)  # type: ignore[attr-defined]
+
+
+def profile_check_command(fleet: Path, count: int, schema_path: Path | None, *, warm: bool) -> Profile:
+    """Profile `ecoc check -j 1` under cProfile, from an empty cache or with a filled one."""
+    cache_folder = WORK / "cache-profile"
+    shutil.rmtree(cache_folder, ignore_errors=True)
+    cache_folder.mkdir(parents=True)
+    env = ecoc_environment(cache_folder, schema_path)
+    if warm:
+        run_check_command(fleet, count, 1, env)
+    output = WORK / "check.prof"
+    arguments = check_arguments(1, cache=True)
+    run = run_command([sys.executable, "-m", "cProfile", "-o", str(output), "-m", "ecoc", *arguments], fleet, env)
+    if run.exit_code not in (0, 1) or not output.is_file():
+        raise BenchmarkError(
+            f"profiling `ecoc {' '.join(arguments)}` failed with exit code {run.exit_code}:\n{run.stderr.strip()}"
+        )
+    stats = pstats.Stats(str(output))
+    output.unlink()
+    shutil.rmtree(cache_folder)
+    state = "with the cache of an earlier run" if warm else "from an empty cache folder"
+    return summarize_profile(
+        f"`ecoc check -j 1` {state}", f"python -m cProfile -m ecoc {' '.join(arguments)}", run.wall, stats
+    )
+
+
+def profile_render(fleet: Path, schema: ivi_xsd.IviSchema) -> Profile:
+    effectives, _ = prepare_effective(fleet)
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.enable()
+    render_and_validate(effectives, schema)
+    profiler.disable()
+    wall = time.perf_counter() - start
+    return summarize_profile(
+        "render + validate, one pass over fresh effective trees",
+        "cProfile around the timed loop of step 4 (a)",
+        wall,
+        pstats.Stats(profiler),
+    )
+
+
+# --- the page ------------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    machine: Machine
+    count: int
+    repeat: int
+    xsd: bool
+    default_jobs: int
+    approvals: int
+    startup: Series
+    baseline: Series
+    checks: list[CheckSeries]
+    render: RenderResult | None
+    memory_count: int
+    memory: list[MemoryRun]
+    profiles: list[Profile] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def baseline_rate(self) -> float:
+        return self.count / self.baseline.median
+
+
+@dataclass
+class Target:
+    # Measurement kind: "cold", "warm", "render" or "memory".
+    kind: str
+    name: str
+    value: float
+    goal: float
+    # Whether larger values are better (rates, speed-ups) or smaller (memory).
+    higher_is_better: bool
+    unit: str
+    # Jobs setting of the `ecoc check` runs the target is about, or None for the default jobs.
+    jobs: int | None = None
+
+    @property
+    def met(self) -> bool:
+        return self.value >= self.goal if self.higher_is_better else self.value < self.goal
+
+    def verdict(self) -> str:
+        return "pass" if self.met else "miss"
+
+    def shortfall(self) -> str:
+        if self.higher_is_better:
+            missing = 1 - self.value / self.goal
+            subject = {"cold": "the cold run", "warm": "the second run", "render": "(a)"}[self.kind]
+            return f"{missing:.0%} below the target; {subject} would have to be {self.goal / self.value:.2f}x as fast"
+        return f"{self.value - self.goal:.0f} {self.unit} ({self.value / self.goal - 1:.0%}) above the target"
+
+
+def format_rate(count: int, seconds: float) -> str:
+    return f"{count / seconds:,.0f}"
+
+
+def targets_of(results: Results) -> list[Target]:
+    targets = []
+    for series in results.checks:
+        cold_rate = results.count / series.cold_times.median
+        targets.append(
+            Target(
+                "cold",
+                f"cold {series.label}: records/s against the parse-only rate",
+                cold_rate / results.baseline_rate,
+                TARGET_COLD_VS_PARSE,
+                True,
+                "x",
+                series.jobs,
+            )
+        )
+    for series in results.checks:
+        targets.append(
+            Target(
+                "warm",
+                f"second {series.label}: cold time / second-run time",
+                series.cold_times.median / series.warm_times.median,
+                TARGET_WARM_SPEEDUP,
+                True,
+                "x",
+                series.jobs,
+            )
+        )
+    if results.render is not None:
+        render_result = results.render
+        targets.append(
+            Target(
+                "render",
+                "render + validate against parse + validate (throughput)",
+                render_result.parse_validate.median / render_result.render_validate.median,
+                TARGET_RENDER_VS_PARSE,
+                True,
+                "x",
+            )
+        )
+    for memory in results.memory:
+        if memory.jobs == 1:
+            name = f"peak RSS of `ecoc check -j 1 --no-cache`, {results.memory_count:,} records"
+            targets.append(Target("memory", name, memory.run.peak_rss_mib, TARGET_PEAK_RSS_MIB, False, "MiB"))
+    return targets
+
+
+def results_table(results: Results) -> list[str]:
+    count = results.count
+    baseline_rate = f"{results.baseline_rate:,.0f}"
+    lines = [
+        "| measurement | median | spread | records/s | compared with | ratio | peak RSS |",
+        "| --- | ---: | ---: | ---: | --- | ---: | ---: |",
+        f"| parse only: PyYAML CSafeLoader, in-process | {results.baseline.median:.2f} s | "
+        f"{results.baseline.spread()} | {baseline_rate} | (baseline) | | |",
+        f"| `ecoc --version` (start-up only) | {results.startup.median:.2f} s | {results.startup.spread()} | | | | |",
+    ]
+    for series in results.checks:
+        cold, warm = series.cold_times, series.warm_times
+        cold_rss = max(run.peak_rss_mib for run in series.cold)
+        warm_rss = max(run.peak_rss_mib for run in series.warm)
+        lines.append(
+            f"| cold {series.label} | {cold.median:.2f} s | {cold.spread()} | "
+            f"{format_rate(count, cold.median)} | parse only | {count / cold.median / results.baseline_rate:.2f}x | "
+            f"{cold_rss:.0f} MiB |"
+        )
+        lines.append(
+            f"| second {series.label}, nothing changed | {warm.median:.2f} s | "
+            f"{warm.spread()} | {format_rate(count, warm.median)} | cold, same jobs | "
+            f"{cold.median / warm.median:.1f}x faster | {warm_rss:.0f} MiB |"
+        )
+    if results.render is not None:
+        render_result = results.render
+        records = render_result.records
+        first, second = render_result.render_validate, render_result.parse_validate
+        lines.append(
+            f"| (a) render + validate, in-process | {first.median:.2f} s | {first.spread()} | "
+            f"{format_rate(records, first.median)} | (b) | {second.median / first.median:.2f}x | |"
+        )
+        lines.append(
+            f"| (b) lxml parse + validate, same bytes | {second.median:.2f} s | "
+            f"{second.spread()} | {format_rate(records, second.median)} | | | |"
+        )
+    for memory in results.memory:
+        run = memory.run
+        lines.append(
+            f"| {memory.label}, {results.memory_count:,} records, one run | "
+            f"{run.wall:.1f} s | | {format_rate(results.memory_count, run.wall)} | | | "
+            f"{run.peak_rss_mib:.0f} MiB |"
+        )
+    return lines
+
+
+def profile_section(profile: Profile) -> list[str]:
+    lines = [
+        f"**{profile.title}** ({profile.command}; {profile.wall:.1f} s wall under the profiler, "
+        f"{profile.total:.1f} s of profiled own time):",
+        "",
+        "| own time by area | seconds | share |",
+        "| --- | ---: | ---: |",
+    ]
+    lines += [f"| {area} | {seconds:.2f} | {seconds / profile.total:.0%} |" for area, seconds in profile.areas]
+    if profile.steps:
+        lines += ["", "| ecoc step, cumulative | seconds | calls |", "| --- | ---: | ---: |"]
+        lines += [f"| {name} | {seconds:.2f} | {calls:,} |" for name, seconds, calls in profile.steps]
+    return [*lines, ""]
+
+
+def method_lines(results: Results) -> list[str]:
+    xsd_state = (
+        "was part of every `ecoc check` run and of step 4; the schema path came from ECOC_XSD"
+        if results.xsd
+        else "was not part of the measured runs, because ECOC_XSD was not set; step 4 was skipped"
+    )
+    memory = (
+        f"`ecoc check -j 1 --no-cache` and `ecoc check --no-cache` once each on a fleet made the same "
+        f"way with `--count {results.memory_count}`. Peak RSS is ru_maxrss from os.wait4, read by a "
+        "small process that starts ecoc, because on Linux a child's ru_maxrss also covers the peak "
+        "memory of the process that started it. With default jobs it is the largest single process (parent "
+        "or one worker), not their sum."
+        if results.memory_count
+        else "skipped (--memory-count 0)."
+    )
+    render = (
+        "- Render: in-process, one core. For each repetition the approvals are loaded again and "
+        "every record's effective tree is built without rendering (not timed). Then one timed "
+        "pass does (a) `ecoc.ivi.render.render` plus `IviSchema.validate_bytes` per record, as one "
+        "`ecoc render -j 1` does: the lines of shared approval data are rendered once and reused, "
+        "and each record's tree is released after it is rendered. (b) times `lxml.etree.fromstring` "
+        "plus `validate` of the bytes from (a) with the same compiled schema (the published XSD "
+        "with `sig:Signature` made optional, as ecoc compiles it)."
+    )
+    return [
+        f"- XSD validation {xsd_state}.",
+        f"- Fleet: `benchmarks/generate_fleet.py --count {results.count} --seed {SEED}` "
+        f"({results.count:,} records, {results.approvals} approvals, in benchmarks/work/). The files "
+        "sit in the page cache for every run.",
+        "- Parse only: read each record and approval file and call "
+        "`yaml.load(data, Loader=yaml.CSafeLoader)`, one process; the file list is made before timing. "
+        "Records/s counts records only, the time covers all files.",
+        f"- Cold: `ecoc -v check -j 1` and `ecoc -v check` (default jobs = {results.default_jobs}, "
+        "the available cores) as subprocesses, with ECOC_CACHE_DIR set to a new empty folder, "
+        f"at least {SETTLE_SECONDS:.0f} s after the fleet was written. Wall time includes "
+        "interpreter start-up and writing the cache.",
+        "- Second run: the same command right after each cold run, with the cache that cold run "
+        "wrote. With nothing changed, ecoc reports the findings it stored with a fingerprint of "
+        "every input (`-v` logs that it did), so the run reads file sizes, times and inodes only.",
+        *([render] if results.render is not None else []),
+        f"- Memory: {memory}",
+        f"- Every timing except the memory runs is repeated {results.repeat} "
+        f"time{'' if results.repeat == 1 else 's'}; the table gives the median and the spread "
+        "(lowest to highest). Peak RSS is the largest of the repetitions.",
+    ]
+
+
+def target_lines(results: Results) -> list[str]:
+    lines = ["| target | measured | goal | result |", "| --- | ---: | ---: | --- |"]
+    for target in targets_of(results):
+        sign = "≥" if target.higher_is_better else "<"
+        if target.unit == "x":
+            value, goal = f"{target.value:.2f}x", f"{sign} {target.goal:g}x"
+        else:
+            value, goal = f"{target.value:.0f} {target.unit}", f"{sign} {target.goal:g} {target.unit}"
+        lines.append(f"| {target.name} | {value} | {goal} | {target.verdict()} |")
+    return lines
+
+
+def miss_facts(results: Results, target: Target) -> list[str]:
+    """List measured facts that bound or explain a missed target."""
+    series = next((series for series in results.checks if series.jobs == target.jobs), None)
+    if series is None:
+        return []
+    startup = results.startup.median
+    cold = series.cold_times.median
+    if target.kind == "cold":
+        per_record = cold / results.count * 1000
+        per_record_parse = results.baseline.median / results.count * 1000
+        facts = [f"Per record: {per_record:.2f} ms wall, against {per_record_parse:.3f} ms to parse the YAML alone."]
+        if series.jobs is None:
+            single = results.checks[0].cold_times.median
+            facts.append(f"The default jobs ({results.default_jobs}) ran {single / cold:.2f}x as fast as `-j 1`.")
+        return facts
+    if target.kind == "warm":
+        bound = cold / startup
+        fact = (
+            f"`ecoc --version` alone takes {startup:.2f} s (interpreter start and imports) and no run is faster, "
+            f"so with a cold run of {cold:.2f} s the speed-up cannot exceed {bound:.1f}x"
+        )
+        if bound < target.goal:
+            fact += f", below the {target.goal:g}x target whatever the cache does"
+        return [f"{fact}. The second run took {series.warm_times.median:.2f} s."]
+    return []
+
+
+def missed_lines(results: Results) -> list[str]:
+    missed = [target for target in targets_of(results) if not target.met]
+    if not missed:
+        return ["Every target was met."]
+    lines = []
+    for target in missed:
+        lines.append(f"- {target.name}: {target.shortfall()}.")
+        lines += [f"  {fact}" for fact in miss_facts(results, target)]
+    if results.profiles:
+        lines += [
+            "",
+            "Profiles of the missed measurements (cProfile adds overhead, so read the shares, not the absolute times):",
+            "",
+        ]
+        for profile in results.profiles:
+            lines += profile_section(profile)
+    return lines
+
+
+def render_page(results: Results, command: str) -> str:
+    machine = results.machine
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured by `{command}` on {machine.date}, all numbers from that one run. "
+        + (
+            "XSD validation against the official IVI 2.0 schema (path from ECOC_XSD) was part of the measured runs."
+            if results.xsd
+            else "XSD validation was **not** part of the measured runs (ECOC_XSD was not set)."
+        ),
+        "",
+        "## Machine",
+        "",
+        f"- CPUs available (os.sched_getaffinity): {machine.cpus}; {machine.cpu_model}",
+        f"- {machine.system}, Python {machine.python}",
+        f"- ecoc {machine.ecoc}",
+        f"- lxml {machine.lxml}, libxml2 {machine.libxml2}, PyYAML {machine.pyyaml}",
+        "",
+        f"## Results ({results.count:,} records)",
+        "",
+        *results_table(results),
+        "",
+        "## Targets",
+        "",
+        *target_lines(results),
+        "",
+        *missed_lines(results),
+        "",
+    ]
+    if results.notes:
+        lines += ["## Notes", "", *[f"- {note}" for note in results.notes], ""]
+    lines += [
+        "## How it was measured",
+        "",
+        *method_lines(results),
+        "",
+        "## Not covered",
+        "",
+        "- `ecoc render` and `ecoc import` as commands; step 4 times the render and validation "
+        "inside one process only.",
+        "- Runs after a partial change (some records or one approval edited), a cold page cache, "
+        "other file systems and other fleet shapes (the generator clones the example records).",
+        "- Memory of `ecoc check` with a cache, and the summed RSS of parallel workers.",
+        f"- Machines with more than {machine.cpus} CPUs, where the default jobs run more workers.",
+        "- A second run after record files changed less than 2 s before the cache was written: ecoc "
+        "does not trust their times then and checks again, and the benchmark waits to avoid that case.",
+        "",
+        "## Running it",
+        "",
+        "```sh",
+        "export ECOC_XSD=/path/to/IVI-2.0.xsd   # optional; without it XSD validation is not measured",
+        "python benchmarks/run.py               # --count, --memory-count (0 skips), --repeat, --output",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --- main ----------------------------------------------------------------------------------
+
+
+def load_schema(fleet: Path) -> tuple[ivi_xsd.IviSchema | None, Path | None]:
+    """Load the relaxed schema named by ECOC_XSD and check it against the fleet's sha256 pin."""
+    location = ivi_xsd.locate(None, None)
+    if location is None:
+        return None, None
+    repository = open_repository(fleet, explicit=True)
+    path = location.path.resolve()
+    schema = ivi_xsd.load(ivi_xsd.SchemaLocation(path, location.origin), repository.settings.xsd.sha256, relaxed=True)
+    return schema, path
+
+
+def collect_notes(results: Results) -> None:
+    for series in results.checks:
+        for run in series.cold + series.warm:
+            if run.errors():
+                results.notes.append(f"{series.label} reported {run.errors()} errors; the fleet is not clean.")
+                break
+        short = [run.cache_hits() for run in series.warm if run.cache_hits() != results.count]
+        if short:
+            results.notes.append(f"second {series.label} took only {short} of {results.count} results from the cache.")
+    if results.render is not None and (results.render.skipped or results.render.invalid):
+        results.notes.append(
+            f"step 4 left out {results.render.skipped} records that cannot be "
+            f"rendered; {results.render.invalid} rendered messages were invalid."
+        )
+
+
+def measure(options: argparse.Namespace) -> Results:
+    machine = describe_machine()
+    default_jobs = machine.cpus
+    log(f"ecoc {machine.ecoc}, {machine.cpus} CPUs, command {' '.join(ecoc_executable())}")
+
+    fleet = generate_fleet(options.count)
+    written_at = time.monotonic()
+    schema, schema_path = load_schema(fleet)
+    log("XSD validation: " + (f"on, {schema_path}" if schema else "off (ECOC_XSD is not set)"))
+    records, approvals = fleet_files(fleet)
+    if len(records) != options.count:
+        raise BenchmarkError(f"{fleet} contains {len(records)} records, expected {options.count}")
+
+    startup = measure_startup(options.repeat)
+    baseline = Series([time_parse_baseline(records + approvals) for _ in range(options.repeat)])
+    log(f"parse only: {baseline.median:.2f} s")
+    time.sleep(max(0.0, written_at + SETTLE_SECONDS - time.monotonic()))
+    checks = [
+        measure_check(fleet, options.count, jobs, describe_check(jobs, default_jobs), options.repeat, schema_path)
+        for jobs in (1, None)
+    ]
+    render_result = measure_render(fleet, schema, options.repeat) if schema is not None else None
+
+    results = Results(
+        machine,
+        options.count,
+        options.repeat,
+        schema is not None,
+        default_jobs,
+        len(approvals),
+        startup,
+        baseline,
+        checks,
+        render_result,
+        options.memory_count,
+        [],
+    )
+    add_profiles(results, fleet, schema, schema_path)
+    if options.memory_count:
+        results.memory = measure_memory(options.memory_count, schema_path, default_jobs)
+    collect_notes(results)
+    return results
+
+
+def add_profiles(results: Results, fleet: Path, schema: ivi_xsd.IviSchema | None, schema_path: Path | None) -> None:
+    """Profile the measurements whose target was missed, to show where the time goes."""
+    missed = {target.kind for target in targets_of(results) if not target.met}
+    profiles: list[tuple[str, Callable[[], Profile]]] = []
+    if "cold" in missed:
+        profiles.append(("cold check", lambda: profile_check_command(fleet, results.count, schema_path, warm=False)))
+    if "warm" in missed:
+        profiles.append(("second check", lambda: profile_check_command(fleet, results.count, schema_path, warm=True)))
+    if "render" in missed and schema is not None:
+        profiles.append(("render", lambda: profile_render(fleet, schema)))
+    for name, make_profile in profiles:
+        log(f"profiling the {name}")
+        results.profiles.append(make_profile())
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--count", type=int, default=10_000, help="records in the fleet for the timing steps (default 10000)"
+    )
+    parser.add_argument(
+        "--memory-count",
+        type=int,
+        default=100_000,
+        help="records in the fleet for the peak-memory step; 0 skips it (default 100000)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="repetitions of each timing; the page gives medians (default 3)"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=PROJECT / "BENCHMARKS.md",
+        help="page to write (default: BENCHMARKS.md at the repository root)",
+    )
+    options = parser.parse_args(argv)
+    if options.count < 1 or options.repeat < 1 or options.memory_count < 0:
+        parser.error("--count and --repeat must be at least 1, --memory-count at least 0")
+    if not hasattr(os, "sched_getaffinity") or not hasattr(os, "wait4"):
+        parser.error("this script needs Linux (os.sched_getaffinity and os.wait4)")
+
+    try:
+        results = measure(options)
+    except BenchmarkError as exc:
+        print(f"error: {exc}\nno page was written", file=sys.stderr)
+        return 1
+    except EcocError as exc:
+        print(f"error: {exc.diagnostics()}\nno page was written", file=sys.stderr)
+        return 1
+
+    command = "python benchmarks/run.py " + " ".join(argv) if argv else "python benchmarks/run.py"
+    page = render_page(results, command.strip())
+    options.output.write_text(page, encoding="utf-8")
+    print("\n".join(results_table(results)))
+    print()
+    print("\n".join(target_lines(results)))
+    log(f"wrote {options.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
