@@ -4,9 +4,9 @@ A check's findings depend on ecoc's code, `ecoc.yaml`, the schema, the command's
 the approval and record files. The memo stores a fingerprint of all of these with the
 findings. When a new check computes the same fingerprint, it prints the stored findings
 without loading the model, the schema or any record, which is what makes a second run on an
-unchanged repository cheap. Files are fingerprinted by size, modification time and inode;
-a file modified less than two seconds before the memo was written is not trusted, because
-coarse file system clocks could hide a second change (git's index has the same rule).
+unchanged repository cheap. Files are fingerprinted by size, modification time and inode.
+A file modified less than two seconds before the memo was written is not trusted, because
+coarse file system clocks could hide a second change; git's index has the same rule.
 """
 
 from __future__ import annotations

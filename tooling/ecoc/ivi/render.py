@@ -22,7 +22,7 @@ INDENT = "  "
 
 @dataclass(frozen=True, slots=True)
 class Origin:
-    """Where one output line comes from: its XPath and the YAML node that holds its value."""
+    """The source of one output line: its XPath and the YAML node that contains its value."""
 
     xpath: str
     node: Node | None
@@ -148,8 +148,8 @@ class _Writer:
 def render(header: Mapping, coc: Mapping, *, keep_origins: bool = False) -> Rendered:
     """Render the unsigned message. Every scalar in the trees must already be typed.
 
-    With `keep_origins`, the result also tells for every line where its value came from,
-    which maps XSD errors (reported by line) back to YAML.
+    With `keep_origins`, the result also records the source of every line, so that XSD errors,
+    which lxml reports by line, map back to YAML.
     """
     root = ivi_spec.root()
     opening = f'<{root.name} xmlns="{ivi_spec.NAMESPACE}">'

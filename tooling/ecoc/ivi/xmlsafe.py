@@ -1,8 +1,9 @@
 """Parse XML that ecoc did not produce itself as hostile input.
 
-No DTD is loaded, no entity is expanded, nothing is fetched from the network, and a document
-that declares a DOCTYPE or contains entity references is rejected outright: IVI messages have
-no use for either, and both are the usual carriers of XXE and entity-expansion attacks.
+No DTD is loaded, no entity is expanded and nothing is fetched from the network. A document
+that declares a DOCTYPE or contains entity references is rejected outright, because IVI
+messages have no use for either and both are the usual carriers of XXE and entity-expansion
+attacks.
 """
 
 from __future__ import annotations
