@@ -10,14 +10,21 @@ from pathlib import Path
 import pytest
 
 from benchmarks_support import make_fleet
+from ecoc import cache as cache_module
 from ecoc.cache import CACHE_FILE, open_cache
 from ecoc.config import open_repository
 from ecoc.runner import RunOptions, run_check
 from test_check import APPROVAL, RECORD, edit
 
 
+@pytest.fixture(autouse=True)
+def no_clock_tolerance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trust file times right away; the tests change files long after the clock's uncertainty."""
+    monkeypatch.setattr(cache_module, "RACY_NANOSECONDS", 0)
+
+
 def age_files(repo: Path) -> None:
-    """Move file times into the past, so that the cache trusts them (it ignores fresh ones)."""
+    """Move modification times into the past, as for files checked out some time ago."""
     past = time.time() - 60
     for path in repo.rglob("*.yaml"):
         os.utime(path, (past, past))
@@ -149,10 +156,11 @@ def test_changed_inputs_are_not_replayed(
     assert code == 0
 
 
-def test_recent_files_are_not_replayed(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    for path in example_repo.rglob("*.yaml"):
-        os.utime(path)  # modified just now, so within the clock's uncertainty of the memo
-    cli_check(example_repo, capsys)
+def test_recent_files_are_not_replayed(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache_module, "RACY_NANOSECONDS", 2_000_000_000)
+    cli_check(example_repo, capsys)  # the files were copied moments ago
     _, _, err = cli_check(example_repo, capsys)
     assert REPLAYED not in err
 
@@ -166,3 +174,37 @@ def test_replay_repeats_the_schema_warning(
     _, _, err = cli_check(example_repo, capsys)
     assert REPLAYED in err
     assert "no IVI XSD configured" in err
+
+
+def test_renamed_record_is_checked_under_its_new_name(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    age_files(example_repo)
+    cli_check(example_repo, capsys)
+    (example_repo / RECORD).rename(example_repo / "records" / "kempen-1.yaml")
+    _, out, _ = cli_check(example_repo, capsys)
+    assert "records/kempen-1.yaml:1:6: warning record.file-name" in out
+    assert RECORD not in out
+
+
+def test_swapped_records_are_checked_again(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    age_files(example_repo)
+    cli_check(example_repo, capsys)
+    other = example_repo / "records" / "XNHKH16S8TE103871.yaml"
+    first, second = (example_repo / RECORD).read_bytes(), other.read_bytes()
+    (example_repo / RECORD).write_bytes(second)
+    other.write_bytes(first)
+    _, out, _ = cli_check(example_repo, capsys)
+    assert out.count("record.file-name") == 2
+
+
+def test_edit_with_restored_time_is_noticed(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    age_files(example_repo)
+    cli_check(example_repo, capsys)
+    path = example_repo / RECORD
+    before = path.stat()
+    path.write_bytes(path.read_bytes().replace(b"ActualMass: 1478", b"ActualMass: 1e34"))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size
+    code, out, err = cli_check(example_repo, capsys)
+    assert REPLAYED not in err
+    assert "model.integer" in out
+    assert code == 1

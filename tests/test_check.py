@@ -283,7 +283,7 @@ def test_table_with_other_row_count_replaces(example_repo: Path, capsys: pytest.
     path.write_text(path.read_text().replace("    - {}\n", ""))
     code, findings = check(example_repo, capsys)
     note = only(findings, "model.table-replaced")
-    assert note["severity"] == "info"
+    assert note["severity"] == "note"
     assert note["path"] == "CocDataGroup.EnergyConvertorTable"
     assert only(findings, "model.required")["file"] == RECORD
     assert code == 1
@@ -376,7 +376,7 @@ def test_version_number_below_the_issued_one(example_repo: Path, capsys: pytest.
         RECORD,
         "Header:\n",
         "issued:\n  IviVersionNumber: 2\n  IviReferenceId: 5b1c2f0e-7d3a-4c9b-9e21-3f6a0d4b8c17\n"
-        "  IviVersionDateTime: 2026-02-13T09:00:00+01:00\nHeader:\n",
+        "  IviVersionDateTime: 2026-02-13T09:00:00+01:00\n  content_sha256: " + "0" * 64 + "\nHeader:\n",
     )
     code, findings = check(example_repo, capsys)
     finding = only(findings, "record.issued-version")
@@ -390,7 +390,7 @@ def test_issued_block_with_a_bad_reference_id(example_repo: Path, capsys: pytest
         RECORD,
         "Header:\n",
         "issued:\n  IviVersionNumber: 1\n  IviReferenceId: not-a-uuid\n"
-        "  IviVersionDateTime: 2026-02-13T09:00:00+01:00\nHeader:\n",
+        "  IviVersionDateTime: 2026-02-13T09:00:00+01:00\n  content_sha256: " + "0" * 64 + "\nHeader:\n",
     )
     code, findings = check(example_repo, capsys)
     assert only(findings, "model.pattern")["path"] == "issued.IviReferenceId"

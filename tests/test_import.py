@@ -236,3 +236,60 @@ def test_unreadable_approval_file_is_not_overwritten(
     assert code == 1
     assert "cannot be read as approval" in err
     assert approval.read_bytes() == b"CocDataGroup:\n  Type: caf\xe9\n"
+
+
+def test_changed_data_of_an_issued_certificate_is_blocked(
+    official_examples: list[Path], empty_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = next(p for p in official_examples if "rav4" in p.name.lower())
+    assert run(empty_repo, "import", "ivi", str(example), capsys=capsys)[0] == 0
+    record = empty_repo / "records" / "JTMM1C0MPTEST0001.yaml"
+    record.write_text(record.read_text().replace("ActualMass: 1707", "ActualMass: 1750"))
+    code, _, err = run(
+        empty_repo, "render", "--out", str(tmp_path / "out"), "--datetime", "2026-12-01T10:00:00Z", capsys=capsys
+    )
+    assert code == 1
+    assert "record.issued-changed" in err
+    assert not (tmp_path / "out" / "JTMM1C0MPTEST0001.xml").exists()
+    # A correction gets a new identity and renders.
+    record.write_text(
+        record.read_text()
+        .replace("vin: JTMM1C0MPTEST0001\n", "vin: JTMM1C0MPTEST0001\ncorrection_reason: actual mass measured again\n")
+        .replace("Header:\n", "Header:\n  IviVersionNumber: 2\n")
+    )
+    code, _, err = run(
+        empty_repo,
+        "render",
+        "--clean",
+        "--out",
+        str(tmp_path / "out"),
+        "--datetime",
+        "2026-12-01T10:00:00Z",
+        capsys=capsys,
+    )
+    assert code == 0, err
+
+
+def test_vehicle_without_an_element_of_its_version(
+    official_examples: list[Path], empty_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = next(p for p in official_examples if "rav4" in p.name.lower())
+    tree = etree.parse(str(example))
+    root = tree.getroot()
+    root.find(f".//{Q}VehicleIdentificationNumber").text = "JTMM1C0MPTEST0023"
+    speed = root.find(f".//{Q}MaximumSpeed")
+    speed.getparent().remove(speed)
+    second = tmp_path / "second.xml"
+    second.write_bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+    code, _, err = run(empty_repo, "import", "ivi", str(example), str(second), capsys=capsys)
+    assert code == 0, err
+    assert "MaximumSpeed: null" in (empty_repo / "records" / "JTMM1C0MPTEST0023.yaml").read_text()
+
+
+def test_same_vin_twice_in_one_batch(
+    official_examples: list[Path], empty_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = official_examples[0]
+    code, _, err = run(empty_repo, "import", "ivi", str(example), str(example), capsys=capsys)
+    assert code == 1
+    assert "twice in this import" in err

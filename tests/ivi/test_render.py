@@ -184,7 +184,7 @@ def test_uncommitted_change_is_reported(
     edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 1490")
     code, err = render(example_repo, tmp_path / "out", capsys)
     assert code == 0
-    assert f"differ from HEAD ({RECORD})" in err
+    assert f"differs from HEAD ({RECORD})" in err
 
 
 def test_error_in_approval_blocks_its_records(
@@ -213,3 +213,27 @@ def test_output_under_a_file_is_a_usage_error(
     code, err = render(example_repo, blocker / "sub", capsys)
     assert code == 2
     assert "Traceback" not in err
+
+
+def test_clean_keeps_files_when_the_path_is_wrong(
+    example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert render(example_repo, out, capsys)[0] == 0
+    code, _ = render(example_repo, out, capsys, "--clean", str(example_repo / "records" / "none.yaml"))
+    assert code == 2
+    (example_repo / "rules").mkdir(exist_ok=True)
+    code, _ = render(example_repo, out, capsys, "--clean", str(example_repo / "rules"))
+    assert code == 2
+    assert len(list(out.glob("*.xml"))) == 12
+
+
+def test_duplicated_approval_blocks_its_records(
+    example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (example_repo / APPROVAL).read_text().replace("Type: KH16", "Type: KH99")
+    (example_repo / "approvals" / "dup.yaml").write_text(text)
+    code, err = render(example_repo, tmp_path / "out", capsys)
+    assert code == 1
+    assert err.count("approval.duplicate") == 2
+    assert len(list((tmp_path / "out").glob("*.xml"))) == 8

@@ -26,10 +26,12 @@ from ecoc.findings import Finding
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 CACHE_FILE = "check.json"
 ENVIRONMENT_VARIABLE = "ECOC_CACHE_DIR"
 DEFAULT_FOLDER = ".ecoc-cache"
+# File times closer than this to the moment the cache was written are not trusted.
+RACY_NANOSECONDS = 2_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +78,9 @@ def context_key(approval_key: str, schema_digest: str | None) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
-def result_key(record_digest: str, context: str) -> str:
-    """Key of one record's result: the record file's digest and its `context_key`."""
-    return f"{record_digest}:{context}"
+def result_key(relative: str, record_digest: str, context: str) -> str:
+    """Key of one record's result: the file's path (findings name it), its digest, `context_key`."""
+    return f"{relative}:{record_digest}:{context}"
 
 
 @dataclass
@@ -103,19 +105,21 @@ class CheckCache:
     changed: bool = False
 
     def file_digest(self, relative: str, status: os.stat_result) -> str | None:
-        """Return the digest of a file whose size, time and inode are unchanged since it was hashed.
+        """Return the digest of a file whose size, times and inode are unchanged since it was hashed.
 
-        A file changed within two seconds before the cache was written could have changed
-        again without a new modification time (coarse file system clocks), so such an
-        entry is not trusted, as git does for its index.
+        The change time (ctime) is part of it, because nothing but the kernel sets it: a tool
+        that writes a file and restores its modification time still changes it. A file changed
+        within two seconds before the cache was written could have changed again without a new
+        time on a file system with a coarse clock, so such an entry is not trusted, as git does
+        for its index.
         """
         known = self.files.get(relative)
-        if known is None:
+        if known is None or len(known) != 5:
             return None
-        size, mtime, inode, digest = known
-        if (size, mtime, inode) != (status.st_size, status.st_mtime_ns, status.st_ino):
+        *signature, digest = known
+        if signature != _signature(status):
             return None
-        if mtime >= self.written_at - 2_000_000_000:
+        if max(status.st_mtime_ns, status.st_ctime_ns) >= self.written_at - RACY_NANOSECONDS:
             # Save the cache again, with a later time, so that the entry can be trusted next time.
             self.changed = True
             return None
@@ -123,7 +127,7 @@ class CheckCache:
         return str(digest)
 
     def remember_file(self, relative: str, status: os.stat_result, digest: str) -> None:
-        entry = [status.st_size, status.st_mtime_ns, status.st_ino, digest]
+        entry = [*_signature(status), digest]
         if self.files.get(relative) != entry:
             self.changed = True
         self.seen_files[relative] = entry
@@ -179,6 +183,10 @@ class CheckCache:
             write_atomically(self.path / CACHE_FILE, json.dumps(document, separators=(",", ":")))
         except OSError as exc:
             log.warning("cannot write the check cache in %s: %s", self.path, exc.strerror)
+
+
+def _signature(status: os.stat_result) -> list[int]:
+    return [status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino]
 
 
 def prepare_folder(folder: Path) -> None:

@@ -22,10 +22,10 @@ from ecoc.identifiers import (
     vin_check_digit,
     vin_forbidden_letters,
 )
-from ecoc.ivi.render import render
+from ecoc.ivi.render import content_digest, render
 from ecoc.model.approval import Approval, Variant, Version, parse_approval
 from ecoc.model.effective import Effective, build_effective
-from ecoc.model.record import Record
+from ecoc.model.record import ISSUED_DIGEST, Record
 from ecoc.yamlload import Scalar, Source
 
 if TYPE_CHECKING:
@@ -43,7 +43,18 @@ class ApprovalIndex:
     by_number: dict[str, Approval] = field(default_factory=dict)
     # Approval files that name no approval number (unreadable or broken), by file name.
     unnamed: dict[str, Approval] = field(default_factory=dict)
+    # Every file of an approval number that more than one file defines.
+    duplicates: dict[str, list[Approval]] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
+
+    def files_of(self, number: str | None) -> list[Approval]:
+        """Return the approval files a record of `number` depends on: one, or all duplicates."""
+        if number is None:
+            return []
+        if number in self.duplicates:
+            return self.duplicates[number]
+        approval = self.by_number.get(number) or self.unnamed.get(approval_file_name(number))
+        return [approval] if approval is not None else []
 
     def add(self, approval: Approval) -> None:
         self.approvals.append(approval)
@@ -54,22 +65,29 @@ class ApprovalIndex:
             return
         known = self.by_number.get(number)
         if known is not None:
-            assert approval.number is not None
-            self.findings.append(
-                Finding(
-                    "approval.duplicate",
-                    Severity.ERROR,
-                    f"approval {number} is also defined in {known.source.path}",
-                    approval.source.path,
-                    approval.number.line,
-                    approval.number.column,
-                    "CocDataGroup.TypeApprovalNumber",
-                    "keep one file per approval number; merge the variants into one of them",
-                )
-            )
+            self.duplicates.setdefault(number, [known]).append(approval)
             return
         self.by_number[number] = approval
         self.findings.extend(check_approval_number(approval))
+
+    def report_duplicates(self) -> None:
+        """Add one finding per file of a duplicated number; records of it are blocked too."""
+        for number, files in self.duplicates.items():
+            for current in files:
+                others = ", ".join(other.source.path for other in files if other is not current)
+                assert current.number is not None
+                self.findings.append(
+                    Finding(
+                        "approval.duplicate",
+                        Severity.ERROR,
+                        f"approval {number} is also defined in {others}",
+                        current.source.path,
+                        current.number.line,
+                        current.number.column,
+                        "CocDataGroup.TypeApprovalNumber",
+                        "keep one file per approval number, and merge the variants into one of them",
+                    )
+                )
 
 
 def load_approvals(paths: list[tuple[str, str]]) -> ApprovalIndex:
@@ -81,6 +99,7 @@ def load_approvals(paths: list[tuple[str, str]]) -> ApprovalIndex:
             index.findings.append(problem)
             continue
         index.add(parse_approval(data, Source(relative), digest(data)))
+    index.report_duplicates()
     return index
 
 
@@ -178,6 +197,31 @@ def check_vin(record: Record) -> list[Finding]:
             )
         )
     return findings
+
+
+def check_issued(effective: Effective) -> list[Finding]:
+    """Block a record whose data differs from the issued certificate of the same version."""
+    issued = effective.record.issued
+    if issued is None or issued["IviVersionNumber"].value != effective.version_number:
+        return []
+    if content_digest(effective.header, effective.coc) == issued[ISSUED_DIGEST].value:
+        return []
+    number = issued["IviVersionNumber"]
+    return [
+        Finding(
+            "record.issued-changed",
+            Severity.ERROR,
+            f"the data differs from the certificate issued as IviVersionNumber {number.text} "
+            f"(IviReferenceId {issued['IviReferenceId'].text})",
+            effective.record.source.path,
+            number.line,
+            number.column,
+            "issued.IviVersionNumber",
+            f"a change to an issued certificate is a correction: set Header.IviVersionNumber to "
+            f"{int(number.text) + 1} and give a correction_reason, or undo the change",
+            (effective.vin,),
+        )
+    ]
 
 
 def check_file_name(record: Record) -> list[Finding]:
@@ -350,6 +394,7 @@ def check_record(
     )
     if not renderable:
         return outcome
+    findings += check_issued(effective)
     rendered = render(effective.header, effective.coc)
     if schema is not None:
         findings += xsd_findings(effective, schema, rendered.data)

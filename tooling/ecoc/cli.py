@@ -21,7 +21,7 @@ from ecoc import __version__
 from ecoc.cache import cache_folder
 from ecoc.errors import ConfigError, EcocError, InputError, UsageError
 from ecoc.fileio import write_atomically
-from ecoc.files import CONFIG_NAME, find_root
+from ecoc.files import CONFIG_NAME, find_root, list_yaml
 from ecoc.findings import Finding, Severity, merge_duplicates
 from ecoc.memo import CheckInputs, Memo, fingerprint, now, replayable, save_memo
 from ecoc.report import format_json, format_text, summarize, summary_line
@@ -101,6 +101,18 @@ def _selection(root: Path, paths: tuple[Path, ...]) -> list[Path] | None:
                 "name record or approval files, or folders below approvals/ or records/",
             ) from None
     return list(paths) or None
+
+
+def _selects_files(root: Path, selection: list[Path]) -> bool:
+    """Return whether any approval or record file lies at or below one of the selected paths."""
+    chosen = [path.resolve().relative_to(root).as_posix() for path in selection]
+    if "." in chosen:
+        return True
+    for folder in ("approvals", "records"):
+        for _, relative in list_yaml(root, folder):
+            if any(relative == c or relative.startswith(c + "/") for c in chosen):
+                return True
+    return False
 
 
 def _check_selection(paths: tuple[Path, ...], records: int, approvals: int) -> None:
@@ -290,9 +302,10 @@ def _version_datetime(repository: Repository, given: str | None) -> str:
     if changed:
         listed = ", ".join(changed[:3]) + (" …" if len(changed) > 3 else "")
         log.warning(
-            "%s under approvals/ and records/ differ from HEAD (%s): the output carries the time of HEAD, "
+            "%s under approvals/ and records/ %s from HEAD (%s): the output carries the time of HEAD, "
             "and the IviReferenceId of HEAD unless IviVersionNumber changed; commit first to render what is released",
             _plural(len(changed), "file"),
+            "differs" if len(changed) == 1 else "differ",
             listed,
         )
     return committed
@@ -335,10 +348,12 @@ def render(
     repository = _repository(ctx)
     version_datetime = _version_datetime(repository, given_datetime)
     schema = _schema(repository, xsd)
+    selection = _selection(repository.root, paths)
+    if selection is not None and not _selects_files(repository.root, selection):
+        _check_selection(paths, 0, 0)
+    # Only now, with every option checked, may --clean delete the files of an earlier render.
     _prepare_output(out_dir, clean)
-    options = RunOptions(
-        _selection(repository.root, paths), schema, version_datetime, keep_render=True, jobs=jobs or default_jobs()
-    )
+    options = RunOptions(selection, schema, version_datetime, keep_render=True, jobs=jobs or default_jobs())
     written: dict[str, Path] = {}
 
     def write(result: RecordResult) -> None:

@@ -28,7 +28,12 @@ class SchemaSettings(pydantic.BaseModel):
     @pydantic.field_validator("sha256", mode="before")
     @classmethod
     def _one_or_many(cls, value: object) -> object:
-        return (value,) if isinstance(value, str) else value
+        values = (value,) if isinstance(value, str) else value
+        return (
+            tuple(v.lower() if isinstance(v, str) else v for v in values)
+            if isinstance(values, tuple | list)
+            else values
+        )
 
     @pydantic.field_validator("sha256")
     @classmethod

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 class Severity(enum.StrEnum):
     ERROR = "error"
     WARNING = "warning"
-    INFO = "info"
+    NOTE = "note"
 
     @property
     def blocking(self) -> bool:
         return self is Severity.ERROR
 
 
-_SEVERITY_ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
+_SEVERITY_ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.NOTE: 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +103,7 @@ def merge_duplicates(findings: list[Finding]) -> list[Finding]:
         if known is None:
             merged[key] = finding
             continue
-        records = tuple(dict.fromkeys(known.records + finding.records))
+        records = tuple(sorted(set(known.records + finding.records)))
         merged[key] = Finding(
             finding.rule,
             finding.severity,

@@ -26,12 +26,13 @@ from ecoc.identifiers import approval_file_name
 from ecoc.ivi import header as ivi_header
 from ecoc.ivi import spec as ivi_spec
 from ecoc.ivi.reader import Message, read_message
+from ecoc.ivi.render import content_digest
 from ecoc.ivi.xmlsafe import XmlRejected
 from ecoc.model.approval import Approval, parse_approval
 from ecoc.model.coc import difference, merge, same_value
 from ecoc.model.effective import DEFAULT_VERSION_NUMBER, build_effective
 from ecoc.model.layers import DERIVED
-from ecoc.model.record import ISSUED_KEYS, parse_record
+from ecoc.model.record import ISSUED_DIGEST, ISSUED_KEYS, parse_record
 from ecoc.yamlload import Mapping, Node, Scalar, Sequence, Source
 
 # Elements shared by every vehicle of an approval.
@@ -177,7 +178,14 @@ class Importer:
         number = message.text("TypeApprovalNumber")
         assert vin is not None and number is not None
         record_path = self.repository.records_dir / f"{vin}.yaml"
-        if record_path.exists() or vin in self.records:
+        if vin in self.records:
+            self.fail(
+                message.source,
+                f"VIN {vin} appears twice in this import",
+                "import each vehicle's message once",
+            )
+            return
+        if record_path.exists():
             self.fail(
                 message.source,
                 f"a record for VIN {vin} already exists ({self.repository.relative(record_path)})",
@@ -314,6 +322,7 @@ class Importer:
             if isinstance(value, Scalar):
                 issued[key] = yamlwrite.text_scalar(value.text, ivi_spec.elements_by_name()[key])
         if len(issued) == len(ISSUED_KEYS):
+            issued[ISSUED_DIGEST] = content_digest(message.header, message.coc)
             document["issued"] = issued
         if isinstance(header_layer, Mapping) and header_layer:
             document["Header"] = yamlwrite.to_yaml_tree(header_layer, ivi_spec.header())

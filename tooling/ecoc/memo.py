@@ -4,9 +4,10 @@ A check's findings depend on ecoc's code, `ecoc.yaml`, the schema, the command's
 the approval and record files. The memo stores a fingerprint of all of these with the
 findings. When a new check computes the same fingerprint, it prints the stored findings
 without loading the model, the schema or any record, which is what makes a second run on an
-unchanged repository cheap. Files are fingerprinted by size, modification time and inode.
-A file modified less than two seconds before the memo was written is not trusted, because
-coarse file system clocks could hide a second change; git's index has the same rule.
+unchanged repository cheap. Files are fingerprinted by size, modification and change time and
+inode; only the kernel sets the change time, so an edit that restores the modification time
+still shows. A file changed less than two seconds before the memo was written is not trusted,
+because coarse file system clocks could hide a second change; git's index has the same rule.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ecoc import cache
 from ecoc.cache import code_digest, prepare_folder
 from ecoc.fileio import write_atomically
 from ecoc.files import CONFIG_NAME, list_yaml
@@ -27,9 +29,7 @@ from ecoc.files import CONFIG_NAME, list_yaml
 log = logging.getLogger(__name__)
 
 MEMO_FILE = "last-check.json"
-MEMO_FORMAT = 1
-# File times closer than this to the moment the memo was written are not trusted.
-RACY_NANOSECONDS = 2_000_000_000
+MEMO_FORMAT = 2
 FOLDERS = ("approvals", "records")
 
 
@@ -55,11 +55,13 @@ class Memo:
 
 
 def _stat_line(label: str, path: str) -> tuple[str, int]:
+    """Describe a file by size, modification and change time, and inode; return the later time too."""
     try:
         status = os.stat(path)
     except OSError:
         return f"{label}\0missing\n", 0
-    return f"{label}\0{status.st_size}\0{status.st_mtime_ns}\0{status.st_ino}\n", status.st_mtime_ns
+    line = f"{label}\0{status.st_size}\0{status.st_mtime_ns}\0{status.st_ctime_ns}\0{status.st_ino}\n"
+    return line, max(status.st_mtime_ns, status.st_ctime_ns)
 
 
 def fingerprint(root: Path, inputs: CheckInputs, schema_path: str | None, trusted_before: int | None) -> str | None:
@@ -102,7 +104,7 @@ def replayable(folder: Path, root: Path, inputs: CheckInputs) -> Memo | None:
     memo = load_memo(folder)
     if memo is None:
         return None
-    current = fingerprint(root, inputs, memo.schema_path, memo.written_at - RACY_NANOSECONDS)
+    current = fingerprint(root, inputs, memo.schema_path, memo.written_at - cache.RACY_NANOSECONDS)
     return memo if current == memo.fingerprint else None
 
 

@@ -52,6 +52,6 @@ def summary_line(summary: dict[str, object]) -> str:
 
     return (
         f"{plural(summary['errors'], 'error')}, {plural(summary['warnings'], 'warning')}, "
-        f"{plural(summary['infos'], 'note')} in {plural(summary['records'], 'record')} "
+        f"{plural(summary['notes'], 'note')} in {plural(summary['records'], 'record')} "
         f"and {plural(summary['approvals'], 'approval')}"
     )

@@ -21,7 +21,6 @@ from ecoc.check import CHECK_DATETIME, ApprovalIndex, check_record, duplicate_vi
 from ecoc.config import Repository
 from ecoc.files import digest, list_yaml, read_file
 from ecoc.findings import Finding, merge_duplicates
-from ecoc.identifiers import approval_file_name
 from ecoc.ivi.xsd import IviSchema
 from ecoc.model.record import Record, parse_record
 from ecoc.yamlload import Source
@@ -114,8 +113,13 @@ def _selected(relative: str, chosen: list[str] | None) -> bool:
 
 
 def _approval_keys(index: ApprovalIndex) -> tuple[dict[str, str], str]:
-    """Return the cache key part of each approval number, and the one of an unknown number."""
-    keys = {number: approval.digest for number, approval in index.by_number.items()}
+    """Return the cache key part of each approval number, and the one of an unknown number.
+
+    The part names each file of the number with its digest, because findings name the file.
+    """
+    keys = {
+        number: "\0".join(f"{a.source.path}\0{a.digest}" for a in index.files_of(number)) for number in index.by_number
+    }
     # A record whose approval is missing gets suggestions from the known numbers.
     missing = hashlib.sha256("\0".join(sorted(keys)).encode()).hexdigest()
     return keys, missing
@@ -176,21 +180,18 @@ class _Run:
         self.to_check: list[tuple[str, str]] = []
         self.selected_files: set[str] = set()
 
-    def key_of(self, record_digest: str, number: str | None) -> str:
+    def key_of(self, relative: str, record_digest: str, number: str | None) -> str:
         approval_key = self.approval_keys.get(number or "", self.missing_key)
         context = self.contexts.get(approval_key)
         if context is None:
             context = self.contexts[approval_key] = context_key(approval_key, self.schema_digest)
-        return result_key(record_digest, context)
+        return result_key(relative, record_digest, context)
 
     def accept(self, result: RecordResult) -> None:
         summary = result.summary
         if summary.vin is not None:
             self.vins.append((summary.vin, summary.vin_line, summary.vin_column, result.relative))
-            approval = self.index.by_number.get(summary.approval or "")
-            if approval is None and summary.approval is not None:
-                approval = self.index.unnamed.get(approval_file_name(summary.approval))
-            if approval is not None:
+            for approval in self.index.files_of(summary.approval):
                 self.affected.setdefault(approval.source.path, []).append(summary.vin)
         self.result.findings.extend(summary.findings)
         self.result.records += 1
@@ -224,7 +225,7 @@ class _Run:
             self.selected_files.add(relative)
             cached = None
             if self.use_cache and reference is not None:
-                cached = self.cache.lookup(self.key_of(record_file.digest, reference[0]))  # type: ignore[union-attr]
+                cached = self.cache.lookup(self.key_of(relative, record_file.digest, reference[0]))  # type: ignore[union-attr]
             if cached is not None:
                 self.accept(RecordResult(relative, record_file.digest, cached))
             else:
@@ -263,7 +264,11 @@ class _Run:
             for result in _check_all(self.to_check, options.jobs):
                 self.accept(result)
                 if self.cache is not None and result.digest:
-                    self.cache.store(self.key_of(result.digest, result.summary.approval), result.digest, result.summary)
+                    self.cache.store(
+                        self.key_of(result.relative, result.digest, result.summary.approval),
+                        result.digest,
+                        result.summary,
+                    )
         finally:
             _WORKER_STATE = None
 
@@ -271,7 +276,7 @@ class _Run:
         """Findings in approval files that were selected or that checked records use."""
         findings = []
         for finding in self.index.findings:
-            vins = tuple(self.affected.get(finding.file or "", ()))
+            vins = tuple(sorted(set(self.affected.get(finding.file or "", ()))))
             if finding.file not in self.selected_approvals and not vins:
                 continue
             findings.append(finding if finding.records or not vins else replace(finding, records=vins))

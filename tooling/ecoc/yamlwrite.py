@@ -55,7 +55,8 @@ def to_yaml_tree(node: Node, spec: ElementSpec) -> Any:
     """Turn a CoC tree into ruamel data, keys in schema order."""
     if isinstance(node, Scalar):
         if node.is_null:
-            return None
+            # Written as the plain word, which ecoc reads as null; None would get a !!null tag.
+            return "null"
         return text_scalar(node.text, spec)
     if isinstance(node, Sequence):
         rows = CommentedSeq()
@@ -76,7 +77,7 @@ def _group(node: Mapping, spec: ElementSpec) -> CommentedMap:
 
 def to_plain_yaml(node: Node) -> Any:
     if isinstance(node, Scalar):
-        return None if node.is_null else text_scalar(node.text, None)
+        return "null" if node.is_null else text_scalar(node.text, None)
     if isinstance(node, Mapping):
         return CommentedMap((k, to_plain_yaml(v)) for k, v in node.items())
     return CommentedSeq(to_plain_yaml(item) for item in node)

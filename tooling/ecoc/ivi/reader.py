@@ -58,7 +58,7 @@ class _Converter:
             if namespace != ivi_spec.NAMESPACE or child_spec is None:
                 self.problem(
                     "import.unknown-element",
-                    f"{name} is not an element of {spec.name} in IVI 2.0",
+                    f"{name} is not an element of {spec.row_name or spec.name} in IVI 2.0",
                     child,
                     child_xpath,
                     "remove the element or check the file's IVI version",

@@ -8,6 +8,7 @@ The same record at the same commit always gives the same bytes, which is what ge
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import cache
 
@@ -167,3 +168,23 @@ def render(header: Mapping, coc: Mapping, *, keep_origins: bool = False) -> Rend
     writer.element(coc, ivi_spec.coc_data_group(), 1, f"/{root.name}/CocDataGroup")
     writer.line(closing, f"/{root.name}", None)
     return Rendered(("\n".join(writer.out) + "\n").encode("utf-8"), tuple(writer.origins))
+
+
+# Header fields that are part of the certificate's content; the others identify one issue of it.
+CONTENT_HEADER = ("IviVersionNumber", "IntendedCountryRegistration", "DesignatedTypeApprovalCountry")
+
+
+def content_digest(header: Mapping, coc: Mapping) -> str:
+    """Return the sha256 of a certificate's content: its CocDataGroup and content header fields.
+
+    Two renders of the same certificate version have the same digest, whatever their
+    IviReferenceId and IviVersionDateTime, so it tells whether an issued certificate changed.
+    """
+    out: list[str] = []
+    header_spec = ivi_spec.header()
+    for name in CONTENT_HEADER:
+        node = header.get(name)
+        if isinstance(node, Scalar):
+            _write(node, header_spec.by_name[name], 2, out)
+    _write(coc, ivi_spec.coc_data_group(), 1, out)
+    return hashlib.sha256("\n".join(out).encode("utf-8")).hexdigest()

@@ -54,6 +54,8 @@ class SimpleType:
             return "a date written YYYY-MM-DD"
         if self.kind == "datetime":
             return "a date and time"
+        if self.max_length is None:
+            return f"a text matching the pattern of {self.name}"
         return f"a text of {self.min_length or 0} to {self.max_length} characters"
 
 

@@ -124,7 +124,7 @@ class TreeTyper:
             if child_spec is None:
                 self.error(
                     "model.unknown-key",
-                    f"{key} is not an element of {spec.name}",
+                    f"{key} is not an element of {spec.row_name or spec.name}",
                     node.key_position(key),
                     node.source.path,
                     (*steps, key),
@@ -379,7 +379,8 @@ def check_structure(
                 Finding(
                     "model.required",
                     Severity.ERROR,
-                    f"{name} needs at least {child.min_rows} rows, it has {len(value)}",
+                    f"{name} needs at least {child.min_rows} row{'' if child.min_rows == 1 else 's'}, "
+                    f"it has {len(value)}",
                     value.source.path,
                     value.line,
                     value.column,

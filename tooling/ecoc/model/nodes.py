@@ -59,7 +59,7 @@ def validate_node(
                 line, column = parent.key_position(key)
             else:
                 line, column = target.line, target.column
-            message = error["msg"]
+            message = error["msg"].removeprefix("Value error, ")
             error_hint = hint
             if error["type"] == "extra_forbidden":
                 known = list(model.model_fields)

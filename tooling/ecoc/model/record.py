@@ -14,6 +14,7 @@ CocDataGroup:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from ecoc.findings import Finding, Severity
@@ -25,6 +26,8 @@ from ecoc.model.coc import join_path
 from ecoc.model.layers import Layer, check_keys, type_layer
 from ecoc.model.nodes import require_mapping, validate_node
 from ecoc.yamlload import Mapping, Node, Scalar, Source, load_yaml
+
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 
 RECORD_KEYS = [
     "vin",
@@ -39,6 +42,8 @@ RECORD_KEYS = [
 ]
 # The header of a certificate version issued before ecoc managed the record (written by import).
 ISSUED_KEYS = ("IviVersionNumber", "IviReferenceId", "IviVersionDateTime")
+# With the sha256 of the issued content (see ecoc.ivi.render.content_digest).
+ISSUED_DIGEST = "content_sha256"
 _REQUIRED = ("vin", "approval", "variant", "version")
 
 
@@ -65,25 +70,25 @@ class Record:
         return self.vin.text if self.vin is not None else None
 
 
+def _issued_error(findings: list[Finding], rule: str, message: str, node: Node, path: str, hint: str) -> None:
+    findings.append(Finding(rule, Severity.ERROR, message, node.source.path, node.line, node.column, path, hint))
+
+
 def _issued(node: Node, findings: list[Finding]) -> dict[str, Scalar] | None:
-    """Read the `issued` block: the header fields of a certificate version issued before."""
+    """Read the `issued` block: the header fields and content digest of a version issued before."""
+    allowed = (*ISSUED_KEYS, ISSUED_DIGEST)
     if not isinstance(node, Mapping):
-        findings.append(
-            Finding(
-                "model.shape",
-                Severity.ERROR,
-                "issued must be a mapping",
-                node.source.path,
-                node.line,
-                node.column,
-                "issued",
-                "write " + ", ".join(ISSUED_KEYS) + " under it",
-            )
+        _issued_error(
+            findings,
+            "model.shape",
+            "issued must be a mapping",
+            node,
+            "issued",
+            "write " + ", ".join(allowed) + " under it",
         )
         return None
-    issued: dict[str, Scalar] = {}
     for key in node:
-        if key not in ISSUED_KEYS:
+        if key not in allowed:
             line, column = node.key_position(key)
             findings.append(
                 Finding(
@@ -94,43 +99,42 @@ def _issued(node: Node, findings: list[Finding]) -> dict[str, Scalar] | None:
                     line,
                     column,
                     join_path("issued", key),
-                    "issued holds " + ", ".join(ISSUED_KEYS),
+                    "issued contains " + ", ".join(allowed),
                 )
             )
-    for key in ISSUED_KEYS:
+    issued: dict[str, Scalar] = {}
+    for key in allowed:
         value = node.get(key)
         path = join_path("issued", key)
         if not isinstance(value, Scalar):
-            findings.append(
-                Finding(
-                    "model.required",
-                    Severity.ERROR,
-                    f"issued has no {key}",
-                    node.source.path,
-                    node.line,
-                    node.column,
-                    path,
-                    f"add {key} as the issued message has it",
-                )
+            _issued_error(
+                findings,
+                "model.required",
+                f"issued has no {key}",
+                node,
+                path,
+                f"add {key} as the issued certificate has it",
             )
             return None
-        simple = ivi_spec.elements_by_name()[key].simple
-        assert simple is not None
-        value.value, problem = parse_value(value.text, simple)
-        if problem is not None:
-            findings.append(
-                Finding(
-                    problem.rule,
-                    Severity.ERROR,
-                    f"{key}: {problem.message}",
-                    node.source.path,
-                    value.line,
-                    value.column,
+        if key == ISSUED_DIGEST:
+            if not _SHA256.match(value.text):
+                _issued_error(
+                    findings,
+                    "model.pattern",
+                    f"{key} {value.text!r} is not a sha256 digest",
+                    value,
                     path,
-                    problem.hint,
+                    "write the 64 lower-case hex digits that ecoc import wrote",
                 )
-            )
-            return None
+                return None
+            value.value = value.text
+        else:
+            simple = ivi_spec.elements_by_name()[key].simple
+            assert simple is not None
+            value.value, problem = parse_value(value.text, simple)
+            if problem is not None:
+                _issued_error(findings, problem.rule, f"{key}: {problem.message}", value, path, problem.hint)
+                return None
         issued[key] = value
     return issued
 
