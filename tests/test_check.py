@@ -443,3 +443,33 @@ def test_exponent_in_whole_number_suggests_digits(example_repo: Path, capsys: py
     edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 1.478e3")
     _, findings = check(example_repo, capsys)
     assert "1478" in str(only(findings, "model.integer")["hint"])
+
+
+def test_required_element_removed_by_the_record(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, RECORD, "CocDataGroup:\n", "CocDataGroup:\n  MakeTable: null\n")
+    code, findings = check(example_repo, capsys)
+    finding = only(findings, "model.required")
+    assert (finding["file"], finding["line"], finding["column"]) == (RECORD, 8, 14)
+    assert finding["path"] == "CocDataGroup.MakeTable"
+    assert code == 1
+
+
+def test_unclosed_quote_in_the_middle_of_a_file(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, RECORD, "DateManufactureVehicle: 2026-02-12", "DateManufactureVehicle: '2026-02-12")
+    _, findings = check(example_repo, capsys)
+    assert "line 8 opens a quoted value" in str(only(findings, "yaml.syntax")["hint"])
+
+
+def test_dangling_link_as_approval(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (example_repo / APPROVAL).unlink()
+    (example_repo / APPROVAL).symlink_to(example_repo / "nowhere.yaml")
+    code, findings = check(example_repo, capsys, str(example_repo / RECORD))
+    assert only(findings, "io.read")["file"] == APPROVAL
+    assert f"{APPROVAL} cannot be read" in str(only(findings, "record.approval-unknown")["hint"])
+    assert code == 1
+
+
+def test_decimal_in_whole_number_suggests_digits(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 1478.0")
+    _, findings = check(example_repo, capsys)
+    assert "digits only: 1478" in str(only(findings, "model.integer")["hint"])

@@ -187,3 +187,21 @@ def test_quiet_hides_the_schema_note(
     code, _, err = run(capsys, "--repo", str(example_repo), "-q", "check")
     assert "XSD" not in err
     assert code == 0
+
+
+def test_init_starts_a_repository(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "init", str(tmp_path / "new"))
+    assert code == 0
+    assert (tmp_path / "new" / "approvals").is_dir() and (tmp_path / "new" / "records").is_dir()
+    assert "created" in out
+    code, _, err = run(capsys, "--repo", str(tmp_path / "new"), "check")
+    assert code == 0
+    assert "0 records and 0 approvals" in err
+
+
+def test_init_keeps_existing_settings(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = (example_repo / "ecoc.yaml").read_text()
+    code, _, err = run(capsys, "init", str(example_repo))
+    assert code == 2
+    assert "exists already" in err
+    assert (example_repo / "ecoc.yaml").read_text() == before

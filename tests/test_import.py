@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ from lxml import etree
 
 from ecoc.cli import main
 from ecoc.ivi import spec as ivi_spec
+from ecoc.ivi.header import reference_id
 from ecoc.ivi.spec import ElementSpec
 from ecoc.ivi.values import parse_value
 from ecoc.ivi.xsd import SchemaLocation, load
@@ -58,29 +60,29 @@ def run(repo: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int
 
 
 def test_official_examples_survive_import_and_render(
-    official_examples: list[Path],
-    official_xsd: Path,
-    empty_repo: Path,
-    capsys: pytest.CaptureFixture[str],
-    tmp_path: Path,
+    official_examples: list[Path], official_xsd: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = run(empty_repo, "import", "ivi", *map(str, official_examples), capsys=capsys)
-    assert code == 0, err
-    out_dir = tmp_path / "rendered"
-    code, _, err = run(
-        empty_repo,
-        "render",
-        "--xsd",
-        str(official_xsd),
-        "--out",
-        str(out_dir),
-        "--datetime",
-        "2026-12-01T10:00:00+01:00",
-        capsys=capsys,
-    )
-    assert code == 0, err
     schema = load(SchemaLocation(official_xsd, "test"), relaxed=True)
     for original in official_examples:
+        # One repository per example: the Toyota specimens share one IviReferenceId.
+        repo = tmp_path / original.stem
+        repo.mkdir()
+        (repo / "ecoc.yaml").write_text("version: 1\n")
+        code, _, err = run(repo, "import", "ivi", str(original), capsys=capsys)
+        assert code == 0, err
+        out_dir = tmp_path / f"{original.stem}-rendered"
+        code, _, err = run(
+            repo,
+            "render",
+            "--xsd",
+            str(official_xsd),
+            "--out",
+            str(out_dir),
+            "--datetime",
+            "2026-12-01T10:00:00+01:00",
+            capsys=capsys,
+        )
+        assert code == 0, err
         vin = etree.parse(str(original)).findtext(f".//{Q}VehicleIdentificationNumber")
         rendered = (out_dir / f"{vin}.xml").read_bytes()
         assert schema.validate_bytes(rendered) == [], original.name
@@ -90,11 +92,26 @@ def test_official_examples_survive_import_and_render(
         assert rendered_header == original_header, original.name
 
 
+def test_shared_reference_id_is_an_error(
+    official_examples: list[Path], empty_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    toyota = [p for p in official_examples if "toyota" in p.name.lower()]
+    assert len(toyota) >= 2
+    assert run(empty_repo, "import", "ivi", *map(str, toyota), capsys=capsys)[0] == 0
+    code = main(["--repo", str(empty_repo), "check", "--format", "json"])
+    findings = json.loads(capsys.readouterr().out)["findings"]
+    duplicated = [f for f in findings if f["rule"] == "record.duplicate-reference-id"]
+    assert len(duplicated) == len(toyota)
+    assert code == 1
+
+
 def vehicle_variant(example: Path, vin: str, changes: dict[str, str]) -> bytes:
     """A copy of an example message with another VIN and some values changed."""
     tree = etree.parse(str(example))
     root = tree.getroot()
     root.find(f".//{Q}VehicleIdentificationNumber").text = vin
+    # Another vehicle's certificate has an IviReferenceId of its own.
+    root.find(f".//{Q}IviReferenceId").text = reference_id(vin, 1, 1)
     for name, value in changes.items():
         root.find(f".//{Q}{name}").text = value
     for signature in root.findall("{http://www.w3.org/2000/09/xmldsig#}Signature"):
@@ -293,3 +310,26 @@ def test_same_vin_twice_in_one_batch(
     code, _, err = run(empty_repo, "import", "ivi", str(example), str(example), capsys=capsys)
     assert code == 1
     assert "twice in this import" in err
+
+
+def test_comment_inside_a_value_is_ignored(
+    official_examples: list[Path], empty_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = next(p for p in official_examples if "rav4" in p.name.lower())
+    text = example.read_text(encoding="utf-8").replace("<Make>TOYOTA</Make>", "<Make>TOY<!-- note -->OTA</Make>")
+    path = tmp_path / "commented.xml"
+    path.write_text(text, encoding="utf-8")
+    code, _, err = run(empty_repo, "import", "ivi", str(path), capsys=capsys)
+    assert code == 0, err
+    assert "Make: TOYOTA" in (empty_repo / "approvals" / "e6-2007-46-0289-09.yaml").read_text()
+
+
+def test_invalid_vin_is_reported_once(
+    official_examples: list[Path], empty_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "long-vin.xml"
+    path.write_bytes(vehicle_variant(official_examples[0], "XNHKH16S1TE1002145", {}))
+    code, _, err = run(empty_repo, "import", "ivi", str(path), capsys=capsys)
+    assert code == 1
+    assert "VehicleIdentificationNumber" in err
+    assert "has no VehicleIdentificationNumber" not in err

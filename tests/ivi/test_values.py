@@ -114,3 +114,18 @@ def test_decimals_are_written_in_fixed_notation(value: Decimal, text: str) -> No
 )
 def test_texts_other_yaml_tools_would_retype(text: str, kind: str | None) -> None:
     assert retyped_by_yaml(text) == kind
+
+
+@pytest.mark.parametrize(
+    "text,valid",
+    [
+        ("2026-03-01T10:00:00+14:00", True),
+        ("2026-03-01T10:00:00-14:00", True),
+        ("2026-03-01T10:00:00Z", True),
+        ("2026-03-01T10:00:00+14:30", False),
+        ("2026-03-01T10:00:00+15:00", False),
+    ],
+)
+def test_time_zone_offset_within_the_schema_range(text: str, valid: bool) -> None:
+    _, problem = parse_value(text, simple("IviVersionDateTime"))
+    assert (problem is None) is valid

@@ -26,7 +26,7 @@ from ecoc.findings import Finding
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 CACHE_FILE = "check.json"
 ENVIRONMENT_VARIABLE = "ECOC_CACHE_DIR"
 DEFAULT_FOLDER = ".ecoc-cache"
@@ -43,6 +43,8 @@ class CachedRecord:
     vin_column: int
     approval: str | None
     findings: tuple[Finding, ...]
+    # The IviReferenceId the record renders with, when it renders at all.
+    reference_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,12 +52,14 @@ class CachedRecord:
             "at": [self.vin_line, self.vin_column],
             "approval": self.approval,
             "findings": [f.to_dict() for f in self.findings],
+            "reference": self.reference_id,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CachedRecord:
         line, column = data["at"]
-        return cls(data["vin"], line, column, data["approval"], tuple(Finding.from_dict(f) for f in data["findings"]))
+        findings = tuple(Finding.from_dict(f) for f in data["findings"])
+        return cls(data["vin"], line, column, data["approval"], findings, data["reference"])
 
 
 @functools.cache

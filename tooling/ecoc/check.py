@@ -43,6 +43,8 @@ class ApprovalIndex:
     by_number: dict[str, Approval] = field(default_factory=dict)
     # Approval files that name no approval number (unreadable or broken), by file name.
     unnamed: dict[str, Approval] = field(default_factory=dict)
+    # Approval files that cannot be read at all.
+    unreadable: list[str] = field(default_factory=list)
     # Every file of an approval number that more than one file defines.
     duplicates: dict[str, list[Approval]] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
@@ -69,6 +71,14 @@ class ApprovalIndex:
             return
         self.by_number[number] = approval
         self.findings.extend(check_approval_number(approval))
+
+    def paths_of(self, number: str | None) -> list[str]:
+        """Return the files a record of `number` depends on, including one that cannot be read."""
+        paths = [approval.source.path for approval in self.files_of(number)]
+        if not paths and number is not None:
+            name = approval_file_name(number)
+            paths = [path for path in self.unreadable if path.rsplit("/", 1)[-1] == name]
+        return paths
 
     def report_duplicates(self) -> None:
         """Add one finding per file of a duplicated number; records of it are blocked too."""
@@ -97,6 +107,7 @@ def load_approvals(paths: list[tuple[str, str]]) -> ApprovalIndex:
         if data is None:
             assert problem is not None
             index.findings.append(problem)
+            index.unreadable.append(relative)
             continue
         index.add(parse_approval(data, Source(relative), digest(data)))
     index.report_duplicates()
@@ -227,7 +238,7 @@ def check_issued(effective: Effective) -> list[Finding]:
 def check_file_name(record: Record) -> list[Finding]:
     """Records are filed as <VIN>.yaml (or <VIN>-<suffix>.yaml), so that people find them."""
     vin = record.vin
-    if vin is None:
+    if vin is None or not isinstance(vin.value, str):
         return []
     stem = record.source.path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     if stem == vin.text or stem.startswith(vin.text + "-"):
@@ -254,6 +265,17 @@ def _unknown(kind: str, text: str, known: list[str], cutoff: float = 0.6) -> str
     if not known:
         return f"add the {kind} to the approval file"
     return f"known {kind}s: " + ", ".join(known[:8]) + (" …" if len(known) > 8 else "")
+
+
+def _unknown_approval_hint(number: str, index: ApprovalIndex) -> str:
+    broken = index.unreadable + [a.source.path for a in index.unnamed.values()]
+    if broken:
+        # The approval may be in a file that cannot be read; say so before guessing another one.
+        return (
+            f"{', '.join(sorted(broken))} cannot be read; if one of them is approval {number}, "
+            "fix it first, otherwise add the approval"
+        )
+    return _unknown("approval", number, list(index.by_number), cutoff=0.9)
 
 
 def resolve(record: Record, index: ApprovalIndex) -> tuple[tuple[Approval, Variant, Version] | None, list[Finding]]:
@@ -289,7 +311,7 @@ def resolve(record: Record, index: ApprovalIndex) -> tuple[tuple[Approval, Varia
                 node.line,
                 node.column,
                 "approval",
-                _unknown("approval", node.text, list(index.by_number), cutoff=0.9),
+                _unknown_approval_hint(node.text, index),
                 vin,
             )
         ]

@@ -406,6 +406,38 @@ def _prepare_output(out_dir: Path, clean: bool) -> None:
         )
 
 
+SETTINGS_TEMPLATE = """\
+# Settings of this compliance repository; the README of ecoc describes every key.
+version: 1
+
+xsd:
+  # The official IVI-2.0.xsd, with the xmldsig-core-schema.xsd it imports next to it; --xsd and
+  # ECOC_XSD take precedence. Relative paths start at this file.
+  path: null
+  # The schema must have this sha256 (the IVI 2.0 release of 2026-02-26).
+  sha256: ec7335836a4334db33e34d309f009c544abb4030118984a41b1cba818a18160c
+"""
+
+
+@cli.command()
+@click.argument("folder", required=False, type=click.Path(path_type=Path, file_okay=False))
+def init(folder: Path | None) -> int:
+    """Start a compliance repository in FOLDER (default: here): ecoc.yaml, approvals/, records/."""
+    root = folder or Path.cwd()
+    settings = root / CONFIG_NAME
+    if settings.exists():
+        raise UsageError(f"{settings}: exists already", "this folder is a compliance repository already")
+    for name in ("approvals", "records"):
+        try:
+            (root / name).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"{root / name}: cannot create the folder: {exc.strerror}") from None
+    _write(settings, SETTINGS_TEMPLATE)
+    click.echo(f"created {settings}")
+    click.echo("next: import existing certificates with `ecoc import ivi FILE...`, or write approvals and records")
+    return EXIT_CLEAN
+
+
 @cli.group(name="import")
 def import_() -> None:
     """Import existing certificates into approval and record YAML."""

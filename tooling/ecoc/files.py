@@ -40,7 +40,8 @@ def list_yaml(root: Path, folder: str) -> list[tuple[str, str]]:
                 continue
             if entry.is_dir():
                 pending.append((entry.path, f"{relative}/{name}"))
-            elif name.endswith(YAML_SUFFIXES) and entry.is_file():
+            elif name.endswith(YAML_SUFFIXES) and (entry.is_file() or entry.is_symlink()):
+                # A dangling link is listed too, so that reading it reports the problem.
                 found.append((f"{relative}/{name}", entry.path))
     found.sort()
     return [(path, relative) for relative, path in found]

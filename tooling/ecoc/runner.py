@@ -20,10 +20,10 @@ from ecoc.cache import CachedRecord, CheckCache, context_key, result_key
 from ecoc.check import CHECK_DATETIME, ApprovalIndex, check_record, duplicate_vins, load_approvals
 from ecoc.config import Repository
 from ecoc.files import digest, list_yaml, read_file
-from ecoc.findings import Finding, merge_duplicates
+from ecoc.findings import Finding, Severity, merge_duplicates
 from ecoc.ivi.xsd import IviSchema
 from ecoc.model.record import Record, parse_record
-from ecoc.yamlload import Source
+from ecoc.yamlload import Scalar, Source
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +75,14 @@ def _check_one(path: str, relative: str) -> RecordResult:
     record = parse_record(data, Source(relative), digest(data))
     outcome = check_record(record, index, schema, version_datetime, keep_render)
     vin = record.vin
+    reference = outcome.effective.header.get("IviReferenceId") if outcome.effective is not None else None
     summary = CachedRecord(
         vin.text if vin is not None else None,
         vin.line if vin else 1,
         vin.column if vin else 1,
         record.approval.text if record.approval is not None else None,
         tuple(outcome.findings),
+        reference.text if isinstance(reference, Scalar) else None,
     )
     return RecordResult(relative, record.digest, summary, outcome.rendered)
 
@@ -177,6 +179,7 @@ class _Run:
         self.affected: dict[str, list[str]] = {}
         self.result = CheckRun([], 0, len(self.selected_approvals))
         self.vins: list[tuple[str, int, int, str]] = []
+        self.references: dict[str, list[RecordResult]] = {}
         self.to_check: list[tuple[str, str]] = []
         self.selected_files: set[str] = set()
 
@@ -189,10 +192,12 @@ class _Run:
 
     def accept(self, result: RecordResult) -> None:
         summary = result.summary
+        if summary.reference_id is not None:
+            self.references.setdefault(summary.reference_id, []).append(result)
         if summary.vin is not None:
             self.vins.append((summary.vin, summary.vin_line, summary.vin_column, result.relative))
-            for approval in self.index.files_of(summary.approval):
-                self.affected.setdefault(approval.source.path, []).append(summary.vin)
+            for path in self.index.paths_of(summary.approval):
+                self.affected.setdefault(path, []).append(summary.vin)
         self.result.findings.extend(summary.findings)
         self.result.records += 1
         if self.sink is not None:
@@ -282,10 +287,39 @@ class _Run:
             findings.append(finding if finding.records or not vins else replace(finding, records=vins))
         return findings
 
+    def duplicate_reference_ids(self) -> list[Finding]:
+        """One finding per checked record whose IviReferenceId another checked record also renders.
+
+        Only records checked in this run are compared: their ids are known without rendering.
+        """
+        findings = []
+        for reference, results in self.references.items():
+            if len(results) < 2:
+                continue
+            for result in results:
+                others = ", ".join(other.relative for other in results if other is not result)
+                summary = result.summary
+                findings.append(
+                    Finding(
+                        "record.duplicate-reference-id",
+                        Severity.ERROR,
+                        f"IviReferenceId {reference} is also used by {others}",
+                        result.relative,
+                        summary.vin_line,
+                        summary.vin_column,
+                        None,
+                        "each issued certificate needs its own IviReferenceId; "
+                        "an imported record keeps the one its message had, so check where the message came from",
+                        (summary.vin,) if summary.vin else (),
+                    )
+                )
+        return findings
+
     def finish(self) -> CheckRun:
         run = self.result
         run.findings.extend(self.approval_findings())
         run.findings.extend(f for f in duplicate_vins(self.vins) if f.file in self.selected_files)
+        run.findings.extend(self.duplicate_reference_ids())
         disabled = set(self.repository.settings.disable)
         run.findings = merge_duplicates([f for f in run.findings if f.rule not in disabled])
         if self.cache is not None:

@@ -300,6 +300,24 @@ def _check_encoding(data: bytes, source: Source) -> Finding | None:
     return None
 
 
+_QUOTED_VALUE = re.compile(r"""^\s*(?:-\s+)?(?:[^'"#\s][^:#]*:\s+|-\s+)?(['"])(.*)$""")
+
+
+def _unclosed_quote(data: bytes, before_line: int) -> int | None:
+    """Return the last line before `before_line` whose quoted value is not closed on that line."""
+    lines = data.decode("utf-8", "replace").splitlines()[: max(before_line - 1, 0)]
+    found = None
+    for number, text in enumerate(lines, start=1):
+        match = _QUOTED_VALUE.match(text)
+        if match is None:
+            continue
+        quote, rest = match.group(1), match.group(2).rstrip()
+        closed = rest.replace(quote * 2, "") if quote == "'" else rest.replace('\\"', "")
+        if quote not in closed:
+            found = number
+    return found
+
+
 def _syntax_finding(exc: yaml.YAMLError, data: bytes, source: Source) -> Finding:
     if isinstance(exc, yaml.reader.ReaderError):
         line, column = _offset_position(data, exc.position)
@@ -325,6 +343,10 @@ def _syntax_finding(exc: yaml.YAMLError, data: bytes, source: Source) -> Finding
         if "end of stream" in str(problem):
             line, column = context_mark.line + 1, context_mark.column + 1
     message = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
+    hint = "fix the YAML syntax at this position; quote values that contain ': ' or start with a special character"
+    opened = _unclosed_quote(data, line)
+    if opened is not None:
+        hint = f"line {opened} opens a quoted value that is not closed on that line; close the quote there"
     return Finding(
         "yaml.syntax",
         Severity.ERROR,
@@ -332,7 +354,7 @@ def _syntax_finding(exc: yaml.YAMLError, data: bytes, source: Source) -> Finding
         source.path,
         line,
         column,
-        hint="fix the YAML syntax at this position; quote values that contain ': ' or start with a special character",
+        hint=hint,
     )
 
 

@@ -41,6 +41,8 @@ class _Converter:
     def __init__(self, source: Source) -> None:
         self.source = source
         self.findings: list[Finding] = []
+        # Elements whose value was reported invalid, which are not reported as missing too.
+        self.invalid: set[str] = set()
 
     def problem(self, rule: str, message: str, element: etree._Element, xpath: str, hint: str) -> None:
         self.findings.append(
@@ -77,6 +79,8 @@ class _Converter:
             value = self.element(child, child_spec, child_xpath)
             if value is not None:
                 mapping[name] = value
+            else:
+                self.invalid.add(name)
         return mapping
 
     def element(self, element: etree._Element, spec: ElementSpec, xpath: str) -> Mapping | Sequence | Scalar | None:
@@ -98,7 +102,7 @@ class _Converter:
                     continue
                 rows.append(self.group(row, spec, row_xpath))
             return rows
-        if len(element):
+        if any(isinstance(child.tag, str) for child in element):
             self.problem(
                 "import.shape",
                 f"{spec.name} must hold a value, not elements",
@@ -109,7 +113,8 @@ class _Converter:
             return None
         simple = spec.simple
         assert simple is not None
-        text = element.text or ""
+        # Comments and processing instructions inside a value are not part of it.
+        text = (element.text or "") + "".join(child.tail or "" for child in element)
         if simple.kind in _COLLAPSED_KINDS:
             text = text.strip()
         value, problem = parse_value(text, simple)
@@ -170,7 +175,7 @@ def read_message(data: bytes, source: Source) -> Message:
                 "remove the element",
             )
     for required in ("VehicleIdentificationNumber", "TypeApprovalNumber", "Variant", "Version"):
-        if required not in message.coc:
+        if required not in message.coc and required not in converter.invalid:
             converter.problem(
                 "import.missing-element",
                 f"the message has no {required}",

@@ -152,10 +152,10 @@ def _parse_integer(text: str, simple: SimpleType) -> tuple[object, Problem | Non
                 "empty value",
                 "write a whole number, or remove the key if the element does not apply",
             )
-        if _EXPONENT.match(text) and Decimal(text) == Decimal(text).to_integral_value():
-            return None, Problem(
-                "model.integer", f"{text!r} uses exponent notation", f"write it with digits only: {int(Decimal(text))}"
-            )
+        number = Decimal(text) if _EXPONENT.match(text) or _DECIMAL.match(text) else None
+        if number is not None and number == number.to_integral_value():
+            form = "exponent notation" if _EXPONENT.match(text) else "a decimal point or a sign"
+            return None, Problem("model.integer", f"{text!r} uses {form}", f"write it with digits only: {int(number)}")
         return None, Problem(
             "model.integer", f"{text!r} is not a whole number", f"write {simple.describe()} using digits only"
         )
@@ -242,6 +242,12 @@ def _parse_datetime(text: str, simple: SimpleType) -> tuple[object, Problem | No
     except ValueError as exc:
         return None, Problem(
             "model.date", f"{text} is not a valid date and time ({exc})", "check the date and the time"
+        )
+    offset = re.search(r"([+-])([0-9]{2}):([0-9]{2})\Z", text)
+    if offset is not None and (int(offset[2]) * 60 + int(offset[3]) > 14 * 60 or int(offset[3]) > 59):
+        # XML Schema allows time zone offsets from -14:00 to +14:00 only.
+        return None, Problem(
+            "model.date", f"{text} has the time zone offset {offset[0]}", "use an offset from -14:00 to +14:00"
         )
     return text, None
 

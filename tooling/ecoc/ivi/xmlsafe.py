@@ -54,11 +54,15 @@ def parse_xml_bytes(data: bytes, source: str) -> etree._ElementTree:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
         line, column = exc.position
+        reason = exc.msg
+        if "XML_PARSE_HUGE" in reason:
+            # libxml2 stops at 256 levels of nesting, and its message names a parser option instead.
+            reason = "the document is nested deeper than the 256 levels accepted"
         raise XmlRejected(
             source,
             line,
             column,
-            f"not well-formed XML: {exc.msg}",
+            f"not well-formed XML: {reason}",
             "fix the XML syntax; ecoc reads only well-formed IVI 2.0 files",
         ) from None
     tree = root.getroottree()

@@ -339,29 +339,80 @@ def strip_nulls(node: Node) -> Node | None:
     return stripped
 
 
+def nulls(node: Node, prefix: str, steps: PathSteps = ()) -> dict[str, Scalar]:
+    """Map the YAML path of every null in an overlay tree to its scalar."""
+    found: dict[str, Scalar] = {}
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if isinstance(value, Scalar):
+                if value.is_null:
+                    found[format_path(prefix, (*steps, key))] = value
+            else:
+                found.update(nulls(value, prefix, (*steps, key)))
+    elif isinstance(node, Sequence):
+        for index, row in enumerate(node):
+            found.update(nulls(row, prefix, (*steps, index)))
+    return found
+
+
+def _missing(
+    node: Mapping,
+    spec: ElementSpec,
+    child: ElementSpec,
+    prefix: str,
+    steps: PathSteps,
+    record: str,
+    removed: dict[str, Scalar],
+) -> Finding:
+    owner = spec.name if spec.kind == "group" else spec.row_name
+    message = f"{owner} is missing {child.name}, which the IVI 2.0 schema requires"
+    null = removed.get(format_path(prefix, (*steps, child.name))) if removed else None
+    if null is not None:
+        # The record (or a variant or version) removed an inherited value: point at that null.
+        return Finding(
+            "model.required",
+            Severity.ERROR,
+            f"{message}, and null here removes it",
+            null.source.path,
+            null.line,
+            null.column,
+            format_path(prefix, (*steps, child.name)),
+            f"remove the null to keep the inherited {child.name}",
+            (record,),
+        )
+    return Finding(
+        "model.required",
+        Severity.ERROR,
+        message,
+        node.source.path,
+        node.line,
+        node.column,
+        format_path(prefix, steps),
+        f"add {child.name} ({_describe(child)})",
+        (record,),
+    )
+
+
 def check_structure(
-    node: Mapping, spec: ElementSpec, prefix: str, record: str, findings: list[Finding], steps: PathSteps = ()
+    node: Mapping,
+    spec: ElementSpec,
+    prefix: str,
+    record: str,
+    findings: list[Finding],
+    steps: PathSteps = (),
+    removed: dict[str, Scalar] | None = None,
 ) -> None:
-    """Report required elements and table rows missing from a merged tree."""
-    if node.complete:
+    """Report required elements and table rows missing from a merged tree.
+
+    `removed` maps the YAML paths of nulls in the record to their scalars, so that a missing
+    element that the record removed is reported where the record removes it.
+    """
+    if node.complete and not removed:
         return
     found = len(findings)
     for child in spec.required_children:
         if child.name not in node:
-            findings.append(
-                Finding(
-                    "model.required",
-                    Severity.ERROR,
-                    f"{spec.name if spec.kind == 'group' else spec.row_name} is missing "
-                    f"{child.name}, which the IVI 2.0 schema requires",
-                    node.source.path,
-                    node.line,
-                    node.column,
-                    format_path(prefix, steps),
-                    f"add {child.name} ({_describe(child)})",
-                    (record,),
-                )
-            )
+            findings.append(_missing(node, spec, child, prefix, steps, record, removed or {}))
     by_name = spec.by_name
     for name, value in node.items():
         child = by_name[name]
@@ -370,7 +421,7 @@ def check_structure(
             continue
         if kind == "group":
             if isinstance(value, Mapping):
-                check_structure(value, child, prefix, record, findings, (*steps, name))
+                check_structure(value, child, prefix, record, findings, (*steps, name), removed)
             continue
         if not isinstance(value, Sequence):
             continue
@@ -392,7 +443,7 @@ def check_structure(
         if child.has_structure:
             for index, row in enumerate(value):
                 if isinstance(row, Mapping):
-                    check_structure(row, child, prefix, record, findings, (*steps, name, index))
+                    check_structure(row, child, prefix, record, findings, (*steps, name, index), removed)
     node.complete = len(findings) == found
 
 

@@ -8,7 +8,7 @@ from ecoc.findings import Finding, Severity
 from ecoc.ivi import header as ivi_header
 from ecoc.ivi import spec as ivi_spec
 from ecoc.model.approval import Approval, Variant, Version
-from ecoc.model.coc import Replacement, check_structure, format_path, merge
+from ecoc.model.coc import Replacement, check_structure, format_path, merge, nulls
 from ecoc.model.record import Record
 from ecoc.yamlload import Mapping, Scalar, Sequence, Source
 
@@ -142,6 +142,8 @@ def build_effective(
         if country is not None:
             header["DesignatedTypeApprovalCountry"] = _derived(country, country, approval.number, source)
     findings += [_replacement_note(entry, vin) for entry in replaced_below + replaced]
-    check_structure(header, ivi_spec.header(), "Header", vin, findings)
-    check_structure(coc, ivi_spec.coc_data_group(), "CocDataGroup", vin, findings)
+    removed_header = nulls(record.header, "Header") if record.header is not None else {}
+    removed_coc = nulls(record.coc, "CocDataGroup") if record.coc is not None else {}
+    check_structure(header, ivi_spec.header(), "Header", vin, findings, removed=removed_header)
+    check_structure(coc, ivi_spec.coc_data_group(), "CocDataGroup", vin, findings, removed=removed_coc)
     return Effective(record, approval, header, coc, stage, version_number), findings
