@@ -95,7 +95,7 @@ def load_memo(folder: Path) -> Memo | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.info("ignoring an unreadable memo in %s: %s", folder, exc)
+        log.info("ignoring the unreadable findings of the last check in %s: %s", folder, exc)
         return None
 
 
@@ -114,7 +114,7 @@ def save_memo(folder: Path, memo: Memo) -> None:
         prepare_folder(folder)
         write_atomically(folder / MEMO_FILE, json.dumps(document, separators=(",", ":")))
     except OSError as exc:
-        log.warning("cannot write the check memo in %s: %s", folder, exc.strerror)
+        log.warning("cannot write the findings of this check to %s: %s", folder, exc.strerror)
 
 
 def now() -> int:
