@@ -179,7 +179,8 @@ class _Run:
         self.affected: dict[str, list[str]] = {}
         self.result = CheckRun([], 0, len(self.selected_approvals))
         self.vins: list[tuple[str, int, int, str]] = []
-        self.references: dict[str, list[RecordResult]] = {}
+        # IviReferenceId -> positions in `vins` of the records that render with it.
+        self.references: dict[str, int | list[int]] = {}
         self.to_check: list[tuple[str, str]] = []
         self.selected_files: set[str] = set()
 
@@ -192,16 +193,26 @@ class _Run:
 
     def accept(self, result: RecordResult) -> None:
         summary = result.summary
-        if summary.reference_id is not None:
-            self.references.setdefault(summary.reference_id, []).append(result)
         if summary.vin is not None:
             self.vins.append((summary.vin, summary.vin_line, summary.vin_column, result.relative))
+            if summary.reference_id is not None:
+                self.note_reference(summary.reference_id, len(self.vins) - 1)
             for path in self.index.paths_of(summary.approval):
                 self.affected.setdefault(path, []).append(summary.vin)
         self.result.findings.extend(summary.findings)
         self.result.records += 1
         if self.sink is not None:
             self.sink(result)
+
+    def note_reference(self, reference: str, position: int) -> None:
+        # A list only for the rare shared id, so that 100,000 records cost one int each.
+        known = self.references.get(reference)
+        if known is None:
+            self.references[reference] = position
+        elif isinstance(known, int):
+            self.references[reference] = [known, position]
+        else:
+            known.append(position)
 
     def open_file(self, path: str, relative: str) -> _RecordFile:
         """Hash a record file, without reading it when the cache has its digest and it is unchanged."""
@@ -293,24 +304,24 @@ class _Run:
         Only records checked in this run are compared: their ids are known without rendering.
         """
         findings = []
-        for reference, results in self.references.items():
-            if len(results) < 2:
+        for reference, positions in self.references.items():
+            if isinstance(positions, int):
                 continue
-            for result in results:
-                others = ", ".join(other.relative for other in results if other is not result)
-                summary = result.summary
+            holders = [self.vins[position] for position in positions]
+            for vin, line, column, relative in holders:
+                others = ", ".join(other[3] for other in holders if other[3] != relative)
                 findings.append(
                     Finding(
                         "record.duplicate-reference-id",
                         Severity.ERROR,
                         f"IviReferenceId {reference} is also used by {others}",
-                        result.relative,
-                        summary.vin_line,
-                        summary.vin_column,
+                        relative,
+                        line,
+                        column,
                         None,
                         "each issued certificate needs its own IviReferenceId; "
                         "an imported record keeps the one its message had, so check where the message came from",
-                        (summary.vin,) if summary.vin else (),
+                        (vin,),
                     )
                 )
         return findings
