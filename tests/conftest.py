@@ -79,6 +79,7 @@ def example_repo(tmp_path: Path) -> Path:
     shutil.copy(PROJECT / "ecoc.yaml", root / "ecoc.yaml")
     shutil.copytree(PROJECT / "approvals", root / "approvals")
     shutil.copytree(PROJECT / "records", root / "records")
+    shutil.copytree(PROJECT / "rules", root / "rules")
     git(root, "init", "-q")
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "example data")

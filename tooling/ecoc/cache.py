@@ -26,7 +26,7 @@ from ecoc.findings import Finding
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
 CACHE_FILE = "check.json"
 ENVIRONMENT_VARIABLE = "ECOC_CACHE_DIR"
 DEFAULT_FOLDER = ".ecoc-cache"
@@ -45,6 +45,8 @@ class CachedRecord:
     findings: tuple[Finding, ...]
     # The IviReferenceId the record renders with, when it renders at all.
     reference_id: str | None = None
+    # The manufacturer stage the record certifies (the highest ManufacturerStageNumber).
+    stage: int = 1
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -53,13 +55,14 @@ class CachedRecord:
             "approval": self.approval,
             "findings": [f.to_dict() for f in self.findings],
             "reference": self.reference_id,
+            "stage": self.stage,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CachedRecord:
         line, column = data["at"]
         findings = tuple(Finding.from_dict(f) for f in data["findings"])
-        return cls(data["vin"], line, column, data["approval"], findings, data["reference"])
+        return cls(data["vin"], line, column, data["approval"], findings, data["reference"], data["stage"])
 
 
 @functools.cache
@@ -157,7 +160,7 @@ class CheckCache:
         if key is not None:
             self.results[key] = result
             self.used.add(key)
-        self.references[record_digest] = [result.approval, result.vin, result.vin_line, result.vin_column]
+        self.references[record_digest] = [result.approval, result.vin, result.vin_line, result.vin_column, result.stage]
         self.used_references.add(record_digest)
 
     def save(self) -> None:

@@ -26,6 +26,8 @@ from ecoc.ivi.render import content_digest, render
 from ecoc.model.approval import Approval, Variant, Version, parse_approval
 from ecoc.model.effective import Effective, build_effective
 from ecoc.model.record import ISSUED_DIGEST, Record
+from ecoc.rules.catalogue import Catalogue
+from ecoc.rules.evaluate import VersionMemo, evaluate
 from ecoc.yamlload import Scalar, Source
 
 if TYPE_CHECKING:
@@ -386,12 +388,29 @@ class RecordOutcome:
     rendered: bytes | None = None
 
 
+@dataclass(eq=False)
+class RuleRun:
+    """The readiness rules of one run: the catalogue, the date, and per-version results."""
+
+    catalogue: Catalogue
+    today: str
+    memos: dict[tuple[str, str, str], VersionMemo] = field(default_factory=dict)
+
+    def memo(self, approval: Approval, variant: Variant, version: Version) -> VersionMemo:
+        key = (approval.source.path, variant.name, version.name)
+        found = self.memos.get(key)
+        if found is None:
+            found = self.memos[key] = VersionMemo()
+        return found
+
+
 def check_record(
     record: Record,
     index: ApprovalIndex,
     schema: IviSchema | None,
     version_datetime: str = CHECK_DATETIME,
     keep_render: bool = False,
+    rules: RuleRun | None = None,
 ) -> RecordOutcome:
     """Check one record against its approval, the model, the rules and the schema."""
     vin = (record.vin.text,) if record.vin is not None else ()
@@ -417,6 +436,9 @@ def check_record(
     if not renderable:
         return outcome
     findings += check_issued(effective)
+    if rules is not None:
+        memo = rules.memo(approval, variant, version)
+        findings += evaluate(rules.catalogue, effective, effective.base_coc, memo, rules.today)
     rendered = render(effective.header, effective.coc)
     if schema is not None:
         findings += xsd_findings(effective, schema, rendered.data)
@@ -439,31 +461,42 @@ def _with_records(finding: Finding, records: tuple[str, ...]) -> Finding:
     )
 
 
-def duplicate_vins(records: list[tuple[str, int, int, str]]) -> list[Finding]:
-    """One finding per record whose VIN another record also has.
+def duplicate_vins(records: list[tuple[str, int, int, str, int]]) -> list[Finding]:
+    """One finding per record whose VIN and manufacturer stage another record also has.
 
-    `records` contains the VIN, its line and column, and the record file of every record.
+    `records` contains the VIN, its line and column, the record file and the stage of every
+    record. Each stage of a multi-stage vehicle has a record of its own, with the same VIN.
     """
-    by_vin: dict[str, list[tuple[str, int, int]]] = {}
-    for vin, line, column, path in records:
-        by_vin.setdefault(vin, []).append((path, line, column))
+    by_vin: dict[tuple[str, int], list[tuple[str, int, int]]] = {}
+    for vin, line, column, path, stage in records:
+        by_vin.setdefault((vin, stage), []).append((path, line, column))
     findings = []
-    for vin, holders in by_vin.items():
+    for (vin, stage), holders in by_vin.items():
         if len(holders) < 2:
             continue
+        which = f"VIN {vin}" if stage == 1 else f"VIN {vin} at manufacturer stage {stage}"
         for path, line, column in holders:
             others = ", ".join(p for p, _, _ in holders if p != path)
             findings.append(
                 Finding(
                     "record.duplicate-vin",
                     Severity.ERROR,
-                    f"VIN {vin} is also used by {others}",
+                    f"{which} is also used by {others}",
                     path,
                     line,
                     column,
                     "vin",
-                    "each vehicle has exactly one record; remove or correct the duplicate",
+                    "each vehicle has exactly one record per manufacturer stage; remove or correct the duplicate",
                     (vin,),
                 )
             )
     return findings
+
+
+def record_stage(record: Record, index: ApprovalIndex) -> int:
+    """Return the manufacturer stage of a record that is not checked in this run."""
+    resolved, _ = resolve(record, index)
+    if resolved is None or record.vin is None:
+        return 1
+    approval, variant, version = resolved
+    return build_effective(record, approval, variant, version, CHECK_DATETIME)[0].stage

@@ -7,6 +7,7 @@ internal error.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import logging
 import os
 import sys
@@ -23,7 +24,7 @@ from ecoc.errors import ConfigError, EcocError, InputError, UsageError
 from ecoc.fileio import write_atomically
 from ecoc.files import CONFIG_NAME, find_root, list_yaml
 from ecoc.findings import Finding, Severity, merge_duplicates
-from ecoc.memo import CheckInputs, Memo, fingerprint, now, replayable, save_memo
+from ecoc.memo import CheckInputs, Memo, fingerprint, now, replayable, save_memo, today
 from ecoc.report import format_json, format_text, summarize, summary_line
 
 # The model, the schema and the runner are imported where they are used, so that a check
@@ -31,6 +32,7 @@ from ecoc.report import format_json, format_text, summarize, summary_line
 if TYPE_CHECKING:
     from ecoc.config import Repository
     from ecoc.ivi.xsd import IviSchema
+    from ecoc.rules.catalogue import Catalogue
     from ecoc.runner import RecordResult
 
 log = logging.getLogger("ecoc")
@@ -220,6 +222,7 @@ def check(
         tuple(sorted(path.resolve().relative_to(root).as_posix() for path in selection or ())),
         str(xsd.resolve()) if xsd is not None else None,
         os.environ.get("ECOC_XSD"),
+        today(),
     )
     folder = cache_folder(root, no_cache)
     memo = replayable(folder, root, inputs) if folder is not None else None
@@ -358,7 +361,7 @@ def render(
 
     def write(result: RecordResult) -> None:
         vin = result.summary.vin
-        if result.rendered is None or vin is None or any(f.severity.blocking for f in result.summary.findings):
+        if result.rendered is None or vin is None or any(f.blocking for f in result.summary.findings):
             return
         target = out_dir / f"{vin}.xml"
         _write(target, result.rendered)
@@ -368,7 +371,7 @@ def render(
     _check_selection(paths, result.records, result.approvals)
     # Duplicate VINs and errors in an approval block records too; both are known only at the end.
     for finding in result.findings:
-        if finding.severity.blocking:
+        if finding.blocking:
             for vin in finding.records:
                 target = written.pop(vin, None)
                 if target is not None:
@@ -404,6 +407,99 @@ def _prepare_output(out_dir: Path, clean: bool) -> None:
             "pass --clean to delete its .xml files first, or choose an empty folder; "
             "files of an earlier render could otherwise be taken for current certificates",
         )
+
+
+@cli.group()
+def rules() -> None:
+    """Show the readiness rules of rules/ and the checks built into ecoc."""
+
+
+def _catalogue(ctx: click.Context) -> Catalogue:
+    from ecoc.rules.catalogue import load_catalogue
+
+    catalogue = load_catalogue(_root(ctx))
+    if catalogue.findings:
+        click.echo(format_text(catalogue.findings), nl=False, err=True)
+    return catalogue
+
+
+@rules.command(name="list")
+@click.pass_context
+def rules_list(ctx: click.Context) -> int:
+    """List every rule by subject, with its severity and title."""
+    from ecoc.rules.docs import list_text
+
+    catalogue = _catalogue(ctx)
+    click.echo(list_text(catalogue), nl=False)
+    return EXIT_FINDINGS if catalogue.findings else EXIT_CLEAN
+
+
+@rules.command(name="explain")
+@click.argument("rule_id")
+@click.pass_context
+def rules_explain(ctx: click.Context, rule_id: str) -> int:
+    """Show one rule: where it applies, its expressions, its source and its examples."""
+    from ecoc.rules.builtin import BUILTIN_DESCRIPTIONS
+    from ecoc.rules.docs import explain
+
+    catalogue = _catalogue(ctx)
+    rule = catalogue.by_id().get(rule_id)
+    if rule is not None:
+        click.echo(explain(rule), nl=False)
+        return EXIT_CLEAN
+    if rule_id in BUILTIN_DESCRIPTIONS:
+        click.echo(f"{rule_id} (built into ecoc): {BUILTIN_DESCRIPTIONS[rule_id]}")
+        return EXIT_CLEAN
+    known = sorted([*catalogue.by_id(), *BUILTIN_DESCRIPTIONS])
+    close = difflib.get_close_matches(rule_id, known, n=3)
+    raise UsageError(
+        f"no rule {rule_id}",
+        ("did you mean " + " or ".join(close) + "?") if close else "ecoc rules list shows every rule",
+    )
+
+
+@rules.command(name="doc")
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the page to this file (docs/rules.md) instead of stdout.",
+)
+@click.pass_context
+def rules_doc(ctx: click.Context, output: Path | None) -> int:
+    """Write the catalogue as Markdown, the content of docs/rules.md."""
+    from ecoc.rules.docs import markdown
+
+    catalogue = _catalogue(ctx)
+    if catalogue.findings:
+        return EXIT_FINDINGS
+    _emit(markdown(catalogue), output)
+    return EXIT_CLEAN
+
+
+@cli.command()
+@click.option("--check", "mode", flag_value="check", default=True, help="Fail when .github/CODEOWNERS disagrees.")
+@click.option("--write", "mode", flag_value="write", help="Write .github/CODEOWNERS from the owners.")
+@click.pass_context
+def codeowners(ctx: click.Context, mode: str) -> int:
+    """Keep .github/CODEOWNERS in line with the owners of ecoc.yaml, approvals and records."""
+    from ecoc.owners import CODEOWNERS, difference, generate
+
+    repository = _repository(ctx)
+    generated = generate(repository)
+    if generated.findings:
+        click.echo(format_text(list(generated.findings)), nl=False, err=True)
+    path = repository.root / CODEOWNERS
+    if mode == "write":
+        _write(path, generated.text)
+        click.echo(f"wrote {CODEOWNERS}")
+        return EXIT_CLEAN
+    current = path.read_text(encoding="utf-8") if path.exists() else ""
+    if current == generated.text:
+        click.echo(f"{CODEOWNERS} matches the owners", err=True)
+        return EXIT_CLEAN
+    click.echo(difference(current, generated.text), nl=False)
+    click.echo(f"{CODEOWNERS} disagrees with the owners; run ecoc codeowners --write", err=True)
+    return EXIT_FINDINGS
 
 
 SETTINGS_TEMPLATE = """\

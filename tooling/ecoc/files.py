@@ -72,3 +72,26 @@ def find_root(start: Path) -> Path:
         f"no {CONFIG_NAME} in {here} or any folder above it",
         "run ecoc inside a compliance repository, or pass --repo DIR",
     )
+
+
+# The evidence manifest the release job writes next to each signed certificate in signed/.
+MANIFEST_NAME = "manifest.json"
+
+
+def list_manifests(root: Path) -> list[tuple[str, str]]:
+    """Evidence manifests below signed/ as (path, path relative to `root`), sorted."""
+    found: list[tuple[str, str]] = []
+    pending = [(os.path.join(root, "signed"), "signed")]
+    while pending:
+        absolute, relative = pending.pop()
+        try:
+            entries = list(os.scandir(absolute))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            if entry.is_dir():
+                pending.append((entry.path, f"{relative}/{entry.name}"))
+            elif entry.name == MANIFEST_NAME:
+                found.append((f"{relative}/{entry.name}", entry.path))
+    found.sort()
+    return [(path, relative) for relative, path in found]

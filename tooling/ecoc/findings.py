@@ -7,7 +7,7 @@ and a failed readiness rule all end up as one `Finding` with the place it points
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 class Severity(enum.StrEnum):
@@ -37,10 +37,16 @@ class Finding:
     hint: str | None = None
     # VINs of the records the finding affects; empty for findings about a file as such.
     records: tuple[str, ...] = field(default=())
+    # The id of the waiver that accepts this finding; a waived finding is reported but blocks nothing.
+    waiver: str | None = None
 
     @property
     def record(self) -> str | None:
         return self.records[0] if len(self.records) == 1 else None
+
+    @property
+    def blocking(self) -> bool:
+        return self.severity.blocking and self.waiver is None
 
     def sort_key(self) -> tuple[str, int, int, int, str, str]:
         return (
@@ -64,6 +70,7 @@ class Finding:
             "record": self.record,
             "records": list(self.records),
             "hint": self.hint,
+            "waiver": self.waiver,
         }
 
     @classmethod
@@ -78,6 +85,7 @@ class Finding:
             path=data.get("path"),  # type: ignore[arg-type]
             hint=data.get("hint"),  # type: ignore[arg-type]
             records=tuple(data.get("records") or ()),  # type: ignore[arg-type]
+            waiver=data.get("waiver"),  # type: ignore[arg-type]
         )
 
 
@@ -98,21 +106,11 @@ def merge_duplicates(findings: list[Finding]) -> list[Finding]:
             finding.column,
             finding.path,
             finding.hint,
+            finding.waiver,
         )
         known = merged.get(key)
         if known is None:
             merged[key] = finding
             continue
-        records = tuple(sorted(set(known.records + finding.records)))
-        merged[key] = Finding(
-            finding.rule,
-            finding.severity,
-            finding.message,
-            finding.file,
-            finding.line,
-            finding.column,
-            finding.path,
-            finding.hint,
-            records,
-        )
+        merged[key] = replace(known, records=tuple(sorted(set(known.records + finding.records))))
     return sorted(merged.values(), key=Finding.sort_key)

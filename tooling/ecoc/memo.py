@@ -12,6 +12,7 @@ because coarse file system clocks could hide a second change; git's index has th
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import logging
@@ -24,13 +25,13 @@ from typing import Any
 from ecoc import cache
 from ecoc.cache import code_digest, prepare_folder
 from ecoc.fileio import write_atomically
-from ecoc.files import CONFIG_NAME, list_yaml
+from ecoc.files import CONFIG_NAME, list_manifests, list_yaml
 
 log = logging.getLogger(__name__)
 
 MEMO_FILE = "last-check.json"
 MEMO_FORMAT = 2
-FOLDERS = ("approvals", "records")
+FOLDERS = ("approvals", "records", "rules")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class CheckInputs:
     selection: tuple[str, ...]
     xsd_option: str | None
     xsd_environment: str | None
+    # Rules compare dates with the day of the check.
+    today: str
 
 
 @dataclass
@@ -72,13 +75,14 @@ def fingerprint(root: Path, inputs: CheckInputs, schema_path: str | None, truste
         digest.update((root / CONFIG_NAME).read_bytes())
     except OSError:
         return None
-    digest.update(json.dumps([inputs.selection, inputs.xsd_option, inputs.xsd_environment]).encode())
+    digest.update(json.dumps([inputs.selection, inputs.xsd_option, inputs.xsd_environment, inputs.today]).encode())
     lines: list[tuple[str, int]] = []
     if schema_path is not None:
         lines.append(_stat_line("xsd", schema_path))
         lines.append(_stat_line("xsd-import", str(Path(schema_path).parent / "xmldsig-core-schema.xsd")))
     for folder in FOLDERS:
         lines.extend(_stat_line(relative, path) for path, relative in list_yaml(root, folder))
+    lines.extend(_stat_line(relative, path) for path, relative in list_manifests(root))
     for line, mtime in lines:
         if trusted_before is not None and mtime >= trusted_before:
             return None
@@ -115,6 +119,11 @@ def save_memo(folder: Path, memo: Memo) -> None:
         write_atomically(folder / MEMO_FILE, json.dumps(document, separators=(",", ":")))
     except OSError as exc:
         log.warning("cannot write the findings of this check to %s: %s", folder, exc.strerror)
+
+
+def today() -> str:
+    """Return the date rules compare with; ECOC_TODAY (YYYY-MM-DD) sets it for reproducible runs."""
+    return os.environ.get("ECOC_TODAY") or datetime.date.today().isoformat()
 
 
 def now() -> int:

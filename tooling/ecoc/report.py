@@ -28,7 +28,8 @@ def format_text(findings: Sequence[Finding]) -> str:
         if finding.line is not None:
             place += f":{finding.line}:{finding.column or 1}"
         at = f" [{finding.path}]" if finding.path else ""
-        lines.append(f"{place}: {finding.severity.value} {finding.rule}: {finding.message}{at}{_records_note(finding)}")
+        severity = finding.severity.value + (f" (waived by {finding.waiver})" if finding.waiver else "")
+        lines.append(f"{place}: {severity} {finding.rule}: {finding.message}{at}{_records_note(finding)}")
         if finding.hint:
             lines.append(f"    hint: {finding.hint}")
     return "\n".join(lines) + ("\n" if lines else "")
@@ -40,18 +41,24 @@ def format_json(findings: Sequence[Finding], summary: dict[str, object]) -> str:
 
 
 def summarize(findings: Sequence[Finding], records: int, approvals: int) -> dict[str, object]:
+    """Count findings by severity; waived findings are counted apart, whatever their severity."""
     counts = {severity.value: 0 for severity in Severity}
+    waived = 0
     for finding in findings:
-        counts[finding.severity.value] += 1
-    return {"records": records, "approvals": approvals, **{f"{k}s": v for k, v in counts.items()}}
+        if finding.waiver is not None:
+            waived += 1
+        else:
+            counts[finding.severity.value] += 1
+    return {"records": records, "approvals": approvals, **{f"{k}s": v for k, v in counts.items()}, "waived": waived}
 
 
 def summary_line(summary: dict[str, object]) -> str:
     def plural(count: object, word: str) -> str:
         return f"{count} {word}{'' if count == 1 else 's'}"
 
+    waived = f", {summary['waived']} waived" if summary.get("waived") else ""
     return (
-        f"{plural(summary['errors'], 'error')}, {plural(summary['warnings'], 'warning')}, "
+        f"{plural(summary['errors'], 'error')}{waived}, {plural(summary['warnings'], 'warning')}, "
         f"{plural(summary['notes'], 'note')} in {plural(summary['records'], 'record')} "
         f"and {plural(summary['approvals'], 'approval')}"
     )

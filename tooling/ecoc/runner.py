@@ -8,6 +8,7 @@ that need all records at once (duplicate VINs).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import multiprocessing
 import os
@@ -17,12 +18,24 @@ from pathlib import Path
 from typing import Any
 
 from ecoc.cache import CachedRecord, CheckCache, context_key, result_key
-from ecoc.check import CHECK_DATETIME, ApprovalIndex, check_record, duplicate_vins, load_approvals
+from ecoc.check import (
+    CHECK_DATETIME,
+    ApprovalIndex,
+    RuleRun,
+    check_record,
+    duplicate_vins,
+    load_approvals,
+    record_stage,
+)
 from ecoc.config import Repository
-from ecoc.files import digest, list_yaml, read_file
+from ecoc.files import digest, list_manifests, list_yaml, read_file
 from ecoc.findings import Finding, Severity, merge_duplicates
 from ecoc.ivi.xsd import IviSchema
+from ecoc.memo import today
 from ecoc.model.record import Record, parse_record
+from ecoc.rules.builtin import BUILTIN_RULES
+from ecoc.rules.catalogue import load_catalogue
+from ecoc.rules.waivers import WaiverSet, load_waivers
 from ecoc.yamlload import Scalar, Source
 
 log = logging.getLogger(__name__)
@@ -59,21 +72,23 @@ class RunOptions:
     # Keep the rendered bytes of each record (render needs them, check does not).
     keep_render: bool = False
     jobs: int = 1
+    # Run the readiness rules of rules/ (the benchmark turns them off to measure their cost).
+    rules: bool = True
 
 
 # Set in the parent before worker processes fork, so that they inherit it.
-_WORKER_STATE: tuple[ApprovalIndex, IviSchema | None, str, bool] | None = None
+_WORKER_STATE: tuple[ApprovalIndex, IviSchema | None, str, bool, RuleRun | None] | None = None
 
 
 def _check_one(path: str, relative: str) -> RecordResult:
     assert _WORKER_STATE is not None
-    index, schema, version_datetime, keep_render = _WORKER_STATE
+    index, schema, version_datetime, keep_render, rules = _WORKER_STATE
     data, problem = read_file(path, relative)
     if data is None:
         assert problem is not None
         return RecordResult(relative, "", CachedRecord(None, 1, 1, None, (problem,)))
     record = parse_record(data, Source(relative), digest(data))
-    outcome = check_record(record, index, schema, version_datetime, keep_render)
+    outcome = check_record(record, index, schema, version_datetime, keep_render, rules)
     vin = record.vin
     reference = outcome.effective.header.get("IviReferenceId") if outcome.effective is not None else None
     summary = CachedRecord(
@@ -83,6 +98,7 @@ def _check_one(path: str, relative: str) -> RecordResult:
         record.approval.text if record.approval is not None else None,
         tuple(outcome.findings),
         reference.text if isinstance(reference, Scalar) else None,
+        outcome.effective.stage if outcome.effective is not None else 1,
     )
     return RecordResult(relative, record.digest, summary, outcome.rendered)
 
@@ -172,13 +188,23 @@ class _Run:
         self.selected_approvals = {a.source.path for a in self.index.approvals if _selected(a.source.path, self.chosen)}
         self.approval_keys, self.missing_key = _approval_keys(self.index)
         self.schema_digest = options.schema.digest if options.schema is not None else None
+        self.rules: RuleRun | None = None
+        self.catalogue_findings: list[Finding] = []
+        self.waivers = WaiverSet()
+        if options.rules:
+            catalogue = load_catalogue(repository.root)
+            self.rules = RuleRun(catalogue, today())
+            self.catalogue_findings = catalogue.findings
+            self.waivers = load_waivers(repository.root, catalogue, BUILTIN_RULES, self.rules.today)
+            # Results depend on the rules and, through date rules, on the day.
+            self.schema_digest = f"{self.schema_digest}\0{catalogue.digest}\0{self.rules.today}"
         self.contexts: dict[str, str] = {}
         self.use_cache = cache is not None and not options.keep_render
         # VINs of the checked records of each approval file, so that the approval's findings
         # are reported with the records they block.
         self.affected: dict[str, list[str]] = {}
         self.result = CheckRun([], 0, len(self.selected_approvals))
-        self.vins: list[tuple[str, int, int, str]] = []
+        self.vins: list[tuple[str, int, int, str, int]] = []
         # IviReferenceId -> positions in `vins` of the records that render with it.
         self.references: dict[str, int | list[int]] = {}
         self.to_check: list[tuple[str, str]] = []
@@ -191,10 +217,16 @@ class _Run:
             context = self.contexts[approval_key] = context_key(approval_key, self.schema_digest)
         return result_key(relative, record_digest, context)
 
+    def waive(self, findings: tuple[Finding, ...] | list[Finding]) -> list[Finding]:
+        return [part for finding in findings for part in self.waivers.apply(finding)]
+
     def accept(self, result: RecordResult) -> None:
+        if self.waivers.by_rule and result.summary.findings:
+            waived = tuple(self.waive(result.summary.findings))
+            result = replace(result, summary=replace(result.summary, findings=waived))
         summary = result.summary
         if summary.vin is not None:
-            self.vins.append((summary.vin, summary.vin_line, summary.vin_column, result.relative))
+            self.vins.append((summary.vin, summary.vin_line, summary.vin_column, result.relative, summary.stage))
             if summary.reference_id is not None:
                 self.note_reference(summary.reference_id, len(self.vins) - 1)
             for path in self.index.paths_of(summary.approval):
@@ -250,11 +282,11 @@ class _Run:
         # Records outside the selection still count for duplicate VINs.
         if reference is not None:
             if reference[1] is not None:
-                self.vins.append((reference[1], reference[2], reference[3], relative))
+                self.vins.append((reference[1], reference[2], reference[3], relative, reference[4]))
             return
         vin = record_file.parsed().vin
         if vin is not None:
-            self.vins.append((vin.text, vin.line, vin.column, relative))
+            self.vins.append((vin.text, vin.line, vin.column, relative, record_stage(record_file.parsed(), self.index)))
 
     def wanted(self, record_file: _RecordFile, reference: list[Any] | None) -> bool:
         """Return whether the record is selected, by its path or through its approval file."""
@@ -275,7 +307,7 @@ class _Run:
         options = self.options
         if self.to_check and options.schema is not None:
             options.schema.compile()  # once, before worker processes fork
-        _WORKER_STATE = (self.index, options.schema, options.version_datetime, options.keep_render)
+        _WORKER_STATE = (self.index, options.schema, options.version_datetime, options.keep_render, self.rules)
         try:
             for result in _check_all(self.to_check, options.jobs):
                 self.accept(result)
@@ -308,7 +340,7 @@ class _Run:
             if isinstance(positions, int):
                 continue
             holders = [self.vins[position] for position in positions]
-            for vin, line, column, relative in holders:
+            for vin, line, column, relative, _ in holders:
                 others = ", ".join(other[3] for other in holders if other[3] != relative)
                 findings.append(
                     Finding(
@@ -326,11 +358,57 @@ class _Run:
                 )
         return findings
 
+    def signed_elsewhere(self) -> list[Finding]:
+        """Records whose VIN the evidence archive holds as signed from another record file."""
+        signed: dict[str, tuple[str, str]] = {}
+        findings: list[Finding] = []
+        for path, relative in list_manifests(self.repository.root):
+            try:
+                with open(path, "rb") as handle:
+                    manifest = json.loads(handle.read())
+                signed.setdefault(str(manifest["vin"]), (str(manifest["record"]), relative))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                findings.append(
+                    Finding(
+                        "io.read",
+                        Severity.ERROR,
+                        f"cannot read the evidence manifest: {exc}",
+                        relative,
+                        1,
+                        1,
+                        hint="evidence in signed/ is written by the release job only",
+                    )
+                )
+        for vin, line, column, relative, _ in self.vins:
+            known = signed.get(vin)
+            if known is None or known[0] == relative or relative not in self.selected_files:
+                continue
+            findings.append(
+                Finding(
+                    "record.signed-elsewhere",
+                    Severity.ERROR,
+                    f"VIN {vin} was signed from {known[0]} ({known[1]})",
+                    relative,
+                    line,
+                    column,
+                    "vin",
+                    f"continue the vehicle's history in {known[0]}; a certificate's record does not move",
+                    (vin,),
+                )
+            )
+        return findings
+
     def finish(self) -> CheckRun:
         run = self.result
-        run.findings.extend(self.approval_findings())
-        run.findings.extend(f for f in duplicate_vins(self.vins) if f.file in self.selected_files)
-        run.findings.extend(self.duplicate_reference_ids())
+        run.findings.extend(self.waive(self.approval_findings()))
+        run.findings.extend(self.catalogue_findings)
+        run.findings.extend(self.waive([f for f in duplicate_vins(self.vins) if f.file in self.selected_files]))
+        run.findings.extend(self.waive(self.duplicate_reference_ids()))
+        run.findings.extend(self.waive(self.signed_elsewhere()))
+        run.findings.extend(self.waivers.findings)
+        if self.chosen is None:
+            # Only a run over every record can tell that a waiver accepts nothing.
+            run.findings.extend(self.waivers.unused())
         disabled = set(self.repository.settings.disable)
         run.findings = merge_duplicates([f for f in run.findings if f.rule not in disabled])
         if self.cache is not None:

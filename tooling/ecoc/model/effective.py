@@ -25,6 +25,8 @@ class Effective:
     coc: Mapping
     stage: int
     version_number: int
+    # The version's merged CocDataGroup, which the record's tree shares unchanged subtrees with.
+    base_coc: Mapping | None = None
 
     @property
     def vin(self) -> str:
@@ -146,4 +148,5 @@ def build_effective(
     removed_coc = nulls(record.coc, "CocDataGroup") if record.coc is not None else {}
     check_structure(header, ivi_spec.header(), "Header", vin, findings, removed=removed_header)
     check_structure(coc, ivi_spec.coc_data_group(), "CocDataGroup", vin, findings, removed=removed_coc)
-    return Effective(record, approval, header, coc, stage, version_number), findings
+    base = base_coc if isinstance(base_coc, Mapping) else None
+    return Effective(record, approval, header, coc, stage, version_number, base), findings

@@ -1,0 +1,290 @@
+"""The readiness rules: every rule's examples, the rule file format, waivers and owners."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import PROJECT
+from ecoc.cli import main
+from ecoc.rules.catalogue import load_catalogue
+from ecoc.rules.examples import run_example
+from test_check import APPROVAL, RECORD, edit
+
+CATALOGUE = load_catalogue(PROJECT)
+RULES = CATALOGUE.rules
+
+
+def test_catalogue_loads_without_findings() -> None:
+    assert CATALOGUE.findings == []
+    assert RULES
+
+
+@pytest.mark.parametrize("rule", RULES, ids=[rule.id for rule in RULES])
+def test_rule_accepts_its_passing_example(rule) -> None:  # type: ignore[no-untyped-def]
+    findings, problems = run_example(CATALOGUE, rule, rule.spec.examples.passing)
+    assert problems == []
+    assert findings == []
+
+
+@pytest.mark.parametrize("rule", RULES, ids=[rule.id for rule in RULES])
+def test_rule_rejects_its_failing_example(rule) -> None:  # type: ignore[no-untyped-def]
+    findings, problems = run_example(CATALOGUE, rule, rule.spec.examples.failing)
+    assert problems == []
+    assert [f.rule for f in findings] == [rule.id]
+    assert "?" not in findings[0].message
+
+
+# ---- the rule file format -------------------------------------------------------------------
+
+GOOD_RULE = """\
+  - id: test.speed-known
+    title: The maximum speed is given
+    severity: warning
+    check: has(coc.MaximumSpeed)
+    message: no maximum speed
+    path: CocDataGroup.MaximumSpeed
+    examples:
+      pass: {CocDataGroup: {MaximumSpeed: 100}}
+      fail: {CocDataGroup: {VehicleCategory: M1}}
+"""
+
+
+def check_json(repo: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[dict[str, object]]]:
+    code = main(["--repo", str(repo), "check", "--no-cache", "--format", "json", *args])
+    return code, json.loads(capsys.readouterr().out)["findings"]
+
+
+def write_rules(repo: Path, name: str, text: str) -> None:
+    (repo / "rules" / name).write_text(text, encoding="utf-8")
+
+
+def test_rule_with_unknown_field(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_rules(
+        example_repo,
+        "broken.yaml",
+        "rules:\n" + GOOD_RULE.replace("    severity: warning\n", "    severity: warning\n    colour: red\n"),
+    )
+    code, findings = check_json(example_repo, capsys)
+    broken = [f for f in findings if f["rule"] == "rules.invalid"]
+    assert len(broken) == 1
+    assert (broken[0]["file"], broken[0]["line"]) == ("rules/broken.yaml", 5)
+    assert "colour" in str(broken[0]["message"])
+    assert code == 1
+
+
+def test_rule_that_does_not_compile(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_rules(
+        example_repo, "broken.yaml", "rules:\n" + GOOD_RULE.replace("has(coc.MaximumSpeed)", "coc.MaximumSpeed >")
+    )
+    code, findings = check_json(example_repo, capsys)
+    broken = [f for f in findings if f["rule"] == "rules.invalid"]
+    assert len(broken) == 1
+    assert broken[0]["line"] == 5
+    assert "does not compile" in str(broken[0]["message"])
+    assert code == 1
+
+
+def test_other_rules_still_run_beside_a_broken_one(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_rules(example_repo, "broken.yaml", "rules:\n  - id: Bad Id\n")
+    write_rules(example_repo, "extra.yaml", "rules:\n" + GOOD_RULE.replace("has(coc.MaximumSpeed)", "false"))
+    code, findings = check_json(example_repo, capsys)
+    assert any(f["rule"] == "rules.invalid" and f["file"] == "rules/broken.yaml" for f in findings)
+    assert sum(len(f["records"]) for f in findings if f["rule"] == "test.speed-known") == 12
+    assert code == 1
+
+
+def test_rule_file_with_yaml_error(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_rules(example_repo, "broken.yaml", "rules:\n\t- id: x\n")
+    code, findings = check_json(example_repo, capsys)
+    assert [f["rule"] for f in findings] == ["yaml.tab"]
+    assert code == 1
+
+
+def test_rule_with_a_type_error_is_reported_once(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_rules(
+        example_repo, "extra.yaml", "rules:\n" + GOOD_RULE.replace("has(coc.MaximumSpeed)", "coc.MaximumSpeed + 1 > 0")
+    )
+    code, findings = check_json(example_repo, capsys)
+    failed = [f for f in findings if f["rule"] == "rules.failed"]
+    assert len(failed) == 1
+    assert failed[0]["file"] == "rules/extra.yaml"
+    assert len(failed[0]["records"]) == 12
+    assert code == 1
+
+
+def test_selectors_limit_a_rule(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rule = GOOD_RULE.replace("has(coc.MaximumSpeed)", "false").replace(
+        "    severity: warning\n", "    severity: warning\n    applies: {categories: [N1], energy_sources: ['20']}\n"
+    )
+    write_rules(example_repo, "extra.yaml", "rules:\n" + rule)
+    _, findings = check_json(example_repo, capsys)
+    flagged = sorted(r for f in findings if f["rule"] == "test.speed-known" for r in f["records"])
+    assert flagged == ["XNHDR1A87TE303318", "XNHDR1M67TE300087", "XNHDR1M69TE301452", "XNHDR2A8XTE305120"]
+
+
+def test_inherited_value_points_at_the_approval(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, APPROVAL, "          MassInRunningOrder: 1465", "          MassInRunningOrder: 2465")
+    code, findings = check_json(example_repo, capsys)
+    finding = next(f for f in findings if f["rule"] == "mass.running-order-within-maximum")
+    assert finding["file"] == APPROVAL
+    assert "2465" in str(finding["message"])
+    assert len(finding["records"]) >= 1
+    assert code == 1
+
+
+# ---- waivers ----------------------------------------------------------------------------------
+
+WAIVER = """\
+waivers:
+  - id: W-1
+    rule: {rule}
+    records: [{records}]
+    reason: accepted by the approval authority in writing
+    approved_by: "@halvard-motors/compliance-review"
+    expires: {expires}
+"""
+
+
+def waive(repo: Path, rule: str, records: str, expires: str = "2099-01-01") -> None:
+    (repo / "rules" / "waivers.yaml").write_text(WAIVER.format(rule=rule, records=records, expires=expires))
+
+
+def break_mass(repo: Path) -> None:
+    write_rules(
+        repo, "extra.yaml", "rules:\n" + GOOD_RULE.replace("has(coc.MaximumSpeed)", "record.vin != 'XNHKH16S1TE100214'")
+    )
+
+
+def test_waived_finding_is_reported_but_does_not_block(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    break_mass(example_repo)
+    write_rules(
+        example_repo,
+        "extra.yaml",
+        (example_repo / "rules" / "extra.yaml").read_text().replace("severity: warning", "severity: error"),
+    )
+    waive(example_repo, "test.speed-known", "XNHKH16S1TE100214")
+    code = main(["--repo", str(example_repo), "check", "--no-cache", "--format", "json"])
+    document = json.loads(capsys.readouterr().out)
+    waived = [f for f in document["findings"] if f["waiver"] == "W-1"]
+    assert [f["records"] for f in waived] == [["XNHKH16S1TE100214"]]
+    assert document["summary"]["waived"] == 1
+    assert document["summary"]["errors"] == 0
+    assert code == 0
+
+
+def test_waiver_with_a_pattern(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_rules(example_repo, "extra.yaml", "rules:\n" + GOOD_RULE.replace("has(coc.MaximumSpeed)", "false"))
+    waive(example_repo, "test.speed-known", '"XNHDR*"')
+    _, findings = check_json(example_repo, capsys)
+    waived = [r for f in findings if f["waiver"] == "W-1" for r in f["records"]]
+    assert len(waived) == 4 and all(vin.startswith("XNHDR") for vin in waived)
+
+
+def test_expired_waiver(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    break_mass(example_repo)
+    waive(example_repo, "test.speed-known", "XNHKH16S1TE100214", expires="2020-01-01")
+    code, findings = check_json(example_repo, capsys)
+    expired = [f for f in findings if f["rule"] == "waiver.expired"]
+    assert len(expired) == 1 and "W-1" in str(expired[0]["message"])
+    assert expired[0]["file"] == "rules/waivers.yaml"
+    assert not any(f["waiver"] for f in findings)
+    assert code == 1
+
+
+def test_unused_waiver(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    waive(example_repo, "mass.running-order-within-maximum", "XNHKH16S1TE100214")
+    code, findings = check_json(example_repo, capsys)
+    assert [f["rule"] for f in findings] == ["waiver.not-waivable"]
+    waive(example_repo, "vin.check-digit", "XNHKH16S1TE100214")
+    code, findings = check_json(example_repo, capsys)
+    assert [f["rule"] for f in findings] == ["waiver.unused"]
+    assert findings[0]["severity"] == "warning"
+    assert code == 0
+
+
+def test_waiver_for_an_unknown_rule(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    waive(example_repo, "mass.no-such-rule", "XNHKH16S1TE100214")
+    code, findings = check_json(example_repo, capsys)
+    assert [f["rule"] for f in findings] == ["waiver.unknown-rule"]
+    assert code == 1
+
+
+def test_waiver_without_approver(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    waive(example_repo, "vin.check-digit", "XNHKH16S1TE100214")
+    edit(example_repo, "rules/waivers.yaml", '    approved_by: "@halvard-motors/compliance-review"\n', "")
+    code, findings = check_json(example_repo, capsys)
+    assert [f["rule"] for f in findings] == ["waiver.invalid"]
+    assert "approved_by" in str(findings[0]["message"])
+    assert code == 1
+
+
+# ---- records across the repository ------------------------------------------------------------
+
+
+def test_vin_signed_from_another_record(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    evidence = example_repo / "signed" / "XNHKH16S1TE100214" / "1"
+    evidence.mkdir(parents=True)
+    (evidence / "manifest.json").write_text(json.dumps({"vin": "XNHKH16S1TE100214", "record": "records/old.yaml"}))
+    code, findings = check_json(example_repo, capsys)
+    finding = next(f for f in findings if f["rule"] == "record.signed-elsewhere")
+    assert finding["file"] == RECORD
+    assert "records/old.yaml" in str(finding["message"])
+    assert code == 1
+
+
+def test_same_vin_at_two_stages_is_allowed(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    second = example_repo / "records" / "XNHKH16S1TE100214-stage2.yaml"
+    second.write_text(
+        (example_repo / RECORD)
+        .read_text()
+        .replace(
+            "CocDataGroup:\n",
+            "CocDataGroup:\n  ManufacturerTable:\n    - {}\n    - ManufacturerStageNumber: 2\n"
+            "      ManufacturerName: CARROSSERIE VAN DAM B.V.\n      ManufacturerAddressLine1: INDUSTRIEWEG 4\n"
+            "      ManufacturerPlaceOfResidence: TILBURG\n      ManufacturerCountryOfResidence: NETHERLANDS\n",
+            1,
+        )
+    )
+    _, findings = check_json(example_repo, capsys)
+    assert not [f for f in findings if f["rule"] == "record.duplicate-vin"]
+
+
+# ---- documentation and owners -----------------------------------------------------------------
+
+
+def test_rules_documentation_is_current() -> None:
+    from ecoc.rules.docs import markdown
+
+    committed = (PROJECT / "docs" / "rules.md").read_text(encoding="utf-8")
+    assert committed == markdown(CATALOGUE), "docs/rules.md is out of date: run ecoc rules doc --output docs/rules.md"
+
+
+def test_codeowners_matches_the_owners(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--repo", str(PROJECT), "codeowners", "--check"]) == 0
+
+
+def test_codeowners_check_fails_on_drift(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--repo", str(example_repo), "codeowners", "--write"]) == 0
+    edit(
+        example_repo,
+        "ecoc.yaml",
+        '  review: ["@halvard-motors/compliance-review"]',
+        '  review: ["@halvard-motors/quality"]',
+    )
+    capsys.readouterr()
+    assert main(["--repo", str(example_repo), "codeowners", "--check"]) == 1
+    assert "+* @halvard-motors/quality" in capsys.readouterr().out
+
+
+def test_rules_list_and_explain(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--repo", str(PROJECT), "rules", "list"]) == 0
+    listed = capsys.readouterr().out
+    for rule in RULES:
+        assert rule.id in listed
+    assert main(["--repo", str(PROJECT), "rules", "explain", RULES[0].id]) == 0
+    assert "passes:" in capsys.readouterr().out
+    assert main(["--repo", str(PROJECT), "rules", "explain", "vin.format"]) == 0
+    assert main(["--repo", str(PROJECT), "rules", "explain", "mass.nothing"]) == 2

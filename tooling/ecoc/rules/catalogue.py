@@ -1,0 +1,320 @@
+"""Readiness rules: read `rules/*.yaml`, check each rule's fields and compile its CEL.
+
+A rule names when it applies (selectors on the certificate, then an optional CEL condition
+`when`), what must hold (the CEL expression `check`), the message shown when it does not (with
+`{{ expression }}` placeholders for the offending values), and the YAML path the finding points
+at. A rule file with a YAML error, an unknown field or an expression that does not compile is
+reported with its file and line, and every other rule still runs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+import cel
+import pydantic
+
+from ecoc.files import digest, list_yaml
+from ecoc.findings import Finding, Severity
+from ecoc.model.nodes import require_mapping, validate_node
+from ecoc.yamlload import Mapping, Node, Sequence, Source, load_yaml
+
+RULE_ID = r"^[a-z][a-z0-9-]*(\.[a-z0-9][a-z0-9-]*)+$"
+# `{{ expression }}` in a message: a CEL expression whose value is shown.
+PLACEHOLDER = re.compile(r"\{\{\s*(.+?)\s*\}\}")
+# Names of CocDataGroup elements an expression reads, as in `coc.MassGroup.ActualMass`.
+COC_NAME = re.compile(r"\bcoc\s*\.\s*([A-Za-z][A-Za-z0-9]*)")
+# Names after a dot anywhere in an expression: the element names a rule can read.
+FIELD_NAME = re.compile(r"\.\s*([A-Za-z][A-Za-z0-9]*)")
+RECORD_VARIABLES = re.compile(r"\b(record|header|today)\b")
+
+
+def _strict_bool(value: object) -> object:
+    """YAML text `true` and `false` only; `yes`, `on` or `1` are not booleans here."""
+    if value in ("true", "false"):
+        return value == "true"
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"{value!r} is not true or false")
+
+
+StrictBool = Annotated[bool, pydantic.BeforeValidator(_strict_bool)]
+Expression = Annotated[str, pydantic.StringConstraints(min_length=1)]
+
+
+class Applies(pydantic.BaseModel):
+    """Selectors: a rule applies to a certificate only if every given selector matches."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    # Vehicle categories as shell patterns: M1, N*, O[34].
+    categories: tuple[str, ...] = ()
+    # StageOfCompletion: C complete, I incomplete, V completed.
+    stages: tuple[Literal["C", "I", "V"], ...] = ()
+    # Approval frameworks: the act in the approval number, such as 2018/858 or 168/2013.
+    frameworks: tuple[str, ...] = ()
+    # EnergySource codes; the rule applies if the vehicle has any of them.
+    energy_sources: tuple[str, ...] = ()
+    # A regular expression the approval number must match.
+    approval_number: str | None = None
+
+    @pydantic.field_validator("approval_number")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+
+class Examples(pydantic.BaseModel):
+    """A certificate (partial) the rule accepts and one it rejects, as the tests run them."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    passing: dict[str, Any] = pydantic.Field(alias="pass")
+    failing: dict[str, Any] = pydantic.Field(alias="fail")
+
+
+class RuleSpec(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, pydantic.StringConstraints(pattern=RULE_ID)]
+    title: Annotated[str, pydantic.StringConstraints(min_length=1)]
+    severity: Literal["error", "warning", "note"]
+    waivable: StrictBool = True
+    applies: Applies = Applies()
+    when: Expression | None = None
+    check: Expression
+    message: Annotated[str, pydantic.StringConstraints(min_length=1)]
+    path: Annotated[str, pydantic.StringConstraints(pattern=r"^(CocDataGroup|Header|record)(\.|$)")]
+    # What to do about a finding; the title stands in when there is none.
+    hint: str | None = None
+    # Where the requirement comes from: a regulation, an EReg document, a physical law.
+    source: str | None = None
+    doc: str | None = None
+    examples: Examples
+
+
+@dataclass(eq=False)
+class Rule:
+    """A rule with its compiled expressions, ready to run."""
+
+    spec: RuleSpec
+    file: str
+    line: int
+    condition: Any  # cel.Program or None
+    assertion: Any  # cel.Program
+    message_parts: list[str | Any]  # text, and cel.Program for each placeholder
+    # CocDataGroup elements the expressions read; None when they read `coc` as a whole.
+    coc_names: frozenset[str] | None
+    # Whether the expressions read the record, the header or today's date.
+    per_record: bool
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def subject(self) -> str:
+        return self.spec.id.split(".", 1)[0]
+
+    @property
+    def severity(self) -> Severity:
+        return Severity(self.spec.severity)
+
+
+@dataclass(eq=False)
+class Catalogue:
+    rules: list[Rule] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    # sha256 over every rule file, for the cache: results depend on the rules.
+    digest: str = ""
+    # Every element name any rule reads; the evaluation context holds only these.
+    field_names: frozenset[str] = frozenset()
+
+    def by_id(self) -> dict[str, Rule]:
+        return {rule.id: rule for rule in self.rules}
+
+
+def _compile(expression: str) -> Any:
+    """Compile a CEL expression, or raise ValueError with the parser's message."""
+    return cel.compile(expression)
+
+
+def _message_parts(message: str) -> list[str | Any]:
+    parts: list[str | Any] = []
+    position = 0
+    for match in PLACEHOLDER.finditer(message):
+        parts.append(message[position : match.start()])
+        parts.append(_compile(match.group(1)))
+        position = match.end()
+    parts.append(message[position:])
+    return parts
+
+
+def _coc_names(expressions: list[str]) -> frozenset[str] | None:
+    names: set[str] = set()
+    for expression in expressions:
+        uses = len(re.findall(r"\bcoc\b", expression))
+        found = COC_NAME.findall(expression)
+        if uses > len(found):
+            return None  # `coc` is used whole, or indexed with brackets
+        names.update(found)
+    return frozenset(names)
+
+
+def _rule_finding(source: Source, node: Node, message: str, hint: str, path: str) -> Finding:
+    return Finding("rules.invalid", Severity.ERROR, message, source.path, node.line, node.column, path, hint)
+
+
+def compile_rule(spec: RuleSpec, source: Source, node: Mapping, path: str) -> tuple[Rule | None, list[Finding]]:
+    """Compile the expressions of one rule; a failure is a finding at the expression's line."""
+    programs: dict[str, Any] = {}
+    for key in ("when", "check", "message"):
+        text = getattr(spec, key)
+        if text is None:
+            continue
+        try:
+            programs[key] = _message_parts(text) if key == "message" else _compile(text)
+        except ValueError as exc:
+            target = node.get(key, node)
+            return None, [
+                _rule_finding(
+                    source,
+                    target,
+                    f"rule {spec.id}: the {key} expression does not compile: {str(exc).splitlines()[0]}",
+                    "fix the CEL syntax; the catalogue documentation in docs/rules.md shows the variables",
+                    f"{path}.{key}",
+                )
+            ]
+    expressions = [spec.check, *([spec.when] if spec.when else []), *PLACEHOLDER.findall(spec.message)]
+    # The finding points at `path`, so its element counts as read too.
+    path_element = spec.path.split(".")[1].split("[")[0] if spec.path.count(".") else ""
+    coc_names = _coc_names(expressions)
+    if coc_names is not None and spec.path.startswith("CocDataGroup.") and path_element:
+        coc_names = coc_names | {path_element}
+    rule = Rule(
+        spec,
+        source.path,
+        node.line,
+        programs.get("when"),
+        programs["check"],
+        programs["message"],
+        coc_names,
+        any(RECORD_VARIABLES.search(expression) for expression in expressions)
+        or not spec.path.startswith("CocDataGroup"),
+    )
+    return rule, []
+
+
+def _load_file(data: bytes, source: Source, catalogue: Catalogue, known: dict[str, str]) -> None:
+    node, findings = load_yaml(data, source)
+    catalogue.findings.extend(_as_rule_findings(findings))
+    root, shape = require_mapping(node, "a rule file", source.path)
+    catalogue.findings.extend(_as_rule_findings(shape))
+    if root is None:
+        return
+    rules = root.get("rules")
+    extra = [key for key in root if key != "rules"]
+    for key in extra:
+        line, column = root.key_position(key)
+        catalogue.findings.append(
+            Finding(
+                "rules.invalid",
+                Severity.ERROR,
+                f"unknown key {key} in a rule file",
+                source.path,
+                line,
+                column,
+                key,
+                "a rule file holds one key, rules, with a list of rules",
+            )
+        )
+    if not isinstance(rules, Sequence):
+        target = rules if rules is not None else root
+        catalogue.findings.append(
+            _rule_finding(
+                source, target, "a rule file needs a list under rules", "write rules: with one - item per rule", "rules"
+            )
+        )
+        return
+    for index, item in enumerate(rules):
+        path = f"rules[{index}]"
+        spec, invalid = validate_node(RuleSpec, item, path, "see the rule fields in docs/rules.md")
+        catalogue.findings.extend(_as_rule_findings(invalid))
+        if spec is None or not isinstance(item, Mapping):
+            continue
+        if spec.id in known:
+            catalogue.findings.append(
+                _rule_finding(
+                    source,
+                    item.get("id", item),
+                    f"rule {spec.id} is also defined in {known[spec.id]}",
+                    "give every rule its own id",
+                    f"{path}.id",
+                )
+            )
+            continue
+        rule, problems = compile_rule(spec, source, item, path)
+        catalogue.findings.extend(problems)
+        if rule is not None:
+            known[spec.id] = source.path
+            catalogue.rules.append(rule)
+
+
+def _as_rule_findings(findings: list[Finding]) -> list[Finding]:
+    """Report problems of rule files under `rules.` ids, apart from the YAML ones."""
+    converted = []
+    for finding in findings:
+        rule = "rules.invalid" if finding.rule.startswith("model.") else finding.rule
+        converted.append(
+            Finding(
+                rule,
+                finding.severity,
+                finding.message,
+                finding.file,
+                finding.line,
+                finding.column,
+                finding.path,
+                finding.hint,
+                finding.records,
+            )
+        )
+    return converted
+
+
+def load_catalogue(root: Any, folder: str = "rules") -> Catalogue:
+    """Read and compile every rule file below `root/folder`."""
+    catalogue = Catalogue()
+    known: dict[str, str] = {}
+    digests = []
+    for path, relative in list_yaml(root, folder):
+        if relative.rsplit("/", 1)[-1] in WAIVER_FILES:
+            continue
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            catalogue.findings.append(
+                Finding("io.read", Severity.ERROR, f"cannot read the file: {exc.strerror}", relative, 1, 1)
+            )
+            continue
+        digests.append(f"{relative}\0{digest(data)}")
+        _load_file(data, Source(relative), catalogue, known)
+    catalogue.digest = digest("\n".join(digests).encode())
+    names: set[str] = set()
+    for rule in catalogue.rules:
+        spec = rule.spec
+        for expression in (spec.check, spec.when or "", spec.message):
+            names.update(FIELD_NAME.findall(expression))
+    catalogue.field_names = frozenset(names)
+    return catalogue
+
+
+# Files under rules/ that hold waivers, not rules.
+WAIVER_FILES = frozenset({"waivers.yaml", "waivers.yml"})

@@ -1,0 +1,266 @@
+"""Run the readiness rules on one record's effective certificate.
+
+Rules read four CEL variables:
+
+- `coc`: the CocDataGroup, with IVI element names as keys, tables as lists of rows, every
+  number as a double (write `1.0` in arithmetic), dates as `YYYY-MM-DD` text, codes and texts
+  as strings. It holds only the elements some rule names, because building it dominates the
+  cost of running the rules.
+- `header`: the content fields of the Header (IntendedCountryRegistration and the others).
+- `record`: facts about the record: `vin`, `approval`, `variant`, `version`, `category`,
+  `stage` (StageOfCompletion), `stage_number`, `framework` (the act of the approval number,
+  such as `2018/858`), `authority` (its e-code) and `energy_sources` (every EnergySource code).
+- `today`: the date of the check as `YYYY-MM-DD`.
+
+A rule whose expressions read only elements that the record shares with its version gives
+the same result for every record of the version, so it runs once per version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import re
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any
+
+import cel
+
+from ecoc.findings import Finding, Severity
+from ecoc.identifiers import parse_approval_number
+from ecoc.model.effective import Effective
+from ecoc.rules.catalogue import Catalogue, Rule
+from ecoc.yamlload import Mapping, Node, Scalar, Sequence
+
+_PATH_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+@dataclass
+class VersionMemo:
+    """Findings of rules that gave the same result for every record of one version."""
+
+    results: dict[str, Finding | None] = field(default_factory=dict)
+
+
+def _value(scalar: Scalar) -> Any:
+    value = scalar.value
+    if isinstance(value, bool):  # pragma: no cover - the model has no booleans
+        return value
+    if isinstance(value, int | Decimal):
+        return float(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def plain(node: Node, names: frozenset[str]) -> Any:
+    """Convert a tree into CEL input, keeping only the keys in `names`."""
+    if isinstance(node, Scalar):
+        return _value(node)
+    if isinstance(node, Mapping):
+        return {key: plain(value, names) for key, value in node.items() if key in names}
+    return [plain(item, names) for item in node]
+
+
+def energy_sources(coc: Mapping) -> list[str]:
+    """Every EnergySource and AdditionalEnergySource code of the vehicle, in order."""
+    codes: list[str] = []
+    convertors = coc.get("EnergyConvertorTable")
+    if not isinstance(convertors, Sequence):
+        return codes
+    for convertor in convertors:
+        if not isinstance(convertor, Mapping):
+            continue
+        for table, name in (
+            ("EnergySourceTable", "EnergySource"),
+            ("AdditionalEnergySourceTable", "AdditionalEnergySource"),
+        ):
+            rows = convertor.get(table)
+            for row in rows if isinstance(rows, Sequence) else ():
+                code = row.get(name) if isinstance(row, Mapping) else None
+                if isinstance(code, Scalar) and isinstance(code.value, str) and code.value not in codes:
+                    codes.append(code.value)
+    return codes
+
+
+def _text(coc: Mapping, name: str) -> str | None:
+    node = coc.get(name)
+    return node.value if isinstance(node, Scalar) and isinstance(node.value, str) else None
+
+
+def record_facts(effective: Effective) -> dict[str, Any]:
+    record = effective.record
+    number = effective.approval.number_text or ""
+    parsed = parse_approval_number(number)
+    return {
+        "vin": effective.vin,
+        "approval": number,
+        "variant": record.variant.text if record.variant else "",
+        "version": record.version.text if record.version else "",
+        "category": _text(effective.coc, "VehicleCategory") or "",
+        "stage": _text(effective.coc, "StageOfCompletion") or "",
+        "stage_number": float(effective.stage),
+        "framework": parsed.act if parsed else "",
+        "authority": parsed.authority if parsed else "",
+        "energy_sources": energy_sources(effective.coc),
+    }
+
+
+def applies(rule: Rule, facts: dict[str, Any]) -> bool:
+    """Check a rule's selectors against the record's facts."""
+    selectors = rule.spec.applies
+    if selectors.categories and not any(fnmatch.fnmatchcase(facts["category"], p) for p in selectors.categories):
+        return False
+    if selectors.stages and facts["stage"] not in selectors.stages:
+        return False
+    if selectors.frameworks and facts["framework"] not in selectors.frameworks:
+        return False
+    if selectors.energy_sources and not set(selectors.energy_sources) & set(facts["energy_sources"]):
+        return False
+    return not (selectors.approval_number and re.search(selectors.approval_number, facts["approval"]) is None)
+
+
+def locate(effective: Effective, path: str) -> tuple[str, int, int]:
+    """Return the file, line and column of the deepest node a rule's path reaches."""
+    steps = [(name, int(index) if index else None) for name, index in _PATH_STEP.findall(path)]
+    head = steps[0][0] if steps else "CocDataGroup"
+    record_node = effective.record.root
+    node: Node | None
+    if head == "record":
+        field_name = steps[1][0] if len(steps) > 1 else "vin"
+        node = record_node.get(field_name) if record_node is not None else None
+        node = node or record_node
+        steps = []
+    else:
+        node = effective.header if head == "Header" else effective.coc
+        steps = steps[1:]
+    for name, index in steps:
+        following: Node | None = None
+        if isinstance(node, Mapping) and name:
+            following = node.get(name)
+        elif isinstance(node, Sequence) and index is not None and index < len(node):
+            following = node[index]
+        if following is None:
+            break
+        node = following
+        if index is not None and isinstance(node, Sequence) and index < len(node):
+            node = node[index]
+    if node is None:
+        return effective.record.source.path, 1, 1
+    return node.source.path, node.line, node.column
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list):
+        return ", ".join(_show(item) for item in value) if value else "none"
+    if value is None:
+        return "none"
+    return str(value)
+
+
+def _message(rule: Rule, context: Any) -> str:
+    parts = []
+    for part in rule.message_parts:
+        if isinstance(part, str):
+            parts.append(part)
+            continue
+        try:
+            parts.append(_show(part.execute(context)))
+        except Exception:  # a placeholder over missing data shows a gap, not a crash
+            parts.append("?")
+    return "".join(parts)
+
+
+def _failure(rule: Rule, effective: Effective, context: Any) -> Finding:
+    file, line, column = locate(effective, rule.spec.path)
+    return Finding(
+        rule.id,
+        rule.severity,
+        _message(rule, context),
+        file,
+        line,
+        column,
+        rule.spec.path,
+        rule.spec.hint or rule.spec.title,
+        (effective.vin,),
+    )
+
+
+def _broken(rule: Rule, error: Exception, effective: Effective) -> Finding:
+    return Finding(
+        "rules.failed",
+        Severity.ERROR,
+        f"rule {rule.id} could not be evaluated: {str(error).splitlines()[0]}",
+        rule.file,
+        rule.line,
+        1,
+        None,
+        "fix the rule's expression: CEL does not mix types, so compare numbers with numbers",
+        (effective.vin,),
+    )
+
+
+def _run(rule: Rule, effective: Effective, context: Any) -> Finding | None:
+    """Evaluate one rule; None when it holds or does not apply."""
+    try:
+        if rule.condition is not None and rule.condition.execute(context) is not True:
+            return None
+        if rule.assertion.execute(context) is True:
+            return None
+    except KeyError:
+        return None  # the rule reads an element the certificate does not have: it does not apply
+    except Exception as exc:
+        return _broken(rule, exc, effective)
+    return _failure(rule, effective, context)
+
+
+def _shared(rule: Rule, effective: Effective, base_coc: Mapping | None) -> bool:
+    """Whether the rule reads only elements the record takes unchanged from its version."""
+    if rule.coc_names is None or rule.per_record or base_coc is None:
+        return False
+    coc = effective.coc
+    return all(coc.get(name) is base_coc.get(name) for name in rule.coc_names)
+
+
+def evaluate(
+    catalogue: Catalogue, effective: Effective, base_coc: Mapping | None, memo: VersionMemo, today: str
+) -> list[Finding]:
+    """Run every rule that applies to the record and return the findings of those that fail."""
+    facts = record_facts(effective)
+    findings: list[Finding] = []
+    pending: list[tuple[Rule, bool]] = []
+    for rule in catalogue.rules:
+        if not applies(rule, facts):
+            continue
+        shared = _shared(rule, effective, base_coc)
+        if shared and rule.id in memo.results:
+            known = memo.results[rule.id]
+            if known is not None:
+                findings.append(replace(known, records=(effective.vin,)))
+            continue
+        pending.append((rule, shared))
+    if not pending:
+        return findings
+
+    names = catalogue.field_names
+    context = cel.Context()
+    context.add_variable("coc", {key: plain(value, names) for key, value in effective.coc.items() if key in names})
+    context.add_variable(
+        "header",
+        plain(
+            effective.header,
+            names | {"IntendedCountryRegistration", "DesignatedTypeApprovalCountry", "IviVersionNumber"},
+        ),
+    )
+    context.add_variable("record", facts)
+    context.add_variable("today", today)
+    for rule, shared in pending:
+        finding = _run(rule, effective, context)
+        if shared:
+            memo.results[rule.id] = finding
+        if finding is not None:
+            findings.append(finding)
+    return findings

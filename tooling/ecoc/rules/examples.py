@@ -1,0 +1,81 @@
+"""Run a rule on one of its examples, as the test suite and `ecoc rules explain` do.
+
+An example is a partial certificate written like the CoC data of a record file:
+
+```yaml
+pass:
+  CocDataGroup:
+    VehicleCategory: M1
+    MassGroup: {MassInRunningOrder: 1465, TechnicallyPermissibleMaximumLadenMass: 1935}
+  record: {approval: e4*2018/858*04127*01}     # optional facts, see ecoc.rules.evaluate
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ecoc.findings import Finding
+from ecoc.ivi import spec as ivi_spec
+from ecoc.model.approval import Approval
+from ecoc.model.coc import TreeTyper
+from ecoc.model.effective import Effective
+from ecoc.model.record import Record
+from ecoc.rules.catalogue import Catalogue, Rule
+from ecoc.rules.evaluate import VersionMemo, evaluate
+from ecoc.yamlload import Mapping, Node, Scalar, Sequence, Source
+
+EXAMPLE_VIN = "XNHEXAMPLE0000000"
+EXAMPLE_TODAY = "2026-12-01"
+
+
+def to_nodes(data: Any, source: Source) -> Node:
+    """Turn plain example data (texts, dicts, lists) back into position-keeping nodes."""
+    if isinstance(data, dict):
+        mapping = Mapping(1, 1, source)
+        for key, value in data.items():
+            mapping[str(key)] = to_nodes(value, source)
+        return mapping
+    if isinstance(data, list):
+        sequence = Sequence(1, 1, source)
+        sequence.extend(to_nodes(item, source) for item in data)
+        return sequence
+    return Scalar("" if data is None else str(data), 1, 1, False, source)
+
+
+def example_effective(rule: Rule, data: dict[str, Any]) -> tuple[Effective, list[Finding]]:
+    """Build the effective certificate an example stands for; typing problems are returned."""
+    source = Source(f"{rule.file} ({rule.id} example)")
+    problems: list[Finding] = []
+    typer = TreeTyper(problems, overlay=False)
+    trees: dict[str, Mapping] = {}
+    for key, spec in (("Header", ivi_spec.header()), ("CocDataGroup", ivi_spec.coc_data_group())):
+        node = to_nodes(data.get(key, {}), source)
+        assert isinstance(node, Mapping)
+        typer.type_root(node, spec, key)
+        trees[key] = node
+    facts = data.get("record", {})
+    record = Record(source, "")
+    record.vin = Scalar(str(facts.get("vin", EXAMPLE_VIN)), 1, 1, False, source)
+    record.variant = Scalar(str(facts.get("variant", "V")), 1, 1, False, source)
+    record.version = Scalar(str(facts.get("version", "V-1")), 1, 1, False, source)
+    approval = Approval(source, "")
+    number = facts.get("approval") or _text(trees["CocDataGroup"], "TypeApprovalNumber") or "e4*2018/858*00001*00"
+    approval.number = Scalar(str(number), 1, 1, False, source)
+    approval.number.value = str(number)
+    stage = int(facts.get("stage_number", 1))
+    effective = Effective(record, approval, trees["Header"], trees["CocDataGroup"], stage, 1)
+    return effective, problems
+
+
+def _text(mapping: Mapping, name: str) -> str | None:
+    node = mapping.get(name)
+    return node.text if isinstance(node, Scalar) else None
+
+
+def run_example(catalogue: Catalogue, rule: Rule, data: dict[str, Any]) -> tuple[list[Finding], list[Finding]]:
+    """Return the rule's findings on an example, and any problem typing the example itself."""
+    effective, problems = example_effective(rule, data)
+    single = Catalogue([rule], [], catalogue.digest, catalogue.field_names)
+    today = str(data.get("record", {}).get("today", EXAMPLE_TODAY))
+    return evaluate(single, effective, None, VersionMemo(), today), problems

@@ -1,0 +1,215 @@
+"""Waivers: documented, approved and time-limited exceptions to readiness rules.
+
+```yaml
+# rules/waivers.yaml
+waivers:
+  - id: W-2026-004
+    rule: dimension.width-limit
+    records: [XNHDR2A8XTE305120, "XNHDR2*"]    # VINs, or shell patterns over VINs
+    reason: refrigerated body, 2600 mm allowed by Regulation (EU) 1230/2012 Annex I
+    approved_by: "@halvard-motors/compliance-review"
+    expires: 2027-06-30
+```
+
+A waived finding is still reported, marked with its waiver and counted apart, but it blocks
+nothing. An expired waiver is an error naming it and waives nothing; a waiver that accepts no
+finding is a warning; a waiver for a rule that may not be waived, or for an unknown rule, is
+an error.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field, replace
+from typing import Annotated
+
+import pydantic
+
+from ecoc.files import list_yaml, read_file
+from ecoc.findings import Finding, Severity
+from ecoc.model.approval import Owner
+from ecoc.model.nodes import require_mapping, validate_node
+from ecoc.rules.catalogue import WAIVER_FILES, Catalogue
+from ecoc.yamlload import Mapping, Sequence, Source, load_yaml
+
+# Built-in rules that only inform; the others guard the schema, identities and references.
+WAIVABLE_BUILTIN = frozenset(
+    {
+        "vin.check-digit",
+        "record.file-name",
+        "approval.framework",
+        "model.number-in-text",
+        "model.boolean-in-text",
+        "model.number-like-code",
+        "model.table-replaced",
+    }
+)
+
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+
+
+def _date_text(value: object) -> object:
+    if isinstance(value, str) and not _DATE.match(value):
+        raise ValueError(f"{value!r} is not a date written YYYY-MM-DD")
+    return value
+
+
+class WaiverSpec(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    rule: Annotated[str, pydantic.StringConstraints(min_length=1)]
+    records: Annotated[
+        tuple[Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Z0-9*?\[\]]+$")], ...],
+        pydantic.Field(min_length=1),
+    ]
+    reason: Annotated[str, pydantic.StringConstraints(min_length=10)]
+    approved_by: Owner
+    expires: Annotated[str, pydantic.BeforeValidator(_date_text)]
+
+
+@dataclass(eq=False)
+class Waiver:
+    spec: WaiverSpec
+    file: str
+    line: int
+    column: int
+    used: bool = False
+
+    def covers(self, vin: str) -> bool:
+        return any(fnmatch.fnmatchcase(vin, pattern) for pattern in self.spec.records)
+
+
+@dataclass(eq=False)
+class WaiverSet:
+    by_rule: dict[str, list[Waiver]] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+
+    def apply(self, finding: Finding) -> list[Finding]:
+        """Split a finding into the part a valid waiver accepts and the part it does not."""
+        waivers = self.by_rule.get(finding.rule)
+        if not waivers or not finding.records or finding.waiver is not None:
+            return [finding]
+        waived: dict[str, list[str]] = {}
+        open_records: list[str] = []
+        for vin in finding.records:
+            waiver = next((w for w in waivers if w.covers(vin)), None)
+            if waiver is None:
+                open_records.append(vin)
+            else:
+                waiver.used = True
+                waived.setdefault(waiver.spec.id, []).append(vin)
+        parts = [replace(finding, records=tuple(vins), waiver=waiver_id) for waiver_id, vins in waived.items()]
+        if open_records:
+            parts.append(replace(finding, records=tuple(open_records)))
+        return parts
+
+    def unused(self) -> list[Finding]:
+        """A warning for each valid waiver that accepted no finding in this run."""
+        return [
+            Finding(
+                "waiver.unused",
+                Severity.WARNING,
+                f"waiver {w.spec.id} for rule {w.spec.rule} accepted no finding",
+                w.file,
+                w.line,
+                w.column,
+                None,
+                "remove the waiver, or check that its rule and records are right",
+            )
+            for waivers in self.by_rule.values()
+            for w in waivers
+            if not w.used
+        ]
+
+
+def _problem(rule: str, message: str, waiver: Waiver, hint: str) -> Finding:
+    return Finding(rule, Severity.ERROR, message, waiver.file, waiver.line, waiver.column, None, hint)
+
+
+def _admit(waiver: Waiver, catalogue: Catalogue, builtin: frozenset[str], today: str) -> Finding | None:
+    """Return why a waiver cannot waive anything, or None when it is valid."""
+    spec = waiver.spec
+    rules = catalogue.by_id()
+    if spec.rule not in rules and spec.rule not in builtin:
+        return _problem(
+            "waiver.unknown-rule",
+            f"waiver {spec.id} names the unknown rule {spec.rule}",
+            waiver,
+            "use a rule id from ecoc rules list",
+        )
+    waivable = rules[spec.rule].spec.waivable if spec.rule in rules else spec.rule in WAIVABLE_BUILTIN
+    if not waivable:
+        return _problem(
+            "waiver.not-waivable",
+            f"waiver {spec.id}: rule {spec.rule} may not be waived",
+            waiver,
+            "fix the data instead; this rule guards something an authority never accepts",
+        )
+    if spec.expires < today:
+        return _problem(
+            "waiver.expired",
+            f"waiver {spec.id} for rule {spec.rule} expired on {spec.expires}",
+            waiver,
+            "fix the findings it covered, or renew the waiver with a new approval",
+        )
+    return None
+
+
+def load_waivers(root: object, catalogue: Catalogue, builtin: frozenset[str], today: str) -> WaiverSet:
+    """Read rules/waivers.yaml (if any) and check every waiver in it."""
+    waivers = WaiverSet()
+    for path, relative in list_yaml(root, "rules"):  # type: ignore[arg-type]
+        if relative.rsplit("/", 1)[-1] not in WAIVER_FILES:
+            continue
+        data, problem = read_file(path, relative)
+        if data is None:
+            assert problem is not None
+            waivers.findings.append(problem)
+            continue
+        _load_file(data, Source(relative), waivers, catalogue, builtin, today)
+    return waivers
+
+
+def _load_file(
+    data: bytes, source: Source, waivers: WaiverSet, catalogue: Catalogue, builtin: frozenset[str], today: str
+) -> None:
+    node, findings = load_yaml(data, source)
+    root, shape = require_mapping(node, "a waiver file", source.path)
+    waivers.findings.extend(findings + shape)
+    if root is None:
+        return
+    items = root.get("waivers")
+    if not isinstance(items, Sequence):
+        waivers.findings.append(
+            Finding(
+                "waiver.invalid",
+                Severity.ERROR,
+                "a waiver file needs a list under waivers",
+                source.path,
+                root.line,
+                root.column,
+                "waivers",
+                "write waivers: with one - item per waiver",
+            )
+        )
+        return
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        spec, invalid = validate_node(WaiverSpec, item, f"waivers[{index}]", "see Waivers in the README")
+        waivers.findings.extend(replace(f, rule="waiver.invalid") for f in invalid)
+        if spec is None or not isinstance(item, Mapping):
+            continue
+        waiver = Waiver(spec, source.path, item.line, item.column)
+        if spec.id in seen:
+            waivers.findings.append(
+                _problem("waiver.invalid", f"waiver id {spec.id} is used twice", waiver, "give every waiver its own id")
+            )
+            continue
+        seen.add(spec.id)
+        problem = _admit(waiver, catalogue, builtin, today)
+        if problem is not None:
+            waivers.findings.append(problem)
+            continue
+        waivers.by_rule.setdefault(spec.rule, []).append(waiver)
