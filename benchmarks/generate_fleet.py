@@ -106,6 +106,8 @@ def generate(source: Path, out: Path, count: int, seed: int) -> None:
     settings = (source / "ecoc.yaml").read_text(encoding="utf-8")
     (out / "ecoc.yaml").write_text(settings, encoding="utf-8")
     shutil.copytree(source / "approvals", out / "approvals")
+    if (source / "rules").is_dir():
+        shutil.copytree(source / "rules", out / "rules")
     rng = random.Random(seed)
     records = out / "records"
     for serial in range(count):

@@ -65,6 +65,8 @@ TARGET_COLD_VS_PARSE = 0.5
 TARGET_WARM_SPEEDUP = 20.0
 TARGET_RENDER_VS_PARSE = 0.5
 TARGET_PEAK_RSS_MIB = 512.0
+# The readiness rules may add at most this share to a cold `ecoc check -j 1`.
+TARGET_RULES_SHARE = 0.25
 
 PROFILE_ROWS = 8
 # ecoc functions whose cumulative time the profiles list, when they appear in the profile.
@@ -389,6 +391,27 @@ def measure_check(
     return series
 
 
+def measure_without_rules(fleet: Path, count: int, repeat: int, schema_path: Path | None) -> Series | None:
+    """Time cold `ecoc check -j 1` with the fleet's rules/ folder moved aside."""
+    rules, parked = fleet / "rules", fleet / "rules.parked"
+    if not rules.is_dir():
+        return None
+    times = Series()
+    rules.rename(parked)
+    try:
+        for attempt in range(repeat):
+            cache_folder = WORK / f"cache-norules-{attempt}"
+            shutil.rmtree(cache_folder, ignore_errors=True)
+            cache_folder.mkdir(parents=True)
+            run = run_check_command(fleet, count, 1, ecoc_environment(cache_folder, schema_path))
+            times.values.append(run.wall)
+            shutil.rmtree(cache_folder)
+    finally:
+        parked.rename(rules)
+    log(f"`ecoc check -j 1` without rules/: cold {times.median:.2f} s")
+    return times
+
+
 def measure_startup(repeat: int) -> Series:
     """Time `ecoc --version`, which is interpreter start and ecoc's imports, the floor of every CLI run."""
     times = Series()
@@ -597,6 +620,8 @@ class Results:
     render: RenderResult | None
     memory_count: int
     memory: list[MemoryRun]
+    # Cold `ecoc check -j 1` with rules/ moved aside, to show what the rules cost.
+    without_rules: Series | None = None
     profiles: list[Profile] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -607,7 +632,7 @@ class Results:
 
 @dataclass
 class Target:
-    # Measurement kind: "cold", "warm", "render" or "memory".
+    # Measurement kind: "cold", "warm", "render", "memory" or "rules".
     kind: str
     name: str
     value: float
@@ -630,6 +655,8 @@ class Target:
             missing = 1 - self.value / self.goal
             subject = {"cold": "the cold run", "warm": "the second run", "render": "(a)"}[self.kind]
             return f"{missing:.0%} below the target; {subject} would have to be {self.goal / self.value:.2f}x as fast"
+        if self.unit == "%":
+            return f"{self.value - self.goal:.0f} percentage points above the target"
         return f"{self.value - self.goal:.0f} {self.unit} ({self.value / self.goal - 1:.0%}) above the target"
 
 
@@ -680,6 +707,14 @@ def targets_of(results: Results) -> list[Target]:
         if memory.jobs == 1:
             name = f"peak RSS of `ecoc check -j 1 --no-cache`, {results.memory_count:,} records"
             targets.append(Target("memory", name, memory.run.peak_rss_mib, TARGET_PEAK_RSS_MIB, False, "MiB"))
+    if results.without_rules is not None:
+        with_rules = results.checks[0].cold_times.median
+        share = (with_rules / results.without_rules.median - 1) * 100
+        targets.append(
+            Target(
+                "rules", "time the rules add to a cold `ecoc check -j 1`", share, TARGET_RULES_SHARE * 100, False, "%"
+            )
+        )
     return targets
 
 
@@ -718,6 +753,14 @@ def results_table(results: Results) -> list[str]:
         lines.append(
             f"| (b) lxml parse + validate, same bytes | {second.median:.2f} s | "
             f"{second.spread()} | {format_rate(records, second.median)} | | | |"
+        )
+    if results.without_rules is not None:
+        without = results.without_rules
+        with_rules = results.checks[0].cold_times.median
+        lines.append(
+            f"| cold `ecoc check -j 1` without rules/ | {without.median:.2f} s | {without.spread()} | "
+            f"{format_rate(count, without.median)} | cold `ecoc check -j 1` | "
+            f"rules add {(with_rules / without.median - 1):.0%} | |"
         )
     for memory in results.memory:
         run = memory.run
@@ -784,6 +827,9 @@ def method_lines(results: Results) -> list[str]:
         "wrote. With nothing changed, ecoc reports the findings it stored with a fingerprint of "
         "every input (`-v` logs that it did), so the run reads file sizes, times and inodes only.",
         *([render] if results.render is not None else []),
+        "- Rules: cold `ecoc check -j 1` once more per repetition with the fleet's rules/ folder "
+        "moved aside, so that no readiness rule runs; the share is the cold time with rules over "
+        "the cold time without, minus one.",
         f"- Memory: {memory}",
         f"- Every timing except the memory runs is repeated {results.repeat} "
         f"time{'' if results.repeat == 1 else 's'}; the table gives the median and the spread "
@@ -805,6 +851,9 @@ def target_lines(results: Results) -> list[str]:
 
 def miss_facts(results: Results, target: Target) -> list[str]:
     """List measured facts that bound or explain a missed target."""
+    if target.kind == "rules" and results.without_rules is not None:
+        added = results.checks[0].cold_times.median - results.without_rules.median
+        return [f"The rules add {added / results.count * 1000:.3f} ms per record."]
     series = next((series for series in results.checks if series.jobs == target.jobs), None)
     if series is None:
         return []
@@ -959,6 +1008,7 @@ def measure(options: argparse.Namespace) -> Results:
         measure_check(fleet, options.count, jobs, describe_check(jobs, default_jobs), options.repeat, schema_path)
         for jobs in (1, None)
     ]
+    without_rules = measure_without_rules(fleet, options.count, options.repeat, schema_path)
     render_result = measure_render(fleet, schema, options.repeat) if schema is not None else None
 
     results = Results(
@@ -974,6 +1024,7 @@ def measure(options: argparse.Namespace) -> Results:
         render_result,
         options.memory_count,
         [],
+        without_rules,
     )
     add_profiles(results, fleet, schema, schema_path)
     if options.memory_count:
