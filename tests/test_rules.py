@@ -11,7 +11,7 @@ from conftest import PROJECT
 from ecoc.cli import main
 from ecoc.rules.catalogue import load_catalogue
 from ecoc.rules.examples import run_example
-from test_check import APPROVAL, RECORD, edit
+from test_check import APPROVAL, OTHER_RECORD, RECORD, edit
 
 CATALOGUE = load_catalogue(PROJECT)
 RULES = CATALOGUE.rules
@@ -133,6 +133,42 @@ def test_inherited_value_points_at_the_approval(example_repo: Path, capsys: pyte
     assert "2465" in str(finding["message"])
     assert len(finding["records"]) >= 1
     assert code == 1
+
+
+def speed_rule(check: str) -> str:
+    return "rules:\n" + GOOD_RULE.replace("has(coc.MaximumSpeed)", check)
+
+
+def flagged_records(findings: list[dict[str, object]]) -> list[str]:
+    """The records of version KH16F-S17 that test.speed-known flags."""
+    records = (r for f in findings if f["rule"] == "test.speed-known" for r in f["records"])  # type: ignore[attr-defined]
+    return sorted(r for r in records if r in ("XNHKH16S1TE100214", "XNHKH16S8TE103871"))
+
+
+@pytest.mark.parametrize(
+    ("check", "override", "expected"),
+    [
+        ("coc.MaximumSpeed <= 178.0", "190", ["XNHKH16S8TE103871"]),
+        ("coc.MaximumSpeed < 178.0", "170", ["XNHKH16S1TE100214"]),
+    ],
+)
+def test_version_result_reused_for_a_record_that_overrides_the_value(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], check: str, override: str, expected: list[str]
+) -> None:
+    # Both records share version KH16F-S17 (MaximumSpeed 178); the second overrides the speed.
+    write_rules(example_repo, "extra.yaml", speed_rule(check))
+    edit(example_repo, OTHER_RECORD, "CocDataGroup:\n", f"CocDataGroup:\n  MaximumSpeed: {override}\n")
+    for jobs in ("1", "4"):
+        _, findings = check_json(example_repo, capsys, "-j", jobs)
+        assert flagged_records(findings) == expected
+
+
+def test_version_result_reused_for_a_rule_that_reads_the_vin(
+    example_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_rules(example_repo, "extra.yaml", speed_rule("\"!record.vin.endsWith('871')\""))
+    _, findings = check_json(example_repo, capsys, "-j", "1")
+    assert flagged_records(findings) == ["XNHKH16S8TE103871"]
 
 
 # ---- waivers ----------------------------------------------------------------------------------

@@ -28,7 +28,11 @@ PLACEHOLDER = re.compile(r"\{\{\s*(.+?)\s*\}\}")
 COC_NAME = re.compile(r"\bcoc\s*\.\s*([A-Za-z][A-Za-z0-9]*)")
 # Names after a dot anywhere in an expression: the element names a rule can read.
 FIELD_NAME = re.compile(r"\.\s*([A-Za-z][A-Za-z0-9]*)")
-RECORD_VARIABLES = re.compile(r"\b(record|header|today)\b")
+# `record` facts that differ between records of one version; the others follow the version
+# or, for the two below, the CocDataGroup element they come from.
+RECORD_OWN_FACTS = frozenset({"vin", "stage", "stage_number"})
+RECORD_FACT_ELEMENTS = {"category": "VehicleCategory", "energy_sources": "EnergyConvertorTable"}
+RECORD_FACT = re.compile(r"\brecord\s*\.\s*([a-z_]+)")
 
 
 def _strict_bool(value: object) -> object:
@@ -112,8 +116,13 @@ class Rule:
     message_parts: list[str | Any]  # text, and cel.Program for each placeholder
     # CocDataGroup elements the expressions read; None when they read `coc` as a whole.
     coc_names: frozenset[str] | None
-    # Whether the expressions read the record, the header or today's date.
+    # Whether the expressions read something that differs between records of one version:
+    # the header, the VIN or the stage of the record.
     per_record: bool
+    # Every name after a dot in the expressions: the elements the evaluation context must hold.
+    field_names: frozenset[str] = frozenset()
+    # Whether the expressions read the header.
+    reads_header: bool = False
 
     @property
     def id(self) -> str:
@@ -134,8 +143,6 @@ class Catalogue:
     findings: list[Finding] = field(default_factory=list)
     # sha256 over every rule file, for the cache: results depend on the rules.
     digest: str = ""
-    # Every element name any rule reads; the evaluation context holds only these.
-    field_names: frozenset[str] = frozenset()
 
     def by_id(self) -> dict[str, Rule]:
         return {rule.id: rule for rule in self.rules}
@@ -165,7 +172,21 @@ def _coc_names(expressions: list[str]) -> frozenset[str] | None:
         if uses > len(found):
             return None  # `coc` is used whole, or indexed with brackets
         names.update(found)
+        names.update(
+            RECORD_FACT_ELEMENTS[fact] for fact in RECORD_FACT.findall(expression) if fact in RECORD_FACT_ELEMENTS
+        )
     return frozenset(names)
+
+
+def _reads_record_own(expressions: list[str]) -> bool:
+    """Whether an expression reads a record fact that differs between records of a version."""
+    for expression in expressions:
+        facts = RECORD_FACT.findall(expression)
+        if len(re.findall(r"\brecord\b", expression)) > len(facts):
+            return True  # `record` is used whole, or indexed with brackets
+        if RECORD_OWN_FACTS.intersection(facts):
+            return True
+    return False
 
 
 def _rule_finding(source: Source, node: Node, message: str, hint: str, path: str) -> Finding:
@@ -196,6 +217,7 @@ def compile_rule(spec: RuleSpec, source: Source, node: Mapping, path: str) -> tu
     # The finding points at `path`, so its element counts as read too.
     path_element = spec.path.split(".")[1].split("[")[0] if spec.path.count(".") else ""
     coc_names = _coc_names(expressions)
+    reads_header = any(re.search(r"\bheader\b", expression) for expression in expressions)
     if coc_names is not None and spec.path.startswith("CocDataGroup.") and path_element:
         coc_names = coc_names | {path_element}
     rule = Rule(
@@ -206,8 +228,9 @@ def compile_rule(spec: RuleSpec, source: Source, node: Mapping, path: str) -> tu
         programs["check"],
         programs["message"],
         coc_names,
-        any(RECORD_VARIABLES.search(expression) for expression in expressions)
-        or not spec.path.startswith("CocDataGroup"),
+        reads_header or _reads_record_own(expressions) or not spec.path.startswith("CocDataGroup"),
+        frozenset(name for expression in expressions for name in FIELD_NAME.findall(expression)),
+        reads_header,
     )
     return rule, []
 
@@ -307,12 +330,6 @@ def load_catalogue(root: Any, folder: str = "rules") -> Catalogue:
         digests.append(f"{relative}\0{digest(data)}")
         _load_file(data, Source(relative), catalogue, known)
     catalogue.digest = digest("\n".join(digests).encode())
-    names: set[str] = set()
-    for rule in catalogue.rules:
-        spec = rule.spec
-        for expression in (spec.check, spec.when or "", spec.message):
-            names.update(FIELD_NAME.findall(expression))
-    catalogue.field_names = frozenset(names)
     return catalogue
 
 

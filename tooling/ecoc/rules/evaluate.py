@@ -12,8 +12,9 @@ Rules read four CEL variables:
   such as `2018/858`), `authority` (its e-code) and `energy_sources` (every EnergySource code).
 - `today`: the date of the check as `YYYY-MM-DD`.
 
-A rule whose expressions read only elements that the record shares with its version gives
-the same result for every record of the version, so it runs once per version.
+A rule whose expressions read only elements that the record takes unchanged from its version
+(not the header, the VIN or the stage) gives the same result for every such record, so it runs
+once per version; the others run per record, on a context that holds only what they read.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ class VersionMemo:
     """Findings of rules that gave the same result for every record of one version."""
 
     results: dict[str, Finding | None] = field(default_factory=dict)
+    # Which rules apply and which run per record, by the record's facts and overridden elements.
+    plans: dict[tuple[Any, ...], _Plan] = field(default_factory=dict)
+    # For each plan whose shared rules have all run: their findings.
+    shared_findings: dict[tuple[Any, ...], list[Finding]] = field(default_factory=dict)
 
 
 def _value(scalar: Scalar) -> Any:
@@ -217,12 +222,47 @@ def _run(rule: Rule, effective: Effective, context: Any) -> Finding | None:
     return _failure(rule, effective, context)
 
 
-def _shared(rule: Rule, effective: Effective, base_coc: Mapping | None) -> bool:
-    """Whether the rule reads only elements the record takes unchanged from its version."""
-    if rule.coc_names is None or rule.per_record or base_coc is None:
-        return False
-    coc = effective.coc
-    return all(coc.get(name) is base_coc.get(name) for name in rule.coc_names)
+@dataclass(frozen=True)
+class _Plan:
+    """The rules that apply to records of one kind, and which of them run per record."""
+
+    # Rules whose result holds for every record of the version that leaves their elements alone.
+    shared: tuple[Rule, ...]
+    # Rules that run for every record.
+    own: tuple[Rule, ...]
+    # Element names the own rules read, and whether they read the header.
+    own_names: frozenset[str]
+    own_header: bool
+
+
+def _overridden(coc: Mapping, base_coc: Mapping | None) -> frozenset[str] | None:
+    """The CocDataGroup elements in which the record differs from its version; None without a version."""
+    if base_coc is None:
+        return None
+    keys = set(coc.keys()) | set(base_coc.keys())
+    return frozenset(name for name in keys if coc.get(name) is not base_coc.get(name))
+
+
+def _plan(catalogue: Catalogue, facts: dict[str, Any], overridden: frozenset[str] | None) -> _Plan:
+    shared: list[Rule] = []
+    own: list[Rule] = []
+    for rule in catalogue.rules:
+        if not applies(rule, facts):
+            continue
+        if (
+            overridden is not None
+            and rule.coc_names is not None
+            and not rule.per_record
+            and rule.coc_names.isdisjoint(overridden)
+        ):
+            shared.append(rule)
+        else:
+            own.append(rule)
+    names = frozenset(name for rule in own for name in rule.field_names)
+    return _Plan(tuple(shared), tuple(own), names, any(rule.reads_header for rule in own))
+
+
+_HEADER_NAMES = frozenset({"IntendedCountryRegistration", "DesignatedTypeApprovalCountry", "IviVersionNumber"})
 
 
 def evaluate(
@@ -230,33 +270,65 @@ def evaluate(
 ) -> list[Finding]:
     """Run every rule that applies to the record and return the findings of those that fail."""
     facts = record_facts(effective)
-    findings: list[Finding] = []
-    pending: list[tuple[Rule, bool]] = []
-    for rule in catalogue.rules:
-        if not applies(rule, facts):
-            continue
-        shared = _shared(rule, effective, base_coc)
-        if shared and rule.id in memo.results:
-            known = memo.results[rule.id]
-            if known is not None:
-                findings.append(replace(known, records=(effective.vin,)))
-            continue
-        pending.append((rule, shared))
-    if not pending:
-        return findings
+    overridden = _overridden(effective.coc, base_coc)
+    key = (
+        facts["category"],
+        facts["stage"],
+        facts["approval"],
+        tuple(facts["energy_sources"]),
+        overridden,
+    )
+    plan = memo.plans.get(key)
+    if plan is None:
+        plan = memo.plans[key] = _plan(catalogue, facts, overridden)
+    known = memo.shared_findings.get(key)
+    if known is not None:
+        # Every shared rule has run for an earlier record of this kind: only the own rules remain.
+        findings = [replace(finding, records=(effective.vin,)) for finding in known]
+        pending = [(rule, False) for rule in plan.own]
+        names, header = plan.own_names, plan.own_header
+    else:
+        findings = []
+        pending = [(rule, False) for rule in plan.own]
+        for rule in plan.shared:
+            if rule.id in memo.results:
+                result = memo.results[rule.id]
+                if result is not None:
+                    findings.append(replace(result, records=(effective.vin,)))
+            else:
+                pending.append((rule, True))
+        names = frozenset(name for rule, _ in pending for name in rule.field_names)
+        header = any(rule.reads_header for rule, _ in pending)
+    if pending:
+        findings += _run_pending(pending, effective, facts, names, header, memo, today)
+    if known is None:
+        memo.shared_findings[key] = [
+            result for rule in plan.shared if (result := memo.results.get(rule.id)) is not None
+        ]
+    return findings
 
-    names = catalogue.field_names
+
+def _run_pending(
+    pending: list[tuple[Rule, bool]],
+    effective: Effective,
+    facts: dict[str, Any],
+    names: frozenset[str],
+    header: bool,
+    memo: VersionMemo,
+    today: str,
+) -> list[Finding]:
+    """Run rules on one record; the context holds only the elements in `names`.
+
+    Converting the certificate into CEL values costs more than running most rules, hence the
+    pruning.
+    """
     context = cel.Context()
     context.add_variable("coc", {key: plain(value, names) for key, value in effective.coc.items() if key in names})
-    context.add_variable(
-        "header",
-        plain(
-            effective.header,
-            names | {"IntendedCountryRegistration", "DesignatedTypeApprovalCountry", "IviVersionNumber"},
-        ),
-    )
+    if header:
+        context.add_variable("header", plain(effective.header, names | _HEADER_NAMES))
     context.add_variable("record", facts)
     context.add_variable("today", today)
+    findings = []
     for rule, shared in pending:
         finding = _run(rule, effective, context)
         if shared:

@@ -76,6 +76,6 @@ def _text(mapping: Mapping, name: str) -> str | None:
 def run_example(catalogue: Catalogue, rule: Rule, data: dict[str, Any]) -> tuple[list[Finding], list[Finding]]:
     """Return the rule's findings on an example, and any problem typing the example itself."""
     effective, problems = example_effective(rule, data)
-    single = Catalogue([rule], [], catalogue.digest, catalogue.field_names)
+    single = Catalogue([rule], [], catalogue.digest)
     today = str(data.get("record", {}).get("today", EXAMPLE_TODAY))
     return evaluate(single, effective, None, VersionMemo(), today), problems
