@@ -96,6 +96,21 @@ def test_other_rules_still_run_beside_a_broken_one(example_repo: Path, capsys: p
     assert code == 1
 
 
+def test_placeholder_across_a_line_break_shows_its_value(
+    example_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rule = GOOD_RULE.replace("has(coc.MaximumSpeed)", "false").replace(
+        "    message: no maximum speed\n",
+        "    message: |-\n      speed {{ coc.MaximumSpeed\n        * 2.0 }} is doubled\n",
+    )
+    write_rules(example_repo, "extra.yaml", "rules:\n" + rule)
+    _, findings = check_json(example_repo, capsys)
+    messages = {
+        f["message"] for f in findings if f["rule"] == "test.speed-known" and "XNHKH16S1TE100214" in f["records"]
+    }  # type: ignore[operator]
+    assert messages == {"speed 356 is doubled"}
+
+
 def test_rule_file_with_yaml_error(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_rules(example_repo, "broken.yaml", "rules:\n\t- id: x\n")
     code, findings = check_json(example_repo, capsys)

@@ -23,7 +23,7 @@ from ecoc.yamlload import Mapping, Node, Sequence, Source, load_yaml
 
 RULE_ID = r"^[a-z][a-z0-9-]*(\.[a-z0-9][a-z0-9-]*)+$"
 # `{{ expression }}` in a message: a CEL expression whose value is shown.
-PLACEHOLDER = re.compile(r"\{\{\s*(.+?)\s*\}\}")
+PLACEHOLDER = re.compile(r"\{\{\s*(.+?)\s*\}\}", re.DOTALL)
 # Names of CocDataGroup elements an expression reads, as in `coc.MassGroup.ActualMass`.
 COC_NAME = re.compile(r"\bcoc\s*\.\s*([A-Za-z][A-Za-z0-9]*)")
 # Names after a dot anywhere in an expression: the element names a rule can read.
