@@ -111,6 +111,21 @@ def test_placeholder_across_a_line_break_shows_its_value(
     assert messages == {"speed 356 is doubled"}
 
 
+def test_rule_calls_library_functions_and_quoted_names(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    axles = "coc.AxleTable.map(a, a.TechnicallyPermissibleMassAxle)"
+    rule = GOOD_RULE.replace("has(coc.MaximumSpeed)", "false").replace(
+        "    message: no maximum speed\n",
+        f'    message: "{{{{ {axles}.sum() }}}} kg, at most {{{{ math.greatest({axles}) }}}} kg,'
+        " {{ coc['MaximumSpeed'] }} km/h\"\n",
+    )
+    write_rules(example_repo, "extra.yaml", "rules:\n" + rule)
+    _, findings = check_json(example_repo, capsys)
+    messages = {
+        f["message"] for f in findings if f["rule"] == "test.speed-known" and "XNHKH16S1TE100214" in f["records"]
+    }  # type: ignore[operator]
+    assert messages == {"2000 kg, at most 1040 kg, 178 km/h"}
+
+
 def test_rule_file_with_yaml_error(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_rules(example_repo, "broken.yaml", "rules:\n\t- id: x\n")
     code, findings = check_json(example_repo, capsys)

@@ -26,8 +26,8 @@ RULE_ID = r"^[a-z][a-z0-9-]*(\.[a-z0-9][a-z0-9-]*)+$"
 PLACEHOLDER = re.compile(r"\{\{\s*(.+?)\s*\}\}", re.DOTALL)
 # Names of CocDataGroup elements an expression reads, as in `coc.MassGroup.ActualMass`.
 COC_NAME = re.compile(r"\bcoc\s*\.\s*([A-Za-z][A-Za-z0-9]*)")
-# Names after a dot anywhere in an expression: the element names a rule can read.
-FIELD_NAME = re.compile(r"\.\s*([A-Za-z][A-Za-z0-9]*)")
+# Names after a dot, or quoted as in `coc["MassGroup"]`: the element names a rule can read.
+FIELD_NAME = re.compile(r"\.\s*([A-Za-z][A-Za-z0-9]*)|[\"']([A-Za-z][A-Za-z0-9]*)[\"']")
 # `record` facts that differ between records of one version; the others follow the version
 # or, for the two below, the CocDataGroup element they come from.
 RECORD_OWN_FACTS = frozenset({"vin", "stage", "stage_number"})
@@ -229,7 +229,9 @@ def compile_rule(spec: RuleSpec, source: Source, node: Mapping, path: str) -> tu
         programs["message"],
         coc_names,
         reads_header or _reads_record_own(expressions) or not spec.path.startswith("CocDataGroup"),
-        frozenset(name for expression in expressions for name in FIELD_NAME.findall(expression)),
+        frozenset(
+            name for expression in expressions for pair in FIELD_NAME.findall(expression) for name in pair if name
+        ),
         reads_header,
     )
     return rule, []

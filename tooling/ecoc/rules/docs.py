@@ -97,6 +97,8 @@ def markdown(catalogue: Catalogue) -> str:
         "maps, tables as lists of rows, numbers as doubles, dates as `YYYY-MM-DD` text), `header`",
         "(the content fields of the Header), `record` (`vin`, `approval`, `variant`, `version`,",
         "`category`, `stage`, `stage_number`, `framework`, `authority`, `energy_sources`) and `today`.",
+        "Besides core CEL they can call the cel-go extension functions for strings, math, sets and",
+        "lists (`sum`, `max`, `join`, `trim`, `math.greatest`, `lists.range` and others).",
     ]
     for subject, rules in groups.items():
         lines += [

@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import Any
 
 import cel
+from cel.stdlib import add_stdlib_to_context
 
 from ecoc.findings import Finding, Severity
 from ecoc.identifiers import parse_approval_number
@@ -262,6 +263,21 @@ def _plan(catalogue: Catalogue, facts: dict[str, Any], overridden: frozenset[str
     return _Plan(tuple(shared), tuple(own), names, any(rule.reads_header for rule in own))
 
 
+# Function libraries a rule can call beyond core CEL: `sum`, `min`, `max`, `join`, `trim`,
+# `split`, `substring`, `math.greatest`, `lists.range`, `sort` and their kin.
+FUNCTION_LIBRARIES = ("core", "strings", "math", "sets", "lists")
+_CONTEXTS: list[Any] = []
+
+
+def _context() -> Any:
+    """The process's CEL context, with the function libraries registered once."""
+    if not _CONTEXTS:
+        context = cel.Context()
+        add_stdlib_to_context(context, list(FUNCTION_LIBRARIES))
+        _CONTEXTS.append(context)
+    return _CONTEXTS[0]
+
+
 _HEADER_NAMES = frozenset({"IntendedCountryRegistration", "DesignatedTypeApprovalCountry", "IviVersionNumber"})
 
 
@@ -322,10 +338,9 @@ def _run_pending(
     Converting the certificate into CEL values costs more than running most rules, hence the
     pruning.
     """
-    context = cel.Context()
+    context = _context()
     context.add_variable("coc", {key: plain(value, names) for key, value in effective.coc.items() if key in names})
-    if header:
-        context.add_variable("header", plain(effective.header, names | _HEADER_NAMES))
+    context.add_variable("header", plain(effective.header, names | _HEADER_NAMES) if header else {})
     context.add_variable("record", facts)
     context.add_variable("today", today)
     findings = []
