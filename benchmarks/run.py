@@ -92,7 +92,7 @@ PROFILED_STEPS = (
 _CHECKED = re.compile(r"checked (\d+) records? \((\d+) from the cache\)")
 # Logged with -v when a check reports the findings of an earlier one with the same inputs.
 _REPLAYED = "nothing changed since the last check"
-_SUMMARY = re.compile(r"(\d+) errors?, (\d+) warnings?, (\d+) notes? in (\d+) records?")
+_SUMMARY = re.compile(r"(\d+) errors?, (\d+) warnings?, (\d+) info in (\d+) records?")
 
 
 class BenchmarkError(Exception):

@@ -283,7 +283,7 @@ def test_table_with_other_row_count_replaces(example_repo: Path, capsys: pytest.
     path.write_text(path.read_text().replace("    - {}\n", ""))
     code, findings = check(example_repo, capsys)
     note = only(findings, "model.table-replaced")
-    assert note["severity"] == "note"
+    assert note["severity"] == "info"
     assert note["path"] == "CocDataGroup.EnergyConvertorTable"
     assert only(findings, "model.required")["file"] == RECORD
     assert code == 1

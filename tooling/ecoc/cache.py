@@ -26,7 +26,7 @@ from ecoc.findings import Finding
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 4
+CACHE_FORMAT = 5
 CACHE_FILE = "check.json"
 ENVIRONMENT_VARIABLE = "ECOC_CACHE_DIR"
 DEFAULT_FOLDER = ".ecoc-cache"

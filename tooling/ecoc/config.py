@@ -44,7 +44,7 @@ class SchemaSettings(pydantic.BaseModel):
         return value
 
 
-# Rules whose findings only inform (warnings and notes); a repository may switch these off.
+# Rules whose findings only inform (warnings and info); a repository may switch these off.
 OPTIONAL_RULES = frozenset(
     {
         "vin.check-digit",

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field, replace
 class Severity(enum.StrEnum):
     ERROR = "error"
     WARNING = "warning"
-    NOTE = "note"
+    INFO = "info"
 
     @property
     def blocking(self) -> bool:
         return self is Severity.ERROR
 
 
-_SEVERITY_ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.NOTE: 2}
+_SEVERITY_ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from ecoc.files import CONFIG_NAME, list_manifests, list_yaml
 log = logging.getLogger(__name__)
 
 MEMO_FILE = "last-check.json"
-MEMO_FORMAT = 2
+MEMO_FORMAT = 3
 FOLDERS = ("approvals", "records", "rules")
 
 

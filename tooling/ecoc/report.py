@@ -49,7 +49,14 @@ def summarize(findings: Sequence[Finding], records: int, approvals: int) -> dict
             waived += 1
         else:
             counts[finding.severity.value] += 1
-    return {"records": records, "approvals": approvals, **{f"{k}s": v for k, v in counts.items()}, "waived": waived}
+    return {
+        "records": records,
+        "approvals": approvals,
+        "errors": counts["error"],
+        "warnings": counts["warning"],
+        "info": counts["info"],
+        "waived": waived,
+    }
 
 
 def summary_line(summary: dict[str, object]) -> str:
@@ -59,6 +66,6 @@ def summary_line(summary: dict[str, object]) -> str:
     waived = f", {summary['waived']} waived" if summary.get("waived") else ""
     return (
         f"{plural(summary['errors'], 'error')}{waived}, {plural(summary['warnings'], 'warning')}, "
-        f"{plural(summary['notes'], 'note')} in {plural(summary['records'], 'record')} "
+        f"{summary['info']} info in {plural(summary['records'], 'record')} "
         f"and {plural(summary['approvals'], 'approval')}"
     )

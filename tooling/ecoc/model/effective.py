@@ -56,7 +56,7 @@ def _replacement_note(entry: Replacement, vin: str) -> Finding:
     rows = f"{len(new)} row{'' if len(new) == 1 else 's'}"
     return Finding(
         "model.table-replaced",
-        Severity.NOTE,
+        Severity.INFO,
         f"{name} has {rows} here and {len(old)} in {old.source.path}:{old.line}, "
         "so it replaces the inherited table instead of updating its rows",
         new.source.path,

@@ -89,7 +89,7 @@ class RuleSpec(pydantic.BaseModel):
 
     id: Annotated[str, pydantic.StringConstraints(pattern=RULE_ID)]
     title: Annotated[str, pydantic.StringConstraints(min_length=1)]
-    severity: Literal["error", "warning", "note"]
+    severity: Literal["error", "warning", "info"]
     waivable: StrictBool = True
     applies: Applies = Applies()
     when: Expression | None = None
