@@ -126,6 +126,39 @@ def test_rule_calls_library_functions_and_quoted_names(example_repo: Path, capsy
     assert messages == {"2000 kg, at most 1040 kg, 178 km/h"}
 
 
+AXLE_RULE = """\
+rules:
+  - id: test.axle-light
+    title: Every axle carries less than 1000 kg
+    severity: warning
+    check: coc.AxleTable.all(a, a.TechnicallyPermissibleMassAxle < 1000.0)
+    message: an axle carries 1000 kg or more
+    path: "CocDataGroup.AxleTable[{{ INDEX }}].TechnicallyPermissibleMassAxle"
+    examples:
+      pass: {CocDataGroup: {AxleTable: [{TechnicallyPermissibleMassAxle: 900}]}}
+      fail: {CocDataGroup: {AxleTable: [{TechnicallyPermissibleMassAxle: 1100}]}}
+"""
+HEAVY_AXLE = "lists.range(size(coc.AxleTable)).filter(i, coc.AxleTable[i].TechnicallyPermissibleMassAxle >= 1000.0)[0]"
+
+
+@pytest.mark.parametrize(
+    ("index", "path", "file", "line"),
+    [
+        # The heavy axle's mass is inherited: the finding points at the approval line.
+        (HEAVY_AXLE, "CocDataGroup.AxleTable[0].TechnicallyPermissibleMassAxle", APPROVAL, 170),
+        # A placeholder that cannot be evaluated leaves the table, which the record overrides.
+        ("coc.NoSuchTable[0]", "CocDataGroup.AxleTable", RECORD, 13),
+    ],
+)
+def test_finding_points_at_the_failing_row(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], index: str, path: str, file: str, line: int
+) -> None:
+    write_rules(example_repo, "extra.yaml", AXLE_RULE.replace("INDEX", index))
+    _, findings = check_json(example_repo, capsys)
+    finding = next(f for f in findings if f["rule"] == "test.axle-light" and RECORD.split("/")[1][:-5] in f["records"])  # type: ignore[operator]
+    assert (finding["file"], finding["line"], finding["path"]) == (file, line, path)
+
+
 def test_rule_file_with_yaml_error(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_rules(example_repo, "broken.yaml", "rules:\n\t- id: x\n")
     code, findings = check_json(example_repo, capsys)

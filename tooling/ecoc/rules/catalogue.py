@@ -123,6 +123,8 @@ class Rule:
     field_names: frozenset[str] = frozenset()
     # Whether the expressions read the header.
     reads_header: bool = False
+    # The path as text and a cel.Program for each placeholder, such as the index of a failing row.
+    path_parts: list[str | Any] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -196,12 +198,12 @@ def _rule_finding(source: Source, node: Node, message: str, hint: str, path: str
 def compile_rule(spec: RuleSpec, source: Source, node: Mapping, path: str) -> tuple[Rule | None, list[Finding]]:
     """Compile the expressions of one rule; a failure is a finding at the expression's line."""
     programs: dict[str, Any] = {}
-    for key in ("when", "check", "message"):
+    for key in ("when", "check", "message", "path"):
         text = getattr(spec, key)
         if text is None:
             continue
         try:
-            programs[key] = _message_parts(text) if key == "message" else _compile(text)
+            programs[key] = _message_parts(text) if key in ("message", "path") else _compile(text)
         except ValueError as exc:
             target = node.get(key, node)
             return None, [
@@ -213,9 +215,15 @@ def compile_rule(spec: RuleSpec, source: Source, node: Mapping, path: str) -> tu
                     f"{path}.{key}",
                 )
             ]
-    expressions = [spec.check, *([spec.when] if spec.when else []), *PLACEHOLDER.findall(spec.message)]
+    expressions = [
+        spec.check,
+        *([spec.when] if spec.when else []),
+        *PLACEHOLDER.findall(spec.message),
+        *PLACEHOLDER.findall(spec.path),
+    ]
     # The finding points at `path`, so its element counts as read too.
-    path_element = spec.path.split(".")[1].split("[")[0] if spec.path.count(".") else ""
+    fixed_path = static_path(spec.path)
+    path_element = fixed_path.split(".")[1].split("[")[0] if fixed_path.count(".") else ""
     coc_names = _coc_names(expressions)
     reads_header = any(re.search(r"\bheader\b", expression) for expression in expressions)
     if coc_names is not None and spec.path.startswith("CocDataGroup.") and path_element:
@@ -233,8 +241,15 @@ def compile_rule(spec: RuleSpec, source: Source, node: Mapping, path: str) -> tu
             name for expression in expressions for pair in FIELD_NAME.findall(expression) for name in pair if name
         ),
         reads_header,
+        programs["path"],
     )
     return rule, []
+
+
+def static_path(path: str) -> str:
+    """The part of a rule's path before its first placeholder, as in `CocDataGroup.AxleTable`."""
+    match = PLACEHOLDER.search(path)
+    return path if match is None else path[: match.start()].rstrip(".[")
 
 
 def _load_file(data: bytes, source: Source, catalogue: Catalogue, known: dict[str, str]) -> None:

@@ -32,7 +32,7 @@ from cel.stdlib import add_stdlib_to_context
 from ecoc.findings import Finding, Severity
 from ecoc.identifiers import parse_approval_number
 from ecoc.model.effective import Effective
-from ecoc.rules.catalogue import Catalogue, Rule
+from ecoc.rules.catalogue import Catalogue, Rule, static_path
 from ecoc.yamlload import Mapping, Node, Scalar, Sequence
 
 _PATH_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -167,21 +167,33 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def _message(rule: Rule, context: Any) -> str:
-    parts = []
-    for part in rule.message_parts:
+def _fill(parts: list[str | Any], context: Any) -> str | None:
+    """Join text and placeholder values; None when a placeholder cannot be evaluated."""
+    filled = []
+    for part in parts:
         if isinstance(part, str):
-            parts.append(part)
+            filled.append(part)
             continue
         try:
-            parts.append(_show(part.execute(context)))
-        except Exception:  # a placeholder over missing data shows a gap, not a crash
-            parts.append("?")
-    return "".join(parts)
+            filled.append(_show(part.execute(context)))
+        except Exception:
+            return None
+    return "".join(filled)
+
+
+def _message(rule: Rule, context: Any) -> str:
+    filled = _fill(rule.message_parts, context)
+    if filled is not None:
+        return filled
+    # A placeholder over missing data shows a gap, not a crash.
+    return "".join(part if isinstance(part, str) else (_fill([part], context) or "?") for part in rule.message_parts)
 
 
 def _failure(rule: Rule, effective: Effective, context: Any) -> Finding:
-    file, line, column = locate(effective, rule.spec.path)
+    path = _fill(rule.path_parts, context) if rule.path_parts else None
+    if path is None or not path.startswith(("CocDataGroup", "Header", "record")):
+        path = static_path(rule.spec.path)
+    file, line, column = locate(effective, path)
     return Finding(
         rule.id,
         rule.severity,
@@ -189,7 +201,7 @@ def _failure(rule: Rule, effective: Effective, context: Any) -> Finding:
         file,
         line,
         column,
-        rule.spec.path,
+        path,
         rule.spec.hint or rule.spec.title,
         (effective.vin,),
     )
