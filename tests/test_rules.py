@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from benchmarks_support import make_fleet
 from conftest import PROJECT
+from ecoc.check import RuleRun
 from ecoc.cli import main
+from ecoc.config import open_repository
 from ecoc.rules.catalogue import load_catalogue
+from ecoc.rules.evaluate import VersionMemo
 from ecoc.rules.examples import run_example
+from ecoc.runner import RunOptions, run_check
 from test_check import APPROVAL, OTHER_RECORD, RECORD, edit
 
 CATALOGUE = load_catalogue(PROJECT)
@@ -232,6 +238,76 @@ def test_version_result_reused_for_a_rule_that_reads_the_vin(
     write_rules(example_repo, "extra.yaml", speed_rule("\"!record.vin.endsWith('871')\""))
     _, findings = check_json(example_repo, capsys, "-j", "1")
     assert flagged_records(findings) == ["XNHKH16S8TE103871"]
+
+
+REUSE_RULES = """\
+rules:
+  - id: test.country
+    title: Not registered in the Netherlands
+    severity: warning
+    check: header.IntendedCountryRegistration != 'NL'
+    message: registered in {{ header.IntendedCountryRegistration }}
+    path: Header.IntendedCountryRegistration
+    examples: {pass: {}, fail: {}}
+  - id: test.tyre-class
+    title: No tyre of rolling resistance class C
+    severity: warning
+    check: >-
+      coc.AxleTable.all(a, !has(a.TyreAxleTable)
+      || a.TyreAxleTable.all(t, !has(t.RollingResistanceClass) || t.RollingResistanceClass != 'C'))
+    message: a tyre of class C
+    path: >-
+      CocDataGroup.AxleTable[{{ lists.range(size(coc.AxleTable)).filter(i,
+      has(coc.AxleTable[i].TyreAxleTable) && coc.AxleTable[i].TyreAxleTable.exists(t,
+      has(t.RollingResistanceClass) && t.RollingResistanceClass == 'C'))[0] }}]
+    examples: {pass: {}, fail: {}}
+  - id: test.light
+    title: Actual mass below 2000 kg
+    severity: warning
+    check: "!has(coc.MassGroup.ActualMass) || coc.MassGroup.ActualMass < 2000.0"
+    message: actual mass {{ coc.MassGroup.ActualMass }} kg
+    path: CocDataGroup.MassGroup.ActualMass
+    examples: {pass: {}, fail: {}}
+  - id: test.speed
+    title: A version-level value
+    severity: warning
+    check: coc.MaximumSpeed < 175.0
+    message: "{{ coc.MaximumSpeed }} km/h"
+    path: CocDataGroup.MaximumSpeed
+    examples: {pass: {}, fail: {}}
+"""
+
+
+def test_reused_rule_results_match_a_fresh_evaluation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Records of one version share a rule's result when they agree on every value it reads; the
+    # findings must be what evaluating every record afresh gives, each pointing at its own record.
+    fleet = make_fleet(tmp_path / "fleet", 96)
+    (fleet / "rules" / "reuse.yaml").write_text(REUSE_RULES, encoding="utf-8")
+    records = sorted((fleet / "records").rglob("*.yaml"))
+    for number, path in enumerate(records):
+        text = path.read_text(encoding="utf-8")
+        if number % 3 == 0:
+            text = text.replace("RollingResistanceClass: B", "RollingResistanceClass: C", 1)
+        if number % 4 == 0:
+            text = re.sub(r"IntendedCountryRegistration: \w+", "IntendedCountryRegistration: NL", text)
+        if number % 5 == 0:
+            text = text.replace("CocDataGroup:\n", "CocDataGroup:\n  MaximumSpeed: 170\n", 1)
+        elif number % 7 == 0:
+            text = text.replace("CocDataGroup:\n", "CocDataGroup:\n  MaximumSpeed: null\n", 1)
+        path.write_text(text, encoding="utf-8")
+    repository = open_repository(fleet)
+    reused = run_check(repository, RunOptions(jobs=1)).findings
+    monkeypatch.setattr(RuleRun, "memo", lambda self, approval, variant, version: VersionMemo())
+    fresh = run_check(repository, RunOptions(jobs=1)).findings
+    assert reused == fresh
+    counts = {
+        rule: sum(len(f.records) for f in fresh if f.rule == rule)
+        for rule in ("test.country", "test.tyre-class", "test.light", "test.speed")
+    }
+    assert all(0 < count < len(records) for count in counts.values()), counts
+    for finding in fresh:
+        if finding.rule in ("test.country", "test.light") and finding.file and finding.file.startswith("records/"):
+            assert finding.file.endswith(f"/{finding.records[0]}.yaml")
 
 
 # ---- waivers ----------------------------------------------------------------------------------

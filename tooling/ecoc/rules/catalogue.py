@@ -9,6 +9,7 @@ reported with its file and line, and every other rule still runs.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -28,9 +29,9 @@ PLACEHOLDER = re.compile(r"\{\{\s*(.+?)\s*\}\}", re.DOTALL)
 COC_NAME = re.compile(r"\bcoc\s*\.\s*([A-Za-z][A-Za-z0-9]*)")
 # Names after a dot, or quoted as in `coc["MassGroup"]`: the element names a rule can read.
 FIELD_NAME = re.compile(r"\.\s*([A-Za-z][A-Za-z0-9]*)|[\"']([A-Za-z][A-Za-z0-9]*)[\"']")
-# `record` facts that differ between records of one version; the others follow the version
-# or, for the two below, the CocDataGroup element they come from.
-RECORD_OWN_FACTS = frozenset({"vin", "stage", "stage_number"})
+# `record` facts that differ between records of one version; the others follow the version,
+# the stage or, for the two below, the CocDataGroup element they come from.
+RECORD_OWN_FACTS = frozenset({"vin"})
 RECORD_FACT_ELEMENTS = {"category": "VehicleCategory", "energy_sources": "EnergyConvertorTable"}
 RECORD_FACT = re.compile(r"\brecord\s*\.\s*([a-z_]+)")
 
@@ -116,8 +117,7 @@ class Rule:
     message_parts: list[str | Any]  # text, and cel.Program for each placeholder
     # CocDataGroup elements the expressions read; None when they read `coc` as a whole.
     coc_names: frozenset[str] | None
-    # Whether the expressions read something that differs between records of one version:
-    # the header, the VIN or the stage of the record.
+    # Whether the expressions read something no other record shares: the VIN, or `record` whole.
     per_record: bool
     # Every name after a dot in the expressions: the elements the evaluation context must hold.
     field_names: frozenset[str] = frozenset()
@@ -148,6 +148,11 @@ class Catalogue:
 
     def by_id(self) -> dict[str, Rule]:
         return {rule.id: rule for rule in self.rules}
+
+    @functools.cached_property
+    def field_names(self) -> frozenset[str]:
+        """Every element name some rule reads; changes elsewhere concern no rule."""
+        return frozenset(name for rule in self.rules for name in rule.field_names)
 
 
 def _compile(expression: str) -> Any:
@@ -236,7 +241,7 @@ def compile_rule(spec: RuleSpec, source: Source, node: Mapping, path: str) -> tu
         programs["check"],
         programs["message"],
         coc_names,
-        reads_header or _reads_record_own(expressions) or not spec.path.startswith("CocDataGroup"),
+        _reads_record_own(expressions),
         frozenset(
             name for expression in expressions for pair in FIELD_NAME.findall(expression) for name in pair if name
         ),

@@ -12,9 +12,12 @@ Rules read four CEL variables:
   such as `2018/858`), `authority` (its e-code) and `energy_sources` (every EnergySource code).
 - `today`: the date of the check as `YYYY-MM-DD`.
 
-A rule whose expressions read only elements that the record takes unchanged from its version
-(not the header, the VIN or the stage) gives the same result for every such record, so it runs
-once per version; the others run per record, on a context that holds only what they read.
+Most records of a version differ from it in a few values (the VIN, the actual mass, the
+WLTP values, the tyres), and a rule's result depends only on the values it names. So the
+records are compared with their version node by node (inherited nodes are the very objects of
+the version), and a rule's findings are reused for every record that has the same values at
+the places it reads. Rules that read the VIN run for every record. The rules that do run see
+a context with only the elements they name.
 """
 
 from __future__ import annotations
@@ -40,13 +43,11 @@ _PATH_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 @dataclass
 class VersionMemo:
-    """Findings of rules that gave the same result for every record of one version."""
+    """Rule results reused between the records of one version."""
 
-    results: dict[str, Finding | None] = field(default_factory=dict)
-    # Which rules apply and which run per record, by the record's facts and overridden elements.
+    # Which rules apply and how their results are reused, by the record's facts and the places
+    # where it differs from its version.
     plans: dict[tuple[Any, ...], _Plan] = field(default_factory=dict)
-    # For each plan whose shared rules have all run: their findings.
-    shared_findings: dict[tuple[Any, ...], list[Finding]] = field(default_factory=dict)
 
 
 def _value(scalar: Scalar) -> Any:
@@ -235,44 +236,102 @@ def _run(rule: Rule, effective: Effective, context: Any) -> Finding | None:
     return _failure(rule, effective, context)
 
 
-@dataclass(frozen=True)
+# A change of a record against its version: the key path (names and row indices) and the
+# record's value there: a scalar value, MISSING, a row count, or a frozen subtree.
+Change = tuple[tuple[str | int, ...], Any]
+MISSING = object()
+# The last step of the path of a row-count change, and the first of a header field.
+ROWS = "#rows"
+HEADER = "#header"
+
+
+def _frozen(node: Node) -> Any:
+    if isinstance(node, Scalar):
+        return node.value
+    if isinstance(node, Mapping):
+        return tuple((key, _frozen(value)) for key, value in node.items())
+    return tuple(_frozen(item) for item in node)
+
+
+def _diff(
+    record: Node | None, base: Node | None, path: tuple[str | int, ...], names: frozenset[str], out: list[Change]
+) -> None:
+    """Collect where `record` differs from `base` under element names some rule reads.
+
+    Nodes the record inherits are the very objects of its version, so identity decides.
+    """
+    if isinstance(record, Mapping) and isinstance(base, Mapping):
+        get = base.get
+        for key, value in record.items():
+            inherited = get(key)
+            if value is not inherited and key in names:
+                _diff(value, inherited, (*path, key), names, out)
+        if not record.keys() >= base.keys():
+            out += [((*path, key), MISSING) for key in base.keys() - record.keys() if key in names]
+    elif isinstance(record, Sequence) and isinstance(base, Sequence):
+        if len(record) != len(base):
+            out.append(((*path, ROWS), len(record)))
+        for index, value in enumerate(record):
+            inherited = base[index] if index < len(base) else None
+            if value is not inherited:
+                _diff(value, inherited, (*path, index), names, out)
+    else:
+        out.append((path, MISSING if record is None else _frozen(record)))
+
+
+def changes(effective: Effective, base_coc: Mapping, names: frozenset[str]) -> list[Change]:
+    """Where the record differs from its version, under element names some rule reads.
+
+    The header belongs to the record alone, so each of its fields counts as a change.
+    """
+    found: list[Change] = []
+    if effective.coc is not base_coc:
+        _diff(effective.coc, base_coc, (), names, found)
+    header = effective.header
+    if header is not None:
+        found += [((HEADER, key), _frozen(value)) for key, value in header.items() if key in names]
+    return found
+
+
+def _reads(rule: Rule, path: tuple[str | int, ...]) -> bool:
+    """Whether the rule can see the value at `path`: it names every element on the way."""
+    if path[0] == HEADER:
+        return rule.reads_header and path[1] in rule.field_names
+    return all(step in rule.field_names for step in path if isinstance(step, str) and step != ROWS)
+
+
+@dataclass
+class _Group:
+    """Rules that read the same changes of a record, with their findings by the changed values."""
+
+    rules: tuple[Rule, ...]
+    positions: tuple[int, ...]
+    results: dict[tuple[Any, ...], list[Finding]] = field(default_factory=dict)
+
+
+@dataclass
 class _Plan:
-    """The rules that apply to records of one kind, and which of them run per record."""
+    """The rules that apply to records of one kind, and how their results can be reused."""
 
-    # Rules whose result holds for every record of the version that leaves their elements alone.
-    shared: tuple[Rule, ...]
-    # Rules that run for every record.
+    # Rules that run for every record: they read the VIN, the stage or the header, or `coc` whole.
     own: tuple[Rule, ...]
-    # Element names the own rules read, and whether they read the header.
-    own_names: frozenset[str]
-    own_header: bool
+    # The other rules, grouped by the changes they read; a group's findings are reused for every
+    # record with the same values at those changes.
+    groups: tuple[_Group, ...]
 
 
-def _overridden(coc: Mapping, base_coc: Mapping | None) -> frozenset[str] | None:
-    """The CocDataGroup elements in which the record differs from its version; None without a version."""
-    if base_coc is None:
-        return None
-    keys = set(coc.keys()) | set(base_coc.keys())
-    return frozenset(name for name in keys if coc.get(name) is not base_coc.get(name))
-
-
-def _plan(catalogue: Catalogue, facts: dict[str, Any], overridden: frozenset[str] | None) -> _Plan:
-    shared: list[Rule] = []
+def _plan(catalogue: Catalogue, facts: dict[str, Any], paths: tuple[tuple[str | int, ...], ...] | None) -> _Plan:
     own: list[Rule] = []
+    grouped: dict[tuple[int, ...], list[Rule]] = {}
     for rule in catalogue.rules:
         if not applies(rule, facts):
             continue
-        if (
-            overridden is not None
-            and rule.coc_names is not None
-            and not rule.per_record
-            and rule.coc_names.isdisjoint(overridden)
-        ):
-            shared.append(rule)
-        else:
+        if paths is None or rule.coc_names is None or rule.per_record:
             own.append(rule)
-    names = frozenset(name for rule in own for name in rule.field_names)
-    return _Plan(tuple(shared), tuple(own), names, any(rule.reads_header for rule in own))
+            continue
+        positions = tuple(index for index, path in enumerate(paths) if _reads(rule, path))
+        grouped.setdefault(positions, []).append(rule)
+    return _Plan(tuple(own), tuple(_Group(tuple(rules), positions) for positions, rules in grouped.items()))
 
 
 # Function libraries a rule can call beyond core CEL: `sum`, `min`, `max`, `join`, `trim`,
@@ -290,76 +349,66 @@ def _context() -> Any:
     return _CONTEXTS[0]
 
 
-_HEADER_NAMES = frozenset({"IntendedCountryRegistration", "DesignatedTypeApprovalCountry", "IviVersionNumber"})
-
-
 def evaluate(
     catalogue: Catalogue, effective: Effective, base_coc: Mapping | None, memo: VersionMemo, today: str
 ) -> list[Finding]:
     """Run every rule that applies to the record and return the findings of those that fail."""
     facts = record_facts(effective)
-    overridden = _overridden(effective.coc, base_coc)
+    found = changes(effective, base_coc, catalogue.field_names) if base_coc is not None else None
+    paths = tuple(path for path, _ in found) if found is not None else None
     key = (
         facts["category"],
         facts["stage"],
+        facts["stage_number"],
         facts["approval"],
         tuple(facts["energy_sources"]),
-        overridden,
+        paths,
     )
     plan = memo.plans.get(key)
     if plan is None:
-        plan = memo.plans[key] = _plan(catalogue, facts, overridden)
-    known = memo.shared_findings.get(key)
-    if known is not None:
-        # Every shared rule has run for an earlier record of this kind: only the own rules remain.
-        findings = [replace(finding, records=(effective.vin,)) for finding in known]
-        pending = [(rule, False) for rule in plan.own]
-        names, header = plan.own_names, plan.own_header
-    else:
-        findings = []
-        pending = [(rule, False) for rule in plan.own]
-        for rule in plan.shared:
-            if rule.id in memo.results:
-                result = memo.results[rule.id]
-                if result is not None:
-                    findings.append(replace(result, records=(effective.vin,)))
-            else:
-                pending.append((rule, True))
-        names = frozenset(name for rule, _ in pending for name in rule.field_names)
-        header = any(rule.reads_header for rule, _ in pending)
+        plan = memo.plans[key] = _plan(catalogue, facts, paths)
+    values = [value for _, value in found] if found is not None else []
+    findings: list[Finding] = []
+    pending = list(plan.own)
+    missed: list[tuple[_Group, tuple[Any, ...]]] = []
+    for group in plan.groups:
+        group_key = tuple(values[position] for position in group.positions)
+        known = group.results.get(group_key)
+        if known is None:
+            missed.append((group, group_key))
+            pending += group.rules
+        else:
+            findings += [_for_record(finding, effective) for finding in known]
     if pending:
-        findings += _run_pending(pending, effective, facts, names, header, memo, today)
-    if known is None:
-        memo.shared_findings[key] = [
-            result for rule in plan.shared if (result := memo.results.get(rule.id)) is not None
-        ]
+        results = _run_pending(pending, effective, facts, today)
+        findings += [finding for rule in plan.own if (finding := results[rule.id]) is not None]
+        for group, group_key in missed:
+            group.results[group_key] = [finding for rule in group.rules if (finding := results[rule.id]) is not None]
+            findings += group.results[group_key]
     return findings
 
 
+def _for_record(finding: Finding, effective: Effective) -> Finding:
+    """A reused finding, pointed at the node that holds the value for this record."""
+    if finding.rule == "rules.failed" or finding.path is None:
+        return replace(finding, records=(effective.vin,))
+    file, line, column = locate(effective, finding.path)
+    return replace(finding, file=file, line=line, column=column, records=(effective.vin,))
+
+
 def _run_pending(
-    pending: list[tuple[Rule, bool]],
-    effective: Effective,
-    facts: dict[str, Any],
-    names: frozenset[str],
-    header: bool,
-    memo: VersionMemo,
-    today: str,
-) -> list[Finding]:
-    """Run rules on one record; the context holds only the elements in `names`.
+    rules: list[Rule], effective: Effective, facts: dict[str, Any], today: str
+) -> dict[str, Finding | None]:
+    """Run rules on one record; the context holds only the elements they name.
 
     Converting the certificate into CEL values costs more than running most rules, hence the
     pruning.
     """
+    names = frozenset(name for rule in rules for name in rule.field_names)
+    header = any(rule.reads_header for rule in rules)
     context = _context()
     context.add_variable("coc", {key: plain(value, names) for key, value in effective.coc.items() if key in names})
-    context.add_variable("header", plain(effective.header, names | _HEADER_NAMES) if header else {})
+    context.add_variable("header", plain(effective.header, names) if header else {})
     context.add_variable("record", facts)
     context.add_variable("today", today)
-    findings = []
-    for rule, shared in pending:
-        finding = _run(rule, effective, context)
-        if shared:
-            memo.results[rule.id] = finding
-        if finding is not None:
-            findings.append(finding)
-    return findings
+    return {rule.id: _run(rule, effective, context) for rule in rules}
