@@ -102,9 +102,7 @@ def test_other_rules_still_run_beside_a_broken_one(example_repo: Path, capsys: p
     assert code == 1
 
 
-def test_placeholder_across_a_line_break_shows_its_value(
-    example_repo: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_placeholder_spanning_lines(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rule = GOOD_RULE.replace("has(coc.MaximumSpeed)", "false").replace(
         "    message: no maximum speed\n",
         "    message: |-\n      speed {{ coc.MaximumSpeed\n        * 2.0 }} is doubled\n",
@@ -117,7 +115,7 @@ def test_placeholder_across_a_line_break_shows_its_value(
     assert messages == {"speed 356 is doubled"}
 
 
-def test_rule_calls_library_functions_and_quoted_names(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_library_functions_and_quoted_names(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     axles = "coc.AxleTable.map(a, a.TechnicallyPermissibleMassAxle)"
     rule = GOOD_RULE.replace("has(coc.MaximumSpeed)", "false").replace(
         "    message: no maximum speed\n",
@@ -156,7 +154,7 @@ HEAVY_AXLE = "lists.range(size(coc.AxleTable)).filter(i, coc.AxleTable[i].Techni
         ("coc.NoSuchTable[0]", "CocDataGroup.AxleTable", RECORD, 13),
     ],
 )
-def test_finding_points_at_the_failing_row(
+def test_finding_points_at_failing_row(
     example_repo: Path, capsys: pytest.CaptureFixture[str], index: str, path: str, file: str, line: int
 ) -> None:
     write_rules(example_repo, "extra.yaml", AXLE_RULE.replace("INDEX", index))
@@ -221,7 +219,7 @@ def flagged_records(findings: list[dict[str, object]]) -> list[str]:
         ("coc.MaximumSpeed < 178.0", "170", ["XNHKH16S1TE100214"]),
     ],
 )
-def test_version_result_reused_for_a_record_that_overrides_the_value(
+def test_reuse_respects_record_override(
     example_repo: Path, capsys: pytest.CaptureFixture[str], check: str, override: str, expected: list[str]
 ) -> None:
     # Both records share version KH16F-S17 (MaximumSpeed 178); the second overrides the speed.
@@ -232,9 +230,7 @@ def test_version_result_reused_for_a_record_that_overrides_the_value(
         assert flagged_records(findings) == expected
 
 
-def test_version_result_reused_for_a_rule_that_reads_the_vin(
-    example_repo: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_reuse_skips_rules_reading_vin(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_rules(example_repo, "extra.yaml", speed_rule("\"!record.vin.endsWith('871')\""))
     _, findings = check_json(example_repo, capsys, "-j", "1")
     assert flagged_records(findings) == ["XNHKH16S8TE103871"]
@@ -278,7 +274,7 @@ rules:
 """
 
 
-def test_reused_rule_results_match_a_fresh_evaluation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reused_results_match_fresh_evaluation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Records of one version share a rule's result when they agree on every value it reads; the
     # findings must be what evaluating every record afresh gives, each pointing at its own record.
     fleet = make_fleet(tmp_path / "fleet", 96)
