@@ -151,7 +151,7 @@ HEAVY_AXLE = "lists.range(size(coc.AxleTable)).filter(i, coc.AxleTable[i].Techni
         # The heavy axle's mass is inherited: the finding points at the approval line.
         (HEAVY_AXLE, "CocDataGroup.AxleTable[0].TechnicallyPermissibleMassAxle", APPROVAL, 170),
         # A placeholder that cannot be evaluated leaves the table, which the record overrides.
-        ("coc.NoSuchTable[0]", "CocDataGroup.AxleTable", RECORD, 13),
+        ("coc.AxleTable[7].AxleTrack", "CocDataGroup.AxleTable", RECORD, 13),
     ],
 )
 def test_finding_points_at_failing_row(
@@ -163,6 +163,33 @@ def test_finding_points_at_failing_row(
     assert (finding["file"], finding["line"], finding["path"]) == (file, line, path)
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "named"),
+    [
+        ("check: has(coc.MaximumSpeed)", "check: has(coc.MaximumSpeeed)", "MaximumSpeeed"),
+        ("check: has(coc.MaximumSpeed)", "check: has(coc.MassGruop.ActualMass)", "MassGruop"),
+        ("check: has(coc.MaximumSpeed)", "check: record.vim != ''", "record.vim"),
+        ("message: no maximum speed", "message: 'speed {{ coc.MaxSpeed }}'", "MaxSpeed"),
+        ("path: CocDataGroup.MaximumSpeed", "path: CocDataGroup.MasGroup.ActualMass", "MasGroup"),
+        ("severity: warning\n", "severity: warning\n    applies: {categories: [m1]}\n", "categories value m1"),
+        ("severity: warning\n", "severity: warning\n    applies: {frameworks: ['2018/85']}\n", "frameworks value"),
+        ("severity: warning\n", "severity: warning\n    applies: {energy_sources: [petrol]}\n", "petrol"),
+    ],
+)
+def test_rule_with_unknown_name(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], old: str, new: str, named: str
+) -> None:
+    assert old in GOOD_RULE
+    write_rules(example_repo, "broken.yaml", "rules:\n" + GOOD_RULE.replace(old, new))
+    code, findings = check_json(example_repo, capsys)
+    broken = [f for f in findings if f["rule"] == "rules.invalid"]
+    assert len(broken) == 1
+    assert named in str(broken[0]["message"])
+    assert broken[0]["file"] == "rules/broken.yaml"
+    assert not any(f["rule"] == "test.speed-known" for f in findings)
+    assert code == 1
+
+
 def test_rule_file_with_yaml_error(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_rules(example_repo, "broken.yaml", "rules:\n\t- id: x\n")
     code, findings = check_json(example_repo, capsys)
@@ -170,15 +197,25 @@ def test_rule_file_with_yaml_error(example_repo: Path, capsys: pytest.CaptureFix
     assert code == 1
 
 
-def test_rule_with_a_type_error_is_reported_once(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write_rules(
-        example_repo, "extra.yaml", "rules:\n" + GOOD_RULE.replace("has(coc.MaximumSpeed)", "coc.MaximumSpeed + 1 > 0")
-    )
+@pytest.mark.parametrize(
+    ("check", "hint"),
+    [
+        ("coc.MaximumSpeed + 1 > 0", "compare numbers with numbers"),
+        ("coc.MaximumSpeed.isBlank()", "functions the README lists"),
+        ("coc.AxleTable[5].AxleTrack > 0.0", "guard the index with size()"),
+        ("coc.MaximumSpeed", "true or false"),
+    ],
+)
+def test_rule_evaluation_error_reported_once(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], check: str, hint: str
+) -> None:
+    write_rules(example_repo, "extra.yaml", "rules:\n" + GOOD_RULE.replace("has(coc.MaximumSpeed)", check))
     code, findings = check_json(example_repo, capsys)
     failed = [f for f in findings if f["rule"] == "rules.failed"]
     assert len(failed) == 1
-    assert failed[0]["file"] == "rules/extra.yaml"
-    assert len(failed[0]["records"]) == 12
+    assert (failed[0]["file"], failed[0]["line"]) == ("rules/extra.yaml", 5)
+    assert hint in str(failed[0]["hint"])
+    assert len(failed[0]["records"]) == 12  # type: ignore[arg-type]
     assert code == 1
 
 

@@ -20,6 +20,7 @@ import pydantic
 from ecoc.files import digest, list_yaml
 from ecoc.findings import Finding, Severity
 from ecoc.model.nodes import require_mapping, validate_node
+from ecoc.rules.lint import lint
 from ecoc.yamlload import Mapping, Node, Sequence, Source, load_yaml
 
 RULE_ID = r"^[a-z][a-z0-9-]*(\.[a-z0-9][a-z0-9-]*)+$"
@@ -125,6 +126,8 @@ class Rule:
     reads_header: bool = False
     # The path as text and a cel.Program for each placeholder, such as the index of a failing row.
     path_parts: list[str | Any] = field(default_factory=list)
+    # Line of each expression key (`when`, `check`) in the rule file, for evaluation errors.
+    key_lines: dict[str, int] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -220,6 +223,16 @@ def compile_rule(spec: RuleSpec, source: Source, node: Mapping, path: str) -> tu
                     f"{path}.{key}",
                 )
             ]
+    placeholders = " ".join(PLACEHOLDER.findall(spec.message))
+    problems = lint(
+        source,
+        node,
+        spec.id,
+        path,
+        {"when": spec.when, "check": spec.check, "message": placeholders, "path": spec.path},
+    )
+    if problems:
+        return None, problems
     expressions = [
         spec.check,
         *([spec.when] if spec.when else []),
@@ -247,6 +260,7 @@ def compile_rule(spec: RuleSpec, source: Source, node: Mapping, path: str) -> tu
         ),
         reads_header,
         programs["path"],
+        {key: node.get(key, node).line for key in ("when", "check")},
     )
     return rule, []
 

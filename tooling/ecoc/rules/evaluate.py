@@ -208,31 +208,62 @@ def _failure(rule: Rule, effective: Effective, context: Any) -> Finding:
     )
 
 
-def _broken(rule: Rule, error: Exception, effective: Effective) -> Finding:
+def _broken(rule: Rule, key: str, error: str, effective: Effective) -> Finding:
+    """Report a rule that cannot be evaluated on this record, at the expression that failed."""
+    if "Undefined variable or function" in error:
+        hint = "rules read coc, header, record and today, and call the functions the README lists"
+    elif "out of bounds" in error or "out of range" in error:
+        hint = "guard the index with size(), or go through the list with exists() or all()"
+    elif error.endswith("not true or false"):
+        hint = "write the expression as a condition that is true or false"
+    else:
+        hint = "fix the rule's expression: CEL does not mix types, so compare numbers with numbers"
     return Finding(
         "rules.failed",
         Severity.ERROR,
-        f"rule {rule.id} could not be evaluated: {str(error).splitlines()[0]}",
+        f"rule {rule.id} could not be evaluated: {error.splitlines()[0]}",
         rule.file,
-        rule.line,
+        rule.key_lines.get(key, rule.line),
         1,
         None,
-        "fix the rule's expression: CEL does not mix types, so compare numbers with numbers",
+        hint,
         (effective.vin,),
     )
 
 
+def _kind(value: Any) -> str:
+    """Name the CEL type of a value that should have been a boolean."""
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a text"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a map"
+    return "null" if value is None else f"a {type(value).__name__}"
+
+
 def _run(rule: Rule, effective: Effective, context: Any) -> Finding | None:
     """Evaluate one rule; None when it holds or does not apply."""
+    key = "when"
     try:
-        if rule.condition is not None and rule.condition.execute(context) is not True:
-            return None
-        if rule.assertion.execute(context) is True:
-            return None
+        if rule.condition is not None:
+            result = rule.condition.execute(context)
+            if result is not True:
+                if result is False:
+                    return None
+                return _broken(rule, "when", f"the when expression gave {_kind(result)}, not true or false", effective)
+        key = "check"
+        result = rule.assertion.execute(context)
     except KeyError:
         return None  # the rule reads an element the certificate does not have: it does not apply
     except Exception as exc:
-        return _broken(rule, exc, effective)
+        return _broken(rule, key, str(exc), effective)
+    if result is True:
+        return None
+    if result is not False:
+        return _broken(rule, "check", f"the check expression gave {_kind(result)}, not true or false", effective)
     return _failure(rule, effective, context)
 
 

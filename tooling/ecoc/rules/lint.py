@@ -1,0 +1,159 @@
+"""Check the names and selectors of a rule against IVI 2.0 when the catalogue is loaded.
+
+CEL treats a missing element as missing data, so a misspelt element name would make a rule
+that never applies and never fails. The names after a dot in the expressions, the steps of the
+path and the selector values are therefore compared with the IVI 2.0 element names, the record
+facts and the code lists, and each unknown one is a `rules.invalid` finding.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from collections.abc import Iterable
+
+from ecoc.findings import Finding, Severity
+from ecoc.ivi.spec import elements_by_name
+from ecoc.yamlload import Mapping, Node, Source
+
+# The facts of `record`, as the evaluation context builds them.
+RECORD_FACTS = (
+    "vin",
+    "approval",
+    "variant",
+    "version",
+    "category",
+    "stage",
+    "stage_number",
+    "framework",
+    "authority",
+    "energy_sources",
+)
+# Acts of the approval frameworks that issue certificates of conformity.
+FRAMEWORKS = ("2018/858", "2007/46", "168/2013", "167/2013", "2002/24", "2003/37", "70/156")
+# Function namespaces of the CEL extension libraries, as in `math.greatest`.
+NAMESPACES = frozenset({"math", "lists", "sets", "strings", "base64"})
+
+# CEL string literals, which can hold dots that are not member access.
+_STRING = re.compile(r"""[rR]?(?:"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')""")
+# `owner.name`, with `name(` for a method call.
+_MEMBER = re.compile(r"(?:\b([A-Za-z_][A-Za-z0-9_]*)\s*)?\.\s*([A-Za-z_][A-Za-z0-9_]*)(\s*\()?")
+# Identifiers written as strings, such as the keys of a map the expression builds itself.
+_QUOTED_NAME = re.compile(r"""['"]([A-Za-z_][A-Za-z0-9_]*)['"]""")
+_PLACEHOLDER = re.compile(r"\{\{\s*(.+?)\s*\}\}", re.DOTALL)
+_PATH_STEP = re.compile(r"([^.\[\]{}]+)|\[[^\]]*\]")
+
+
+def _suggest(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.7)
+    return f"did you mean {close[0]}?" if close else ""
+
+
+def unknown_names(expression: str) -> list[tuple[str, str]]:
+    """Return each name the expression reads that is no element or fact, with a suggestion.
+
+    Names the expression writes as strings count as known: they are keys of maps it builds.
+    """
+    elements = elements_by_name()
+    own_keys = set(_QUOTED_NAME.findall(expression))
+    problems: list[tuple[str, str]] = []
+    for owner, name, call in _MEMBER.findall(_STRING.sub('""', expression)):
+        if call or owner in NAMESPACES or name in own_keys:
+            continue
+        if owner == "record":
+            if name not in RECORD_FACTS:
+                problems.append(
+                    (f"record.{name}", _suggest(name, RECORD_FACTS) or "record has " + ", ".join(RECORD_FACTS))
+                )
+        elif name not in elements:
+            problems.append((name, _suggest(name, elements)))
+    return problems
+
+
+def unknown_path_steps(path: str) -> list[tuple[str, str]]:
+    """Return each step of a rule's path (outside placeholders) that names no element or fact."""
+    fixed = _PLACEHOLDER.sub("", path)
+    steps = [step for step in _PATH_STEP.findall(fixed) if step]
+    if not steps or steps[0] == "record":
+        facts = steps[1:2]
+        return [(f"record.{fact}", _suggest(fact, RECORD_FACTS)) for fact in facts if fact not in RECORD_FACTS]
+    elements = elements_by_name()
+    return [(step, _suggest(step, elements)) for step in steps[1:] if step not in elements]
+
+
+def _codes(name: str) -> tuple[str, ...]:
+    spec = elements_by_name()[name]
+    return spec.simple.enumeration if spec.simple is not None else ()
+
+
+def selector_problems(applies: Mapping | None) -> list[tuple[str, Node | None, str, str]]:
+    """Return (key, node, message, hint) for selector values that can never match."""
+    if not isinstance(applies, Mapping):
+        return []
+    problems: list[tuple[str, Node | None, str, str]] = []
+    categories = _codes("VehicleCategory")
+    sources = _codes("EnergySource")
+    for key in ("categories", "energy_sources", "frameworks"):
+        values = applies.get(key)
+        for item in values if isinstance(values, list) else ():
+            text = getattr(item, "text", None)
+            if not isinstance(text, str):
+                continue
+            if key == "categories" and any(fnmatch.fnmatchcase(code, text) for code in categories):
+                continue
+            if (key == "energy_sources" and text in sources) or (key == "frameworks" and text in FRAMEWORKS):
+                continue
+            if key == "categories":
+                hint = "use VehicleCategory codes or shell patterns of them, such as M1, N* or O[34]"
+            elif key == "energy_sources":
+                hint = _suggest(text, sources) or "use EnergySource codes: " + ", ".join(sources)
+            else:
+                hint = "use one of " + ", ".join(FRAMEWORKS)
+            problems.append((key, item, f"{key} value {text} matches no {_WHAT[key]}", hint))
+    return problems
+
+
+_WHAT = {"categories": "vehicle category", "energy_sources": "EnergySource code", "frameworks": "approval framework"}
+
+
+def lint(source: Source, node: Mapping, rule_id: str, path: str, fields: dict[str, str | None]) -> list[Finding]:
+    """Return a finding for each unknown name or impossible selector value of one rule."""
+    findings: list[Finding] = []
+    for key, text in fields.items():
+        if text is None:
+            continue
+        target = node.get(key, node)
+        if key == "path":
+            problems = unknown_path_steps(text) + unknown_names(" ".join(_PLACEHOLDER.findall(text)))
+        else:
+            problems = unknown_names(text)
+        for name, hint in problems:
+            findings.append(
+                Finding(
+                    "rules.invalid",
+                    Severity.ERROR,
+                    f"rule {rule_id}: the {key} names {name}, which is no IVI 2.0 element or record fact",
+                    source.path,
+                    target.line,
+                    target.column,
+                    f"{path}.{key}",
+                    hint or "write element names as the IVI 2.0 XSD spells them; docs/rules.md lists the variables",
+                )
+            )
+    applies = node.get("applies")
+    for key, item, message, hint in selector_problems(applies if isinstance(applies, Mapping) else None):
+        target = item if item is not None else node
+        findings.append(
+            Finding(
+                "rules.invalid",
+                Severity.ERROR,
+                f"rule {rule_id}: {message}",
+                source.path,
+                target.line,
+                target.column,
+                f"{path}.applies.{key}",
+                hint,
+            )
+        )
+    return findings
