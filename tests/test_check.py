@@ -406,10 +406,10 @@ def test_disabled_warning_is_not_reported(example_repo: Path, capsys: pytest.Cap
 
 
 def test_error_rules_cannot_be_disabled(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    edit(example_repo, "ecoc.yaml", "version: 1", "version: 1\ndisable: [vin.format]")
+    edit(example_repo, "ecoc.yaml", "version: 1", "version: 1\ndisable: [vin.format, mass.actual-within-maximum]")
     code = main(["--repo", str(example_repo), "check"])
     assert code == 3
-    assert "vin.format cannot be disabled" in capsys.readouterr().err
+    assert "vin.format, mass.actual-within-maximum cannot be disabled" in capsys.readouterr().err
 
 
 def test_record_of_an_unreadable_approval(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:

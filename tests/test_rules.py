@@ -487,6 +487,52 @@ def test_codeowners_check_fails_on_drift(example_repo: Path, capsys: pytest.Capt
     assert "+* @halvard-motors/quality" in capsys.readouterr().out
 
 
+def readme_rule() -> str:
+    """The sample rule of the README."""
+    text = (PROJECT / "README.md").read_text(encoding="utf-8")
+    start = text.index("```yaml\nrules:\n") + len("```yaml\n")
+    return text[start : text.index("```", start)]
+
+
+def test_readme_rule_passes_rules_test(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for path in (example_repo / "rules").glob("*.yaml"):
+        path.unlink()
+    write_rules(example_repo, "sample.yaml", readme_rule())
+    code = main(["--repo", str(example_repo), "rules", "test"])
+    captured = capsys.readouterr()
+    assert "1 of 1 rules" in captured.err
+    assert code == 0
+
+
+SAMPLE = "mass.running-order-within-maximum"
+PASSING_MASS = "VehicleCategory: M1, MassGroup: {MassInRunningOrder: 1465"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("MassInRunningOrder: 2000", "MassInRunningOrder: 1000", f"the fail example of {SAMPLE} passes"),
+        (PASSING_MASS, PASSING_MASS.replace("1465", "9999"), f"the pass example of {SAMPLE} fails"),
+        (PASSING_MASS, PASSING_MASS.replace("M1", "Q7"), "no valid IVI 2.0 data"),
+    ],
+)
+def test_rules_test_reports_wrong_example(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], old: str, new: str, expected: str
+) -> None:
+    rule = readme_rule()
+    assert old in rule
+    write_rules(example_repo, "sample.yaml", rule.replace(old, new))
+    for path in (example_repo / "rules").glob("*.yaml"):
+        if path.name != "sample.yaml":
+            path.unlink()
+    code = main(["--repo", str(example_repo), "rules", "test"])
+    captured = capsys.readouterr()
+    assert expected in captured.out
+    assert "rules/sample.yaml:" in captured.out
+    assert "0 of 1 rules" in captured.err
+    assert code == 1
+
+
 def test_rules_list_and_explain(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--repo", str(PROJECT), "rules", "list"]) == 0
     listed = capsys.readouterr().out

@@ -439,7 +439,7 @@ def rules_list(ctx: click.Context) -> int:
 @click.pass_context
 def rules_explain(ctx: click.Context, rule_id: str) -> int:
     """Show one rule: where it applies, its expressions, its source and its examples."""
-    from ecoc.rules.builtin import BUILTIN_DESCRIPTIONS
+    from ecoc.rules.builtin import BUILTIN_DESCRIPTIONS, builtin_line
     from ecoc.rules.docs import explain
 
     catalogue = _catalogue(ctx)
@@ -448,7 +448,7 @@ def rules_explain(ctx: click.Context, rule_id: str) -> int:
         click.echo(explain(rule), nl=False)
         return EXIT_CLEAN
     if rule_id in BUILTIN_DESCRIPTIONS:
-        click.echo(f"{rule_id} (built into ecoc): {BUILTIN_DESCRIPTIONS[rule_id]}")
+        click.echo(f"{builtin_line(rule_id)}\nBuilt into ecoc; the README's table of built-in checks says more.")
         return EXIT_CLEAN
     known = sorted([*catalogue.by_id(), *BUILTIN_DESCRIPTIONS])
     close = difflib.get_close_matches(rule_id, known, n=3)
@@ -456,6 +456,21 @@ def rules_explain(ctx: click.Context, rule_id: str) -> int:
         f"no rule {rule_id}",
         ("did you mean " + " or ".join(close) + "?") if close else "ecoc rules list shows every rule",
     )
+
+
+@rules.command(name="test")
+@click.pass_context
+def rules_test(ctx: click.Context) -> int:
+    """Run every rule on its pass and fail examples; exit 1 if one gives the wrong result."""
+    from ecoc.rules.examples import test_examples
+
+    catalogue = _catalogue(ctx)
+    failed = test_examples(catalogue)
+    if failed:
+        click.echo(format_text([finding for found in failed.values() for finding in found]), nl=False)
+    total = len(catalogue.rules)
+    click.echo(f"{total - len(failed)} of {total} rules give the expected result on their examples", err=True)
+    return EXIT_FINDINGS if failed or catalogue.findings else EXIT_CLEAN
 
 
 @rules.command(name="doc")

@@ -69,11 +69,13 @@ class Settings(pydantic.BaseModel):
     @pydantic.field_validator("disable")
     @classmethod
     def _optional_rules_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for rule in value:
-            if rule not in OPTIONAL_RULES:
-                raise ValueError(
-                    f"{rule} cannot be disabled; only these rules can: " + ", ".join(sorted(OPTIONAL_RULES))
-                )
+        wrong = [rule for rule in value if rule not in OPTIONAL_RULES]
+        if wrong:
+            raise ValueError(
+                f"{', '.join(wrong)} cannot be disabled; only these built-in checks can: "
+                + ", ".join(sorted(OPTIONAL_RULES))
+                + " (a rule of rules/ is changed or removed in its file)"
+            )
         return value
 
 

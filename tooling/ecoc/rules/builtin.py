@@ -37,7 +37,8 @@ BUILTIN_DESCRIPTIONS = {
     "record.signed-elsewhere": "the evidence archive holds the VIN as signed from another record file",
     "record.variant-unknown": "the record names a variant its approval does not have",
     "record.version-unknown": "the record names a version its variant does not have",
-    "rules.failed": "a rule could not be evaluated (a type error in its expression)",
+    "rules.example": "a rule's pass or fail example gives the wrong result (reported by ecoc rules test)",
+    "rules.failed": "a rule could not be evaluated on a record, or gave something other than true or false",
     "rules.invalid": "a rule file with an unknown field, a wrong value or an expression that does not compile",
     "vin.check-digit": "position 9 of the VIN is not the North-American check digit",
     "vin.format": "a VIN that is not 17 capital letters and digits without I, O and Q",
@@ -62,3 +63,24 @@ BUILTIN_DESCRIPTIONS = {
 }
 
 BUILTIN_RULES = frozenset(BUILTIN_DESCRIPTIONS)
+
+# Severity of the built-in checks that are not errors.
+BUILTIN_SEVERITIES = {
+    "approval.framework": "warning",
+    "model.boolean-in-text": "warning",
+    "model.number-in-text": "warning",
+    "model.number-like-code": "warning",
+    "model.table-replaced": "info",
+    "record.file-name": "warning",
+    "vin.check-digit": "warning",
+    "waiver.unused": "warning",
+}
+
+
+def builtin_line(rule_id: str) -> str:
+    """Describe a built-in check in one line: severity, whether it may be waived, what it reports."""
+    from ecoc.config import OPTIONAL_RULES
+
+    waivable = "may be waived or disabled" if rule_id in OPTIONAL_RULES else "not waivable"
+    severity = BUILTIN_SEVERITIES.get(rule_id, "error")
+    return f"{rule_id} ({severity}, {waivable}): {BUILTIN_DESCRIPTIONS[rule_id]}"

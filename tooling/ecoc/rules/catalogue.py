@@ -126,7 +126,7 @@ class Rule:
     reads_header: bool = False
     # The path as text and a cel.Program for each placeholder, such as the index of a failing row.
     path_parts: list[str | Any] = field(default_factory=list)
-    # Line of each expression key (`when`, `check`) in the rule file, for evaluation errors.
+    # Lines of `when`, `check` and the `pass` and `fail` examples in the rule file.
     key_lines: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -260,9 +260,18 @@ def compile_rule(spec: RuleSpec, source: Source, node: Mapping, path: str) -> tu
         ),
         reads_header,
         programs["path"],
-        {key: node.get(key, node).line for key in ("when", "check")},
+        _key_lines(node),
     )
     return rule, []
+
+
+def _key_lines(node: Mapping) -> dict[str, int]:
+    """Lines of the expressions and examples of a rule, for findings about them."""
+    lines = {key: node.get(key, node).line for key in ("when", "check")}
+    examples = node.get("examples")
+    if isinstance(examples, Mapping):
+        lines.update({key: examples.get(key, examples).line for key in ("pass", "fail")})
+    return lines
 
 
 def static_path(path: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ecoc import yamlwrite
+from ecoc.rules.builtin import BUILTIN_DESCRIPTIONS, builtin_line
 from ecoc.rules.catalogue import Catalogue, Rule
 
 SUBJECTS = {
@@ -52,8 +53,11 @@ def list_text(catalogue: Catalogue) -> str:
             waivable = "" if rule.spec.waivable else ", not waivable"
             lines.append(f"  {rule.id} ({rule.spec.severity}{waivable}): {rule.spec.title}")
         lines.append("")
+    lines.append("Built into ecoc (the README describes them)")
+    lines += [f"  {builtin_line(rule_id)}" for rule_id in sorted(BUILTIN_DESCRIPTIONS)]
+    lines.append("")
     count = len(catalogue.rules)
-    lines.append(f"{count} rule{'' if count == 1 else 's'}")
+    lines.append(f"{count} rule{'' if count == 1 else 's'} in rules/ and {len(BUILTIN_DESCRIPTIONS)} built-in checks")
     return "\n".join(lines) + "\n"
 
 

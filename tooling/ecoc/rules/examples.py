@@ -1,4 +1,4 @@
-"""Run a rule on one of its examples, as the test suite and `ecoc rules explain` do.
+"""Run a rule on its examples, as `ecoc rules test` and the test suite do.
 
 An example is a partial certificate written like the CoC data of a record file:
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ecoc.findings import Finding
+from ecoc.findings import Finding, Severity
 from ecoc.ivi import spec as ivi_spec
 from ecoc.model.approval import Approval
 from ecoc.model.coc import TreeTyper
@@ -79,3 +79,37 @@ def run_example(catalogue: Catalogue, rule: Rule, data: dict[str, Any]) -> tuple
     single = Catalogue([rule], [], catalogue.digest)
     today = str(data.get("record", {}).get("today", EXAMPLE_TODAY))
     return evaluate(single, effective, None, VersionMemo(), today), problems
+
+
+def test_examples(catalogue: Catalogue) -> dict[str, list[Finding]]:
+    """Run every rule on its examples; findings, by rule id, for examples with the wrong result.
+
+    The passing example must give no finding and the failing one exactly one finding of the rule,
+    and both must be valid IVI 2.0 data.
+    """
+    findings: dict[str, list[Finding]] = {}
+    for rule in catalogue.rules:
+        for key, data, expected in (
+            ("pass", rule.spec.examples.passing, 0),
+            ("fail", rule.spec.examples.failing, 1),
+        ):
+            found, problems = run_example(catalogue, rule, data)
+            own = [finding for finding in found if finding.rule == rule.id]
+            others = [finding for finding in found if finding.rule != rule.id]
+            if problems:
+                message = f"the {key} example of {rule.id} is no valid IVI 2.0 data: {problems[0].message}"
+                hint = problems[0].hint or "write the example as a record's CocDataGroup would be written"
+            elif others:
+                message = f"the {key} example of {rule.id} makes the rule fail to run: {others[0].message}"
+                hint = others[0].hint or "fix the rule's expressions"
+            elif len(own) != expected:
+                verb = "passes" if expected else "fails"
+                message = f"the {key} example of {rule.id} {verb}: {own[0].message if own else 'no finding'}"
+                hint = "the failing example must break the rule, and the passing one hold or fall outside the rule"
+            else:
+                continue
+            line = rule.key_lines.get(key, rule.line)
+            findings.setdefault(rule.id, []).append(
+                Finding("rules.example", Severity.ERROR, message, rule.file, line, 1, f"examples.{key}", hint)
+            )
+    return findings

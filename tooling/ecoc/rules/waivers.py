@@ -26,6 +26,7 @@ from typing import Annotated
 
 import pydantic
 
+from ecoc.config import OPTIONAL_RULES
 from ecoc.files import list_yaml, read_file
 from ecoc.findings import Finding, Severity
 from ecoc.model.approval import Owner
@@ -33,18 +34,9 @@ from ecoc.model.nodes import require_mapping, validate_node
 from ecoc.rules.catalogue import WAIVER_FILES, Catalogue
 from ecoc.yamlload import Mapping, Sequence, Source, load_yaml
 
-# Built-in rules that only inform; the others guard the schema, identities and references.
-WAIVABLE_BUILTIN = frozenset(
-    {
-        "vin.check-digit",
-        "record.file-name",
-        "approval.framework",
-        "model.number-in-text",
-        "model.boolean-in-text",
-        "model.number-like-code",
-        "model.table-replaced",
-    }
-)
+# Built-in rules that only inform may be waived; the others guard the schema, identities and
+# references.
+WAIVABLE_BUILTIN = OPTIONAL_RULES
 
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 
