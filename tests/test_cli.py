@@ -205,3 +205,14 @@ def test_init_keeps_existing_settings(example_repo: Path, capsys: pytest.Capture
     assert code == 2
     assert "exists already" in err
     assert (example_repo / "ecoc.yaml").read_text() == before
+
+
+@pytest.mark.parametrize("value", ["garbage", "2026-13-45", "20261204"])
+def test_invalid_ecoc_today(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("ECOC_TODAY", value)
+    code, _, err = run(capsys, "--repo", str(example_repo), "check", "--no-cache")
+    assert code == 3
+    assert f"ECOC_TODAY={value!r} is not a date" in err
+    assert "Traceback" not in err

@@ -24,6 +24,7 @@ from typing import Any
 
 from ecoc import cache
 from ecoc.cache import code_digest, prepare_folder
+from ecoc.errors import ConfigError
 from ecoc.fileio import write_atomically
 from ecoc.files import CONFIG_NAME, list_manifests, list_yaml
 
@@ -123,7 +124,19 @@ def save_memo(folder: Path, memo: Memo) -> None:
 
 def today() -> str:
     """Return the date rules compare with; ECOC_TODAY (YYYY-MM-DD) sets it for reproducible runs."""
-    return os.environ.get("ECOC_TODAY") or datetime.date.today().isoformat()
+    text = os.environ.get("ECOC_TODAY")
+    if not text:
+        return datetime.date.today().isoformat()
+    try:
+        date = datetime.date.fromisoformat(text) if len(text) == 10 else None
+    except ValueError:
+        date = None
+    if date is None:
+        raise ConfigError(
+            f"ECOC_TODAY={text!r} is not a date",
+            "write the date as YYYY-MM-DD, such as 2026-12-04, or unset ECOC_TODAY to use the current date",
+        )
+    return date.isoformat()
 
 
 def now() -> int:
