@@ -381,6 +381,11 @@ def test_waived_finding_is_reported_but_does_not_block(example_repo: Path, capsy
     assert document["summary"]["waived"] == 1
     assert document["summary"]["errors"] == 0
     assert code == 0
+    main(["--repo", str(example_repo), "check", "--no-cache"])
+    text = capsys.readouterr().out
+    line = next(line for line in text.splitlines() if "XNHKH16S1TE100214" in line and "test.speed-known" in line)
+    assert ": error test.speed-known: " in line
+    assert line.endswith("(waived by W-1)")
 
 
 def test_waiver_with_a_pattern(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:

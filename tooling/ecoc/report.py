@@ -28,8 +28,10 @@ def format_text(findings: Sequence[Finding]) -> str:
         if finding.line is not None:
             place += f":{finding.line}:{finding.column or 1}"
         at = f" [{finding.path}]" if finding.path else ""
-        severity = finding.severity.value + (f" (waived by {finding.waiver})" if finding.waiver else "")
-        lines.append(f"{place}: {severity} {finding.rule}: {finding.message}{at}{_records_note(finding)}")
+        waived = f" (waived by {finding.waiver})" if finding.waiver else ""
+        lines.append(
+            f"{place}: {finding.severity.value} {finding.rule}: {finding.message}{at}{_records_note(finding)}{waived}"
+        )
         if finding.hint:
             lines.append(f"    hint: {finding.hint}")
     return "\n".join(lines) + ("\n" if lines else "")
