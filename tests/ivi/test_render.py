@@ -187,6 +187,14 @@ def test_uncommitted_change_is_reported(
     assert f"differs from HEAD ({RECORD})" in err
 
 
+def test_uncommitted_waiver_is_reported(example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (example_repo / "rules" / "waivers.yaml").write_text("waivers: []\n", encoding="utf-8")
+    code, err = render(example_repo, tmp_path / "out", capsys, "--datetime", "2026-12-01T10:00:00Z")
+    assert code == 0
+    assert "differs from HEAD (rules/waivers.yaml)" in err
+    assert "rules nobody has reviewed" in err
+
+
 def test_error_in_approval_blocks_its_records(
     example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -314,6 +314,22 @@ def _version_datetime(repository: Repository, given: str | None) -> str:
     return committed
 
 
+def _warn_uncommitted_rules(repository: Repository) -> None:
+    """Warn when the rules, waivers or settings that decide which records render are not committed."""
+    from ecoc.gitinfo import uncommitted
+
+    changed = uncommitted(repository.root, ("rules", CONFIG_NAME))
+    if changed:
+        listed = ", ".join(changed[:3]) + (" …" if len(changed) > 3 else "")
+        log.warning(
+            "%s of the readiness rules, waivers or settings %s from HEAD (%s): records pass or fail on "
+            "rules nobody has reviewed; commit them first to render what is released",
+            _plural(len(changed), "file"),
+            "differs" if len(changed) == 1 else "differ",
+            listed,
+        )
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
@@ -350,6 +366,7 @@ def render(
 
     repository = _repository(ctx)
     version_datetime = _version_datetime(repository, given_datetime)
+    _warn_uncommitted_rules(repository)
     schema = _schema(repository, xsd)
     selection = _selection(repository.root, paths)
     if selection is not None and not _selects_files(repository.root, selection):
