@@ -492,6 +492,41 @@ def test_codeowners_check_fails_on_drift(example_repo: Path, capsys: pytest.Capt
     assert "+* @halvard-motors/quality" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("file", "old", "new"),
+    [
+        (APPROVAL, "CocDataGroup:", "CocDataGroup: [broken"),
+        (RECORD, "vin: XNHKH16S1TE100214", 'vin: XNHKH16S1TE100214\nowners: {review: ["van review team"]}'),
+    ],
+)
+def test_codeowners_refuses_unreadable_owners(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], file: str, old: str, new: str
+) -> None:
+    assert main(["--repo", str(example_repo), "codeowners", "--write"]) == 0
+    before = (example_repo / ".github" / "CODEOWNERS").read_text(encoding="utf-8")
+    edit(example_repo, file, old, new)
+    assert main(["--repo", str(example_repo), "codeowners", "--write"]) == 1
+    assert f"{file}:" in capsys.readouterr().err
+    assert (example_repo / ".github" / "CODEOWNERS").read_text(encoding="utf-8") == before
+    assert main(["--repo", str(example_repo), "codeowners", "--check"]) == 1
+
+
+def test_record_reviewers_add_to_approval(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(
+        example_repo,
+        RECORD,
+        "vin: XNHKH16S1TE100214",
+        'vin: XNHKH16S1TE100214\nowners: {review: ["@halvard-motors/fleet"]}',
+    )
+    assert main(["--repo", str(example_repo), "codeowners", "--write"]) == 0
+    lines = (example_repo / ".github" / "CODEOWNERS").read_text(encoding="utf-8").splitlines()
+    assert f"/{RECORD} @halvard-motors/compliance-review @halvard-motors/fleet" in lines
+
+
+def test_codeowners_check_and_write_exclude(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--repo", str(example_repo), "codeowners", "--check", "--write"]) == 2
+
+
 def readme_rule() -> str:
     """The sample rule of the README."""
     text = (PROJECT / "README.md").read_text(encoding="utf-8")

@@ -509,19 +509,26 @@ def rules_doc(ctx: click.Context, output: Path | None) -> int:
 
 
 @cli.command()
-@click.option("--check", "mode", flag_value="check", default=True, help="Fail when .github/CODEOWNERS disagrees.")
-@click.option("--write", "mode", flag_value="write", help="Write .github/CODEOWNERS from the owners.")
+@click.option("--check", "check_only", is_flag=True, help="Fail when .github/CODEOWNERS disagrees (the default).")
+@click.option("--write", is_flag=True, help="Write .github/CODEOWNERS from the owners.")
 @click.pass_context
-def codeowners(ctx: click.Context, mode: str) -> int:
+def codeowners(ctx: click.Context, check_only: bool, write: bool) -> int:
     """Keep .github/CODEOWNERS in line with the owners of ecoc.yaml, approvals and records."""
     from ecoc.owners import CODEOWNERS, difference, generate
 
+    if check_only and write:
+        raise UsageError("--check and --write exclude each other", "pass one of them")
     repository = _repository(ctx)
     generated = generate(repository)
     if generated.findings:
         click.echo(format_text(list(generated.findings)), nl=False, err=True)
+        click.echo(
+            f"{CODEOWNERS} cannot be generated while the owners above cannot be read; fix them first",
+            err=True,
+        )
+        return EXIT_FINDINGS
     path = repository.root / CODEOWNERS
-    if mode == "write":
+    if write:
         _write(path, generated.text)
         click.echo(f"wrote {CODEOWNERS}")
         return EXIT_CLEAN

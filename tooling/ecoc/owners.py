@@ -4,7 +4,7 @@ Each approval names owners for its data, its review and its release (or takes th
 ecoc.yaml). GitHub asks the code owners of a changed file for review, so the generated file
 maps every approval file and every record of the approval to the approval's review owners,
 signed/ and the workflows to the release owners, and everything else to the default reviewers.
-A record's own `owners.review` comes before its approval's.
+A record's own `owners.review` adds reviewers to its approval's; it cannot remove them.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ HEADER = (
 @dataclass(frozen=True)
 class CodeOwners:
     text: str
-    # Problems in the files the owners come from; the file is still generated from the rest.
+    # Problems in the files the owners come from; while there are any, the text may leave out
+    # owners, so it must not be written.
     findings: tuple[Finding, ...]
 
 
@@ -73,10 +74,12 @@ def generate(repository: Repository) -> CodeOwners:
     for path, relative in list_yaml(repository.root, "records"):
         with open(path, "rb") as handle:
             record = parse_record(handle.read(), Source(relative), "")
+        findings += [
+            f for f in record.findings if f.rule.startswith(("yaml.", "io.")) or (f.path or "").startswith("owners")
+        ]
+        review = reviewers.get(record.approval.text if record.approval else "", defaults.review)
         if record.owners is not None and record.owners.review:
-            review = record.owners.review
-        else:
-            review = reviewers.get(record.approval.text if record.approval else "", defaults.review)
+            review = tuple(dict.fromkeys((*review, *record.owners.review)))
         line = _line(relative, review)
         if line is not None:
             lines.append(line)
