@@ -86,6 +86,30 @@ def explain(rule: Rule) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The fields of a rule, for the table in docs/rules.md.
+RULE_FIELDS = (
+    ("id", "yes", "stable id, `subject.name` in lower case; waivers and CI refer to it"),
+    ("title", "yes", "what must hold, in one sentence"),
+    ("severity", "yes", "`error` blocks; `warning` and `info` inform"),
+    ("waivable", "no", "`false` when no waiver may accept the findings; default `true`"),
+    (
+        "applies",
+        "no",
+        "selectors: `categories` (VehicleCategory codes or shell patterns), `stages` (`C`, `I`, `V`), "
+        "`frameworks` (such as `2018/858`), `energy_sources` (EnergySource codes), `approval_number` "
+        "(a regular expression)",
+    ),
+    ("when", "no", "CEL precondition; the rule runs only where it is true"),
+    ("check", "yes", "CEL expression that is true for a certificate that passes"),
+    ("message", "yes", "shown on failure; `{{ expression }}` placeholders show the offending values"),
+    ("path", "yes", "where the finding points, such as `CocDataGroup.MassGroup`; may hold placeholders"),
+    ("hint", "no", "what to do about a finding; the title stands in when there is none"),
+    ("source", "no", "the legal or technical basis"),
+    ("doc", "no", "a longer explanation"),
+    ("examples", "yes", "`pass` and `fail`: partial certificates that `ecoc rules test` runs"),
+)
+
+
 def markdown(catalogue: Catalogue) -> str:
     """docs/rules.md: every rule by subject, generated so that it never drifts from rules/."""
     groups = grouped(catalogue)
@@ -103,6 +127,12 @@ def markdown(catalogue: Catalogue) -> str:
         "`category`, `stage`, `stage_number`, `framework`, `authority`, `energy_sources`) and `today`.",
         "Besides core CEL they can call the cel-go extension functions for strings, math, sets and",
         "lists (`sum`, `max`, `join`, `trim`, `math.greatest`, `lists.range` and others).",
+        "",
+        "## Rule fields",
+        "",
+        "| field | required | meaning |",
+        "| --- | --- | --- |",
+        *[f"| `{name}` | {required} | {meaning} |" for name, required, meaning in RULE_FIELDS],
     ]
     for subject, rules in groups.items():
         lines += [
@@ -124,5 +154,9 @@ def markdown(catalogue: Catalogue) -> str:
                 lines += ["", f"Source: {spec.source}."]
             if spec.doc:
                 lines += ["", spec.doc.strip()]
+            if spec.when:
+                lines += ["", "When:", "", "```cel", spec.when.strip(), "```", "", "Check:"]
             lines += ["", "```cel", spec.check.strip(), "```"]
+            if spec.hint:
+                lines += ["", f"Hint: {spec.hint}"]
     return "\n".join(lines) + "\n"
