@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import PROJECT
 from ecoc import __version__
 from ecoc.cli import main
+from ecoc.rules.catalogue import load_catalogue
 from test_check import RECORD, edit
 
 
@@ -197,6 +199,19 @@ def test_init_starts_a_repository(tmp_path: Path, capsys: pytest.CaptureFixture[
     code, _, err = run(capsys, "--repo", str(tmp_path / "new"), "check")
     assert code == 0
     assert "0 records and 0 approvals" in err
+    shipped = sorted(path.name for path in (PROJECT / "rules").glob("*.yaml"))
+    assert sorted(path.name for path in (tmp_path / "new" / "rules").glob("*.yaml")) == shipped
+    for name in shipped:
+        assert (tmp_path / "new" / "rules" / name).read_bytes() == (PROJECT / "rules" / name).read_bytes()
+    code, _, err = run(capsys, "--repo", str(tmp_path / "new"), "rules", "test")
+    assert code == 0
+    assert f"{len(load_catalogue(PROJECT).rules)} of" in err
+
+
+def test_init_without_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, _ = run(capsys, "init", "--no-rules", str(tmp_path / "new"))
+    assert code == 0
+    assert list((tmp_path / "new" / "rules").iterdir()) == []
 
 
 def test_init_keeps_existing_settings(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -541,6 +541,23 @@ def codeowners(ctx: click.Context, check_only: bool, write: bool) -> int:
     return EXIT_FINDINGS
 
 
+def _copy_catalogue(folder: Path) -> int:
+    """Copy the rule files shipped with ecoc into `folder`, keeping files that exist already."""
+    from importlib.resources import files
+
+    from ecoc.rules.catalogue import WAIVER_FILES
+
+    shipped = files("ecoc") / "catalogue"
+    copied = 0
+    for entry in sorted(shipped.iterdir(), key=lambda item: item.name):
+        target = folder / entry.name
+        if not entry.name.endswith(".yaml") or entry.name in WAIVER_FILES or target.exists():
+            continue
+        _write(target, entry.read_text(encoding="utf-8"))
+        copied += 1
+    return copied
+
+
 SETTINGS_TEMPLATE = """\
 # Settings of this compliance repository; the README of ecoc describes every key.
 version: 1
@@ -556,19 +573,23 @@ xsd:
 
 @cli.command()
 @click.argument("folder", required=False, type=click.Path(path_type=Path, file_okay=False))
-def init(folder: Path | None) -> int:
-    """Start a compliance repository in FOLDER (default: here): ecoc.yaml, approvals/, records/."""
+@click.option("--no-rules", is_flag=True, help="Start with an empty rules/ instead of ecoc's rule catalogue.")
+def init(folder: Path | None, no_rules: bool) -> int:
+    """Start a compliance repository in FOLDER (default: here): ecoc.yaml, approvals/, records/, rules/."""
     root = folder or Path.cwd()
     settings = root / CONFIG_NAME
     if settings.exists():
         raise UsageError(f"{settings}: exists already", "this folder is a compliance repository already")
-    for name in ("approvals", "records"):
+    for name in ("approvals", "records", "rules"):
         try:
             (root / name).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"{root / name}: cannot create the folder: {exc.strerror}") from None
+    copied = 0 if no_rules else _copy_catalogue(root / "rules")
     _write(settings, SETTINGS_TEMPLATE)
     click.echo(f"created {settings}")
+    if copied:
+        click.echo(f"copied ecoc's readiness rules into rules/ ({copied} files); edit them like any other file")
     click.echo("next: import existing certificates with `ecoc import ivi FILE...`, or write approvals and records")
     return EXIT_CLEAN
 
