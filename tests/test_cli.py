@@ -199,6 +199,7 @@ def test_init_starts_a_repository(tmp_path: Path, capsys: pytest.CaptureFixture[
     code, _, err = run(capsys, "--repo", str(tmp_path / "new"), "check")
     assert code == 0
     assert "0 records and 0 approvals" in err
+    assert "no readiness rules" not in err
     shipped = sorted(path.name for path in (PROJECT / "rules").glob("*.yaml"))
     assert sorted(path.name for path in (tmp_path / "new" / "rules").glob("*.yaml")) == shipped
     for name in shipped:
@@ -212,6 +213,9 @@ def test_init_without_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     code, _, _ = run(capsys, "init", "--no-rules", str(tmp_path / "new"))
     assert code == 0
     assert list((tmp_path / "new" / "rules").iterdir()) == []
+    code, _, err = run(capsys, "--repo", str(tmp_path / "new"), "check")
+    assert code == 0
+    assert "rules/ holds no readiness rules" in err
 
 
 def test_init_keeps_existing_settings(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:

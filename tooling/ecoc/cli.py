@@ -22,7 +22,7 @@ from ecoc import __version__
 from ecoc.cache import cache_folder
 from ecoc.errors import ConfigError, EcocError, InputError, UsageError
 from ecoc.fileio import write_atomically
-from ecoc.files import CONFIG_NAME, find_root, list_yaml
+from ecoc.files import CONFIG_NAME, WAIVER_FILES, find_root, list_yaml
 from ecoc.findings import Finding, Severity, merge_duplicates
 from ecoc.memo import CheckInputs, Memo, fingerprint, now, replayable, save_memo, today
 from ecoc.report import format_json, format_text, summarize, summary_line
@@ -218,6 +218,11 @@ def check(
     """
     root = _root(ctx)
     selection = _selection(root, paths)
+    if not any(relative.rsplit("/", 1)[-1] not in WAIVER_FILES for _, relative in list_yaml(root, "rules")):
+        log.warning(
+            "rules/ holds no readiness rules, so only the IVI 2.0 model and schema are checked; "
+            "copy the rule files that ecoc init writes into rules/, or write your own"
+        )
     inputs = CheckInputs(
         tuple(sorted(path.resolve().relative_to(root).as_posix() for path in selection or ())),
         str(xsd.resolve()) if xsd is not None else None,
@@ -544,8 +549,6 @@ def codeowners(ctx: click.Context, check_only: bool, write: bool) -> int:
 def _copy_catalogue(folder: Path) -> int:
     """Copy the rule files shipped with ecoc into `folder`, keeping files that exist already."""
     from importlib.resources import files
-
-    from ecoc.rules.catalogue import WAIVER_FILES
 
     shipped = files("ecoc") / "catalogue"
     copied = 0

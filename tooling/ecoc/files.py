@@ -13,6 +13,8 @@ from ecoc.errors import ConfigError
 from ecoc.findings import Finding, Severity
 
 CONFIG_NAME = "ecoc.yaml"
+# Files under rules/ that hold waivers, not rules.
+WAIVER_FILES = frozenset({"waivers.yaml", "waivers.yml"})
 YAML_SUFFIXES = (".yaml", ".yml")
 
 

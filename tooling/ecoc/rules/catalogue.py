@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import cel
 import pydantic
 
-from ecoc.files import digest, list_yaml
+from ecoc.files import WAIVER_FILES, digest, list_yaml
 from ecoc.findings import Finding, Severity
 from ecoc.model.nodes import require_mapping, validate_node
 from ecoc.rules.lint import lint
@@ -376,7 +376,3 @@ def load_catalogue(root: Any, folder: str = "rules") -> Catalogue:
         _load_file(data, Source(relative), catalogue, known)
     catalogue.digest = digest("\n".join(digests).encode())
     return catalogue
-
-
-# Files under rules/ that hold waivers, not rules.
-WAIVER_FILES = frozenset({"waivers.yaml", "waivers.yml"})

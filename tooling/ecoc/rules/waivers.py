@@ -27,11 +27,11 @@ from typing import Annotated
 import pydantic
 
 from ecoc.config import OPTIONAL_RULES
-from ecoc.files import list_yaml, read_file
+from ecoc.files import WAIVER_FILES, list_yaml, read_file
 from ecoc.findings import Finding, Severity
 from ecoc.model.approval import Owner
 from ecoc.model.nodes import require_mapping, validate_node
-from ecoc.rules.catalogue import WAIVER_FILES, Catalogue
+from ecoc.rules.catalogue import Catalogue
 from ecoc.yamlload import Mapping, Sequence, Source, load_yaml
 
 # Built-in rules that only inform may be waived; the others guard the schema, identities and
