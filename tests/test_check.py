@@ -473,3 +473,20 @@ def test_decimal_in_whole_number_suggests_digits(example_repo: Path, capsys: pyt
     edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 1478.0")
     _, findings = check(example_repo, capsys)
     assert "digits only: 1478" in str(only(findings, "model.integer")["hint"])
+
+
+def test_approval_finding_names_only_records_of_its_version(
+    example_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A wrong value in one version concerns its records only; in a version without records, none.
+    edit(example_repo, APPROVAL, "          MaximumSpeed: 178", "          MaximumSpeed: fast")
+    edit(
+        example_repo,
+        APPROVAL,
+        "    versions:\n      KH16F-S17:\n",
+        "    versions:\n      KH16F-X99:\n        CocDataGroup:\n          MaximumSpeed: slow\n      KH16F-S17:\n",
+    )
+    _, findings = check(example_repo, capsys)
+    by_version = {str(f["path"]).split(".")[3]: f["records"] for f in findings if f["file"] == APPROVAL}
+    assert by_version["KH16F-S17"] == ["XNHKH16S1TE100214", "XNHKH16S8TE103871"]
+    assert by_version["KH16F-X99"] == []

@@ -26,7 +26,7 @@ from ecoc.findings import Finding
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 5
+CACHE_FORMAT = 6
 CACHE_FILE = "check.json"
 ENVIRONMENT_VARIABLE = "ECOC_CACHE_DIR"
 DEFAULT_FOLDER = ".ecoc-cache"
@@ -47,6 +47,10 @@ class CachedRecord:
     reference_id: str | None = None
     # The manufacturer stage the record certifies (the highest ManufacturerStageNumber).
     stage: int = 1
+    # The variant and version the record names, to tell which records a finding in an
+    # approval file affects.
+    variant: str | None = None
+    version: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -56,13 +60,25 @@ class CachedRecord:
             "findings": [f.to_dict() for f in self.findings],
             "reference": self.reference_id,
             "stage": self.stage,
+            "variant": self.variant,
+            "version": self.version,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CachedRecord:
         line, column = data["at"]
         findings = tuple(Finding.from_dict(f) for f in data["findings"])
-        return cls(data["vin"], line, column, data["approval"], findings, data["reference"], data["stage"])
+        return cls(
+            data["vin"],
+            line,
+            column,
+            data["approval"],
+            findings,
+            data["reference"],
+            data["stage"],
+            data["variant"],
+            data["version"],
+        )
 
 
 @functools.cache

@@ -99,6 +99,8 @@ def _check_one(path: str, relative: str) -> RecordResult:
         tuple(outcome.findings),
         reference.text if isinstance(reference, Scalar) else None,
         outcome.effective.stage if outcome.effective is not None else 1,
+        record.variant.text if record.variant is not None else None,
+        record.version.text if record.version is not None else None,
     )
     return RecordResult(relative, record.digest, summary, outcome.rendered)
 
@@ -202,7 +204,8 @@ class _Run:
         self.use_cache = cache is not None and not options.keep_render
         # VINs of the checked records of each approval file, so that the approval's findings
         # are reported with the records they block.
-        self.affected: dict[str, list[str]] = {}
+        # Per approval file: the VIN, variant and version of each checked record that uses it.
+        self.affected: dict[str, list[tuple[str, str | None, str | None]]] = {}
         self.result = CheckRun([], 0, len(self.selected_approvals))
         self.vins: list[tuple[str, int, int, str, int]] = []
         # IviReferenceId -> positions in `vins` of the records that render with it.
@@ -230,7 +233,7 @@ class _Run:
             if summary.reference_id is not None:
                 self.note_reference(summary.reference_id, len(self.vins) - 1)
             for path in self.index.paths_of(summary.approval):
-                self.affected.setdefault(path, []).append(summary.vin)
+                self.affected.setdefault(path, []).append((summary.vin, summary.variant, summary.version))
         self.result.findings.extend(summary.findings)
         self.result.records += 1
         if self.sink is not None:
@@ -324,7 +327,16 @@ class _Run:
         """Findings in approval files that were selected or that checked records use."""
         findings = []
         for finding in self.index.findings:
-            vins = tuple(sorted(set(self.affected.get(finding.file or "", ()))))
+            variant, version = _variant_and_version(finding.path)
+            vins = tuple(
+                sorted(
+                    {
+                        vin
+                        for vin, record_variant, record_version in self.affected.get(finding.file or "", ())
+                        if variant in (None, record_variant) and version in (None, record_version)
+                    }
+                )
+            )
             if finding.file not in self.selected_approvals and not vins:
                 continue
             findings.append(finding if finding.records or not vins else replace(finding, records=vins))
@@ -416,6 +428,19 @@ class _Run:
             self.cache.save()
         log.info("checked %d records (%d from the cache)", run.records, run.cache_hits)
         return run
+
+
+def _variant_and_version(path: str | None) -> tuple[str | None, str | None]:
+    """The variant and version a path in an approval file lies in, as in variants.V.versions.W.
+
+    A finding outside both affects every record of the approval.
+    """
+    steps = (path or "").split(".")
+    if len(steps) < 2 or steps[0] != "variants":
+        return None, None
+    if len(steps) < 4 or steps[2] != "versions":
+        return steps[1], None
+    return steps[1], steps[3]
 
 
 def run_check(
