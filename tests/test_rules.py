@@ -437,6 +437,27 @@ def test_waiver_without_approver(example_repo: Path, capsys: pytest.CaptureFixtu
 # ---- records across the repository ------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("records: [XNHKH16S1TE100214]", "records: [xnhkh16s1te100214]", "is not a VIN or VIN pattern"),
+        ("records: [XNHKH16S1TE100214]", "records: []", "names no records"),
+        ("reason: accepted by the approval authority in writing", "reason: ok", "too short"),
+        ('approved_by: "@halvard-motors/compliance-review"', "approved_by: review team", "is not a GitHub user"),
+    ],
+)
+def test_invalid_waiver_field(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], old: str, new: str, expected: str
+) -> None:
+    waive(example_repo, "test.speed-known", "XNHKH16S1TE100214")
+    edit(example_repo, "rules/waivers.yaml", old, new)
+    code, findings = check_json(example_repo, capsys)
+    invalid = [f for f in findings if f["rule"] == "waiver.invalid"]
+    assert len(invalid) == 1
+    assert expected in str(invalid[0]["message"])
+    assert code == 1
+
+
 def test_vin_signed_from_another_record(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     evidence = example_repo / "signed" / "XNHKH16S1TE100214" / "1"
     evidence.mkdir(parents=True)

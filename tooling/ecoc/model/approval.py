@@ -15,6 +15,7 @@ variants:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -28,10 +29,16 @@ from ecoc.model.layers import Layer, check_keys, type_layer
 from ecoc.model.nodes import require_mapping, validate_node
 from ecoc.yamlload import Mapping, Node, Scalar, Source, load_yaml
 
-Owner = Annotated[
-    str,
-    pydantic.StringConstraints(pattern=r"^(@[A-Za-z0-9][A-Za-z0-9-]*(/[A-Za-z0-9._-]+)?|[^@\s]+@[^@\s]+\.[^@\s]+)$"),
-]
+_OWNER = re.compile(r"(@[A-Za-z0-9][A-Za-z0-9-]*(/[A-Za-z0-9._-]+)?|[^@\s]+@[^@\s]+\.[^@\s]+)\Z")
+
+
+def _owner(value: str) -> str:
+    if not _OWNER.match(value):
+        raise ValueError(f"{value!r} is not a GitHub user (@name), team (@org/team) or e-mail address")
+    return value
+
+
+Owner = Annotated[str, pydantic.AfterValidator(_owner)]
 
 
 class Owners(pydantic.BaseModel):

@@ -47,16 +47,40 @@ def _date_text(value: object) -> object:
     return value
 
 
+_VIN_PATTERN = re.compile(r"[A-Z0-9*?\[\]]+\Z")
+# A reason shorter than this cannot say why a finding is accepted.
+MIN_REASON = 10
+
+
+def _vin_pattern(value: str) -> str:
+    if not _VIN_PATTERN.match(value):
+        raise ValueError(
+            f"{value!r} is not a VIN or VIN pattern: write capital letters and digits, with * and ? as wildcards"
+        )
+    return value
+
+
+def _some_records(value: tuple[str, ...]) -> tuple[str, ...]:
+    if not value:
+        raise ValueError("the waiver names no records: list VINs or VIN patterns")
+    return value
+
+
+def _reason(value: str) -> str:
+    if len(value.strip()) < MIN_REASON:
+        raise ValueError(f"the reason {value!r} is too short: say in at least {MIN_REASON} characters why")
+    return value
+
+
 class WaiverSpec(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
     id: Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     rule: Annotated[str, pydantic.StringConstraints(min_length=1)]
     records: Annotated[
-        tuple[Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Z0-9*?\[\]]+$")], ...],
-        pydantic.Field(min_length=1),
+        tuple[Annotated[str, pydantic.AfterValidator(_vin_pattern)], ...], pydantic.AfterValidator(_some_records)
     ]
-    reason: Annotated[str, pydantic.StringConstraints(min_length=10)]
+    reason: Annotated[str, pydantic.AfterValidator(_reason)]
     approved_by: Owner
     expires: Annotated[str, pydantic.BeforeValidator(_date_text)]
 
