@@ -137,27 +137,36 @@ rules:
     severity: warning
     check: coc.AxleTable.all(a, a.TechnicallyPermissibleMassAxle < 1000.0)
     message: an axle carries 1000 kg or more
-    path: "CocDataGroup.AxleTable[{{ INDEX }}].TechnicallyPermissibleMassAxle"
+    path: "PATH"
     examples:
       pass: {CocDataGroup: {AxleTable: [{TechnicallyPermissibleMassAxle: 900}]}}
       fail: {CocDataGroup: {AxleTable: [{TechnicallyPermissibleMassAxle: 1100}]}}
 """
 HEAVY_AXLE = "lists.range(size(coc.AxleTable)).filter(i, coc.AxleTable[i].TechnicallyPermissibleMassAxle >= 1000.0)[0]"
+AXLE_MASS = "CocDataGroup.AxleTable[{{ INDEX }}].TechnicallyPermissibleMassAxle"
+TYRE = "CocDataGroup.AxleTable[{{ 1 }}].TyreAxleTable[{{ coc.AxleTable[1].TyreAxleTable[9].TyreNumber }}].TyreNumber"
 
 
 @pytest.mark.parametrize(
-    ("index", "path", "file", "line"),
+    ("rule_path", "path", "file", "line"),
     [
         # The heavy axle's mass is inherited: the finding points at the approval line.
-        (HEAVY_AXLE, "CocDataGroup.AxleTable[0].TechnicallyPermissibleMassAxle", APPROVAL, 170),
+        (
+            AXLE_MASS.replace("INDEX", HEAVY_AXLE),
+            "CocDataGroup.AxleTable[0].TechnicallyPermissibleMassAxle",
+            APPROVAL,
+            170,
+        ),
         # A placeholder that cannot be evaluated leaves the table, which the record overrides.
-        ("coc.AxleTable[7].AxleTrack", "CocDataGroup.AxleTable", RECORD, 13),
+        (AXLE_MASS.replace("INDEX", "coc.AxleTable[7].AxleTrack"), "CocDataGroup.AxleTable", RECORD, 13),
+        # In a nested path, the finding keeps the rows whose placeholders could be evaluated.
+        (TYRE, "CocDataGroup.AxleTable[1].TyreAxleTable", RECORD, 19),
     ],
 )
 def test_finding_points_at_failing_row(
-    example_repo: Path, capsys: pytest.CaptureFixture[str], index: str, path: str, file: str, line: int
+    example_repo: Path, capsys: pytest.CaptureFixture[str], rule_path: str, path: str, file: str, line: int
 ) -> None:
-    write_rules(example_repo, "extra.yaml", AXLE_RULE.replace("INDEX", index))
+    write_rules(example_repo, "extra.yaml", AXLE_RULE.replace("PATH", rule_path))
     _, findings = check_json(example_repo, capsys)
     finding = next(f for f in findings if f["rule"] == "test.axle-light" and RECORD.split("/")[1][:-5] in f["records"])  # type: ignore[operator]
     assert (finding["file"], finding["line"], finding["path"]) == (file, line, path)

@@ -190,10 +190,24 @@ def _message(rule: Rule, context: Any) -> str:
     return "".join(part if isinstance(part, str) else (_fill([part], context) or "?") for part in rule.message_parts)
 
 
+def _fill_path(rule: Rule, context: Any) -> str:
+    """The rule's path with its placeholders filled in, up to the first that cannot be evaluated."""
+    filled = []
+    for part in rule.path_parts:
+        if isinstance(part, str):
+            filled.append(part)
+            continue
+        try:
+            filled.append(_show(part.execute(context)))
+        except Exception:
+            # Point at the deepest node that is known, such as the row of a failing nested table.
+            return "".join(filled).rstrip(".[")
+    path = "".join(filled)
+    return path if path.startswith(("CocDataGroup", "Header", "record")) else static_path(rule.spec.path)
+
+
 def _failure(rule: Rule, effective: Effective, context: Any) -> Finding:
-    path = _fill(rule.path_parts, context) if rule.path_parts else None
-    if path is None or not path.startswith(("CocDataGroup", "Header", "record")):
-        path = static_path(rule.spec.path)
+    path = _fill_path(rule, context) if rule.path_parts else rule.spec.path
     file, line, column = locate(effective, path)
     return Finding(
         rule.id,
