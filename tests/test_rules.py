@@ -43,6 +43,30 @@ def test_rule_rejects_its_failing_example(rule) -> None:  # type: ignore[no-unty
     assert "?" not in findings[0].message
 
 
+SIGNER_NAMES = {
+    "TBC": True,
+    "TO BE DEFINED": True,
+    "SIGNER NAME": True,
+    "JOHN DOE": True,
+    "UNKNOWN SIGNER": True,
+    "FIRSTNAME LASTNAME": True,
+    "xxxxx xxxxx": True,
+    "N.N.": True,
+    "Jan de Vries": False,
+    "Anna Testa": False,
+    "Maria Unknown-Smith": False,
+}
+
+
+@pytest.mark.parametrize(("name", "placeholder"), SIGNER_NAMES.items())
+def test_signer_placeholder_names(name: str, placeholder: bool) -> None:
+    rule = CATALOGUE.by_id()["signer.name-not-placeholder"]
+    data = {"CocDataGroup": {"SigningAuthorityTable": [{"SignerName": name}]}}
+    findings, problems = run_example(CATALOGUE, rule, data)
+    assert problems == []
+    assert bool(findings) is placeholder
+
+
 # ---- the rule file format -------------------------------------------------------------------
 
 GOOD_RULE = """\
