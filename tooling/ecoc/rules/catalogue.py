@@ -14,12 +14,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-import cel
 import pydantic
 
 from ecoc.files import WAIVER_FILES, digest, list_yaml
 from ecoc.findings import Finding, Severity
 from ecoc.model.nodes import require_mapping, validate_node
+from ecoc.rules.celimport import cel
 from ecoc.rules.lint import lint
 from ecoc.yamlload import Mapping, Node, Sequence, Source, load_yaml
 

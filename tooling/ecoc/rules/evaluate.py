@@ -29,13 +29,11 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-import cel
-from cel.stdlib import add_stdlib_to_context
-
 from ecoc.findings import Finding, Severity
 from ecoc.identifiers import parse_approval_number
 from ecoc.model.effective import Effective
 from ecoc.rules.catalogue import Catalogue, Rule, static_path
+from ecoc.rules.celimport import add_stdlib_to_context, cel
 from ecoc.yamlload import Mapping, Node, Scalar, Sequence
 
 _PATH_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
