@@ -607,7 +607,7 @@ PASSING_MASS = "VehicleCategory: M1, MassGroup: {MassInRunningOrder: 1465"
     [
         ("MassInRunningOrder: 2000", "MassInRunningOrder: 1000", f"the fail example of {SAMPLE} passes"),
         (PASSING_MASS, PASSING_MASS.replace("1465", "9999"), f"the pass example of {SAMPLE} fails"),
-        (PASSING_MASS, PASSING_MASS.replace("M1", "Q7"), "no valid IVI 2.0 data"),
+        (PASSING_MASS, PASSING_MASS.replace("M1", "Q7"), "not valid IVI 2.0 data"),
     ],
 )
 def test_rules_test_reports_wrong_example(

@@ -484,10 +484,10 @@ def rules_explain(ctx: click.Context, rule_id: str) -> int:
 @click.pass_context
 def rules_test(ctx: click.Context) -> int:
     """Run every rule on its pass and fail examples; exit 1 if one gives the wrong result."""
-    from ecoc.rules.examples import test_examples
+    from ecoc.rules.examples import check_examples
 
     catalogue = _catalogue(ctx)
-    failed = test_examples(catalogue)
+    failed = check_examples(catalogue)
     if failed:
         click.echo(format_text([finding for found in failed.values() for finding in found]), nl=False)
     total = len(catalogue.rules)

@@ -219,7 +219,7 @@ def compile_rule(spec: RuleSpec, source: Source, node: Mapping, path: str) -> tu
                     source,
                     target,
                     f"rule {spec.id}: the {key} expression does not compile: {str(exc).splitlines()[0]}",
-                    "fix the CEL syntax; the catalogue documentation in docs/rules.md shows the variables",
+                    "fix the CEL syntax, and see docs/rules.md for the variables and functions",
                     f"{path}.{key}",
                 )
             ]

@@ -2,7 +2,7 @@
 
 `cel/__init__.py` imports `cel.cli`, the package's interactive shell, which loads typer, rich,
 prompt_toolkit and pygments. That took about 0.1 s of every ecoc command that loads rules,
-for code ecoc never runs, so an empty module stands in for `cel.cli` before the first import.
+for code ecoc never runs, so an empty module replaces `cel.cli` before the first import.
 """
 
 from __future__ import annotations

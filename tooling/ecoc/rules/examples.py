@@ -81,7 +81,7 @@ def run_example(catalogue: Catalogue, rule: Rule, data: dict[str, Any]) -> tuple
     return evaluate(single, effective, None, VersionMemo(), today), problems
 
 
-def test_examples(catalogue: Catalogue) -> dict[str, list[Finding]]:
+def check_examples(catalogue: Catalogue) -> dict[str, list[Finding]]:
     """Run every rule on its examples; findings, by rule id, for examples with the wrong result.
 
     The passing example must give no finding and the failing one exactly one finding of the rule,
@@ -97,7 +97,7 @@ def test_examples(catalogue: Catalogue) -> dict[str, list[Finding]]:
             own = [finding for finding in found if finding.rule == rule.id]
             others = [finding for finding in found if finding.rule != rule.id]
             if problems:
-                message = f"the {key} example of {rule.id} is no valid IVI 2.0 data: {problems[0].message}"
+                message = f"the {key} example of {rule.id} is not valid IVI 2.0 data: {problems[0].message}"
                 hint = problems[0].hint or "write the example as a record's CocDataGroup would be written"
             elif others:
                 message = f"the {key} example of {rule.id} makes the rule fail to run: {others[0].message}"

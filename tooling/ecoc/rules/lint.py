@@ -138,7 +138,7 @@ def lint(source: Source, node: Mapping, rule_id: str, path: str, fields: dict[st
                     target.line,
                     target.column,
                     f"{path}.{key}",
-                    hint or "write element names as the IVI 2.0 XSD spells them; docs/rules.md lists the variables",
+                    hint or "spell element names as the IVI 2.0 XSD does, and see docs/rules.md for the variables",
                 )
             )
     applies = node.get("applies")
