@@ -223,6 +223,29 @@ def test_rule_with_unknown_name(
     assert code == 1
 
 
+def test_rule_with_duplicate_id(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The new file sorts before masses.yaml, yet neither definition may win.
+    write_rules(
+        example_repo,
+        "a-team.yaml",
+        "rules:\n" + GOOD_RULE.replace("test.speed-known", "mass.running-order-within-maximum"),
+    )
+    code, findings = check_json(example_repo, capsys)
+    broken = sorted(str(f["file"]) for f in findings if f["rule"] == "rules.invalid")
+    assert broken == ["rules/a-team.yaml", "rules/masses.yaml"]
+    assert not any(f["rule"] == "mass.running-order-within-maximum" for f in findings)
+    assert code == 1
+
+
+def test_rule_with_builtin_id(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_rules(example_repo, "extra.yaml", "rules:\n" + GOOD_RULE.replace("test.speed-known", "vin.format"))
+    code, findings = check_json(example_repo, capsys)
+    broken = [f for f in findings if f["rule"] == "rules.invalid"]
+    assert len(broken) == 1
+    assert "built into ecoc" in str(broken[0]["message"])
+    assert code == 1
+
+
 def test_rule_file_with_yaml_error(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_rules(example_repo, "broken.yaml", "rules:\n\t- id: x\n")
     code, findings = check_json(example_repo, capsys)

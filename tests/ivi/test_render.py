@@ -195,6 +195,22 @@ def test_uncommitted_waiver_is_reported(example_repo: Path, tmp_path: Path, caps
     assert "rules nobody has reviewed" in err
 
 
+def test_broken_rule_file_blocks_every_record(
+    example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(
+        example_repo,
+        "rules/masses.yaml",
+        "TechnicallyPermissibleMaximumLadenMass",
+        "TechnicallyPermissibleMaximumLadenMas",
+    )
+    code, err = render(example_repo, tmp_path / "out", capsys)
+    assert code == 1
+    assert "rules.invalid" in err
+    assert "no record is rendered while a rule file has errors" in err
+    assert list((tmp_path / "out").glob("*.xml")) == []
+
+
 def test_error_in_approval_blocks_its_records(
     example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -398,6 +398,12 @@ def render(
                 target = written.pop(vin, None)
                 if target is not None:
                     target.unlink(missing_ok=True)
+    if any(finding.blocking and finding.rule == "rules.invalid" for finding in result.findings):
+        # A rule that cannot be loaded checks nothing, so no record is known to be ready.
+        for target in written.values():
+            target.unlink(missing_ok=True)
+        written.clear()
+        log.error("no record is rendered while a rule file has errors: fix the rules listed below first")
     for target in sorted(written.values()):
         click.echo(str(target))
     click.echo(format_text(result.findings), nl=False, err=True)

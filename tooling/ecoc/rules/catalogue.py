@@ -19,6 +19,7 @@ import pydantic
 from ecoc.files import WAIVER_FILES, digest, list_yaml
 from ecoc.findings import Finding, Severity
 from ecoc.model.nodes import require_mapping, validate_node
+from ecoc.rules.builtin import BUILTIN_RULES
 from ecoc.rules.celimport import cel
 from ecoc.rules.lint import lint
 from ecoc.yamlload import Mapping, Node, Sequence, Source, load_yaml
@@ -317,22 +318,57 @@ def _load_file(data: bytes, source: Source, catalogue: Catalogue, known: dict[st
         catalogue.findings.extend(_as_rule_findings(invalid))
         if spec is None or not isinstance(item, Mapping):
             continue
-        if spec.id in known:
+        id_node = item.get("id", item)
+        if spec.id in BUILTIN_RULES:
             catalogue.findings.append(
                 _rule_finding(
                     source,
-                    item.get("id", item),
-                    f"rule {spec.id} is also defined in {known[spec.id]}",
-                    "give every rule its own id",
+                    id_node,
+                    f"rule id {spec.id} is the id of a check built into ecoc",
+                    "choose another id; a rule cannot replace or weaken a built-in check",
                     f"{path}.id",
                 )
             )
             continue
+        if spec.id in known:
+            first = known[spec.id]
+            catalogue.findings.append(
+                _rule_finding(
+                    source,
+                    id_node,
+                    f"rule {spec.id} is also defined at {first}, so neither definition runs",
+                    "give every rule its own id",
+                    f"{path}.id",
+                )
+            )
+            _drop_first_definition(catalogue, spec.id, first)
+            continue
+        known[spec.id] = f"{source.path}:{id_node.line}"
         rule, problems = compile_rule(spec, source, item, path)
         catalogue.findings.extend(problems)
         if rule is not None:
-            known[spec.id] = source.path
             catalogue.rules.append(rule)
+
+
+def _drop_first_definition(catalogue: Catalogue, rule_id: str, place: str) -> None:
+    """Report the first definition of a duplicated id as well, and take it out of the run."""
+    rule = next((rule for rule in catalogue.rules if rule.id == rule_id), None)
+    if rule is None:
+        return  # a later duplicate: the first definition is reported and dropped already
+    catalogue.rules.remove(rule)
+    file, line = place.rsplit(":", 1)
+    catalogue.findings.append(
+        Finding(
+            "rules.invalid",
+            Severity.ERROR,
+            f"rule {rule_id} is defined again in another place, so neither definition runs",
+            file,
+            int(line),
+            1,
+            None,
+            "give every rule its own id",
+        )
+    )
 
 
 def _as_rule_findings(findings: list[Finding]) -> list[Finding]:
