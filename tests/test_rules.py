@@ -500,6 +500,8 @@ def test_waiver_without_approver(example_repo: Path, capsys: pytest.CaptureFixtu
         ("records: [XNHKH16S1TE100214]", "records: []", "names no records"),
         ("reason: accepted by the approval authority in writing", "reason: ok", "too short"),
         ('approved_by: "@halvard-motors/compliance-review"', "approved_by: review team", "is not a GitHub user"),
+        ("expires: 2099-01-01", "expires: 9999-99-99", "is not a date"),
+        ("expires: 2099-01-01", "expires: 2027-02-30", "is not a date"),
     ],
 )
 def test_invalid_waiver_field(
@@ -512,6 +514,24 @@ def test_invalid_waiver_field(
     assert len(invalid) == 1
     assert expected in str(invalid[0]["message"])
     assert code == 1
+
+
+def test_waiver_id_used_in_two_files(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    waive(example_repo, "test.speed-known", "XNHKH16S1TE100214")
+    text = (example_repo / "rules" / "waivers.yaml").read_text(encoding="utf-8")
+    (example_repo / "rules" / "waivers.yml").write_text(text, encoding="utf-8")
+    code, findings = check_json(example_repo, capsys)
+    invalid = [f for f in findings if f["rule"] == "waiver.invalid"]
+    assert [str(f["message"]) for f in invalid] == ["waiver id W-1 is used twice"]
+    assert code == 1
+
+
+def test_waiver_with_a_character_range(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_rules(example_repo, "extra.yaml", "rules:\n" + GOOD_RULE.replace("has(coc.MaximumSpeed)", "false"))
+    waive(example_repo, "test.speed-known", '"XNHKH16S[0-9]TE*"')
+    _, findings = check_json(example_repo, capsys)
+    waived = sorted(r for f in findings if f["waiver"] == "W-1" for r in f["records"])  # type: ignore[attr-defined]
+    assert waived == ["XNHKH16S1TE100214", "XNHKH16S8TE103871"]
 
 
 def test_vin_signed_from_another_record(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:

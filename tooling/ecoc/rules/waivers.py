@@ -19,6 +19,7 @@ an error.
 
 from __future__ import annotations
 
+import datetime
 import fnmatch
 import re
 from dataclasses import dataclass, field, replace
@@ -42,12 +43,17 @@ _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 
 
 def _date_text(value: object) -> object:
-    if isinstance(value, str) and not _DATE.match(value):
-        raise ValueError(f"{value!r} is not a date written YYYY-MM-DD")
+    if isinstance(value, str):
+        try:
+            valid = bool(_DATE.match(value)) and datetime.date.fromisoformat(value) is not None
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ValueError(f"{value!r} is not a date written YYYY-MM-DD")
     return value
 
 
-_VIN_PATTERN = re.compile(r"[A-Z0-9*?\[\]]+\Z")
+_VIN_PATTERN = re.compile(r"[A-Z0-9*?\[\]!-]+\Z")
 # A reason shorter than this cannot say why a finding is accepted.
 MIN_REASON = 10
 
@@ -101,6 +107,8 @@ class Waiver:
 class WaiverSet:
     by_rule: dict[str, list[Waiver]] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
+    # Ids of the waivers read so far, in every waiver file: each must be unique.
+    ids: set[str] = field(default_factory=set)
 
     def apply(self, finding: Finding) -> list[Finding]:
         """Split a finding into the part a valid waiver accepts and the part it does not."""
@@ -211,7 +219,7 @@ def _load_file(
             )
         )
         return
-    seen: set[str] = set()
+    seen = waivers.ids
     for index, item in enumerate(items):
         spec, invalid = validate_node(WaiverSpec, item, f"waivers[{index}]", "see Waivers in the README")
         waivers.findings.extend(replace(f, rule="waiver.invalid") for f in invalid)
