@@ -52,9 +52,18 @@ SIGNER_NAMES = {
     "FIRSTNAME LASTNAME": True,
     "xxxxx xxxxx": True,
     "N.N.": True,
+    "T.B.C.": True,
+    "  tbc. ": True,
+    "FIXME": True,
+    "NAME SURNAME": True,
+    "ERIKA MUSTERMANN": True,
+    "TODO: fill in": True,
+    "Not applicable": True,
+    "PLACEHOLDER NAME": True,
     "Jan de Vries": False,
     "Anna Testa": False,
     "Maria Unknown-Smith": False,
+    "Nina Placeholder-Berg": False,
 }
 
 
