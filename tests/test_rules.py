@@ -629,6 +629,13 @@ def test_record_reviewers_add_to_approval(example_repo: Path, capsys: pytest.Cap
     assert f"/{RECORD} @halvard-motors/compliance-review @halvard-motors/fleet" in lines
 
 
+def test_codeowners_without_review_owners(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["init", str(tmp_path / "new")]) == 0
+    assert main(["--repo", str(tmp_path / "new"), "codeowners", "--write"]) == 1
+    assert "names no review owners" in capsys.readouterr().err
+    assert not (tmp_path / "new" / ".github" / "CODEOWNERS").exists()
+
+
 def test_codeowners_check_and_write_exclude(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--repo", str(example_repo), "codeowners", "--check", "--write"]) == 2
 

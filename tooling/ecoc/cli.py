@@ -577,6 +577,14 @@ xsd:
   path: null
   # The schema must have this sha256 (the IVI 2.0 release of 2026-02-26).
   sha256: ec7335836a4334db33e34d309f009c544abb4030118984a41b1cba818a18160c
+
+# Who prepares, reviews and releases the data: GitHub users (@name), teams (@org/team) or e-mail
+# addresses. `ecoc codeowners --write` turns them into .github/CODEOWNERS and fails until
+# review owners are set.
+owners:
+  data: []
+  review: []
+  release: []
 """
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ecoc.check import load_approvals
 from ecoc.config import Repository
-from ecoc.files import list_yaml
-from ecoc.findings import Finding
+from ecoc.files import CONFIG_NAME, list_yaml
+from ecoc.findings import Finding, Severity
 from ecoc.model.approval import Owners
 from ecoc.model.record import parse_record
 from ecoc.yamlload import Source
@@ -42,12 +42,25 @@ def _escape(path: str) -> str:
 
 
 def _line(path: str, owners: tuple[str, ...]) -> str | None:
-    return f"{_escape(path)} {' '.join(owners)}" if owners else None
+    return f"{_escape(path)} {' '.join(dict.fromkeys(owners))}" if owners else None
 
 
 def generate(repository: Repository) -> CodeOwners:
     defaults = repository.settings.owners
     findings: list[Finding] = []
+    if not defaults.review:
+        findings.append(
+            Finding(
+                "model.invalid",
+                Severity.ERROR,
+                "ecoc.yaml names no review owners, so CODEOWNERS would leave files without a reviewer",
+                CONFIG_NAME,
+                1,
+                1,
+                "owners.review",
+                'add owners: {review: ["@your-org/your-team"]} to ecoc.yaml (see Owners in the README)',
+            )
+        )
     lines = [HEADER.rstrip(), ""]
     fallback = _line("", defaults.review)
     if fallback is not None:
