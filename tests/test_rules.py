@@ -667,6 +667,8 @@ PASSING_MASS = "VehicleCategory: M1, MassGroup: {MassInRunningOrder: 1465"
         ("MassInRunningOrder: 2000", "MassInRunningOrder: 1000", f"the fail example of {SAMPLE} passes"),
         (PASSING_MASS, PASSING_MASS.replace("1465", "9999"), f"the pass example of {SAMPLE} fails"),
         (PASSING_MASS, PASSING_MASS.replace("M1", "Q7"), "not valid IVI 2.0 data"),
+        ("fail: {CocDataGroup: {VehicleCategory: M1,", "fail: {CocDataGroup: {VehicleCategory: O1,", "falls outside"),
+        ("fail: {CocDataGroup:", "fail: {record: {aproval: x}, CocDataGroup:", "unknown key record.aproval"),
     ],
 )
 def test_rules_test_reports_wrong_example(

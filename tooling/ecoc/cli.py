@@ -498,6 +498,12 @@ def rules_test(ctx: click.Context) -> int:
         click.echo(format_text([finding for found in failed.values() for finding in found]), nl=False)
     total = len(catalogue.rules)
     click.echo(f"{total - len(failed)} of {total} rules give the expected result on their examples", err=True)
+    if catalogue.findings:
+        click.echo(
+            f"{_plural(len(catalogue.findings), 'problem')} in rule files (listed above): "
+            "the rules concerned did not load and were not tested",
+            err=True,
+        )
     return EXIT_FINDINGS if failed or catalogue.findings else EXIT_CLEAN
 
 

@@ -22,7 +22,7 @@ from ecoc.model.coc import TreeTyper
 from ecoc.model.effective import Effective
 from ecoc.model.record import Record
 from ecoc.rules.catalogue import Catalogue, Rule
-from ecoc.rules.evaluate import VersionMemo, evaluate
+from ecoc.rules.evaluate import VersionMemo, applies, evaluate, record_facts
 from ecoc.yamlload import Mapping, Node, Scalar, Sequence, Source
 
 EXAMPLE_VIN = "XNHEXAMPLE0000000"
@@ -93,10 +93,14 @@ def check_examples(catalogue: Catalogue) -> dict[str, list[Finding]]:
             ("pass", rule.spec.examples.passing, 0),
             ("fail", rule.spec.examples.failing, 1),
         ):
+            unknown = _unknown_keys(data)
             found, problems = run_example(catalogue, rule, data)
             own = [finding for finding in found if finding.rule == rule.id]
             others = [finding for finding in found if finding.rule != rule.id]
-            if problems:
+            if unknown:
+                message = f"the {key} example of {rule.id} has the unknown key {unknown[0]}"
+                hint = "an example holds CocDataGroup, Header and record (" + ", ".join(RECORD_KEYS) + ")"
+            elif problems:
                 message = f"the {key} example of {rule.id} is not valid IVI 2.0 data: {problems[0].message}"
                 hint = problems[0].hint or "write the example as a record's CocDataGroup would be written"
             elif others:
@@ -104,7 +108,8 @@ def check_examples(catalogue: Catalogue) -> dict[str, list[Finding]]:
                 hint = others[0].hint or "fix the rule's expressions"
             elif len(own) != expected:
                 verb = "passes" if expected else "fails"
-                message = f"the {key} example of {rule.id} {verb}: {own[0].message if own else 'no finding'}"
+                reason = own[0].message if own else _why_no_finding(rule, data)
+                message = f"the {key} example of {rule.id} {verb}: {reason}"
                 hint = "the failing example must break the rule, and the passing one hold or fall outside the rule"
             else:
                 continue
@@ -113,3 +118,25 @@ def check_examples(catalogue: Catalogue) -> dict[str, list[Finding]]:
                 Finding("rules.example", Severity.ERROR, message, rule.file, line, 1, f"examples.{key}", hint)
             )
     return findings
+
+
+# The facts an example may set under `record`.
+RECORD_KEYS = ("vin", "variant", "version", "approval", "stage_number", "today")
+
+
+def _unknown_keys(data: dict[str, Any]) -> list[str]:
+    unknown = [str(key) for key in data if key not in ("CocDataGroup", "Header", "record")]
+    facts = data.get("record")
+    if isinstance(facts, dict):
+        unknown += [f"record.{key}" for key in facts if key not in RECORD_KEYS]
+    return unknown
+
+
+def _why_no_finding(rule: Rule, data: dict[str, Any]) -> str:
+    """Say why a rule gave no finding on an example: its selectors, or its expressions."""
+    effective, _ = example_effective(rule, data)
+    if not applies(rule, record_facts(effective)):
+        return "no finding, because the example falls outside the rule's applies selectors"
+    if rule.spec.when:
+        return "no finding: the when condition is false, the check holds, or an element it reads is missing"
+    return "no finding: the check holds, or an element it reads is missing"
