@@ -509,6 +509,8 @@ def test_waiver_without_approver(example_repo: Path, capsys: pytest.CaptureFixtu
         ("records: [XNHKH16S1TE100214]", "records: []", "names no records"),
         ("reason: accepted by the approval authority in writing", "reason: ok", "too short"),
         ('approved_by: "@halvard-motors/compliance-review"', "approved_by: review team", "is not a GitHub user"),
+        ("records: [XNHKH16S1TE100214]", "records: XNHKH16S1TE100214", "records needs a list"),
+        ("id: W-1", "id: W 1", "'W 1' is not a valid id"),
         ("expires: 2099-01-01", "expires: 9999-99-99", "is not a date"),
         ("expires: 2099-01-01", "expires: 2027-02-30", "is not a date"),
     ],

@@ -70,12 +70,29 @@ def validate_node(
             elif error["type"] == "missing":
                 message = f"missing key {location[-1]}"
                 error_hint = f"add {location[-1]}"
+            elif error["type"] in ("tuple_type", "list_type"):
+                message = f"{location[-1]} needs a list, not {_shape(error['input'])}"
+                error_hint = f"write {location[-1]}: [first, second], or one - item per line"
+            elif error["type"] == "literal_error":
+                expected = error.get("ctx", {}).get("expected", "")
+                message = f"{error['input']!r} is not allowed here: use {expected}"
+            elif error["type"] == "string_pattern_mismatch":
+                message = f"{error['input']!r} is not a valid {location[-1]}"
             findings.append(
                 Finding(
                     "model.invalid", Severity.ERROR, message, target.source.path, line, column, error_path, error_hint
                 )
             )
         return None, findings
+
+
+def _shape(value: object) -> str:
+    """Name the YAML shape of a value, for messages."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return f"the single value {value!r}"
 
 
 def scalar_text(node: Node | None) -> str | None:
