@@ -306,33 +306,38 @@ def _version_datetime(repository: Repository, given: str | None) -> str:
             f"{repository.root}: no commit to take IviVersionDateTime from",
             "commit the repository first, or pass --datetime (or set SOURCE_DATE_EPOCH)",
         )
-    changed = uncommitted(repository.root, ("approvals", "records"))
-    if changed:
-        listed = ", ".join(changed[:3]) + (" …" if len(changed) > 3 else "")
-        log.warning(
-            "%s under approvals/ and records/ %s from HEAD (%s): the output carries the time of HEAD, "
-            "and the IviReferenceId of HEAD unless IviVersionNumber changed; commit first to render what is released",
-            _plural(len(changed), "file"),
-            "differs" if len(changed) == 1 else "differ",
-            listed,
-        )
+    _warn_uncommitted(
+        uncommitted(repository.root, ("approvals", "records")),
+        "under approvals/ and records/",
+        "the output carries the time of HEAD, and the IviReferenceId of HEAD unless IviVersionNumber changed",
+    )
     return committed
+
+
+def _warn_uncommitted(changed: list[str], where: str, consequence: str) -> None:
+    """Warn that files differ from HEAD, naming a few of them and what follows from it."""
+    if not changed:
+        return
+    listed = ", ".join(changed[:3]) + (" …" if len(changed) > 3 else "")
+    log.warning(
+        "%s %s %s from HEAD (%s): %s; commit first to render what is released",
+        _plural(len(changed), "file"),
+        where,
+        "differs" if len(changed) == 1 else "differ",
+        listed,
+        consequence,
+    )
 
 
 def _warn_uncommitted_rules(repository: Repository) -> None:
     """Warn when the rules, waivers or settings that decide which records render are not committed."""
     from ecoc.gitinfo import uncommitted
 
-    changed = uncommitted(repository.root, ("rules", CONFIG_NAME))
-    if changed:
-        listed = ", ".join(changed[:3]) + (" …" if len(changed) > 3 else "")
-        log.warning(
-            "%s of the readiness rules, waivers or settings %s from HEAD (%s): records pass or fail on "
-            "rules nobody has reviewed; commit them first to render what is released",
-            _plural(len(changed), "file"),
-            "differs" if len(changed) == 1 else "differ",
-            listed,
-        )
+    _warn_uncommitted(
+        uncommitted(repository.root, ("rules", CONFIG_NAME)),
+        "of the readiness rules, waivers or settings",
+        "records pass or fail on rules nobody has reviewed",
+    )
 
 
 @cli.command()

@@ -166,8 +166,11 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def _fill(parts: list[str | Any], context: Any) -> str | None:
-    """Join text and placeholder values; None when a placeholder cannot be evaluated."""
+def _fill(parts: list[str | Any], context: Any) -> tuple[str, bool]:
+    """Join text and placeholder values up to the first placeholder that cannot be evaluated.
+
+    Return the text and whether every placeholder could be evaluated.
+    """
     filled = []
     for part in parts:
         if isinstance(part, str):
@@ -176,31 +179,31 @@ def _fill(parts: list[str | Any], context: Any) -> str | None:
         try:
             filled.append(_show(part.execute(context)))
         except Exception:
-            return None
-    return "".join(filled)
+            return "".join(filled), False
+    return "".join(filled), True
 
 
 def _message(rule: Rule, context: Any) -> str:
-    filled = _fill(rule.message_parts, context)
-    if filled is not None:
-        return filled
+    text, complete = _fill(rule.message_parts, context)
+    if complete:
+        return text
     # A placeholder over missing data shows a gap, not a crash.
-    return "".join(part if isinstance(part, str) else (_fill([part], context) or "?") for part in rule.message_parts)
+    shown = []
+    for part in rule.message_parts:
+        value, known = _fill([part], context)
+        shown.append(value if known else "?")
+    return "".join(shown)
 
 
 def _fill_path(rule: Rule, context: Any) -> str:
-    """The rule's path with its placeholders filled in, up to the first that cannot be evaluated."""
-    filled = []
-    for part in rule.path_parts:
-        if isinstance(part, str):
-            filled.append(part)
-            continue
-        try:
-            filled.append(_show(part.execute(context)))
-        except Exception:
-            # Point at the deepest node that is known, such as the row of a failing nested table.
-            return "".join(filled).rstrip(".[")
-    path = "".join(filled)
+    """Fill in the rule's path up to the first placeholder that cannot be evaluated.
+
+    The finding then points at the deepest node that is known, such as the row of a failing
+    nested table.
+    """
+    path, complete = _fill(rule.path_parts, context)
+    if not complete:
+        return path.rstrip(".[")
     return path if path.startswith(("CocDataGroup", "Header", "record")) else static_path(rule.spec.path)
 
 
