@@ -255,6 +255,50 @@ def test_rule_with_builtin_id(example_repo: Path, capsys: pytest.CaptureFixture[
     assert code == 1
 
 
+LET_RULE = """\
+rules:
+  - id: test.let
+    title: Let values stand for their expressions
+    severity: warning
+    let:
+      speed: coc.MaximumSpeed
+      limit: 175.0
+      fast: speed > limit
+    check: "!fast"
+    message: "speed {{ speed }} km/h above {{ limit }}; 'speed' and limit stay text in strings"
+    path: CocDataGroup.MaximumSpeed
+    examples:
+      pass: {CocDataGroup: {MaximumSpeed: 170}}
+      fail: {CocDataGroup: {MaximumSpeed: 180}}
+"""
+
+
+def test_let_values_in_rule(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_rules(example_repo, "extra.yaml", LET_RULE)
+    _, findings = check_json(example_repo, capsys)
+    messages = {f["message"] for f in findings if f["rule"] == "test.let" and "XNHKH16S1TE100214" in f["records"]}  # type: ignore[operator]
+    assert messages == {"speed 178 km/h above 175; 'speed' and limit stay text in strings"}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("      limit: 175.0", "      limit: 175.0 +", "the let value limit does not compile"),
+        ("      limit: 175.0", "      coc: 175.0", "cannot name a let value"),
+    ],
+)
+def test_invalid_let_value(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], old: str, new: str, expected: str
+) -> None:
+    write_rules(example_repo, "extra.yaml", LET_RULE.replace(old, new))
+    code, findings = check_json(example_repo, capsys)
+    broken = [f for f in findings if f["rule"] == "rules.invalid"]
+    assert len(broken) == 1
+    assert expected in str(broken[0]["message"])
+    assert broken[0]["line"] == 7
+    assert code == 1
+
+
 def test_rule_file_with_yaml_error(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_rules(example_repo, "broken.yaml", "rules:\n\t- id: x\n")
     code, findings = check_json(example_repo, capsys)

@@ -21,7 +21,7 @@ from ecoc.findings import Finding, Severity
 from ecoc.model.nodes import require_mapping, validate_node
 from ecoc.rules.builtin import BUILTIN_RULES
 from ecoc.rules.celimport import cel
-from ecoc.rules.lint import lint
+from ecoc.rules.lint import STRING_LITERAL, lint
 from ecoc.yamlload import Mapping, Node, Sequence, Source, load_yaml
 
 RULE_ID = r"^[a-z][a-z0-9-]*(\.[a-z0-9][a-z0-9-]*)+$"
@@ -87,6 +87,18 @@ class Examples(pydantic.BaseModel):
     failing: dict[str, Any] = pydantic.Field(alias="fail")
 
 
+# Names a `let` entry cannot take: the variables, namespaces and literals of CEL expressions.
+RESERVED_NAMES = frozenset(
+    {"coc", "header", "record", "today", "math", "lists", "sets", "strings", "base64", "true", "false", "null", "in"}
+)
+
+
+def _let_name(name: str) -> str:
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name in RESERVED_NAMES:
+        raise ValueError(f"{name!r} cannot name a let value: use lower-case letters, digits and _, not a CEL variable")
+    return name
+
+
 class RuleSpec(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
@@ -95,6 +107,8 @@ class RuleSpec(pydantic.BaseModel):
     severity: Literal["error", "warning", "info"]
     waivable: StrictBool = True
     applies: Applies = Applies()
+    # Named CEL expressions that `when`, `check` and the placeholders can use by name.
+    let: dict[Annotated[str, pydantic.AfterValidator(_let_name)], Expression] = {}
     when: Expression | None = None
     check: Expression
     message: Annotated[str, pydantic.StringConstraints(min_length=1)]
@@ -204,11 +218,60 @@ def _rule_finding(source: Source, node: Node, message: str, hint: str, path: str
     return Finding("rules.invalid", Severity.ERROR, message, source.path, node.line, node.column, path, hint)
 
 
+def _substitute(expression: str, values: dict[str, str]) -> str:
+    """Put each `let` value, in parentheses, where the expression uses its name outside strings."""
+    if not values:
+        return expression
+    pattern = re.compile(r"(?<![\w.])(" + "|".join(map(re.escape, values)) + r")\b(?!\s*\()")
+    parts = []
+    position = 0
+    for literal in STRING_LITERAL.finditer(expression):
+        code = expression[position : literal.start()]
+        parts.append(pattern.sub(lambda match: f"({values[match.group(1)]})", code))
+        parts.append(literal.group(0))
+        position = literal.end()
+    parts.append(pattern.sub(lambda match: f"({values[match.group(1)]})", expression[position:]))
+    return "".join(parts)
+
+
+def expanded(spec: RuleSpec) -> dict[str, str | None]:
+    """The rule's when, check, message and path with its `let` values written out."""
+    values: dict[str, str] = {}
+    for name, expression in spec.let.items():
+        values[name] = _substitute(expression, values)
+
+    def placeholders(text: str) -> str:
+        return PLACEHOLDER.sub(lambda match: "{{ " + _substitute(match.group(1), values) + " }}", text)
+
+    return {
+        "when": _substitute(spec.when, values) if spec.when is not None else None,
+        "check": _substitute(spec.check, values),
+        "message": placeholders(spec.message),
+        "path": placeholders(spec.path),
+    }
+
+
 def compile_rule(spec: RuleSpec, source: Source, node: Mapping, path: str) -> tuple[Rule | None, list[Finding]]:
     """Compile the expressions of one rule; a failure is a finding at the expression's line."""
     programs: dict[str, Any] = {}
+    lets = node.get("let")
+    for name, value in spec.let.items():
+        try:
+            _compile(value)
+        except ValueError as exc:
+            target = lets.get(name, lets) if isinstance(lets, Mapping) else node
+            return None, [
+                _rule_finding(
+                    source,
+                    target,
+                    f"rule {spec.id}: the let value {name} does not compile: {str(exc).splitlines()[0]}",
+                    "fix the CEL syntax, and see docs/rules.md for the variables and functions",
+                    f"{path}.let.{name}",
+                )
+            ]
+    texts = expanded(spec)
     for key in ("when", "check", "message", "path"):
-        text = getattr(spec, key)
+        text = texts[key]
         if text is None:
             continue
         try:
@@ -224,21 +287,24 @@ def compile_rule(spec: RuleSpec, source: Source, node: Mapping, path: str) -> tu
                     f"{path}.{key}",
                 )
             ]
-    placeholders = " ".join(PLACEHOLDER.findall(spec.message))
+    check = texts["check"] or ""
+    message = texts["message"] or ""
+    rule_path = texts["path"] or ""
+    placeholders = " ".join(PLACEHOLDER.findall(message))
     problems = lint(
         source,
         node,
         spec.id,
         path,
-        {"when": spec.when, "check": spec.check, "message": placeholders, "path": spec.path},
+        {"when": texts["when"], "check": check, "message": placeholders, "path": rule_path},
     )
     if problems:
         return None, problems
     expressions = [
-        spec.check,
-        *([spec.when] if spec.when else []),
-        *PLACEHOLDER.findall(spec.message),
-        *PLACEHOLDER.findall(spec.path),
+        check,
+        *([texts["when"]] if texts["when"] else []),
+        *PLACEHOLDER.findall(message),
+        *PLACEHOLDER.findall(rule_path),
     ]
     # The finding points at `path`, so its element counts as read too.
     fixed_path = static_path(spec.path)

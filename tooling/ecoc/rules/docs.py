@@ -75,6 +75,7 @@ def explain(rule: Rule) -> str:
     ]
     if spec.source:
         lines.append(f"source: {spec.source}")
+    lines += [f"let {name} = {expression}" for name, expression in spec.let.items()]
     if spec.when:
         lines.append(f"when: {spec.when}")
     lines += [f"check: {spec.check}", f"message: {spec.message}", f"points at: {spec.path}"]
@@ -99,6 +100,7 @@ RULE_FIELDS = (
         "`frameworks` (such as `2018/858`), `energy_sources` (EnergySource codes), `approval_number` "
         "(a regular expression)",
     ),
+    ("let", "no", "named CEL values that `when`, `check` and the placeholders use by name, written once"),
     ("when", "no", "CEL precondition; the rule runs only where it is true"),
     ("check", "yes", "CEL expression that is true for a certificate that passes"),
     ("message", "yes", "shown on failure; `{{ expression }}` placeholders show the offending values"),
@@ -154,8 +156,13 @@ def markdown(catalogue: Catalogue) -> str:
                 lines += ["", f"Source: {spec.source}."]
             if spec.doc:
                 lines += ["", spec.doc.strip()]
+            if spec.let:
+                lets = [f"{name} = {expression.strip()}" for name, expression in spec.let.items()]
+                lines += ["", "Let:", "", "```cel", *lets, "```"]
             if spec.when:
-                lines += ["", "When:", "", "```cel", spec.when.strip(), "```", "", "Check:"]
+                lines += ["", "When:", "", "```cel", spec.when.strip(), "```"]
+            if spec.let or spec.when:
+                lines += ["", "Check:"]
             lines += ["", "```cel", spec.check.strip(), "```"]
             if spec.hint:
                 lines += ["", f"Hint: {spec.hint}"]

@@ -36,7 +36,7 @@ FRAMEWORKS = ("2018/858", "2007/46", "168/2013", "167/2013", "2002/24", "2003/37
 NAMESPACES = frozenset({"math", "lists", "sets", "strings", "base64"})
 
 # CEL string literals, which can hold dots that are not member access.
-_STRING = re.compile(r"""[rR]?(?:"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')""")
+STRING_LITERAL = re.compile(r"""[rR]?(?:"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')""")
 # `owner.name`, with `name(` for a method call.
 _MEMBER = re.compile(r"(?:\b([A-Za-z_][A-Za-z0-9_]*)\s*)?\.\s*([A-Za-z_][A-Za-z0-9_]*)(\s*\()?")
 # Identifiers written as strings, such as the keys of a map the expression builds itself.
@@ -58,7 +58,7 @@ def unknown_names(expression: str) -> list[tuple[str, str]]:
     elements = elements_by_name()
     own_keys = set(_QUOTED_NAME.findall(expression))
     problems: list[tuple[str, str]] = []
-    for owner, name, call in _MEMBER.findall(_STRING.sub('""', expression)):
+    for owner, name, call in _MEMBER.findall(STRING_LITERAL.sub('""', expression)):
         if call or owner in NAMESPACES or name in own_keys:
             continue
         if owner == "record":
