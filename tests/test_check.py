@@ -490,3 +490,33 @@ def test_approval_finding_names_only_records_of_its_version(
     by_version = {str(f["path"]).split(".")[3]: f["records"] for f in findings if f["file"] == APPROVAL}
     assert by_version["KH16F-S17"] == ["XNHKH16S1TE100214", "XNHKH16S8TE103871"]
     assert by_version["KH16F-X99"] == []
+
+
+def test_symlink_loop_as_record(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (example_repo / "records" / "loop-a.yaml").symlink_to("loop-b")
+    (example_repo / "records" / "loop-b").symlink_to("loop-a.yaml")
+    code, findings = check(example_repo, capsys)
+    finding = only(findings, "io.read")
+    assert finding["file"] == "records/loop-a.yaml"
+    assert "leads back to itself" in str(finding["hint"])
+    assert code == 1
+    assert main(["--repo", str(example_repo), "codeowners", "--check"]) == 1
+    assert "records/loop-a.yaml:1:1: error io.read" in capsys.readouterr().err
+
+
+def test_link_to_an_enclosing_folder_is_not_followed(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (example_repo / "records" / "up").symlink_to("..")
+    (example_repo / "records" / "self").symlink_to(".")
+    code, findings = check(example_repo, capsys)
+    assert findings == []
+    assert code == 0
+
+
+def test_approval_with_empty_review_owners(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with (example_repo / APPROVAL).open("a", encoding="utf-8") as handle:
+        handle.write("owners:\n  review: []\n")
+    code, findings = check(example_repo, capsys)
+    finding = only(findings, "model.invalid")
+    assert (finding["file"], finding["path"]) == (APPROVAL, "owners.review")
+    assert "leave out owners.review" in str(finding["hint"])
+    assert code == 1

@@ -5,6 +5,7 @@ Kept free of heavy imports, because a check whose inputs are all unchanged needs
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -22,31 +23,54 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def list_yaml(root: Path, folder: str) -> list[tuple[str, str]]:
-    """YAML files below `root/folder` as (path, path relative to `root`), sorted by the latter.
+def _walk(root: Path, folder: str) -> list[tuple[str, os.DirEntry[str]]]:
+    """Files below `root/folder` as (path relative to `root`, entry), sorted by the former.
 
-    Hidden files and folders are left out. Works on plain strings with `os.scandir` because a
-    repository can hold hundreds of thousands of records.
+    Hidden entries are left out. A folder reached twice through symbolic links is read once, and
+    an entry whose kind cannot be told (a link loop) counts as a file, so that reading it reports
+    the problem. Works on plain strings with `os.scandir`, because a repository can hold hundreds
+    of thousands of records.
     """
-    found: list[tuple[str, str]] = []
+    found: list[tuple[str, os.DirEntry[str]]] = []
     pending = [(os.path.join(root, folder), folder)]
+    # A link to a folder around the walk, such as `..`, would read the whole repository again.
+    start = os.path.realpath(pending[0][0])
+    seen: set[tuple[int, int]] = set()
     while pending:
         absolute, relative = pending.pop()
         try:
+            status = os.stat(absolute)
             entries = list(os.scandir(absolute))
-        except (FileNotFoundError, NotADirectoryError):
+        except OSError:
             continue
+        if (status.st_dev, status.st_ino) in seen:
+            continue
+        seen.add((status.st_dev, status.st_ino))
         for entry in entries:
-            name = entry.name
-            if name.startswith("."):
+            if entry.name.startswith("."):
                 continue
-            if entry.is_dir():
-                pending.append((entry.path, f"{relative}/{name}"))
-            elif name.endswith(YAML_SUFFIXES) and (entry.is_file() or entry.is_symlink()):
+            try:
+                if entry.is_dir():
+                    if not (entry.is_symlink() and _encloses(os.path.realpath(entry.path), start)):
+                        pending.append((entry.path, f"{relative}/{entry.name}"))
+                    continue
                 # A dangling link is listed too, so that reading it reports the problem.
-                found.append((f"{relative}/{name}", entry.path))
-    found.sort()
-    return [(path, relative) for relative, path in found]
+                wanted = entry.is_file() or entry.is_symlink()
+            except OSError:
+                wanted = True
+            if wanted:
+                found.append((f"{relative}/{entry.name}", entry))
+    found.sort(key=lambda item: item[0])
+    return found
+
+
+def _encloses(folder: str, path: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def list_yaml(root: Path, folder: str) -> list[tuple[str, str]]:
+    """YAML files below `root/folder` as (path, path relative to `root`), sorted by the latter."""
+    return [(entry.path, relative) for relative, entry in _walk(root, folder) if entry.name.endswith(YAML_SUFFIXES)]
 
 
 def read_file(path: str | Path, relative: str) -> tuple[bytes | None, Finding | None]:
@@ -55,14 +79,20 @@ def read_file(path: str | Path, relative: str) -> tuple[bytes | None, Finding | 
             return handle.read(), None
     except OSError as exc:
         return None, Finding(
-            "io.read",
-            Severity.ERROR,
-            f"cannot read the file: {exc.strerror}",
-            relative,
-            1,
-            1,
-            hint="check the file's permissions",
+            "io.read", Severity.ERROR, f"cannot read the file: {exc.strerror}", relative, 1, 1, hint=_read_hint(exc)
         )
+
+
+def _read_hint(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "the file is a symbolic link that leads back to itself; replace it with the file it should be"
+    if exc.errno == errno.ENOENT:
+        return "the file is a symbolic link to a file that does not exist; restore the target or remove the link"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "check the file's permissions"
+    if exc.errno == errno.EISDIR:
+        return "a folder has the name of a YAML file; rename it"
+    return "check that the file can be read (permissions, disk, file system)"
 
 
 def find_root(start: Path) -> Path:
@@ -82,18 +112,4 @@ MANIFEST_NAME = "manifest.json"
 
 def list_manifests(root: Path) -> list[tuple[str, str]]:
     """Evidence manifests below signed/ as (path, path relative to `root`), sorted."""
-    found: list[tuple[str, str]] = []
-    pending = [(os.path.join(root, "signed"), "signed")]
-    while pending:
-        absolute, relative = pending.pop()
-        try:
-            entries = list(os.scandir(absolute))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for entry in entries:
-            if entry.is_dir():
-                pending.append((entry.path, f"{relative}/{entry.name}"))
-            elif entry.name == MANIFEST_NAME:
-                found.append((f"{relative}/{entry.name}", entry.path))
-    found.sort()
-    return [(path, relative) for relative, path in found]
+    return [(entry.path, relative) for relative, entry in _walk(root, "signed") if entry.name == MANIFEST_NAME]

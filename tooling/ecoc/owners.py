@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ecoc.check import load_approvals
 from ecoc.config import Repository
-from ecoc.files import CONFIG_NAME, list_yaml
+from ecoc.files import CONFIG_NAME, list_yaml, read_file
 from ecoc.findings import Finding, Severity
 from ecoc.model.approval import Owners
 from ecoc.model.record import parse_record
@@ -85,8 +85,12 @@ def generate(repository: Repository) -> CodeOwners:
             lines.append(line)
     lines.append("")
     for path, relative in list_yaml(repository.root, "records"):
-        with open(path, "rb") as handle:
-            record = parse_record(handle.read(), Source(relative), "")
+        data, problem = read_file(path, relative)
+        if data is None:
+            assert problem is not None
+            findings.append(problem)
+            continue
+        record = parse_record(data, Source(relative), "")
         findings += [
             f for f in record.findings if f.rule.startswith(("yaml.", "io.")) or (f.path or "").startswith("owners")
         ]

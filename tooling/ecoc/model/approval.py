@@ -27,7 +27,7 @@ from ecoc.ivi.values import check_text
 from ecoc.model.coc import Replacement, join_path, merge
 from ecoc.model.layers import Layer, check_keys, type_layer
 from ecoc.model.nodes import require_mapping, validate_node
-from ecoc.yamlload import Mapping, Node, Scalar, Source, load_yaml
+from ecoc.yamlload import Mapping, Node, Scalar, Sequence, Source, load_yaml
 
 _OWNER = re.compile(r"(@[A-Za-z0-9][A-Za-z0-9-]*(/[A-Za-z0-9._-]+)?|[^@\s]+@[^@\s]+\.[^@\s]+)\Z")
 
@@ -219,6 +219,20 @@ def parse_approval(data: bytes, source: Source, digest: str) -> Approval:
     if "owners" in root:
         approval.owners, owner_findings = validate_node(Owners, root["owners"], "owners")
         findings.extend(owner_findings)
+        review = root["owners"].get("review") if isinstance(root["owners"], Mapping) else None
+        if isinstance(review, Sequence) and not review:
+            findings.append(
+                Finding(
+                    "model.invalid",
+                    Severity.ERROR,
+                    "owners.review is empty, so no one would have to review this approval's changes",
+                    source.path,
+                    review.line,
+                    review.column,
+                    "owners.review",
+                    "name at least one reviewer, or leave out owners.review to use the review owners of ecoc.yaml",
+                )
+            )
 
     for name, variant_node, line, column in _named_children(root, "variants", "", "variant", findings):
         path = join_path("variants", name)
