@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -235,3 +240,45 @@ def test_invalid_ecoc_today(
     assert code == 3
     assert f"ECOC_TODAY={value!r} is not a date" in err
     assert "Traceback" not in err
+
+
+def test_output_to_a_pipe_is_written_not_replaced(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.md"
+    os.mkfifo(fifo)
+    received = bytearray()
+
+    def read() -> None:
+        with open(fifo, "rb") as stream:
+            received.extend(stream.read())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    code = main(["--repo", str(PROJECT), "rules", "doc", "--output", str(fifo)])
+    reader.join(timeout=60)
+    assert code == 0
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert received.startswith(b"# Readiness rules")
+
+
+def test_output_through_a_link_replaces_the_file_it_points_at(tmp_path: Path) -> None:
+    target = tmp_path / "rules.md"
+    target.write_text("old\n")
+    link = tmp_path / "link.md"
+    link.symlink_to(target)
+    assert main(["--repo", str(PROJECT), "rules", "doc", "--output", str(link)]) == 0
+    assert link.is_symlink()
+    assert target.read_text().startswith("# Readiness rules")
+
+
+def test_full_disk_on_stdout_is_an_error() -> None:
+    with open("/dev/full", "w") as full:
+        completed = subprocess.run(
+            [sys.executable, "-m", "ecoc", "--repo", str(PROJECT), "rules", "list"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    assert completed.returncode == 3
+    assert "cannot write the output: No space left on device" in completed.stderr
+    assert "Traceback" not in completed.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import errno
 import logging
 import os
 import sys
@@ -675,9 +676,35 @@ def import_ivi(ctx: click.Context, files: tuple[Path, ...], dry_run: bool) -> in
     return EXIT_CLEAN
 
 
+# Errors of writing to stdout: a full disk, a closed pipe, a failing device.
+_WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EPIPE})
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises nothing more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         code = cli.main(args=argv, prog_name="ecoc", standalone_mode=False)
+        # Output still in the buffer would otherwise be lost without a word at exit.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (as with `ecoc rules list | head`): nothing more to say to it.
+        _quiet_stdout()
+        return EXIT_ERROR
+    except OSError as exc:
+        if exc.errno not in _WRITE_ERRORS:
+            raise
+        _quiet_stdout()
+        click.echo(f"error: cannot write the output: {exc.strerror}", err=True)
+        return EXIT_ERROR
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.Abort:
