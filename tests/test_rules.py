@@ -555,8 +555,9 @@ def test_waiver_without_approver(example_repo: Path, capsys: pytest.CaptureFixtu
         ('approved_by: "@halvard-motors/compliance-review"', "approved_by: review team", "is not a GitHub user"),
         ("records: [XNHKH16S1TE100214]", "records: XNHKH16S1TE100214", "records needs a list"),
         ("id: W-1", "id: W 1", "'W 1' is not a valid id"),
-        ("expires: 2099-01-01", "expires: 9999-99-99", "is not a date"),
-        ("expires: 2099-01-01", "expires: 2027-02-30", "is not a date"),
+        ("expires: 2099-01-01", "expires: 9999-99-99", "is not a day of the calendar"),
+        ("expires: 2099-01-01", "expires: 2027-02-30", "is not a day of the calendar"),
+        ("expires: 2099-01-01", "expires: 2027-2-3", "is not a date written YYYY-MM-DD"),
     ],
 )
 def test_invalid_waiver_field(
@@ -743,3 +744,18 @@ def test_rules_list_and_explain(capsys: pytest.CaptureFixture[str]) -> None:
     assert "passes:" in capsys.readouterr().out
     assert main(["--repo", str(PROJECT), "rules", "explain", "vin.format"]) == 0
     assert main(["--repo", str(PROJECT), "rules", "explain", "mass.nothing"]) == 2
+
+
+def test_waiver_for_a_misspelt_rule_suggests_the_rule(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_rules(example_repo, "extra.yaml", "rules:\n" + GOOD_RULE)
+    waive(example_repo, "test.speed-knwn", "XNHKH16S1TE100214")
+    _, findings = check_json(example_repo, capsys)
+    [unknown] = [f for f in findings if f["rule"] == "waiver.unknown-rule"]
+    assert unknown["hint"] == "did you mean test.speed-known?"
+
+
+def test_waiver_for_a_file_check_says_to_fix_the_file(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    waive(example_repo, "waiver.unused", "XNHKH16S1TE100214")
+    _, findings = check_json(example_repo, capsys)
+    [refused] = [f for f in findings if f["rule"] == "waiver.not-waivable"]
+    assert "fix the file the finding names" in str(refused["hint"])

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import difflib
+import typing
 from typing import Any, TypeVar
 
 import pydantic
+import pydantic.fields
 
 from ecoc.findings import Finding, Severity
 from ecoc.model.coc import join_path
@@ -54,19 +56,27 @@ def validate_node(
             target, parent, key = node_at(node, location)
             error_path = path
             for step in location:
+                if step == "[key]":  # pydantic's step for a mapping key that failed, not a key of the file
+                    continue
                 error_path = f"{error_path}[{step}]" if isinstance(step, int) else join_path(error_path, str(step))
+            owner, field = _field_at(model, location)
             if parent is not None and key is not None and key in parent.key_positions:
                 line, column = parent.key_position(key)
             else:
                 line, column = target.line, target.column
             message = error["msg"].removeprefix("Value error, ")
             error_hint = hint
+            if field is not None and field.description:
+                error_hint = field.description
             if error["type"] == "extra_forbidden":
-                known = list(model.model_fields)
-                field = str(location[-1])
-                close = difflib.get_close_matches(field, known, n=1)
-                message = f"unknown key {field}"
+                known = list(owner.model_fields)
+                name = str(location[-1])
+                close = difflib.get_close_matches(name, known, n=1)
+                message = f"unknown key {name}"
                 error_hint = f"did you mean {close[0]}?" if close else "known keys: " + ", ".join(known)
+            elif error["type"] in ("model_type", "model_attributes_type", "dict_type"):
+                message = f"{error_path or 'the value'} needs a mapping, not {_shape(error['input'])}"
+                error_hint = "write it as keys with values; its keys are " + ", ".join(owner.model_fields)
             elif error["type"] == "missing":
                 message = f"missing key {location[-1]}"
                 error_hint = f"add {location[-1]}"
@@ -84,6 +94,35 @@ def validate_node(
                 )
             )
         return None, findings
+
+
+def _field_at(
+    model: type[pydantic.BaseModel], location: tuple[int | str, ...]
+) -> tuple[type[pydantic.BaseModel], pydantic.fields.FieldInfo | None]:
+    """The model that holds the last step of `location`, and that step's field, when it is one."""
+    owner = model
+    field: pydantic.fields.FieldInfo | None = None
+    for step in location:
+        if isinstance(step, int) or step == "[key]":
+            continue
+        field = owner.model_fields.get(str(step))
+        if field is None:
+            return owner, None
+        nested = _model_in(field.annotation)
+        if nested is not None and step != location[-1]:
+            owner = nested
+    return owner, field
+
+
+def _model_in(annotation: Any) -> type[pydantic.BaseModel] | None:
+    """The pydantic model an annotation holds, directly or as the item of a list or an optional."""
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return annotation
+    for argument in typing.get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
 
 
 def _shape(value: object) -> str:

@@ -27,6 +27,8 @@ from ecoc.yamlload import Mapping, Node, Sequence, Source, load_yaml
 RULE_ID = r"^[a-z][a-z0-9-]*(\.[a-z0-9][a-z0-9-]*)+$"
 # `{{ expression }}` in a message: a CEL expression whose value is shown.
 PLACEHOLDER = re.compile(r"\{\{\s*(.+?)\s*\}\}", re.DOTALL)
+# The position and text of a CEL parser error, as in "ERROR: <input>:1:4: Syntax error: ...".
+CEL_ERROR = re.compile(r"<input>:(\d+):(\d+): ([^\n]*)")
 # Names of CocDataGroup elements an expression reads, as in `coc.MassGroup.ActualMass`.
 COC_NAME = re.compile(r"\bcoc\s*\.\s*([A-Za-z][A-Za-z0-9]*)")
 # Names after a dot, or quoted as in `coc["MassGroup"]`: the element names a rule can read.
@@ -112,7 +114,14 @@ class RuleSpec(pydantic.BaseModel):
     when: Expression | None = None
     check: Expression
     message: Annotated[str, pydantic.StringConstraints(min_length=1)]
-    path: Annotated[str, pydantic.StringConstraints(pattern=r"^(CocDataGroup|Header|record)(\.|$)")]
+    path: Annotated[
+        str,
+        pydantic.StringConstraints(pattern=r"^(CocDataGroup|Header|record)(\.|$)"),
+        pydantic.Field(
+            description="a path starts with CocDataGroup, Header or record, as in "
+            "CocDataGroup.MassGroup.MassInRunningOrder or record.vin"
+        ),
+    ]
     # What to do about a finding; the title stands in when there is none.
     hint: str | None = None
     # Where the requirement comes from: a regulation, an EReg document, a physical law.
@@ -251,55 +260,79 @@ def expanded(spec: RuleSpec) -> dict[str, str | None]:
     }
 
 
+def cel_error(exc: Exception) -> str:
+    """The parser's complaint about an expression, without its internal wording and token lists."""
+    text = str(exc)
+    if "Recursion limit" in text:
+        return "the expression nests brackets or operators deeper than the CEL parser allows"
+    match = CEL_ERROR.search(text)
+    if match is None:
+        return text.splitlines()[0] if text else type(exc).__name__
+    reason = re.sub(r" expecting \{.*", "", match.group(3)).removeprefix("Syntax error: ").strip()
+    return f"{reason} at character {match.group(2)}" + ("" if match.group(1) == "1" else f" of line {match.group(1)}")
+
+
+def _raw_fields(spec: RuleSpec) -> list[tuple[str, str, str]]:
+    """(key, YAML path below the rule, CEL text) for each expression as the rule file writes it."""
+    fields = [(f"let value {name}", f"let.{name}", value) for name, value in spec.let.items()]
+    if spec.when is not None:
+        fields.append(("when expression", "when", spec.when))
+    fields.append(("check expression", "check", spec.check))
+    for key in ("message", "path"):
+        for placeholder in PLACEHOLDER.findall(getattr(spec, key)):
+            fields.append((f"{key} placeholder {{{{ {placeholder.strip()} }}}}", key, placeholder))
+    return fields
+
+
+def _field_node(node: Mapping, key: str) -> Node:
+    target: Node = node
+    for step in key.split("."):
+        following = target.get(step) if isinstance(target, Mapping) else None
+        if following is None:
+            break
+        target = following
+    return target
+
+
 def compile_rule(spec: RuleSpec, source: Source, node: Mapping, path: str) -> tuple[Rule | None, list[Finding]]:
     """Compile the expressions of one rule; a failure is a finding at the expression's line."""
-    programs: dict[str, Any] = {}
-    lets = node.get("let")
-    for name, value in spec.let.items():
+    for what, key, text in _raw_fields(spec):
         try:
-            _compile(value)
+            _compile(text)
         except ValueError as exc:
-            target = lets.get(name, lets) if isinstance(lets, Mapping) else node
             return None, [
                 _rule_finding(
                     source,
-                    target,
-                    f"rule {spec.id}: the let value {name} does not compile: {str(exc).splitlines()[0]}",
+                    _field_node(node, key),
+                    f"rule {spec.id}: the {what} does not compile: {cel_error(exc)}",
                     "fix the CEL syntax, and see docs/rules.md for the variables and functions",
-                    f"{path}.let.{name}",
+                    f"{path}.{key}",
                 )
             ]
+    problems = lint(source, node, spec.id, path, [(key, text) for _, key, text in _raw_fields(spec)], list(spec.let))
+    if problems:
+        return None, problems
+    programs: dict[str, Any] = {}
     texts = expanded(spec)
     for key in ("when", "check", "message", "path"):
-        text = texts[key]
-        if text is None:
+        expression = texts[key]
+        if expression is None:
             continue
         try:
-            programs[key] = _message_parts(text) if key in ("message", "path") else _compile(text)
+            programs[key] = _message_parts(expression) if key in ("message", "path") else _compile(expression)
         except ValueError as exc:
-            target = node.get(key, node)
             return None, [
                 _rule_finding(
                     source,
-                    target,
-                    f"rule {spec.id}: the {key} expression does not compile: {str(exc).splitlines()[0]}",
-                    "fix the CEL syntax, and see docs/rules.md for the variables and functions",
+                    node.get(key, node),
+                    f"rule {spec.id}: the {key} does not compile once its let values are put in: {cel_error(exc)}",
+                    "put parentheses around let values where they join other operators",
                     f"{path}.{key}",
                 )
             ]
     check = texts["check"] or ""
     message = texts["message"] or ""
     rule_path = texts["path"] or ""
-    placeholders = " ".join(PLACEHOLDER.findall(message))
-    problems = lint(
-        source,
-        node,
-        spec.id,
-        path,
-        {"when": texts["when"], "check": check, "message": placeholders, "path": rule_path},
-    )
-    if problems:
-        return None, problems
     expressions = [
         check,
         *([texts["when"]] if texts["when"] else []),
@@ -367,7 +400,8 @@ def _load_file(data: bytes, source: Source, catalogue: Catalogue, known: dict[st
                 line,
                 column,
                 key,
-                "a rule file holds one key, rules, with a list of rules",
+                "a rule file holds one key, rules, with a list of rules"
+                + ("; waivers belong in a file named waivers.yaml" if key == "waivers" else ""),
             )
         )
     if not isinstance(rules, Sequence):

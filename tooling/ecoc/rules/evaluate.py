@@ -22,9 +22,11 @@ a context with only the elements they name.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fnmatch
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -183,15 +185,47 @@ def _fill(parts: list[str | Any], context: Any) -> tuple[str, bool]:
     return "".join(filled), True
 
 
+# While `ecoc rules test` runs the examples: (rule id, placeholder number, error) of each
+# placeholder that could not be filled in, so that a broken message fails the test.
+_GAPS: list[tuple[str, int, str]] | None = None
+
+
+@contextlib.contextmanager
+def message_gaps() -> Iterator[list[tuple[str, int, str]]]:
+    global _GAPS
+    gaps: list[tuple[str, int, str]] = []
+    _GAPS = gaps
+    try:
+        yield gaps
+    finally:
+        _GAPS = None
+
+
+def _evaluation_error(exc: Exception) -> str:
+    if isinstance(exc, KeyError) and exc.args:
+        return f"the data has no {exc.args[0]}"
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _message(rule: Rule, context: Any) -> str:
     text, complete = _fill(rule.message_parts, context)
     if complete:
         return text
     # A placeholder over missing data shows a gap, not a crash.
     shown = []
+    number = 0
     for part in rule.message_parts:
-        value, known = _fill([part], context)
-        shown.append(value if known else "?")
+        if isinstance(part, str):
+            shown.append(part)
+            continue
+        try:
+            shown.append(_show(part.execute(context)))
+        except Exception as exc:
+            shown.append("?")
+            if _GAPS is not None:
+                _GAPS.append((rule.id, number, _evaluation_error(exc)))
+        number += 1
     return "".join(shown)
 
 

@@ -21,8 +21,8 @@ from ecoc.model.approval import Approval
 from ecoc.model.coc import TreeTyper
 from ecoc.model.effective import Effective
 from ecoc.model.record import Record
-from ecoc.rules.catalogue import Catalogue, Rule
-from ecoc.rules.evaluate import VersionMemo, applies, evaluate, record_facts
+from ecoc.rules.catalogue import PLACEHOLDER, Catalogue, Rule
+from ecoc.rules.evaluate import VersionMemo, applies, evaluate, message_gaps, record_facts
 from ecoc.yamlload import Mapping, Node, Scalar, Sequence, Source
 
 EXAMPLE_VIN = "XNHEXAMPLE0000000"
@@ -94,12 +94,16 @@ def check_examples(catalogue: Catalogue) -> dict[str, list[Finding]]:
             ("fail", rule.spec.examples.failing, 1),
         ):
             unknown = _unknown_keys(data)
-            found, problems = run_example(catalogue, rule, data)
+            with message_gaps() as gaps:
+                found, problems = run_example(catalogue, rule, data)
             own = [finding for finding in found if finding.rule == rule.id]
             others = [finding for finding in found if finding.rule != rule.id]
             if unknown:
                 message = f"the {key} example of {rule.id} has the unknown key {unknown[0]}"
-                hint = "an example holds CocDataGroup, Header and record (" + ", ".join(RECORD_KEYS) + ")"
+                hint = (
+                    "an example holds CocDataGroup, Header and record (" + ", ".join(RECORD_KEYS) + "); "
+                    "the other facts of record, such as category and energy_sources, come from CocDataGroup"
+                )
             elif problems:
                 message = f"the {key} example of {rule.id} is not valid IVI 2.0 data: {problems[0].message}"
                 hint = problems[0].hint or "write the example as a record's CocDataGroup would be written"
@@ -111,6 +115,15 @@ def check_examples(catalogue: Catalogue) -> dict[str, list[Finding]]:
                 reason = own[0].message if own else _why_no_finding(rule, data)
                 message = f"the {key} example of {rule.id} {verb}: {reason}"
                 hint = "the failing example must break the rule, and the passing one hold or fall outside the rule"
+            elif gaps:
+                _, number, error = gaps[0]
+                placeholders = PLACEHOLDER.findall(rule.spec.message)
+                shown = placeholders[number].strip() if number < len(placeholders) else "?"
+                message = (
+                    f"the message of {rule.id} shows ? on the {key} example, because the placeholder "
+                    f"{{{{ {shown} }}}} cannot be evaluated: {error}"
+                )
+                hint = "make each placeholder of the message work on data that breaks the rule; guard fields with has()"
             else:
                 continue
             line = rule.key_lines.get(key, rule.line)

@@ -36,7 +36,7 @@ FRAMEWORKS = ("2018/858", "2007/46", "168/2013", "167/2013", "2002/24", "2003/37
 NAMESPACES = frozenset({"math", "lists", "sets", "strings", "base64"})
 
 # CEL string literals, which can hold dots that are not member access.
-STRING_LITERAL = re.compile(r"""[rR]?(?:"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')""")
+STRING_LITERAL = re.compile(r"""(?:[rR][bB]?|[bB][rR]?)?(?:"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')""")
 # `owner.name`, with `name(` for a method call.
 _MEMBER = re.compile(r"(?:\b([A-Za-z_][A-Za-z0-9_]*)\s*)?\.\s*([A-Za-z_][A-Za-z0-9_]*)(\s*\()?")
 # Identifiers written as strings, such as the keys of a map the expression builds itself.
@@ -50,13 +50,14 @@ def _suggest(name: str, known: Iterable[str]) -> str:
     return f"did you mean {close[0]}?" if close else ""
 
 
-def unknown_names(expression: str) -> list[tuple[str, str]]:
+def unknown_names(expression: str, keys: Iterable[str] = ()) -> list[tuple[str, str]]:
     """Return each name the expression reads that is no element or fact, with a suggestion.
 
-    Names the expression writes as strings count as known: they are keys of maps it builds.
+    Names the expression (or the rule, in `keys`) writes as strings count as known: they are keys
+    of maps it builds.
     """
     elements = elements_by_name()
-    own_keys = set(_QUOTED_NAME.findall(expression))
+    own_keys = set(_QUOTED_NAME.findall(expression)) | set(keys)
     problems: list[tuple[str, str]] = []
     for owner, name, call in _MEMBER.findall(STRING_LITERAL.sub('""', expression)):
         if call or owner in NAMESPACES or name in own_keys:
@@ -68,7 +69,7 @@ def unknown_names(expression: str) -> list[tuple[str, str]]:
                 )
         elif name not in elements:
             problems.append((name, _suggest(name, elements)))
-    return problems
+    return list(dict.fromkeys(problems))
 
 
 def unknown_path_steps(path: str) -> list[tuple[str, str]]:
@@ -117,30 +118,93 @@ def selector_problems(applies: Mapping | None) -> list[tuple[str, Node | None, s
 _WHAT = {"categories": "vehicle category", "energy_sources": "EnergySource code", "frameworks": "approval framework"}
 
 
-def lint(source: Source, node: Mapping, rule_id: str, path: str, fields: dict[str, str | None]) -> list[Finding]:
-    """Return a finding for each unknown name or impossible selector value of one rule."""
+# Names an expression may start with besides its let values and the variables its macros bind.
+ROOT_NAMES = frozenset(
+    {"coc", "header", "record", "today", "true", "false", "null", "in", "dyn", "has", "cel"}
+    | {"bool", "int", "uint", "double", "string", "bytes", "list", "map", "type", "null_type"}
+    | NAMESPACES
+)
+# The variable a macro binds, as the x of `rows.all(x, ...)` or `rows.map(x, ...)`.
+_BOUND = re.compile(
+    r"\.\s*(?:all|exists|exists_one|map|filter|bind|transformList|transformMap)\s*\("
+    r"\s*([A-Za-z_]\w*)\s*,(?:\s*([A-Za-z_]\w*)\s*,)?"
+)
+_ROOT = re.compile(r"(?<![\w.])([A-Za-z_][A-Za-z0-9_]*)\b(?!\s*\()")
+
+
+def unknown_roots(expression: str, known: Iterable[str]) -> list[str]:
+    """Names the expression reads as variables that nothing defines."""
+    code = STRING_LITERAL.sub('""', expression)
+    bound = {name for pair in _BOUND.findall(code) for name in pair if name}
+    allowed = ROOT_NAMES | bound | set(known)
+    return list(dict.fromkeys(name for name in _ROOT.findall(code) if name not in allowed))
+
+
+def _field(node: Mapping, key: str) -> Node:
+    target: Node = node
+    for step in key.split("."):
+        following = target.get(step) if isinstance(target, Mapping) else None
+        if following is None:
+            break
+        target = following
+    return target
+
+
+def lint(
+    source: Source, node: Mapping, rule_id: str, path: str, fields: list[tuple[str, str]], lets: list[str]
+) -> list[Finding]:
+    """Return a finding for each unknown name or impossible selector value of one rule.
+
+    `fields` holds (key, CEL text) of the let values, `when`, `check` and each placeholder of
+    `message` and `path`, as the rule file writes them; `lets` the let names in their order.
+    """
     findings: list[Finding] = []
-    for key, text in fields.items():
-        if text is None:
-            continue
-        target = node.get(key, node)
-        if key == "path":
-            problems = unknown_path_steps(text) + unknown_names(" ".join(_PLACEHOLDER.findall(text)))
-        else:
-            problems = unknown_names(text)
-        for name, hint in problems:
-            findings.append(
-                Finding(
-                    "rules.invalid",
-                    Severity.ERROR,
-                    f"rule {rule_id}: the {key} names {name}, which is no IVI 2.0 element or record fact",
-                    source.path,
-                    target.line,
-                    target.column,
-                    f"{path}.{key}",
-                    hint or "spell element names as the IVI 2.0 XSD does, and see docs/rules.md for the variables",
-                )
+
+    reported: set[tuple[str, str]] = set()
+
+    def report(key: str, message: str, hint: str) -> None:
+        if (key, message) in reported:
+            return
+        reported.add((key, message))
+        target = _field(node, key)
+        findings.append(
+            Finding(
+                "rules.invalid", Severity.ERROR, message, source.path, target.line, target.column, f"{path}.{key}", hint
             )
+        )
+
+    where = {"when": "the when expression", "check": "the check", "message": "the message", "path": "the path"}
+    path_text = node.get("path")
+    for name, hint in unknown_path_steps(getattr(path_text, "text", "") or ""):
+        report("path", f"rule {rule_id}: the path names {name}, which is no IVI 2.0 element or record fact", hint or "")
+    keys = {name for _, text in fields for name in _QUOTED_NAME.findall(text)}
+    for key, text in fields:
+        what = where.get(key, f"the let value {key.removeprefix('let.')}")
+        for name, hint in unknown_names(text, keys):
+            report(
+                key,
+                f"rule {rule_id}: {what} names {name}, which is no IVI 2.0 element or record fact",
+                hint or "spell element names as the IVI 2.0 XSD does, and see docs/rules.md for the variables",
+            )
+        own = key.removeprefix("let.")
+        earlier = lets[: lets.index(own)] if key.startswith("let.") and own in lets else lets
+        for name in unknown_roots(text, earlier):
+            if name in lets:
+                message = f"rule {rule_id}: {what} uses the let value {name}, which is defined after it"
+                hint = f"define {name} before {own}; a let value can use only the ones above it"
+                if name == own:
+                    message = f"rule {rule_id}: the let value {own} uses itself"
+                    hint = "a let value cannot refer to itself; write the expression out"
+            else:
+                message = f"rule {rule_id}: {what} uses {name}, which is no variable"
+                suggestion = _suggest(name, [*ROOT_NAMES, *lets])
+                hint = (
+                    "expressions read coc, header, record, today, the rule's let values and the "
+                    "variables their macros bind, as x in rows.all(x, ...)"
+                )
+                if suggestion:
+                    hint = f"{suggestion} ({hint})"
+            report(key, message, hint)
     applies = node.get("applies")
     for key, item, message, hint in selector_problems(applies if isinstance(applies, Mapping) else None):
         target = item if item is not None else node

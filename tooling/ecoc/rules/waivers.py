@@ -20,6 +20,7 @@ an error.
 from __future__ import annotations
 
 import datetime
+import difflib
 import fnmatch
 import re
 from dataclasses import dataclass, field, replace
@@ -44,12 +45,12 @@ _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 
 def _date_text(value: object) -> object:
     if isinstance(value, str):
-        try:
-            valid = bool(_DATE.match(value)) and datetime.date.fromisoformat(value) is not None
-        except ValueError:
-            valid = False
-        if not valid:
+        if not _DATE.match(value):
             raise ValueError(f"{value!r} is not a date written YYYY-MM-DD")
+        try:
+            datetime.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a day of the calendar") from None
     return value
 
 
@@ -152,6 +153,11 @@ def _problem(rule: str, message: str, waiver: Waiver, hint: str) -> Finding:
     return Finding(rule, Severity.ERROR, message, waiver.file, waiver.line, waiver.column, None, hint)
 
 
+def _closest(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.7)
+    return f"did you mean {close[0]}?" if close else ""
+
+
 def _admit(waiver: Waiver, catalogue: Catalogue, builtin: frozenset[str], today: str) -> Finding | None:
     """Return why a waiver cannot waive anything, or None when it is valid."""
     spec = waiver.spec
@@ -161,7 +167,7 @@ def _admit(waiver: Waiver, catalogue: Catalogue, builtin: frozenset[str], today:
             "waiver.unknown-rule",
             f"waiver {spec.id} names the unknown rule {spec.rule}",
             waiver,
-            "use a rule id from ecoc rules list",
+            _closest(spec.rule, [*rules, *builtin]) or "use a rule id from ecoc rules list",
         )
     waivable = rules[spec.rule].spec.waivable if spec.rule in rules else spec.rule in WAIVABLE_BUILTIN
     if not waivable:
@@ -169,7 +175,9 @@ def _admit(waiver: Waiver, catalogue: Catalogue, builtin: frozenset[str], today:
             "waiver.not-waivable",
             f"waiver {spec.id}: rule {spec.rule} may not be waived",
             waiver,
-            "fix the data instead; this rule guards something an authority never accepts",
+            "fix the data instead; this rule guards something an authority never accepts"
+            if not spec.rule.startswith(("waiver.", "rules.", "yaml.", "io."))
+            else "fix the file the finding names; findings about waivers, rules and files cannot be waived",
         )
     if spec.expires < today:
         return _problem(
