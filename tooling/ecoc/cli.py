@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +33,7 @@ from ecoc.report import format_json, format_text, summarize, summary_line
 # whose inputs are unchanged (see ecoc.memo) starts without loading them.
 if TYPE_CHECKING:
     from ecoc.config import Repository
+    from ecoc.formats import RecordChange, Report, RuleInfo
     from ecoc.ivi.xsd import IviSchema
     from ecoc.rules.catalogue import Catalogue
     from ecoc.runner import RecordResult
@@ -118,6 +120,9 @@ def _selects_files(root: Path, selection: list[Path]) -> bool:
     return False
 
 
+CHECK_FORMATS = ("text", "json", "sarif", "junit", "github", "markdown")
+
+
 def _check_selection(paths: tuple[Path, ...], records: int, approvals: int) -> None:
     if paths and not records and not approvals:
         raise UsageError(
@@ -188,15 +193,22 @@ _jobs_option = click.option(
 @click.option(
     "--format",
     "format_",
-    type=click.Choice(["text", "json"]),
+    type=click.Choice(list(CHECK_FORMATS)),
     default="text",
     show_default=True,
-    help="Output format of the findings.",
+    help="Output format: text (file:line:col), json, sarif (SARIF 2.1.0), junit (JUnit XML), "
+    "github (workflow annotations) or markdown (a pull-request comment).",
 )
 @click.option(
     "--output",
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write the findings to this file instead of stdout.",
+)
+@click.option(
+    "--base",
+    metavar="REF",
+    help="Check only the records changed or affected since this commit or branch (such as origin/main), "
+    "and report how their readiness changed.",
 )
 @click.option(
     "--no-cache", is_flag=True, help="Check every record again instead of reusing results of unchanged files."
@@ -209,6 +221,7 @@ def check(
     paths: tuple[Path, ...],
     format_: str,
     output: Path | None,
+    base: str | None,
     no_cache: bool,
     xsd: Path | None,
     jobs: int | None,
@@ -218,6 +231,10 @@ def check(
     Exits 0 when nothing blocks, 1 when there are errors.
     """
     root = _root(ctx)
+    if base is not None:
+        if paths:
+            raise UsageError("--base checks what changed since the base, so it takes no PATHS", "leave out PATHS")
+        return _check_base(ctx, base, format_, output, xsd, jobs)
     selection = _selection(root, paths)
     if not any(relative.rsplit("/", 1)[-1] not in WAIVER_FILES for _, relative in list_yaml(root, "rules")):
         log.warning(
@@ -239,7 +256,8 @@ def check(
         elif not memo.schema_matches_model:
             _warn_other_schema(memo.schema_path)
         findings = [Finding.from_dict(f) for f in memo.findings]
-        return _report(paths, findings, memo.records, memo.approvals, format_, output)
+        checked = [(str(file), vin) for file, vin in memo.checked]
+        return _report(ctx, paths, findings, memo.records, memo.approvals, checked, format_, output)
 
     from ecoc.cache import open_cache
     from ecoc.runner import RunOptions, default_jobs, run_check
@@ -260,22 +278,109 @@ def check(
             result.records,
             result.approvals,
             [f.to_dict() for f in result.findings],
+            [[file, vin] for file, vin in result.checked],
         )
         save_memo(folder, memo)
-    return _report(paths, result.findings, result.records, result.approvals, format_, output)
+    return _report(ctx, paths, result.findings, result.records, result.approvals, result.checked, format_, output)
 
 
 def _report(
-    paths: tuple[Path, ...], findings: list[Finding], records: int, approvals: int, format_: str, output: Path | None
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    findings: list[Finding],
+    records: int,
+    approvals: int,
+    checked: list[tuple[str, str | None]],
+    format_: str,
+    output: Path | None,
 ) -> int:
     _check_selection(paths, records, approvals)
     summary = summarize(findings, records, approvals)
-    if format_ == "json":
-        _emit(format_json(findings, summary), output)
-    else:
-        _emit(format_text(findings), output)
+    report = _new_report(ctx, findings, summary, checked, format_)
+    _emit(_formatted(report, format_), output)
     click.echo(summary_line(summary), err=True)
     return EXIT_FINDINGS if summary["errors"] else EXIT_CLEAN
+
+
+def _new_report(
+    ctx: click.Context,
+    findings: list[Finding],
+    summary: dict[str, object],
+    checked: list[tuple[str, str | None]],
+    format_: str,
+) -> Report:
+    from ecoc.formats import CheckedRecord, Report
+
+    rules = _rule_infos(_root(ctx)) if format_ == "sarif" else {}
+    return Report(findings, summary, [CheckedRecord(file, vin) for file, vin in checked], rules, link_base=_link_base())
+
+
+def _formatted(report: Report, format_: str) -> str:
+    from ecoc import formats
+
+    if format_ == "json":
+        return format_json(report.findings, dict(report.summary), formats.json_extra(report))
+    if format_ == "text":
+        return format_text(report.findings) + formats.changes_text(report)
+    writer = {
+        "sarif": formats.format_sarif,
+        "junit": formats.format_junit,
+        "github": formats.format_github,
+        "markdown": formats.format_markdown,
+    }[format_]
+    return writer(report)
+
+
+def _link_base() -> str | None:
+    """Links from a Markdown report to the files on GitHub, when running in a workflow."""
+    server, repository, sha = (
+        os.environ.get(name) for name in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_SHA")
+    )
+    if not (server and repository and sha):
+        return None
+    return f"{server}/{repository}/blob/{sha}/"
+
+
+def _rule_infos(root: Path) -> dict[str, RuleInfo]:
+    from ecoc.formats import RuleInfo
+    from ecoc.rules.builtin import BUILTIN_DESCRIPTIONS
+    from ecoc.rules.catalogue import load_catalogue
+
+    infos = {rule_id: RuleInfo(rule_id, text) for rule_id, text in BUILTIN_DESCRIPTIONS.items()}
+    for rule in load_catalogue(root).rules:
+        spec = rule.spec
+        infos[rule.id] = RuleInfo(rule.id, spec.title, rule.severity, spec.hint or spec.title, spec.doc, spec.source)
+    return infos
+
+
+def _check_base(
+    ctx: click.Context, base: str, format_: str, output: Path | None, xsd: Path | None, jobs: int | None
+) -> int:
+    from ecoc.changes import check_against_base, scope_of
+    from ecoc.gitinfo import changed_lines
+    from ecoc.runner import RunOptions, default_jobs
+
+    repository = _repository(ctx)
+    schema = _schema(repository, xsd)
+    scope = scope_of(repository, base)
+    comparison = check_against_base(repository, scope, RunOptions(None, schema, jobs=jobs or default_jobs()))
+    head = comparison.head
+    summary = summarize(head.findings, head.records, head.approvals)
+    report = _new_report(ctx, head.findings, summary, head.checked, format_)
+    report.base = base
+    report.changes = comparison.changes
+    report.base_problem = comparison.base_problem
+    if format_ == "github":
+        report.changed_lines = changed_lines(repository.root, scope.commit, list(scope.changed))
+    _emit(_formatted(report, format_), output)
+    click.echo(summary_line(summary) + _changes_note(comparison.changes, base), err=True)
+    return EXIT_FINDINGS if summary["errors"] else EXIT_CLEAN
+
+
+def _changes_note(changes: Sequence[RecordChange], base: str) -> str:
+    blocked = sum(1 for c in changes if c.after == "blocked" and c.before != "blocked")
+    ready = sum(1 for c in changes if c.after == "ready" and c.before != "ready")
+    return f"; since {base}: {blocked} newly blocked, {ready} newly ready"
 
 
 def _version_datetime(repository: Repository, given: str | None) -> str:

@@ -1,14 +1,19 @@
-"""The little ecoc needs from git: the time of the commit being rendered.
+"""What ecoc needs from git: commit times, changed files and lines, files as they were at a commit.
 
-Git runs as a subprocess with a fixed argument list; no user text reaches its options.
+Git runs as a subprocess with a fixed argument list. User text (a base name, paths, search
+strings) only ever follows --end-of-options, --, -f FILE or stdin, so it never becomes an option.
 """
 
 from __future__ import annotations
 
+import io
+import re
 import subprocess
+import tarfile
+import tempfile
 from pathlib import Path
 
-from ecoc.errors import ConfigError
+from ecoc.errors import ConfigError, UsageError
 
 
 def head_commit_time(root: Path) -> str | None:
@@ -45,3 +50,180 @@ def uncommitted(root: Path, folders: tuple[str, ...]) -> list[str]:
         return []
     entries = [entry for entry in completed.stdout.decode("utf-8", "replace").split("\0") if entry]
     return [entry[3:] for entry in entries if len(entry) > 3]
+
+
+def _git(root: Path, *args: str, stdin: bytes | None = None, timeout: int = 600) -> subprocess.CompletedProcess[bytes]:
+    """Run git in `root` with a fixed argument list; user text only ever follows --end-of-options or --."""
+    try:
+        return subprocess.run(
+            ["git", "-C", str(root), "-c", "core.quotepath=off", *args],
+            input=stdin,
+            capture_output=True,
+            check=False,
+            timeout=timeout,
+        )
+    except FileNotFoundError:
+        raise ConfigError(
+            "git is not installed", "install git; --base compares with a commit of the repository"
+        ) from None
+
+
+def _refusal(root: Path, completed: subprocess.CompletedProcess[bytes]) -> None:
+    stderr = completed.stderr.decode("utf-8", "replace")
+    if "dubious ownership" in stderr:
+        raise ConfigError(
+            f"git refuses to read {root}: the folder belongs to another user",
+            f"run: git config --global --add safe.directory {root}",
+        )
+    if "not a git repository" in stderr:
+        raise ConfigError(f"{root} is not a git repository", "--base needs the repository's git history")
+
+
+_SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
+
+
+def _sha(commit: str) -> str:
+    """A commit id as resolve_commit returns it; anything else never reaches git."""
+    if not _SHA.fullmatch(commit):
+        raise ValueError(f"not a commit id: {commit!r}")
+    return commit
+
+
+def resolve_commit(root: Path, ref: str) -> str:
+    """Return the commit `ref` names, or raise a usage error that says how to fetch it."""
+    if not ref or ref.startswith("-") or any(ord(c) < 32 for c in ref):
+        raise UsageError(f"--base {ref!r} is not a commit or branch name", "name the base as in --base origin/main")
+    completed = _git(root, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
+    _refusal(root, completed)
+    if completed.returncode != 0:
+        shallow = _git(root, "rev-parse", "--is-shallow-repository").stdout.strip() == b"true"
+        hint = (
+            "this clone is shallow; fetch the full history (git fetch --unshallow, or fetch-depth: 0 in "
+            "actions/checkout) and the base branch"
+            if shallow
+            else f"fetch it first (for example git fetch origin {ref.split('/')[-1]}), or name a commit"
+        )
+        raise UsageError(f"--base {ref}: no such commit in this repository", hint)
+    return completed.stdout.decode().strip()
+
+
+def changed_files(root: Path, commit: str) -> list[str]:
+    """Files that differ between `commit` and the working tree, untracked ones included."""
+    diff = _git(root, "diff", "--name-only", "-z", "--no-renames", commit, "--")
+    _refusal(root, diff)
+    untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z")
+    names = {*_names(diff.stdout), *_names(untracked.stdout)}
+    return sorted(names)
+
+
+def _names(output: bytes) -> list[str]:
+    return [name.decode("utf-8", "surrogateescape") for name in output.split(b"\0") if name]
+
+
+_HUNK = re.compile(rb"^@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@", re.MULTILINE)
+
+
+def changed_lines(root: Path, commit: str, paths: list[str]) -> dict[str, frozenset[int]]:
+    """Return the lines of each file (as it is now) that differ from `commit`, or all lines of a new file."""
+    lines: dict[str, frozenset[int]] = {}
+    if not paths:
+        return lines
+    completed = _git(
+        root, "diff", "-U0", "--no-renames", "--no-color", commit, "--", *[f":(literal){p}" for p in paths]
+    )
+    current: str | None = None
+    collected: set[int] = set()
+    for line in completed.stdout.splitlines():
+        if line.startswith(b"+++ "):
+            if current is not None:
+                lines[current] = frozenset(collected)
+            name = line[4:].decode("utf-8", "surrogateescape")
+            current = name[2:] if name.startswith("b/") else None
+            collected = set()
+        elif current is not None:
+            match = _HUNK.match(line)
+            if match:
+                start, count = int(match.group(1)), int(match.group(2) or 1)
+                collected.update(range(start, start + count))
+    if current is not None:
+        lines[current] = frozenset(collected)
+    for path in paths:
+        if path not in lines and (root / path).is_file():
+            try:
+                count = (root / path).read_bytes().count(b"\n") + 1
+            except OSError:
+                continue
+            lines[path] = frozenset(range(1, count + 1))
+    return lines
+
+
+def read_working(root: Path, path: str) -> bytes | None:
+    try:
+        return (root / path).read_bytes()
+    except OSError:
+        return None
+
+
+def read_at(root: Path, commit: str, paths: list[str]) -> dict[str, bytes]:
+    """Return the contents of `paths` at `commit`, leaving out paths that do not exist there."""
+    wanted = [p for p in paths if "\n" not in p]
+    if not wanted:
+        return {}
+    request = "".join(f"{commit}:{path}\n" for path in wanted).encode("utf-8", "surrogateescape")
+    completed = _git(root, "cat-file", "--batch", stdin=request)
+    found: dict[str, bytes] = {}
+    output = completed.stdout
+    position = 0
+    for path in wanted:
+        end = output.index(b"\n", position)
+        header = output[position:end].split()
+        position = end + 1
+        if len(header) == 3 and header[1] == b"blob":
+            size = int(header[2])
+            found[path] = output[position : position + size]
+            position += size + 1
+    return found
+
+
+def files_at(root: Path, commit: str, folder: str) -> set[str]:
+    completed = _git(root, "ls-tree", "-r", "-z", "--name-only", "--end-of-options", commit, "--", folder)
+    return set(_names(completed.stdout))
+
+
+def grep_files(root: Path, commit: str | None, needles: list[str], folder: str) -> list[str]:
+    """Files below `folder` (in the working tree, or at `commit`) that contain one of `needles`."""
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt") as patterns:
+        patterns.write("".join(f"{needle}\n" for needle in needles if "\n" not in needle))
+        patterns.flush()
+        where = [_sha(commit)] if commit is not None else ["--untracked"]
+        completed = _git(root, "grep", "-l", "-z", "-F", "--no-color", "-f", patterns.name, *where, "--", folder)
+    names = _names(completed.stdout)
+    if commit is not None:
+        names = [name.split(":", 1)[1] if name.startswith(commit + ":") else name for name in names]
+    return names
+
+
+def export(root: Path, commit: str, folders: list[str], files: list[str], destination: Path) -> None:
+    """Write `folders` and `files` as they are at `commit` into `destination`; absent ones are skipped."""
+    listed = _git(
+        root, "ls-tree", "-z", "--name-only", "--end-of-options", commit, "--", *[f":(literal){f}" for f in folders]
+    )
+    present = _names(listed.stdout)
+    if present:
+        # `git archive` takes no --; each path starts with its :(literal) magic, never with a dash.
+        completed = _git(root, "archive", "--format=tar", _sha(commit), *[f":(literal){p}" for p in present])
+        if completed.returncode != 0:
+            raise ConfigError(
+                f"cannot read {commit[:12]} from git: {completed.stderr.decode('utf-8', 'replace').strip()}",
+                "check that the repository is complete (git fsck)",
+            )
+        with tarfile.open(fileobj=io.BytesIO(completed.stdout)) as archive:
+            archive.extractall(destination, filter="data")
+    inside = destination.resolve()
+    for start in range(0, len(files), 2000):
+        for path, data in read_at(root, commit, files[start : start + 2000]).items():
+            target = (destination / path).resolve()
+            if not target.is_relative_to(inside):
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)

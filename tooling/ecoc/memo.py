@@ -31,7 +31,7 @@ from ecoc.files import CONFIG_NAME, list_manifests, list_yaml
 log = logging.getLogger(__name__)
 
 MEMO_FILE = "last-check.json"
-MEMO_FORMAT = 3
+MEMO_FORMAT = 4
 FOLDERS = ("approvals", "records", "rules")
 
 
@@ -56,6 +56,8 @@ class Memo:
     records: int
     approvals: int
     findings: list[dict[str, Any]] = field(default_factory=list)
+    # [record file, VIN] of each checked record, for reports with a part per record.
+    checked: list[list[str | None]] = field(default_factory=list)
 
 
 def _stat_line(label: str, path: str) -> tuple[str, int]:

@@ -37,8 +37,8 @@ def format_text(findings: Sequence[Finding]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def format_json(findings: Sequence[Finding], summary: dict[str, object]) -> str:
-    document = {"summary": summary, "findings": [f.to_dict() for f in findings]}
+def format_json(findings: Sequence[Finding], summary: dict[str, object], extra: dict[str, object] | None = None) -> str:
+    document = {"summary": summary, "findings": [f.to_dict() for f in findings], **(extra or {})}
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 

@@ -1,0 +1,175 @@
+"""`ecoc check --base REF`: what a change touches, and how readiness moved since the base."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import git
+from ecoc.cli import main
+from test_check import APPROVAL, OTHER_RECORD, RECORD, edit
+
+OTHER_APPROVAL_RECORD = "records/XNHDR1M67TE300087.yaml"
+
+
+def base_check(repo: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, object], str]:
+    code = main(["--repo", str(repo), "check", "--format", "json", *args])
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out), captured.err
+
+
+def commit(repo: Path, message: str) -> None:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+
+
+def checked_files(document: dict[str, object]) -> int:
+    return document["summary"]["records"]  # type: ignore[index,no-any-return]
+
+
+def changes(document: dict[str, object]) -> dict[str, dict[str, object]]:
+    return {c["file"]: c for c in document["base"]["changes"]}  # type: ignore[index]
+
+
+def test_change_to_one_record_checks_that_record(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 99999")
+    code, document, err = base_check(example_repo, capsys, "--base", "HEAD")
+    assert checked_files(document) == 1
+    change = changes(document)[RECORD]
+    assert (change["before"], change["after"]) == ("ready", "blocked")
+    assert "mass.actual-within-maximum" in [f["rule"] for f in change["added"]]  # type: ignore[union-attr]
+    assert change["resolved"] == []
+    assert "since HEAD: 1 newly blocked, 0 newly ready" in err
+    assert code == 1
+
+
+def test_fixed_record_is_newly_ready(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 99999")
+    commit(example_repo, "break")
+    edit(example_repo, RECORD, "ActualMass: 99999", "ActualMass: 1478")
+    code, document, err = base_check(example_repo, capsys, "--base", "HEAD")
+    change = changes(document)[RECORD]
+    assert (change["before"], change["after"]) == ("blocked", "ready")
+    assert "mass.actual-within-maximum" in [f["rule"] for f in change["resolved"]]  # type: ignore[union-attr]
+    assert "0 newly blocked, 1 newly ready" in err
+    assert code == 0
+
+
+def test_moved_lines_are_no_change(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 99999")
+    commit(example_repo, "break")
+    text = (example_repo / RECORD).read_text(encoding="utf-8")
+    (example_repo / RECORD).write_text("# a comment moves every line\n" + text, encoding="utf-8")
+    code, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    assert checked_files(document) == 1
+    assert changes(document) == {}
+    assert code == 1
+
+
+def test_change_to_an_approval_checks_its_records_only(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, APPROVAL, "MaximumSpeed: 178", "MaximumSpeed: 260")
+    code, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    approval_records = [p.name for p in (example_repo / "records").glob("XNHKH16*.yaml")]
+    assert checked_files(document) == len(approval_records) == 4
+    assert {Path(f).name for f in changes(document)} == {Path(RECORD).name, Path(OTHER_RECORD).name}
+    assert all(c["after"] == "blocked" for c in changes(document).values())
+    assert code == 1
+
+
+def test_change_to_the_rules_checks_every_record(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rules = example_repo / "rules" / "extra.yaml"
+    rules.write_text(
+        "rules:\n"
+        "  - id: test.speed-below-175\n"
+        "    title: Slow vehicles only\n"
+        "    severity: warning\n"
+        "    when: has(coc.MaximumSpeed)\n"
+        "    check: coc.MaximumSpeed < 175.0\n"
+        "    message: maximum speed {{ coc.MaximumSpeed }} km/h\n"
+        "    path: CocDataGroup.MaximumSpeed\n"
+        "    examples:\n"
+        "      pass: {CocDataGroup: {MaximumSpeed: 170}}\n"
+        "      fail: {CocDataGroup: {MaximumSpeed: 180}}\n",
+        encoding="utf-8",
+    )
+    code, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    assert checked_files(document) == 12
+    changed = changes(document)
+    assert changed
+    assert all(c["before"] == c["after"] == "ready" for c in changed.values())
+    assert all([f["rule"] for f in c["added"]] == ["test.speed-below-175"] for c in changed.values())  # type: ignore[union-attr]
+    assert code == 0
+
+
+def test_new_record_duplicates_a_vin(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copy(example_repo / RECORD, example_repo / "records" / "XNHKH16S1TE100214-copy.yaml")
+    code, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    changed = changes(document)
+    new = changed["records/XNHKH16S1TE100214-copy.yaml"]
+    assert (new["before"], new["after"]) == ("absent", "blocked")
+    old = changed[RECORD]
+    assert (old["before"], old["after"]) == ("ready", "blocked")
+    assert "record.duplicate-vin" in [f["rule"] for f in old["added"]]  # type: ignore[union-attr]
+    assert code == 1
+
+
+def test_deleted_record_is_absent_now(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (example_repo / OTHER_APPROVAL_RECORD).unlink()
+    code, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    change = changes(document)[OTHER_APPROVAL_RECORD]
+    assert (change["before"], change["after"]) == ("ready", "absent")
+    assert checked_files(document) == 0
+    assert code == 0
+
+
+def test_text_report_lists_the_changes(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 99999")
+    main(["--repo", str(example_repo), "check", "--base", "HEAD"])
+    out = capsys.readouterr().out
+    assert "readiness since HEAD:\n  records/XNHKH16S1TE100214.yaml: ready -> blocked\n    + error mass." in out
+
+
+@pytest.mark.parametrize(
+    ("base", "expected"),
+    [
+        ("no-such-branch", "--base no-such-branch: no such commit in this repository"),
+        ("--output=/tmp/x", "is not a commit or branch name"),
+        ("HEAD~5", "no such commit"),
+    ],
+)
+def test_unknown_base_is_a_usage_error(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], base: str, expected: str
+) -> None:
+    code = main(["--repo", str(example_repo), "check", "--base", base])
+    assert code == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_shallow_clone_says_how_to_fetch_the_history(
+    example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 1479")
+    commit(example_repo, "second")
+    shallow = tmp_path / "shallow"
+    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{example_repo}", str(shallow))
+    code = main(["--repo", str(shallow), "check", "--base", "HEAD~1"])
+    assert code == 2
+    assert "this clone is shallow" in capsys.readouterr().err
+
+
+def test_base_outside_git_is_a_configuration_error(
+    example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plain = tmp_path / "plain"
+    shutil.copytree(example_repo, plain, ignore=shutil.ignore_patterns(".git"))
+    code = main(["--repo", str(plain), "check", "--base", "main"])
+    assert code == 3
+    assert "is not a git repository" in capsys.readouterr().err
+
+
+def test_base_with_paths_is_refused(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--repo", str(example_repo), "check", "--base", "HEAD", str(example_repo / RECORD)]) == 2
+    assert "takes no PATHS" in capsys.readouterr().err

@@ -1,0 +1,165 @@
+"""Report formats of `ecoc check`: SARIF, JUnit, GitHub workflow commands and Markdown."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import jsonschema
+import pytest
+from lxml import etree
+
+from ecoc.cli import main
+from ecoc.findings import Finding, Severity
+from ecoc.formats import (
+    GITHUB_ANNOTATIONS_PER_KIND,
+    MARKDOWN_MARKER,
+    CheckedRecord,
+    Report,
+    format_github,
+    format_markdown,
+)
+from test_check import APPROVAL, RECORD, edit
+
+SARIF_SCHEMA = "@microsoft/jest-sarif/lib/schemas/sarif-2.1.0-rtm.5.json"
+
+
+def sarif_schema() -> dict[str, object]:
+    modules = os.environ.get("ECOC_NODE_MODULES")
+    path = Path(modules) / SARIF_SCHEMA if modules else None
+    if path is None or not path.is_file():
+        message = "set ECOC_NODE_MODULES to a node_modules folder with the npm package @microsoft/jest-sarif"
+        if os.environ.get("ECOC_REQUIRE_OFFICIAL") == "1":
+            pytest.fail(f"{message} (ECOC_REQUIRE_OFFICIAL=1 forbids skipping)")
+        pytest.skip(message)
+    return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+def run(repo: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main(["--repo", str(repo), "check", "--no-cache", *args])
+    return code, capsys.readouterr().out
+
+
+def break_two_things(repo: Path) -> None:
+    """Break a record value, and an approval value that the approval's records inherit."""
+    edit(repo, RECORD, "ActualMass: 1478", "ActualMass: 99999")
+    edit(repo, APPROVAL, "MaximumSpeed: 178", "MaximumSpeed: 260")
+
+
+def test_sarif_validates_against_the_sarif_schema(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    schema = sarif_schema()
+    break_two_things(example_repo)
+    code, out = run(example_repo, capsys, "--format", "sarif")
+    log = json.loads(out)
+    jsonschema.validate(log, schema)
+    results = log["runs"][0]["results"]
+    rules = log["runs"][0]["tool"]["driver"]["rules"]
+    assert code == 1
+    assert {r["ruleId"] for r in results} == {r["id"] for r in rules}
+    for result in results:
+        assert rules[result["ruleIndex"]]["id"] == result["ruleId"]
+        location = result["locations"][0]["physicalLocation"]
+        assert not location["artifactLocation"]["uri"].startswith("/")
+        assert location["region"]["startLine"] >= 1
+    speed = next(r for r in results if r["ruleId"] == "tyre.speed-category-covers-maximum-speed")
+    assert speed["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == APPROVAL
+    assert "XNHKH16S1TE100214" in speed["properties"]["records"]
+    described = next(r for r in rules if r["id"] == "tyre.speed-category-covers-maximum-speed")
+    assert described["defaultConfiguration"]["level"] == "error"
+    assert described["shortDescription"]["text"].startswith("The speed category")
+
+
+def test_sarif_fingerprint_survives_a_moved_line(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    break_two_things(example_repo)
+    _, before = run(example_repo, capsys, "--format", "sarif")
+    text = (example_repo / RECORD).read_text(encoding="utf-8")
+    (example_repo / RECORD).write_text("# moved down by a comment\n" + text, encoding="utf-8")
+    _, after = run(example_repo, capsys, "--format", "sarif")
+
+    def prints(out: str) -> set[str]:
+        return {r["partialFingerprints"]["ecocFinding/v1"] for r in json.loads(out)["runs"][0]["results"]}
+
+    assert prints(before) == prints(after)
+
+
+def test_junit_has_a_test_case_per_record(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    break_two_things(example_repo)
+    code, out = run(example_repo, capsys, "--format", "junit")
+    root = etree.fromstring(out.encode())
+    records = root.find("testsuite[@name='records']")
+    assert records is not None
+    cases = records.findall("testcase")
+    assert len(cases) == 12
+    failed = {case.get("name") for case in cases if case.find("failure") is not None}
+    assert failed == {"XNHKH16S1TE100214", "XNHKH16S8TE103871"}
+    assert root.get("failures") == "2"
+    assert code == 1
+
+
+def test_junit_holds_control_characters_of_the_data(tmp_path: Path) -> None:
+    finding = Finding("model.control-character", Severity.ERROR, "text with \x07 bell", "records/A.yaml", 3, 4)
+    report = Report([finding], {"errors": 1}, [CheckedRecord("records/A.yaml", "A")])
+    from ecoc.formats import format_junit
+
+    root = etree.fromstring(format_junit(report).encode())
+    failure = root.find(".//failure")
+    assert failure is not None and "\\x07" in (failure.text or "")
+
+
+SUMMARY = {"errors": 0, "warnings": 0, "info": 0, "waived": 0, "records": 1, "approvals": 0}
+
+
+def finding(number: int, severity: Severity = Severity.ERROR, line: int | None = None) -> Finding:
+    return Finding("test.rule", severity, f"problem {number}", "records/A.yaml", line or number, 1, records=("A",))
+
+
+def test_github_annotations_stop_at_limit() -> None:
+    findings = [finding(n) for n in range(1, 26)] + [finding(n, Severity.WARNING) for n in range(30, 33)]
+    report = Report(findings, {"errors": 25, "warnings": 3, "info": 0, "records": 1, "approvals": 0})
+    lines = format_github(report).splitlines()
+    errors = [line for line in lines if line.startswith("::error ")]
+    warnings = [line for line in lines if line.startswith("::warning ")]
+    notices = [line for line in lines if line.startswith("::notice ")]
+    assert len(errors) == GITHUB_ANNOTATIONS_PER_KIND
+    assert len(warnings) == 3
+    assert len(notices) == 1
+    assert "15 more findings are not shown as annotations" in notices[0]
+    assert any("problem 25" in line and not line.startswith("::") for line in lines)
+
+
+def test_github_annotations_put_changed_lines_first() -> None:
+    findings = [finding(n) for n in range(1, 31)]
+    report = Report(findings, SUMMARY, changed_lines={"records/A.yaml": frozenset({25, 26})})
+    errors = [line for line in format_github(report).splitlines() if line.startswith("::error ")]
+    assert "line=25," in errors[0]
+    assert "line=26," in errors[1]
+
+
+def test_github_commands_escape_their_data() -> None:
+    odd = Finding("test.rule", Severity.WARNING, "50% done\nnext line", "records/a,b:c.yaml", 2, 3)
+    line = format_github(Report([odd], SUMMARY)).splitlines()[0]
+    assert line.startswith("::warning file=records/a%2Cb%3Ac.yaml,line=2,col=3,")
+    assert line.endswith("::50%25 done%0Anext line")
+
+
+def test_markdown_summary_first_within_limit() -> None:
+    records = [CheckedRecord(f"records/V{n:04}.yaml", f"V{n:04}") for n in range(400)]
+    findings = [
+        Finding("test.rule", Severity.ERROR, "x" * 300, f"records/V{n:04}.yaml", 1, 1, records=(f"V{n:04}",))
+        for n in range(400)
+    ]
+    summary = {"errors": 400, "warnings": 0, "info": 0, "waived": 0, "records": 400, "approvals": 0}
+    text = format_markdown(Report(findings, summary, records), full_report="in the ecoc-report artifact")
+    assert len(text) <= 65_000
+    assert text.startswith(MARKDOWN_MARKER + "\n## eCoC readiness: 400 of 400 records blocked")
+    assert "| records checked | blocked |" in text.split("###")[0]
+    assert "more entries are not shown. The full report is in the ecoc-report artifact." in text
+
+
+def test_markdown_escapes_what_the_data_says() -> None:
+    bad = Finding("test.rule", Severity.ERROR, "<script>x</script> | *bold*", "records/A.yaml", 1, 1, records=("A",))
+    text = format_markdown(Report([bad], {"errors": 1}, [CheckedRecord("records/A.yaml", "A")]))
+    assert "<script>" not in text
+    assert "&lt;script&gt;" in text
+    assert "\\| \\*bold\\*" in text
