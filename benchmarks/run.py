@@ -7,7 +7,9 @@ All measurements come from one run of this script, so their ratios compare like 
 3. `ecoc check` again with the cache that run wrote, nothing changed;
 4. in-process, one core: rendering plus XSD validation, against lxml parsing plus validation
    of the same bytes;
-5. peak RSS and wall time of `ecoc check -j 1 --no-cache` (and default jobs) on a larger fleet.
+5. peak RSS and wall time of `ecoc check -j 1 --no-cache` (and default jobs) on a larger fleet;
+6. `ecoc check --base HEAD` after a change to one record and to one approval, with the fleet
+   committed to git, against the cold `ecoc check` of step 2.
 
 The fleets come from benchmarks/generate_fleet.py and are written to benchmarks/work/ (the
 larger one is deleted after use). XSD
@@ -67,6 +69,8 @@ TARGET_RENDER_VS_PARSE = 0.5
 TARGET_PEAK_RSS_MIB = 512.0
 # The readiness rules may add at most this share to a cold `ecoc check -j 1`.
 TARGET_RULES_SHARE = 0.25
+# `ecoc check --base` after a change to one record: at most this share of a cold full check.
+TARGET_BASE_SHARE = 0.05
 
 PROFILE_ROWS = 8
 # ecoc functions whose cumulative time the profiles list, when they appear in the profile.
@@ -412,6 +416,75 @@ def measure_without_rules(fleet: Path, count: int, repeat: int, schema_path: Pat
     return times
 
 
+@dataclass
+class BaseResult:
+    """`ecoc check --base HEAD` runs after a change to one record and to one approval."""
+
+    # Nothing changed: the fixed cost of start-up, loading the rules and asking git.
+    unchanged: Series
+    record: Series
+    record_checked: int
+    approval: Series
+    approval_checked: int
+    # Records of the fleet that name the changed approval.
+    approval_records: int
+
+
+def _git(fleet: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-C", str(fleet), "-c", "user.name=benchmark", "-c", "user.email=benchmark@ecoc.invalid", *args],
+        check=True,
+        capture_output=True,
+    )
+
+
+def _base_run(fleet: Path, schema_path: Path | None) -> CommandRun:
+    arguments = ["-v", "check", "--base", "HEAD", "--no-cache"]
+    run = run_command([*ecoc_executable(), *arguments], fleet, ecoc_environment(None, schema_path))
+    if run.exit_code not in (0, 1):
+        raise BenchmarkError(f"`ecoc {' '.join(arguments)}` in {fleet} exited with {run.exit_code}:\n{run.stderr}")
+    return run
+
+
+def measure_base(fleet: Path, repeat: int, schema_path: Path | None) -> BaseResult | None:
+    """Commit the fleet to git, change one record and then one approval, and time `ecoc check --base`."""
+    if shutil.which("git") is None:
+        return None
+    _git(fleet, "init", "-q")
+    _git(fleet, "add", "-A")
+    _git(fleet, "commit", "-q", "-m", "fleet")
+    records, approvals = fleet_files(fleet)
+    approval = Path(approvals[0])
+    number = re.search(rb"TypeApprovalNumber: *['\"]?([^'\"\s]+)", approval.read_bytes())
+    if number is None:
+        raise BenchmarkError(f"{approval} has no TypeApprovalNumber")
+    approval_records = sum(1 for path in records if number.group(1) in Path(path).read_bytes())
+    result = BaseResult(Series(), Series(), 0, Series(), 0, approval_records)
+    try:
+        for _ in range(repeat):
+            result.unchanged.values.append(_base_run(fleet, schema_path).wall)
+        for changed in (Path(records[len(records) // 2]), approval):
+            original = changed.read_bytes()
+            changed.write_bytes(original + b"# changed by the benchmark\n")
+            for _ in range(repeat):
+                run = _base_run(fleet, schema_path)
+                if changed == approval:
+                    result.approval.values.append(run.wall)
+                    result.approval_checked = run.records_checked() or 0
+                else:
+                    result.record.values.append(run.wall)
+                    result.record_checked = run.records_checked() or 0
+            changed.write_bytes(original)
+    finally:
+        shutil.rmtree(fleet / ".git")
+    log(
+        f"`ecoc check --base HEAD`: one record changed {result.record.median:.2f} s "
+        f"({result.record_checked} checked), one approval changed {result.approval.median:.2f} s "
+        f"({result.approval_checked} checked of its {approval_records} records)"
+    )
+    return result
+
+
 def measure_startup(repeat: int) -> Series:
     """Time `ecoc --version`, which is interpreter start and ecoc's imports, the floor of every CLI run."""
     times = Series()
@@ -622,6 +695,7 @@ class Results:
     memory: list[MemoryRun]
     # Cold `ecoc check -j 1` with rules/ moved aside, to show what the rules cost.
     without_rules: Series | None = None
+    base: BaseResult | None = None
     profiles: list[Profile] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -632,7 +706,7 @@ class Results:
 
 @dataclass
 class Target:
-    # Measurement kind: "cold", "warm", "render", "memory" or "rules".
+    # Measurement kind: "cold", "warm", "render", "memory", "rules", "base" or "base-scope".
     kind: str
     name: str
     value: float
@@ -715,6 +789,28 @@ def targets_of(results: Results) -> list[Target]:
                 "rules", "time the rules add to a cold `ecoc check -j 1`", share, TARGET_RULES_SHARE * 100, False, "%"
             )
         )
+    if results.base is not None:
+        cold = results.checks[-1].cold_times.median
+        targets.append(
+            Target(
+                "base",
+                "`ecoc check --base` after a change to one record, against a cold `ecoc check` (default jobs)",
+                results.base.record.median / cold * 100,
+                TARGET_BASE_SHARE * 100,
+                False,
+                "%",
+            )
+        )
+        targets.append(
+            Target(
+                "base-scope",
+                "records `ecoc check --base` checks after a change to one approval, other than that approval's own",
+                abs(results.base.approval_checked - results.base.approval_records),
+                1,
+                False,
+                "records",
+            )
+        )
     return targets
 
 
@@ -761,6 +857,25 @@ def results_table(results: Results) -> list[str]:
             f"| cold `ecoc check -j 1` without rules/ | {without.median:.2f} s | {without.spread()} | "
             f"{format_rate(count, without.median)} | cold `ecoc check -j 1` | "
             f"rules add {(with_rules / without.median - 1):.0%} | |"
+        )
+    if results.base is not None:
+        base = results.base
+        full = results.checks[-1].cold_times.median
+        lines.append(
+            f"| `ecoc check --base HEAD`, nothing changed | {base.unchanged.median:.2f} s | "
+            f"{base.unchanged.spread()} | | cold `ecoc check` (default jobs) | "
+            f"{base.unchanged.median / full:.1%} of its time | |"
+        )
+        lines.append(
+            f"| `ecoc check --base HEAD`, one record changed ({base.record_checked} checked) | "
+            f"{base.record.median:.2f} s | {base.record.spread()} | | cold `ecoc check` (default jobs) | "
+            f"{base.record.median / full:.1%} of its time | |"
+        )
+        lines.append(
+            f"| `ecoc check --base HEAD`, one approval changed ({base.approval_checked} checked, "
+            f"the approval has {base.approval_records}) | {base.approval.median:.2f} s | {base.approval.spread()} | "
+            f"{format_rate(base.approval_checked, base.approval.median)} | cold `ecoc check` (default jobs) | "
+            f"{base.approval.median / full:.1%} of its time | |"
         )
     for memory in results.memory:
         run = memory.run
@@ -827,6 +942,12 @@ def method_lines(results: Results) -> list[str]:
         "wrote. With nothing changed, ecoc reports the findings it stored with a fingerprint of "
         "every input (`-v` logs that it did), so the run reads file sizes, times and inodes only.",
         *([render] if results.render is not None else []),
+        "- Changed: the fleet is committed to a new git repository, `ecoc -v check --base HEAD "
+        "--no-cache` runs once with nothing changed, then one record file (and "
+        "after it one approval file) gets a comment line appended, and `ecoc -v check --base HEAD "
+        "--no-cache` runs with the default jobs and no cache, as in a fresh CI job. The approval row "
+        "also counts the fleet's records that name the approval's number, which is what the run "
+        "should check. The git repository is removed afterwards.",
         "- Rules: cold `ecoc check -j 1` once more per repetition with the fleet's rules/ folder "
         "moved aside, so that no readiness rule runs; the share is the cold time with rules over "
         "the cold time without, minus one.",
@@ -879,6 +1000,19 @@ def miss_facts(results: Results, target: Target) -> list[str]:
     return []
 
 
+def base_facts(results: Results) -> list[str]:
+    """Facts on what a `--base` run spends whatever the change, for a missed `--base` target."""
+    if results.base is None:
+        return []
+    base = results.base
+    return [
+        f"With nothing changed, `ecoc check --base HEAD` takes {base.unchanged.median:.2f} s: start-up and "
+        f"imports ({results.startup.median:.2f} s for `ecoc --version`), loading and compiling the rules, "
+        "and the git commands that find the change.",
+        f"Checking the changed record, here and at the base, adds {base.record.median - base.unchanged.median:.2f} s.",
+    ]
+
+
 def missed_lines(results: Results) -> list[str]:
     missed = [target for target in targets_of(results) if not target.met]
     if not missed:
@@ -886,7 +1020,8 @@ def missed_lines(results: Results) -> list[str]:
     lines = []
     for target in missed:
         lines.append(f"- {target.name}: {target.shortfall()}.")
-        lines += [f"  {fact}" for fact in miss_facts(results, target)]
+        facts = base_facts(results) if target.kind == "base" else miss_facts(results, target)
+        lines += [f"  {fact}" for fact in facts]
     if results.profiles:
         lines += [
             "",
@@ -939,8 +1074,8 @@ def render_page(results: Results, command: str) -> str:
         "",
         "- `ecoc render` and `ecoc import` as commands; step 4 times the render and validation "
         "inside one process only.",
-        "- Runs after a partial change (some records or one approval edited), a cold page cache, "
-        "other file systems and other fleet shapes (the generator clones the example records).",
+        "- A warm cache after a partial change, a cold page cache, other file systems and other "
+        "fleet shapes (the generator clones the example records).",
         "- Memory of `ecoc check` with a cache, and the summed RSS of parallel workers.",
         f"- Machines with more than {machine.cpus} CPUs, where the default jobs run more workers.",
         "- A second run after record files changed less than 2 s before the cache was written: ecoc "
@@ -1010,6 +1145,7 @@ def measure(options: argparse.Namespace) -> Results:
     ]
     without_rules = measure_without_rules(fleet, options.count, options.repeat, schema_path)
     render_result = measure_render(fleet, schema, options.repeat) if schema is not None else None
+    base = measure_base(fleet, options.repeat, schema_path)
 
     results = Results(
         machine,
@@ -1025,6 +1161,7 @@ def measure(options: argparse.Namespace) -> Results:
         options.memory_count,
         [],
         without_rules,
+        base,
     )
     add_profiles(results, fleet, schema, schema_path)
     if options.memory_count:

@@ -19,7 +19,7 @@ from pathlib import Path
 from ecoc import gitinfo
 from ecoc.config import Repository, open_repository
 from ecoc.errors import EcocError
-from ecoc.files import CONFIG_NAME
+from ecoc.files import CONFIG_NAME, YAML_SUFFIXES
 from ecoc.findings import Finding
 from ecoc.formats import CheckedRecord, RecordChange, Report, affecting, state_of
 from ecoc.runner import CheckRun, RunOptions, run_check
@@ -38,19 +38,28 @@ class Scope:
 
     base: str
     commit: str
-    changed: tuple[str, ...]
+    # Changed files with git's status letter: A (added), D (deleted), M (modified), T (type changed).
+    changed: dict[str, str]
     everything: bool
     records: tuple[str, ...]
     approvals: tuple[str, ...]
+    # The VINs of the changed records and the approval numbers of the changed approvals, on both sides.
+    needles: tuple[str, ...]
 
 
 def scope_of(repository: Repository, base: str) -> Scope:
-    commit = gitinfo.resolve_commit(repository.root, base)
-    changed = tuple(gitinfo.changed_files(repository.root, commit))
+    root = repository.root
+    commit = gitinfo.resolve_commit(root, base)
+    changed = gitinfo.changed_files(root, commit)
     everything = any(path == CONFIG_NAME or path.startswith(_EVERYTHING) for path in changed)
-    records = tuple(p for p in changed if p.startswith("records/") and p.endswith((".yaml", ".yml")))
-    approvals = tuple(p for p in changed if p.startswith("approvals/") and p.endswith((".yaml", ".yml")))
-    return Scope(base, commit, changed, everything, records, approvals)
+    records = tuple(p for p in changed if p.startswith("records/") and p.endswith(YAML_SUFFIXES))
+    approvals = tuple(p for p in changed if p.startswith("approvals/") and p.endswith(YAML_SUFFIXES))
+    before = gitinfo.read_at(root, commit, [p for p in (*records, *approvals) if changed[p] != "A"])
+    now = {p: gitinfo.read_working(root, p) for p in (*records, *approvals)}
+    vins = _needles([*(now[p] for p in records), *(before.get(p) for p in records)], _VIN_LINE)
+    vins |= {_stem(path) for path in records}
+    numbers = _needles([*(now[p] for p in approvals), *(before.get(p) for p in approvals)], _NUMBER_LINE)
+    return Scope(base, commit, changed, everything, records, approvals, tuple(sorted(vins | numbers)))
 
 
 def _needles(texts: Iterable[bytes | None], pattern: re.Pattern[bytes]) -> set[str]:
@@ -65,26 +74,26 @@ def _stem(path: str) -> str:
     return path.rsplit("/", 1)[-1].rsplit(".", 1)[0].split("-", 1)[0]
 
 
-def related_records(repository: Repository, scope: Scope, at: str | None) -> set[str]:
-    """Record files, in the working tree (`at` None) or at a commit, that a changed file may concern.
+def related_records(repository: Repository, scope: Scope) -> set[str]:
+    """Record files in the working tree that a changed file may concern.
 
-    They are the changed records themselves, the records that hold the VIN of a changed record
+    They are the changed records themselves, the records that contain the VIN of a changed record
     (for duplicate VINs), and the records that name the approval number of a changed approval.
-    A text search finds them; the check then reads each one properly.
+    A text search finds them, and the check then reads each one properly.
     """
-    root = repository.root
-    paths = [*scope.records, *scope.approvals]
-    head = {path: gitinfo.read_working(root, path) for path in paths}
-    base = gitinfo.read_at(root, scope.commit, paths)
-    vins = _needles((*(head[p] for p in scope.records), *(base.get(p) for p in scope.records)), _VIN_LINE)
-    vins |= {_stem(path) for path in scope.records}
-    numbers = _needles((*(head[p] for p in scope.approvals), *(base.get(p) for p in scope.approvals)), _NUMBER_LINE)
-    found = set(gitinfo.grep_files(root, at, sorted(vins | numbers), "records")) if vins | numbers else set()
-    present = gitinfo.files_at(root, at, "records") if at is not None else None
-    for path in scope.records:
-        if present is None or path in present:
-            found.add(path)
-    return {path for path in found if path.endswith((".yaml", ".yml"))}
+    found = set(gitinfo.grep_files(repository.root, None, list(scope.needles), "records")) if scope.needles else set()
+    found.update(path for path in scope.records if scope.changed[path] != "D")
+    return {path for path in found if path.endswith(YAML_SUFFIXES)}
+
+
+def related_at_base(scope: Scope, related: set[str]) -> set[str]:
+    """The same record files as they were at the base.
+
+    A file the change did not touch is the same on both sides, and the needles cover the VINs and
+    numbers of both sides, so only the files the change added or deleted differ.
+    """
+    kept = {path for path in related if scope.changed.get(path) != "A"}
+    return kept | {path for path in scope.records if scope.changed[path] != "A"}
 
 
 @dataclass
@@ -140,15 +149,15 @@ def _only_in(findings: Sequence[Finding], surplus: Counter[tuple[object, ...]]) 
 
 def check_against_base(repository: Repository, scope: Scope, options: RunOptions) -> Comparison:
     """Check the selection of `scope` here and in the base, and compare the two."""
+    related = set() if scope.everything else related_records(repository, scope)
     if scope.everything:
         head = run_check(repository, options)
     else:
-        head = run_check(
-            repository, _restricted(repository.root, scope, options, related_records(repository, scope, None))
-        )
+        head = run_check(repository, _restricted(repository.root, scope, options, related))
     with tempfile.TemporaryDirectory(prefix="ecoc-base-") as folder:
         try:
-            base = _check_base(repository, scope, options, Path(folder))
+            base_options = options if scope.everything else _same_rules(options, head)
+            base = _check_base(repository, scope, base_options, related_at_base(scope, related), Path(folder))
         except EcocError as exc:
             problem = f"the base {scope.base} cannot be checked: {exc.message}"
             log.warning("%s", problem)
@@ -163,11 +172,15 @@ def _restricted(root: Path, scope: Scope, options: RunOptions, files: set[str]) 
     return replace(options, selection=selection or [root / "records" / ".none"], files=frozenset(files))
 
 
-def _check_base(repository: Repository, scope: Scope, options: RunOptions, copy: Path) -> CheckRun:
+def _check_base(repository: Repository, scope: Scope, options: RunOptions, files: set[str], copy: Path) -> CheckRun:
     wanted = [CONFIG_NAME, "approvals", "rules"]
     if scope.everything:
         gitinfo.export(repository.root, scope.commit, [*wanted, "records"], [], copy)
         return run_check(open_repository(copy, explicit=True), options)
-    files = related_records(repository, scope, scope.commit)
     gitinfo.export(repository.root, scope.commit, wanted, sorted(files), copy)
     return run_check(open_repository(copy, explicit=True), _restricted(copy, scope, options, files))
+
+
+def _same_rules(options: RunOptions, head: CheckRun) -> RunOptions:
+    """The options for the base run, reusing the head's rules: the change left rules/ alone."""
+    return replace(options, catalogue=head.catalogue)

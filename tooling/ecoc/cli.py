@@ -371,7 +371,8 @@ def _check_base(
     report.changes = comparison.changes
     report.base_problem = comparison.base_problem
     if format_ == "github":
-        report.changed_lines = changed_lines(repository.root, scope.commit, list(scope.changed))
+        present = [path for path, status in scope.changed.items() if status != "D"]
+        report.changed_lines = changed_lines(repository.root, scope.commit, present)
     _emit(_formatted(report, format_), output)
     click.echo(summary_line(summary) + _changes_note(comparison.changes, base), err=True)
     return EXIT_FINDINGS if summary["errors"] else EXIT_CLEAN

@@ -107,13 +107,20 @@ def resolve_commit(root: Path, ref: str) -> str:
     return completed.stdout.decode().strip()
 
 
-def changed_files(root: Path, commit: str) -> list[str]:
-    """Files that differ between `commit` and the working tree, untracked ones included."""
-    diff = _git(root, "diff", "--name-only", "-z", "--no-renames", commit, "--")
+def changed_files(root: Path, commit: str) -> dict[str, str]:
+    """Files that differ between `commit` and the working tree, with git's status letter.
+
+    The letters are A (added), D (deleted), M (modified) and T (type changed); untracked files
+    count as added.
+    """
+    diff = _git(root, "diff", "--name-status", "-z", "--no-renames", commit, "--")
     _refusal(root, diff)
+    fields = _names(diff.stdout)
+    changed = {fields[i + 1]: fields[i][:1] for i in range(0, len(fields) - 1, 2)}
     untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z")
-    names = {*_names(diff.stdout), *_names(untracked.stdout)}
-    return sorted(names)
+    for name in _names(untracked.stdout):
+        changed.setdefault(name, "A")
+    return dict(sorted(changed.items()))
 
 
 def _names(output: bytes) -> list[str]:
@@ -183,11 +190,6 @@ def read_at(root: Path, commit: str, paths: list[str]) -> dict[str, bytes]:
             found[path] = output[position : position + size]
             position += size + 1
     return found
-
-
-def files_at(root: Path, commit: str, folder: str) -> set[str]:
-    completed = _git(root, "ls-tree", "-r", "-z", "--name-only", "--end-of-options", commit, "--", folder)
-    return set(_names(completed.stdout))
 
 
 def grep_files(root: Path, commit: str | None, needles: list[str], folder: str) -> list[str]:

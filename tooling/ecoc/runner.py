@@ -34,7 +34,7 @@ from ecoc.ivi.xsd import IviSchema
 from ecoc.memo import today
 from ecoc.model.record import Record, parse_record
 from ecoc.rules.builtin import BUILTIN_RULES
-from ecoc.rules.catalogue import load_catalogue
+from ecoc.rules.catalogue import Catalogue, load_catalogue
 from ecoc.rules.waivers import WaiverSet, load_waivers
 from ecoc.yamlload import Scalar, Source
 
@@ -62,6 +62,8 @@ class CheckRun:
     approvals: int
     cache_hits: int = 0
     results: list[RecordResult] = field(default_factory=list)
+    # The rules the run used, when it ran them.
+    catalogue: Catalogue | None = None
     # (record file, VIN) of each checked record, in the order they were checked.
     checked: list[tuple[str, str | None]] = field(default_factory=list)
 
@@ -78,6 +80,8 @@ class RunOptions:
     rules: bool = True
     # Read only these record files (relative to the repository); None reads every one.
     files: frozenset[str] | None = None
+    # Rules already loaded from the same rule files, to use instead of loading rules/ again.
+    catalogue: Catalogue | None = None
 
 
 # Set in the parent before worker processes fork, so that they inherit it.
@@ -196,9 +200,11 @@ class _Run:
         self.schema_digest = options.schema.digest if options.schema is not None else None
         self.rules: RuleRun | None = None
         self.catalogue_findings: list[Finding] = []
+        self.catalogue: Catalogue | None = None
         self.waivers = WaiverSet()
         if options.rules:
-            catalogue = load_catalogue(repository.root)
+            catalogue = options.catalogue or load_catalogue(repository.root)
+            self.catalogue = catalogue
             self.rules = RuleRun(catalogue, today())
             self.catalogue_findings = catalogue.findings
             self.waivers = load_waivers(repository.root, catalogue, BUILTIN_RULES, self.rules.today)
@@ -417,6 +423,7 @@ class _Run:
 
     def finish(self) -> CheckRun:
         run = self.result
+        run.catalogue = self.catalogue
         run.findings.extend(self.waive(self.approval_findings()))
         run.findings.extend(self.catalogue_findings)
         run.findings.extend(self.waive([f for f in duplicate_vins(self.vins) if f.file in self.selected_files]))

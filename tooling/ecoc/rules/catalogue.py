@@ -294,42 +294,48 @@ def _field_node(node: Mapping, key: str) -> Node:
     return target
 
 
-def compile_rule(spec: RuleSpec, source: Source, node: Mapping, path: str) -> tuple[Rule | None, list[Finding]]:
-    """Compile the expressions of one rule; a failure is a finding at the expression's line."""
-    for what, key, text in _raw_fields(spec):
+def _compile_problem(
+    spec: RuleSpec, source: Source, node: Mapping, path: str, compiled: dict[str, Any], exc: ValueError
+) -> Finding:
+    """Report an expression that does not compile, at the let value, field or placeholder that breaks it."""
+    texts = expanded(spec)
+    key = next((k for k in ("when", "check", "message", "path") if texts[k] is not None and k not in compiled), "check")
+    for what, field_key, text in _raw_fields(spec):
         try:
             _compile(text)
-        except ValueError as exc:
-            return None, [
-                _rule_finding(
-                    source,
-                    _field_node(node, key),
-                    f"rule {spec.id}: the {what} does not compile: {cel_error(exc)}",
-                    "fix the CEL syntax, and see docs/rules.md for the variables and functions",
-                    f"{path}.{key}",
-                )
-            ]
+        except ValueError as raw:
+            return _rule_finding(
+                source,
+                _field_node(node, field_key),
+                f"rule {spec.id}: the {what} does not compile: {cel_error(raw)}",
+                "fix the CEL syntax, and see docs/rules.md for the variables and functions",
+                f"{path}.{field_key}",
+            )
+    return _rule_finding(
+        source,
+        node.get(key, node),
+        f"rule {spec.id}: the {key} does not compile once its let values are put in: {cel_error(exc)}",
+        "put parentheses around let values where they join other operators",
+        f"{path}.{key}",
+    )
+
+
+def compile_rule(spec: RuleSpec, source: Source, node: Mapping, path: str) -> tuple[Rule | None, list[Finding]]:
+    """Compile the expressions of one rule; a failure is a finding at the expression's line."""
+    programs: dict[str, Any] = {}
+    texts = expanded(spec)
+    try:
+        for value in spec.let.values():
+            _compile(value)  # a let value that nothing uses is checked too
+        for key in ("when", "check", "message", "path"):
+            expression = texts[key]
+            if expression is not None:
+                programs[key] = _message_parts(expression) if key in ("message", "path") else _compile(expression)
+    except ValueError as exc:
+        return None, [_compile_problem(spec, source, node, path, programs, exc)]
     problems = lint(source, node, spec.id, path, [(key, text) for _, key, text in _raw_fields(spec)], list(spec.let))
     if problems:
         return None, problems
-    programs: dict[str, Any] = {}
-    texts = expanded(spec)
-    for key in ("when", "check", "message", "path"):
-        expression = texts[key]
-        if expression is None:
-            continue
-        try:
-            programs[key] = _message_parts(expression) if key in ("message", "path") else _compile(expression)
-        except ValueError as exc:
-            return None, [
-                _rule_finding(
-                    source,
-                    node.get(key, node),
-                    f"rule {spec.id}: the {key} does not compile once its let values are put in: {cel_error(exc)}",
-                    "put parentheses around let values where they join other operators",
-                    f"{path}.{key}",
-                )
-            ]
     check = texts["check"] or ""
     message = texts["message"] or ""
     rule_path = texts["path"] or ""
