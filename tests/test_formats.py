@@ -163,3 +163,22 @@ def test_markdown_escapes_what_the_data_says() -> None:
     assert "<script>" not in text
     assert "&lt;script&gt;" in text
     assert "\\| \\*bold\\*" in text
+
+
+def test_one_check_writes_several_reports(
+    example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    break_two_things(example_repo)
+    sarif, junit = tmp_path / "out" / "ecoc.sarif", tmp_path / "out" / "ecoc.xml"
+    code, out = run(
+        example_repo, capsys, "--format", "github", "--report", f"sarif={sarif}", "--report", f"junit={junit}"
+    )
+    assert code == 1
+    assert out.startswith("::error ")
+    assert json.loads(sarif.read_text())["version"] == "2.1.0"
+    assert etree.fromstring(junit.read_bytes()).get("failures") == "2"
+
+
+def test_report_option_needs_a_format_and_a_file(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--repo", str(example_repo), "check", "--report", "pdf=x.pdf"]) == 2
+    assert "--report pdf=x.pdf: expected FORMAT=FILE" in capsys.readouterr().err

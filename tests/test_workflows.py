@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from conftest import PROJECT
+from ecoc.cli import main
+from ecoc.formats import MARKDOWN_MARKER
 
 WORKFLOWS = sorted((PROJECT / ".github" / "workflows").glob("*.yml"))
 
@@ -51,3 +56,79 @@ def test_workflows_pass_zizmor() -> None:
         check=False,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+def workflow(name: str) -> dict[str, Any]:
+    document = yaml.safe_load((PROJECT / ".github" / "workflows" / name).read_text(encoding="utf-8"))
+    # PyYAML reads the key `on` as the boolean true (YAML 1.1).
+    document["on"] = document.pop(True, document.get("on"))
+    return document  # type: ignore[no-any-return]
+
+
+def steps(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return [step for job in document["jobs"].values() for step in job["steps"]]
+
+
+def test_actions_are_pinned_by_commit() -> None:
+    for path in WORKFLOWS:
+        for step in steps(workflow(path.name)):
+            if "uses" in step:
+                assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", step["uses"]), f"{path.name}: {step['uses']}"
+
+
+def test_pr_readiness_is_read_only() -> None:
+    document = workflow("pr-readiness.yml")
+    assert list(document["on"]) == ["pull_request"]
+    assert document["permissions"] == {"contents": "read"}
+    assert all("permissions" not in job for job in document["jobs"].values())
+    assert "${{ secrets" not in (PROJECT / ".github" / "workflows" / "pr-readiness.yml").read_text(encoding="utf-8")
+
+
+def test_pr_readiness_checks_against_the_base() -> None:
+    document = workflow("pr-readiness.yml")
+    checkout = steps(document)[0]
+    assert checkout["uses"].startswith("actions/checkout@")
+    assert checkout["with"]["fetch-depth"] == 0
+    assert checkout["with"]["persist-credentials"] is False
+    scripts = "\n".join(step.get("run", "") for step in steps(document))
+    install = re.search(r"python3 -m venv \.venv && \.venv/bin/pip install \.", scripts)
+    assert install is not None
+    assert install.group(0) in (PROJECT / "README.md").read_text(encoding="utf-8")
+    assert 'ecoc check --base "origin/$BASE_REF" --format github' in scripts
+    assert "--report sarif=report/ecoc.sarif" in scripts
+    assert "--report markdown=report/comment.md" in scripts
+    assert 'cat report/comment.md >> "$GITHUB_STEP_SUMMARY"' in scripts
+
+
+def test_comment_workflow_keeps_one_comment() -> None:
+    document = workflow("pr-readiness-comment.yml")
+    assert document["on"]["workflow_run"]["workflows"] == ["pr-readiness"]
+    assert document["permissions"] == {}
+    text = (PROJECT / ".github" / "workflows" / "pr-readiness-comment.yml").read_text(encoding="utf-8")
+    assert f"marker='{MARKDOWN_MARKER}'" in text
+    assert "--method PATCH" in text
+    assert "--method POST" in text
+
+
+def test_only_the_comment_trigger_is_exempt_from_zizmor() -> None:
+    ignores = [
+        (path.name, line.strip())
+        for path in WORKFLOWS
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if "zizmor: ignore" in line
+    ]
+    assert len(ignores) == 1
+    assert ignores[0][0] == "pr-readiness-comment.yml"
+    assert ignores[0][1].startswith("workflow_run:  # zizmor: ignore[dangerous-triggers]")
+
+
+def test_pre_commit_hooks_run_ecoc_commands(example_repo: Path) -> None:
+    hooks = yaml.safe_load((PROJECT / ".pre-commit-hooks.yaml").read_text(encoding="utf-8"))
+    assert [hook["id"] for hook in hooks] == ["ecoc-check", "ecoc-check-changed", "ecoc-rules-test"]
+    for hook in hooks:
+        assert hook["language"] == "python"
+        assert hook["pass_filenames"] is False
+        assert re.compile(hook["files"]).search("records/XNHKH16S1TE100214.yaml") or hook["id"] == "ecoc-rules-test"
+        command = hook["entry"].split()
+        assert command[0] == "ecoc"
+        assert main(["--repo", str(example_repo), *command[1:]]) == 0, hook["id"]

@@ -205,6 +205,14 @@ _jobs_option = click.option(
     help="Write the findings to this file instead of stdout.",
 )
 @click.option(
+    "--report",
+    "reports",
+    multiple=True,
+    metavar="FORMAT=FILE",
+    help="Also write the findings in FORMAT to FILE, from the same check; repeatable, "
+    "as in --report sarif=ecoc.sarif --report markdown=comment.md.",
+)
+@click.option(
     "--base",
     metavar="REF",
     help="Check only the records changed or affected since this commit or branch (such as origin/main), "
@@ -221,6 +229,7 @@ def check(
     paths: tuple[Path, ...],
     format_: str,
     output: Path | None,
+    reports: tuple[str, ...],
     base: str | None,
     no_cache: bool,
     xsd: Path | None,
@@ -231,10 +240,11 @@ def check(
     Exits 0 when nothing blocks, 1 when there are errors.
     """
     root = _root(ctx)
+    outputs = _Outputs(format_, output, _report_files(reports))
     if base is not None:
         if paths:
             raise UsageError("--base checks what changed since the base, so it takes no PATHS", "leave out PATHS")
-        return _check_base(ctx, base, format_, output, xsd, jobs)
+        return _check_base(ctx, base, outputs, xsd, jobs)
     selection = _selection(root, paths)
     if not any(relative.rsplit("/", 1)[-1] not in WAIVER_FILES for _, relative in list_yaml(root, "rules")):
         log.warning(
@@ -257,7 +267,7 @@ def check(
             _warn_other_schema(memo.schema_path)
         findings = [Finding.from_dict(f) for f in memo.findings]
         checked = [(str(file), vin) for file, vin in memo.checked]
-        return _report(ctx, paths, findings, memo.records, memo.approvals, checked, format_, output)
+        return _report(ctx, paths, findings, memo.records, memo.approvals, checked, outputs)
 
     from ecoc.cache import open_cache
     from ecoc.runner import RunOptions, default_jobs, run_check
@@ -281,7 +291,35 @@ def check(
             [[file, vin] for file, vin in result.checked],
         )
         save_memo(folder, memo)
-    return _report(ctx, paths, result.findings, result.records, result.approvals, result.checked, format_, output)
+    return _report(ctx, paths, result.findings, result.records, result.approvals, result.checked, outputs)
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    """Where `ecoc check` writes its findings: the main format, and any --report files."""
+
+    format_: str
+    output: Path | None
+    reports: tuple[tuple[str, Path], ...]
+
+    @property
+    def formats(self) -> set[str]:
+        return {self.format_, *(format_ for format_, _ in self.reports)}
+
+    def write(self, report: Report) -> None:
+        _emit(_formatted(report, self.format_), self.output)
+        for format_, path in self.reports:
+            _write(path, _formatted(report, format_))
+
+
+def _report_files(reports: tuple[str, ...]) -> tuple[tuple[str, Path], ...]:
+    files = []
+    for text in reports:
+        format_, _, name = text.partition("=")
+        if format_ not in CHECK_FORMATS or not name:
+            raise UsageError(f"--report {text}: expected FORMAT=FILE", "FORMAT is one of " + ", ".join(CHECK_FORMATS))
+        files.append((format_, Path(name)))
+    return tuple(files)
 
 
 def _report(
@@ -291,13 +329,11 @@ def _report(
     records: int,
     approvals: int,
     checked: list[tuple[str, str | None]],
-    format_: str,
-    output: Path | None,
+    outputs: _Outputs,
 ) -> int:
     _check_selection(paths, records, approvals)
     summary = summarize(findings, records, approvals)
-    report = _new_report(ctx, findings, summary, checked, format_)
-    _emit(_formatted(report, format_), output)
+    outputs.write(_new_report(ctx, findings, summary, checked, outputs.formats))
     click.echo(summary_line(summary), err=True)
     return EXIT_FINDINGS if summary["errors"] else EXIT_CLEAN
 
@@ -307,12 +343,14 @@ def _new_report(
     findings: list[Finding],
     summary: dict[str, object],
     checked: list[tuple[str, str | None]],
-    format_: str,
+    formats: set[str],
 ) -> Report:
     from ecoc.formats import CheckedRecord, Report
 
-    rules = _rule_infos(_root(ctx)) if format_ == "sarif" else {}
-    return Report(findings, summary, [CheckedRecord(file, vin) for file, vin in checked], rules, link_base=_link_base())
+    rules = _rule_infos(_root(ctx)) if "sarif" in formats else {}
+    report = Report(findings, summary, [CheckedRecord(file, vin) for file, vin in checked], rules)
+    report.link_base, report.full_report = _workflow_links()
+    return report
 
 
 def _formatted(report: Report, format_: str) -> str:
@@ -331,14 +369,15 @@ def _formatted(report: Report, format_: str) -> str:
     return writer(report)
 
 
-def _link_base() -> str | None:
-    """Links from a Markdown report to the files on GitHub, when running in a workflow."""
-    server, repository, sha = (
-        os.environ.get(name) for name in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_SHA")
-    )
-    if not (server and repository and sha):
-        return None
-    return f"{server}/{repository}/blob/{sha}/"
+def _workflow_links() -> tuple[str | None, str | None]:
+    """In a GitHub workflow: the start of links to files at this commit, and where the run's artifacts are."""
+    names = ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_SHA", "GITHUB_RUN_ID")
+    server, repository, sha, run = (os.environ.get(name) for name in names)
+    if not (server and repository):
+        return None, None
+    files = f"{server}/{repository}/blob/{sha}/" if sha else None
+    artifacts = f"in the artifacts of {server}/{repository}/actions/runs/{run}" if run else None
+    return files, artifacts
 
 
 def _rule_infos(root: Path) -> dict[str, RuleInfo]:
@@ -353,9 +392,7 @@ def _rule_infos(root: Path) -> dict[str, RuleInfo]:
     return infos
 
 
-def _check_base(
-    ctx: click.Context, base: str, format_: str, output: Path | None, xsd: Path | None, jobs: int | None
-) -> int:
+def _check_base(ctx: click.Context, base: str, outputs: _Outputs, xsd: Path | None, jobs: int | None) -> int:
     from ecoc.changes import check_against_base, scope_of
     from ecoc.gitinfo import changed_lines
     from ecoc.runner import RunOptions, default_jobs
@@ -366,14 +403,14 @@ def _check_base(
     comparison = check_against_base(repository, scope, RunOptions(None, schema, jobs=jobs or default_jobs()))
     head = comparison.head
     summary = summarize(head.findings, head.records, head.approvals)
-    report = _new_report(ctx, head.findings, summary, head.checked, format_)
+    report = _new_report(ctx, head.findings, summary, head.checked, outputs.formats)
     report.base = base
     report.changes = comparison.changes
     report.base_problem = comparison.base_problem
-    if format_ == "github":
+    if "github" in outputs.formats:
         present = [path for path, status in scope.changed.items() if status != "D"]
         report.changed_lines = changed_lines(repository.root, scope.commit, present)
-    _emit(_formatted(report, format_), output)
+    outputs.write(report)
     click.echo(summary_line(summary) + _changes_note(comparison.changes, base), err=True)
     return EXIT_FINDINGS if summary["errors"] else EXIT_CLEAN
 

@@ -75,6 +75,8 @@ class Report:
     link_base: str | None = None
     # Why the base could not be checked, when it could not.
     base_problem: str | None = None
+    # Where the whole report can be found when a Markdown comment is cut, such as a run's artifacts.
+    full_report: str | None = None
 
 
 def json_extra(report: Report) -> dict[str, object]:
@@ -430,6 +432,7 @@ def format_markdown(report: Report, limit: int = MARKDOWN_LIMIT, full_report: st
     The comment stays under `limit` characters; when records had to be left out, a closing note
     names how many and where the full report is (`full_report`, such as a workflow artifact).
     """
+    full_report = full_report or report.full_report
     grouped, general = affecting(report)
     states = {record.file: state_of(grouped.get(record.file, ())) for record in report.records}
     blocked = [r for r in report.records if states[r.file] == "blocked"]
