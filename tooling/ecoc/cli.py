@@ -32,6 +32,7 @@ from ecoc.report import format_json, format_text, summarize, summary_line
 # The model, the schema and the runner are imported where they are used, so that a check
 # whose inputs are unchanged (see ecoc.memo) starts without loading them.
 if TYPE_CHECKING:
+    from ecoc.check import ApprovalIndex
     from ecoc.config import Repository
     from ecoc.formats import RecordChange, Report, RuleInfo
     from ecoc.ivi.xsd import IviSchema
@@ -764,6 +765,109 @@ def init(folder: Path | None, no_rules: bool) -> int:
         click.echo(f"copied ecoc's readiness rules into rules/ ({copied} files); edit them like any other file")
     click.echo("next: import existing certificates with `ecoc import ivi FILE...`, or write approvals and records")
     return EXIT_CLEAN
+
+
+STATUS_FORMATS = ("text", "markdown", "json", "html")
+
+
+@cli.command()
+@click.option(
+    "--format", "format_", type=click.Choice(STATUS_FORMATS), default="text", show_default=True, help="Output format."
+)
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="Write to this file, not stdout.")
+@click.option(
+    "--main",
+    "main_ref",
+    metavar="REF",
+    help="The branch whose records count as approved (default: main_branch of ecoc.yaml, which is main).",
+)
+@_xsd_option
+@_jobs_option
+@click.pass_context
+def status(
+    ctx: click.Context, format_: str, output: Path | None, main_ref: str | None, xsd: Path | None, jobs: int | None
+) -> int:
+    """Show each record's state, what it lacks, the next action and who owns it.
+
+    The states are blocked, ready, approved (on the main branch), signed, delivered and rejected.
+    Exits 1 when a record is blocked or rejected.
+    """
+    from ecoc import status as board
+    from ecoc.cache import open_cache
+    from ecoc.check import load_approvals
+    from ecoc.evidence import content_digest, read_evidence
+    from ecoc.formats import CheckedRecord, Report
+    from ecoc.runner import RunOptions, default_jobs, run_check
+
+    repository = _repository(ctx)
+    root = repository.root
+    schema = _schema(repository, xsd)
+    jobs = jobs or default_jobs()
+    folder = cache_folder(root, False)
+    run = run_check(repository, RunOptions(None, schema, jobs=jobs), open_cache(folder) if folder is not None else None)
+    evidence, problems = read_evidence(root)
+    for problem in problems:
+        click.echo(format_text([problem]), nl=False, err=True)
+    issued = [file for file, vin in run.checked if vin in evidence]
+    digests: dict[str, str] = {}
+
+    def keep(result: RecordResult) -> None:
+        if result.rendered is not None:
+            digests[result.relative] = content_digest(result.rendered)
+
+    if issued:
+        selection = [root / file for file in issued]
+        run_check(repository, RunOptions(selection, schema, keep_render=True, jobs=jobs), sink=keep)
+    index = load_approvals(list_yaml(root, "approvals"))
+    owners = {a.number_text: a.owners for a in index.approvals if a.number_text is not None and a.owners is not None}
+    facts = board.Facts(
+        _merged(root, main_ref or repository.settings.main_branch, run.approval_of, index),
+        evidence,
+        digests,
+        owners,
+        repository.settings.owners,
+    )
+    summary = summarize(run.findings, run.records, run.approvals)
+    report = Report(run.findings, summary, [CheckedRecord(file, vin) for file, vin in run.checked])
+    rows = board.statuses(report, run.approval_of, facts)
+    if format_ == "html":
+        from ecoc.templating import render_page
+
+        text = render_page(
+            root, "status.html.j2", rows=rows, counts=board.counts(rows), states=board.STATES, generated=now_text()
+        )
+    else:
+        writers = {
+            "text": board.format_status_text,
+            "markdown": board.format_status_markdown,
+            "json": board.format_status_json,
+        }
+        text = writers[format_](rows)
+    _emit(text, output)
+    stuck = sum(1 for row in rows if row.state in ("blocked", "rejected"))
+    return EXIT_FINDINGS if stuck else EXIT_CLEAN
+
+
+def now_text() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _merged(root: Path, main: str, approval_of: dict[str, str | None], index: ApprovalIndex) -> frozenset[str] | None:
+    """Record files that are on the main branch as they are here, with their approval files."""
+    from ecoc import gitinfo
+
+    try:
+        commit = gitinfo.resolve_commit(root, main)
+    except EcocError as exc:
+        log.info("no record counts as approved: %s", exc.message)
+        return None
+    differing = set(gitinfo.changed_files(root, commit))
+    merged = set()
+    for file, number in approval_of.items():
+        if file in differing or any(path in differing for path in index.paths_of(number)):
+            continue
+        merged.add(file)
+    return frozenset(merged)
 
 
 @cli.group(name="import")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import pydantic
 
@@ -65,6 +66,8 @@ class Settings(pydantic.BaseModel):
     xsd: SchemaSettings = SchemaSettings()
     owners: Owners = Owners()
     disable: tuple[str, ...] = ()
+    # The branch that holds approved data: a record merged there is approved.
+    main_branch: Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Za-z0-9._][A-Za-z0-9._/-]*$")] = "main"
 
     @pydantic.field_validator("disable")
     @classmethod

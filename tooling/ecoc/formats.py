@@ -362,7 +362,7 @@ def format_github(report: Report) -> str:
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|<>&#])")
 
 
-def _md(text: str) -> str:
+def markdown_cell(text: str) -> str:
     """Text for a Markdown table cell or line: no markup, no HTML, one line."""
     escaped = text.replace("\r", " ").replace("\n", " ")
     return _MARKDOWN_SPECIAL.sub(
@@ -377,7 +377,7 @@ def _place(finding: Finding, link_base: str | None) -> str:
     if link_base is None:
         return f"`{where.replace('`', '')}`"
     anchor = f"#L{finding.line}" if finding.line is not None else ""
-    return f"[{_md(where)}]({link_base}{finding.file.replace(' ', '%20').replace(')', '%29')}{anchor})"
+    return f"[{markdown_cell(where)}]({link_base}{finding.file.replace(' ', '%20').replace(')', '%29')}{anchor})"
 
 
 _ICON = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "info"}
@@ -386,12 +386,12 @@ _ICON = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "i
 def _finding_table(findings: Sequence[Finding], link_base: str | None) -> list[str]:
     lines = ["| severity | rule | where | message |", "| --- | --- | --- | --- |"]
     for finding in findings:
-        severity = _ICON[finding.severity] + (f" (waived: {_md(finding.waiver)})" if finding.waiver else "")
-        message = _md(finding.message)
+        severity = _ICON[finding.severity] + (f" (waived: {markdown_cell(finding.waiver)})" if finding.waiver else "")
+        message = markdown_cell(finding.message)
         if finding.path:
             message += f"<br>at `{finding.path.replace('`', '')}`"
         if finding.hint:
-            message += f"<br>hint: {_md(finding.hint)}"
+            message += f"<br>hint: {markdown_cell(finding.hint)}"
         lines.append(f"| {severity} | `{finding.rule}` | {_place(finding, link_base)} | {message} |")
     return lines
 
@@ -471,7 +471,7 @@ def format_markdown(report: Report, limit: int = MARKDOWN_LIMIT, full_report: st
                 total_sections += 1
                 arrow = f"**{change.after}**" if change.before != change.after else change.after
                 row = (
-                    f"| {_md(change.vin or change.file)} | {change.before} | {arrow} "
+                    f"| {markdown_cell(change.vin or change.file)} | {change.before} | {arrow} "
                     f"| {len(change.added)} | {len(change.resolved)} |"
                 )
                 kept_sections += budget.add(row)
@@ -486,7 +486,9 @@ def format_markdown(report: Report, limit: int = MARKDOWN_LIMIT, full_report: st
     for title, records in (("Blocked records", blocked), ("Ready records with findings", noted)):
         for position, record in enumerate(records):
             findings = grouped[record.file]
-            summary = f"<b>{_md(record.vin or record.file)}</b> ({_md(record.file)}): {_counts(findings)}"
+            summary = (
+                f"<b>{markdown_cell(record.vin or record.file)}</b> ({markdown_cell(record.file)}): {_counts(findings)}"
+            )
             lines = [
                 *([f"\n### {title}\n"] if position == 0 else []),
                 f"<details{' open' if title.startswith('Blocked') and position < 5 else ''}>"

@@ -66,6 +66,8 @@ class CheckRun:
     catalogue: Catalogue | None = None
     # (record file, VIN) of each checked record, in the order they were checked.
     checked: list[tuple[str, str | None]] = field(default_factory=list)
+    # The approval number each checked record names.
+    approval_of: dict[str, str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -247,6 +249,7 @@ class _Run:
         self.result.findings.extend(summary.findings)
         self.result.records += 1
         self.result.checked.append((result.relative, summary.vin))
+        self.result.approval_of[result.relative] = summary.approval
         if self.sink is not None:
             self.sink(result)
 

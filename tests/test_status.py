@@ -1,0 +1,165 @@
+"""`ecoc status`: each record's state, what it lacks, the next action and its owners."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from lxml import html
+
+from conftest import git
+from ecoc.cli import main
+from ecoc.config import open_repository
+from ecoc.evidence import content_digest
+from ecoc.runner import RecordResult, RunOptions, run_check
+from test_check import APPROVAL, OTHER_RECORD, RECORD, edit
+
+VIN = "XNHKH16S1TE100214"
+
+
+@pytest.fixture
+def repo(example_repo: Path) -> Path:
+    git(example_repo, "branch", "-M", "main")
+    return example_repo
+
+
+def status(repo: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, dict[str, object]]]:
+    code = main(["--repo", str(repo), "status", "--format", "json", *args])
+    document = json.loads(capsys.readouterr().out)
+    return code, {row["vin"]: row for row in document["records"]}
+
+
+def issue(repo: Path, vin: str, delivery: dict[str, str] | None = None, digest: str | None = None) -> None:
+    """Write the evidence manifest the release job would write for the record's current data."""
+    rendered: dict[str, bytes] = {}
+
+    def keep(result: RecordResult) -> None:
+        assert result.rendered is not None
+        rendered[result.relative] = result.rendered
+
+    record = f"records/{vin}.yaml"
+    run_check(open_repository(repo, explicit=True), RunOptions([repo / record], keep_render=True), sink=keep)
+    manifest = {
+        "vin": vin,
+        "record": record,
+        "version": 1,
+        "content_digest": digest or content_digest(rendered[record]),
+    }
+    if delivery is not None:
+        manifest["delivery"] = delivery  # type: ignore[assignment]
+    folder = repo / "signed" / vin / "1"
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
+def test_records_on_main_are_approved(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, rows = status(repo, capsys)
+    assert {row["state"] for row in rows.values()} == {"approved"}
+    assert rows[VIN]["owners"] == ["@halvard-motors/ecoc-release"]
+    assert rows[VIN]["next_action"] == "the release job signs and delivers it"
+    assert code == 0
+
+
+def test_changed_record_is_ready_until_merged(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(repo, RECORD, "ActualMass: 1478", "ActualMass: 1479")
+    _, rows = status(repo, capsys)
+    assert rows[VIN]["state"] == "ready"
+    assert rows[VIN]["owners"] == ["@halvard-motors/compliance-review"]
+    assert rows["XNHKH16S8TE103871"]["state"] == "approved"
+
+
+def test_changed_approval_makes_its_records_ready(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(repo, APPROVAL, "MaximumSpeed: 178", "MaximumSpeed: 177")
+    _, rows = status(repo, capsys)
+    assert rows[VIN]["state"] == "ready"
+    assert rows["XNHDR1M67TE300087"]["state"] == "approved"
+
+
+def test_blocked_record_names_what_is_missing(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(repo, RECORD, "ActualMass: 1478", "ActualMass: 99999")
+    code, rows = status(repo, capsys)
+    row = rows[VIN]
+    assert row["state"] == "blocked"
+    assert any(str(item).startswith("mass.actual-within-maximum (records/") for item in row["missing"])  # type: ignore[attr-defined]
+    assert str(row["next_action"]).startswith("fix the data: ")
+    assert row["owners"] == ["@halvard-motors/homologation"]
+    assert code == 1
+
+
+def test_evidence_of_this_content_is_signed(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    issue(repo, VIN)
+    _, rows = status(repo, capsys)
+    assert rows[VIN]["state"] == "signed"
+    assert rows[VIN]["missing"] == ["the authority's receipt"]
+
+
+def test_accepted_receipt_is_delivered(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    issue(repo, VIN, {"status": "accepted"})
+    code, rows = status(repo, capsys)
+    assert rows[VIN]["state"] == "delivered"
+    assert rows[VIN]["owners"] == []
+    assert code == 0
+
+
+def test_rejected_receipt_names_the_reason(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    issue(repo, VIN, {"status": "rejected", "reason": "VIN already registered"})
+    code, rows = status(repo, capsys)
+    assert rows[VIN]["state"] == "rejected"
+    assert rows[VIN]["missing"] == ["rejected by the authority: VIN already registered"]
+    assert "correction_reason" in str(rows[VIN]["next_action"])
+    assert code == 1
+
+
+def test_evidence_of_other_content_does_not_count(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    issue(repo, VIN, {"status": "accepted"}, digest="0" * 64)
+    _, rows = status(repo, capsys)
+    assert rows[VIN]["state"] == "approved"
+
+
+def test_unreadable_manifest_is_reported(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = repo / "signed" / VIN / "1"
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text("{not json", encoding="utf-8")
+    main(["--repo", str(repo), "status"])
+    err = capsys.readouterr().err
+    assert f"signed/{VIN}/1/manifest.json:1:1: error io.read: cannot read the evidence manifest" in err
+
+
+def test_unknown_main_branch_approves_nothing(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, rows = status(repo, capsys, "--main", "release-2027")
+    assert {row["state"] for row in rows.values()} == {"ready"}
+
+
+def test_status_pages(repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(repo, OTHER_RECORD, "ActualMass:", "ActualMass: 99999\n    # was:")
+    assert main(["--repo", str(repo), "status", "--format", "html", "--output", str(tmp_path / "status.html")]) == 1
+    page = html.fromstring((tmp_path / "status.html").read_bytes())
+    assert page.get_element_by_id("count-blocked").text_content() == "1"
+    assert page.get_element_by_id("count-approved").text_content() == "11"
+    row = page.get_element_by_id("record-XNHKH16S8TE103871")
+    assert "blocked" in row.text_content()
+    assert main(["--repo", str(repo), "status", "--format", "markdown"]) == 1
+    markdown = capsys.readouterr().out
+    assert markdown.startswith("## eCoC status\n")
+    assert "| XNHKH16S8TE103871 | **blocked** |" in markdown
+    assert main(["--repo", str(repo), "status"]) == 1
+    text = capsys.readouterr().out
+    assert "XNHKH16S8TE103871  blocked   @halvard-motors/homologation\n    missing: " in text
+    assert text.endswith("1 blocked, 0 ready, 11 approved, 0 signed, 0 delivered, 0 rejected of 12 records\n")
+
+
+def test_repository_template_replaces_ecocs(repo: Path, tmp_path: Path) -> None:
+    (repo / "templates").mkdir()
+    (repo / "templates" / "status.html.j2").write_text("<p>{{ rows | length }} vehicles</p>\n", encoding="utf-8")
+    assert main(["--repo", str(repo), "status", "--format", "html", "--output", str(tmp_path / "s.html")]) == 0
+    assert (tmp_path / "s.html").read_text(encoding="utf-8") == "<p>12 vehicles</p>\n"
+
+
+def test_broken_template_is_a_configuration_error(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (repo / "templates").mkdir()
+    (repo / "templates" / "status.html.j2").write_text("<p>\n{% for row in rows %}\n</p>\n", encoding="utf-8")
+    assert main(["--repo", str(repo), "status", "--format", "html"]) == 3
+    err = capsys.readouterr().err
+    assert "status.html.j2:" in err
+    assert "the template is not valid Jinja2" in err

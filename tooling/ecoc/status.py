@@ -1,0 +1,154 @@
+"""`ecoc status`: the state of each record, what it lacks, the next action and who owns it.
+
+The state is derived, never stored: `blocked` while a finding blocks the record, `ready` when
+nothing does, `approved` once the record and its approval file are on the main branch as they
+are here, `signed` when the evidence archive holds a certificate of exactly this content,
+`delivered` or `rejected` after the authority's receipt for it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+from ecoc.evidence import Evidence
+from ecoc.findings import Finding
+from ecoc.formats import CheckedRecord, Report, affecting, markdown_cell
+from ecoc.model.approval import Owners
+
+STATES = ("blocked", "ready", "approved", "signed", "delivered", "rejected")
+# Blocking findings named in a record's row; the rest are counted.
+LISTED_FINDINGS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class RecordStatus:
+    file: str
+    vin: str | None
+    approval: str | None
+    state: str
+    # The things that keep the record from the next state, in a few words each.
+    missing: tuple[str, ...]
+    next_action: str
+    owners: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What the state of a record depends on besides its findings."""
+
+    # Record files whose record and approval file are on the main branch as they are here;
+    # None when the main branch is unknown.
+    merged: frozenset[str] | None
+    evidence: Mapping[str, Sequence[Evidence]]
+    # sha256 of each record's unsigned render (see ecoc.evidence.content_digest), for records with evidence.
+    digests: Mapping[str, str]
+    # Owners by approval number, and the defaults of ecoc.yaml.
+    owners: Mapping[str, Owners]
+    default_owners: Owners
+
+
+def _missing(findings: Sequence[Finding]) -> tuple[str, ...]:
+    blocking = [f for f in findings if f.blocking]
+    listed = [f"{f.rule} ({f.file}:{f.line})" if f.file else f.rule for f in blocking[:LISTED_FINDINGS]]
+    if len(blocking) > LISTED_FINDINGS:
+        listed.append(f"{len(blocking) - LISTED_FINDINGS} more errors")
+    return tuple(listed)
+
+
+def _owners(facts: Facts, approval: str | None, role: str) -> tuple[str, ...]:
+    owners = facts.owners.get(approval or "") or facts.default_owners
+    chosen: tuple[str, ...] = getattr(owners, role) or getattr(facts.default_owners, role)
+    if not chosen and role == "release":
+        chosen = owners.review or facts.default_owners.review
+    return chosen
+
+
+def status_of(record: CheckedRecord, approval: str | None, findings: Sequence[Finding], facts: Facts) -> RecordStatus:
+    """Derive the state of one record, what it lacks, and the next action with its owners."""
+    blocking = [f for f in findings if f.blocking]
+    issued = facts.evidence.get(record.vin or "", ())
+    current = facts.digests.get(record.file)
+    latest = next((e for e in reversed(issued) if current is not None and e.content_digest == current), None)
+
+    def row(state: str, missing: tuple[str, ...], action: str, role: str | None) -> RecordStatus:
+        owners = _owners(facts, approval, role) if role else ()
+        return RecordStatus(record.file, record.vin, approval, state, missing, action, owners)
+
+    if latest is not None and not blocking:
+        if latest.delivery == "accepted":
+            return row("delivered", (), "none: the authority accepted the certificate", None)
+        if latest.delivery == "rejected":
+            reason = latest.reason or "no reason given"
+            return row(
+                "rejected",
+                (f"rejected by the authority: {reason}",),
+                "correct the data, set correction_reason and release the correction",
+                "data",
+            )
+        return row("signed", ("the authority's receipt",), "the release job delivers the certificate", "release")
+    if blocking:
+        first = blocking[0]
+        action = f"fix the data: {first.hint}" if first.hint else f"fix the data: {first.message}"
+        return row("blocked", _missing(findings), action, "data")
+    if facts.merged is not None and record.file in facts.merged:
+        return row("approved", ("a signed certificate",), "the release job signs and delivers it", "release")
+    return row("ready", ("review and merge",), "review and merge the pull request", "review")
+
+
+def statuses(report: Report, approvals: Mapping[str, str | None], facts: Facts) -> list[RecordStatus]:
+    grouped, general = affecting(report)
+    blocked_everywhere = [f for f in general if f.blocking]
+    rows = []
+    for record in report.records:
+        findings = [*grouped.get(record.file, ()), *blocked_everywhere]
+        rows.append(status_of(record, approvals.get(record.file), findings, facts))
+    return rows
+
+
+def counts(rows: Sequence[RecordStatus]) -> dict[str, int]:
+    return {state: sum(1 for row in rows if row.state == state) for state in STATES}
+
+
+def format_status_text(rows: Sequence[RecordStatus]) -> str:
+    """Format one line per record with its state and owners, then what it lacks and the next action."""
+    width = max((len(row.vin or row.file) for row in rows), default=0)
+    lines = []
+    for row in rows:
+        lines.append(f"{(row.vin or row.file).ljust(width)}  {row.state.ljust(9)} {', '.join(row.owners) or '-'}")
+        if row.missing:
+            lines.append(f"    missing: {'; '.join(row.missing)}")
+        lines.append(f"    next: {row.next_action}")
+    total = counts(rows)
+    lines.append(", ".join(f"{count} {state}" for state, count in total.items()) + f" of {len(rows)} records")
+    return "\n".join(lines) + "\n"
+
+
+def format_status_markdown(rows: Sequence[RecordStatus]) -> str:
+    total = counts(rows)
+    lines = [
+        "## eCoC status",
+        "",
+        "| " + " | ".join(STATES) + " |",
+        "|" + " ---: |" * len(STATES),
+        "| " + " | ".join(str(total[state]) for state in STATES) + " |",
+        "",
+        "| record | state | missing | next action | owners |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        cells = (
+            markdown_cell(row.vin or row.file),
+            f"**{row.state}**" if row.state in ("blocked", "rejected") else row.state,
+            "<br>".join(markdown_cell(item) for item in row.missing) or "-",
+            markdown_cell(row.next_action),
+            markdown_cell(", ".join(row.owners)) or "-",
+        )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def format_status_json(rows: Sequence[RecordStatus]) -> str:
+    document = {"counts": counts(rows), "records": [asdict(row) for row in rows]}
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
