@@ -12,7 +12,7 @@ import logging
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,9 +22,11 @@ from ecoc.errors import EcocError
 from ecoc.files import CONFIG_NAME, YAML_SUFFIXES
 from ecoc.findings import Finding
 from ecoc.formats import CheckedRecord, RecordChange, Report, affecting, state_of
-from ecoc.runner import CheckRun, RunOptions, run_check
+from ecoc.runner import CheckRun, RecordResult, RunOptions, run_check
 
 log = logging.getLogger(__name__)
+
+Sink = Callable[[RecordResult], None]
 
 # Folders and files whose change can concern every record.
 _EVERYTHING = ("rules/", CONFIG_NAME)
@@ -147,17 +149,24 @@ def _only_in(findings: Sequence[Finding], surplus: Counter[tuple[object, ...]]) 
     return kept
 
 
-def check_against_base(repository: Repository, scope: Scope, options: RunOptions) -> Comparison:
-    """Check the selection of `scope` here and in the base, and compare the two."""
+def check_against_base(
+    repository: Repository, scope: Scope, options: RunOptions, sinks: tuple[Sink | None, Sink | None] = (None, None)
+) -> Comparison:
+    """Check the selection of `scope` here and in the base, and compare the two.
+
+    `sinks` receive each record's result here and in the base, as `run_check` gives them.
+    """
     related = set() if scope.everything else related_records(repository, scope)
+    here, there = sinks
     if scope.everything:
-        head = run_check(repository, options)
+        head = run_check(repository, options, sink=here)
     else:
-        head = run_check(repository, _restricted(repository.root, scope, options, related))
+        head = run_check(repository, _restricted(repository.root, scope, options, related), sink=here)
     with tempfile.TemporaryDirectory(prefix="ecoc-base-") as folder:
         try:
             base_options = options if scope.everything else _same_rules(options, head)
-            base = _check_base(repository, scope, base_options, related_at_base(scope, related), Path(folder))
+            files = related_at_base(scope, related)
+            base = _check_base(repository, scope, base_options, files, Path(folder), there)
         except EcocError as exc:
             problem = f"the base {scope.base} cannot be checked: {exc.message}"
             log.warning("%s", problem)
@@ -172,13 +181,15 @@ def _restricted(root: Path, scope: Scope, options: RunOptions, files: set[str]) 
     return replace(options, selection=selection or [root / "records" / ".none"], files=frozenset(files))
 
 
-def _check_base(repository: Repository, scope: Scope, options: RunOptions, files: set[str], copy: Path) -> CheckRun:
+def _check_base(
+    repository: Repository, scope: Scope, options: RunOptions, files: set[str], copy: Path, sink: Sink | None
+) -> CheckRun:
     wanted = [CONFIG_NAME, "approvals", "rules"]
     if scope.everything:
         gitinfo.export(repository.root, scope.commit, [*wanted, "records"], [], copy)
-        return run_check(open_repository(copy, explicit=True), options)
+        return run_check(open_repository(copy, explicit=True), options, sink=sink)
     gitinfo.export(repository.root, scope.commit, wanted, sorted(files), copy)
-    return run_check(open_repository(copy, explicit=True), _restricted(copy, scope, options, files))
+    return run_check(open_repository(copy, explicit=True), _restricted(copy, scope, options, files), sink=sink)
 
 
 def _same_rules(options: RunOptions, head: CheckRun) -> RunOptions:

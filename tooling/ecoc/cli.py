@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -765,6 +765,85 @@ def init(folder: Path | None, no_rules: bool) -> int:
         click.echo(f"copied ecoc's readiness rules into rules/ ({copied} files); edit them like any other file")
     click.echo("next: import existing certificates with `ecoc import ivi FILE...`, or write approvals and records")
     return EXIT_CLEAN
+
+
+@cli.command()
+@click.option("--base", required=True, metavar="REF", help="The commit or branch to compare with, such as origin/main.")
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False), help="Folder for the pages."
+)
+@click.option("--clean", is_flag=True, help="Delete the pages of an earlier preview in --out first.")
+@click.option(
+    "--datetime",
+    "given_datetime",
+    metavar="ISO",
+    help="IviVersionDateTime of both renders (default: SOURCE_DATE_EPOCH, else the time of HEAD).",
+)
+@_xsd_option
+@_jobs_option
+@click.pass_context
+def preview(
+    ctx: click.Context,
+    base: str,
+    out_dir: Path,
+    clean: bool,
+    given_datetime: str | None,
+    xsd: Path | None,
+    jobs: int | None,
+) -> int:
+    """Write, for each record a change touches, its XML, an XML diff against REF and a readable page.
+
+    The folder also gets index.html, which links every previewed record.
+    """
+    from ecoc.changes import check_against_base, scope_of
+    from ecoc.preview import pages, write_preview
+    from ecoc.runner import RunOptions, default_jobs
+
+    repository = _repository(ctx)
+    version_datetime = _version_datetime(repository, given_datetime)
+    schema = _schema(repository, xsd)
+    scope = scope_of(repository, base)
+    _prepare_preview(out_dir, clean)
+    rendered: dict[str, bytes] = {}
+    base_rendered: dict[str, bytes] = {}
+
+    def keeper(into: dict[str, bytes]) -> Callable[[RecordResult], None]:
+        def keep(result: RecordResult) -> None:
+            if result.rendered is not None:
+                into[result.relative] = result.rendered
+
+        return keep
+
+    options = RunOptions(None, schema, version_datetime, keep_render=True, jobs=jobs or default_jobs())
+    comparison = check_against_base(repository, scope, options, (keeper(rendered), keeper(base_rendered)))
+    previews = pages(comparison, rendered, base_rendered)
+    written = write_preview(out_dir, repository.root, base, previews, _write, comparison.base_problem)
+    click.echo(f"wrote {len(written)} files for {_plural(len(previews), 'record')} to {out_dir}", err=True)
+    return EXIT_CLEAN
+
+
+# The files an earlier preview wrote, which --clean deletes.
+_PREVIEW_FILES = ("index.html", "records/*.xml", "records/*.diff", "records/*.html")
+
+
+def _prepare_preview(out_dir: Path, clean: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir}: not a folder")
+    if not out_dir.exists():
+        return
+    if clean:
+        for pattern in _PREVIEW_FILES:
+            for stale in out_dir.glob(pattern):
+                try:
+                    stale.unlink()
+                except OSError as exc:
+                    raise UsageError(f"{stale}: cannot delete the file: {exc.strerror}") from None
+        return
+    if any(out_dir.iterdir()):
+        raise UsageError(
+            f"{out_dir}: the folder is not empty",
+            "pass --clean to delete the pages of an earlier preview first, or choose an empty folder",
+        )
 
 
 STATUS_FORMATS = ("text", "markdown", "json", "html")

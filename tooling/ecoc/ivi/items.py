@@ -1,0 +1,123 @@
+"""CoC item numbers and readable labels for IVI 2.0 elements, for the pages people read.
+
+Only numbers that real certificates or authority documents confirm for an element are listed
+(Annex VIII of Implementing Regulation (EU) 2020/683 numbers the items of the CoC models).
+An element without a number here is shown with its label alone. Labels come from the element
+names, spelled out, with the abbreviations of the field kept in capitals.
+"""
+
+from __future__ import annotations
+
+import re
+
+ITEMS: dict[str, str] = {
+    "Make": "0.1",
+    "Type": "0.2",
+    "Variant": "0.2",
+    "Version": "0.2",
+    "CommercialName": "0.2.1",
+    "TestFamilyIdentifier": "0.2.3",
+    "TestFamilyIdentifierValue": "0.2.3",
+    "VehicleCategory": "0.4",
+    "ManufacturerStageNumber": "0.5",
+    "ManufacturerName": "0.5",
+    "ManufacturerAddressLine1": "0.5",
+    "ManufacturerAddressLine2": "0.5",
+    "ManufacturerAddressLine3": "0.5",
+    "ManufacturerPlaceOfResidence": "0.5",
+    "ManufacturerCountryOfResidence": "0.5",
+    "MethodAttachmentStatutoryPlate": "0.6",
+    "LocationMarkingsSubject": "0.6",
+    "LocationMarkingsVehiclePart": "0.6",
+    "LocationMarkingsVehiclePartSide": "0.6",
+    "LocationMarkingsVehiclePartSideSection": "0.6",
+    "VehicleIdentificationNumber": "0.10",
+    "DateManufactureVehicle": "0.11",
+    "NumberOfAxles": "1",
+    "NumberOfWheels": "1",
+    "Length": "5",
+    "Width": "6",
+    "Height": "7",
+    "MassInRunningOrder": "13",
+    "TechnicallyPermissibleMaximumLadenMass": "16.1",
+    "TechnicallyPermissibleMassAxle": "16.2",
+    "TechnicallyPermissibleMaximumCombinationMass": "16.4",
+    "TechnicallyPermissibleMaximumTowableMass": "18",
+    "TechnicallyPermissibleMaximumStaticVerticalMassCouplingPoint": "19",
+    "ManufacturerEnergyConvertor": "20",
+    "EnergyConvertorCodeMarkedOnEnergyConvertor": "21",
+    "WorkingPrinciple": "22",
+    "PureElectricVehicleIndicator": "23",
+    "ClassHybridVehicle": "23.1",
+    "EngineCapacity": "25",
+    "EnergySource": "26",
+    "FuelType": "26.1",
+    "MaximumNetPowerCombustion": "27.1",
+    "EngineSpeedMaximumNetPower": "27.1",
+    "MaximumSpeed": "29",
+    "AxleTrack": "30",
+    "TyreSize": "35",
+    "LoadCapacityIndexSingleWheel": "35",
+    "LoadCapacityIndexTwinWheel": "35",
+    "SpeedCategorySymbol": "35",
+    "RimSize": "35",
+    "RimOffSet": "35",
+    "RollingResistanceClass": "35",
+    "TyreCategory": "35",
+    "TyreFittedProductionIndicator": "35",
+    "Colour": "40",
+    "NumberOfDoors": "41",
+    "NumberOfSeatingPositionsIncludingDriver": "42",
+    "ExhaustEmissionLevel": "47",
+    "WltpEmissionTestMass": "47.1",
+    "WltpFrontalArea": "47.1",
+    "WltpRoadLoadCoefficientF0": "47.1",
+    "WltpRoadLoadCoefficientF1": "47.1",
+    "WltpRoadLoadCoefficientF2": "47.1",
+    "DrivingCycleClass": "47.1",
+    "ExhaustEmissionLatestRegulationNumber": "48",
+    "WltpCo2Low": "49",
+    "WltpCo2Medium": "49",
+    "WltpCo2High": "49",
+    "WltpCo2ExtraHigh": "49",
+    "WltpCo2Combined": "49",
+    "WltpCo2WeightedCombined": "49",
+    "Remark": "52",
+}
+
+# Words of element names that the field writes in capitals or its own way.
+_SPELLING = {
+    "Wltp": "WLTP",
+    "Co2": "CO2",
+    "Rde": "RDE",
+    "Eu": "EU",
+    "Vecto": "VECTO",
+    "Ivi": "IVI",
+    "Xsd": "XSD",
+    "Vin": "VIN",
+    "Nox": "NOx",
+    "Thc": "THC",
+    "Nmhc": "NMHC",
+    "Nh3": "NH3",
+    "Pm": "PM",
+    "Pn": "PN",
+    "Co": "CO",
+    "Atct": "ATCT",
+    "Coc": "CoC",
+}
+_WORD = re.compile(r"[A-Z]{2,}(?=[A-Z][a-z]|[0-9]|$)|[A-Z][a-z]+[0-9]*|[A-Z][0-9]*|[0-9]+[a-z]*|[a-z]+")
+_PLAIN = re.compile(r"[A-Z][a-z]+[0-9]*")
+
+
+def label(name: str) -> str:
+    """Spell an element name out, as in MassInRunningOrder: "Mass in running order"."""
+    words = _WORD.findall(name) or [name]
+    spelled = [
+        _SPELLING.get(word, word.lower() if index and _PLAIN.fullmatch(word) else word)
+        for index, word in enumerate(words)
+    ]
+    return " ".join(spelled)
+
+
+def item(name: str) -> str | None:
+    return ITEMS.get(name)
