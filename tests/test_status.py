@@ -11,7 +11,6 @@ from lxml import html
 from conftest import git
 from ecoc.cli import main
 from ecoc.config import open_repository
-from ecoc.evidence import content_digest
 from ecoc.runner import RecordResult, RunOptions, run_check
 from test_check import APPROVAL, OTHER_RECORD, RECORD, edit
 
@@ -32,11 +31,11 @@ def status(repo: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[
 
 def issue(repo: Path, vin: str, delivery: dict[str, str] | None = None, digest: str | None = None) -> None:
     """Write the evidence manifest the release job would write for the record's current data."""
-    rendered: dict[str, bytes] = {}
+    digests: dict[str, str] = {}
 
     def keep(result: RecordResult) -> None:
-        assert result.rendered is not None
-        rendered[result.relative] = result.rendered
+        assert result.content_digest is not None
+        digests[result.relative] = result.content_digest
 
     record = f"records/{vin}.yaml"
     run_check(open_repository(repo, explicit=True), RunOptions([repo / record], keep_render=True), sink=keep)
@@ -44,7 +43,7 @@ def issue(repo: Path, vin: str, delivery: dict[str, str] | None = None, digest: 
         "vin": vin,
         "record": record,
         "version": 1,
-        "content_digest": digest or content_digest(rendered[record]),
+        "content_digest": digest or digests[record],
     }
     if delivery is not None:
         manifest["delivery"] = delivery  # type: ignore[assignment]

@@ -874,7 +874,7 @@ def status(
     from ecoc import status as board
     from ecoc.cache import open_cache
     from ecoc.check import load_approvals
-    from ecoc.evidence import content_digest, read_evidence
+    from ecoc.evidence import read_evidence
     from ecoc.formats import CheckedRecord, Report
     from ecoc.runner import RunOptions, default_jobs, run_check
 
@@ -891,8 +891,8 @@ def status(
     digests: dict[str, str] = {}
 
     def keep(result: RecordResult) -> None:
-        if result.rendered is not None:
-            digests[result.relative] = content_digest(result.rendered)
+        if result.content_digest is not None:
+            digests[result.relative] = result.content_digest
 
     if issued:
         selection = [root / file for file in issued]

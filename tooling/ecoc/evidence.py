@@ -4,15 +4,15 @@ Each issued certificate has a folder below `signed/` with a `manifest.json`. The
 
 - `vin` and `record`: the vehicle and the record file it was issued from;
 - `version`: its IviVersionNumber;
-- `content_digest`: the sha256 of the certificate's unsigned render with IviVersionDateTime set
-  to a fixed value (see `content_digest`), so that the same data always gives the same digest;
+- `content_digest`: the digest of the certificate's content (`ecoc.ivi.render.content_digest`:
+  its CocDataGroup and content header fields, without IviReferenceId and IviVersionDateTime),
+  so that the same data always gives the same digest;
 - `delivery`: `{"status": "pending" | "accepted" | "rejected", "reason": ...}`, the authority's
   receipt; without it the certificate is signed but not yet delivered.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +34,6 @@ class Evidence:
     content_digest: str | None
     delivery: str
     reason: str | None = None
-
-
-def content_digest(rendered: bytes) -> str:
-    """Return the digest that ties evidence to data: sha256 of the render made with the fixed check time."""
-    return hashlib.sha256(rendered).hexdigest()
 
 
 def read_evidence(root: Path) -> tuple[dict[str, list[Evidence]], list[Finding]]:

@@ -30,6 +30,7 @@ from ecoc.check import (
 from ecoc.config import Repository
 from ecoc.files import digest, list_manifests, list_yaml, read_file
 from ecoc.findings import Finding, Severity, merge_duplicates
+from ecoc.ivi.render import content_digest
 from ecoc.ivi.xsd import IviSchema
 from ecoc.memo import today
 from ecoc.model.record import Record, parse_record
@@ -53,6 +54,8 @@ class RecordResult:
     digest: str
     summary: CachedRecord
     rendered: bytes | None = None
+    # With the render: the digest of the certificate's content (ecoc.ivi.render.content_digest).
+    content_digest: str | None = None
 
 
 @dataclass(eq=False)
@@ -112,7 +115,10 @@ def _check_one(path: str, relative: str) -> RecordResult:
         record.variant.text if record.variant is not None else None,
         record.version.text if record.version is not None else None,
     )
-    return RecordResult(relative, record.digest, summary, outcome.rendered)
+    content = None
+    if outcome.rendered is not None and outcome.effective is not None:
+        content = content_digest(outcome.effective.header, outcome.effective.coc)
+    return RecordResult(relative, record.digest, summary, outcome.rendered, content)
 
 
 def _check_chunk(chunk: list[tuple[str, str]]) -> list[RecordResult]:

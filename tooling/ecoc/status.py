@@ -42,7 +42,7 @@ class Facts:
     # None when the main branch is unknown.
     merged: frozenset[str] | None
     evidence: Mapping[str, Sequence[Evidence]]
-    # sha256 of each record's unsigned render (see ecoc.evidence.content_digest), for records with evidence.
+    # The content digest of each record with evidence (see ecoc.ivi.render.content_digest).
     digests: Mapping[str, str]
     # Owners by approval number, and the defaults of ecoc.yaml.
     owners: Mapping[str, Owners]
