@@ -181,7 +181,7 @@ def test_renamed_record_is_checked_under_its_new_name(example_repo: Path, capsys
     cli_check(example_repo, capsys)
     (example_repo / RECORD).rename(example_repo / "records" / "kempen-1.yaml")
     _, out, _ = cli_check(example_repo, capsys)
-    assert "records/kempen-1.yaml:1:6: warning record.file-name" in out
+    assert "records/kempen-1.yaml:2:6: warning record.file-name" in out
     assert RECORD not in out
 
 

@@ -57,26 +57,26 @@ def test_example_repository_validates_against_official_xsd(
 @pytest.mark.parametrize(
     "case,old,new,rule,line,column",
     [
-        ("duplicate_key", "variant: KH16F\n", "variant: KH16F\nvariant: KH16F\n", "yaml.duplicate-key", 4, 1),
+        ("duplicate_key", "variant: KH16F\n", "variant: KH16F\nvariant: KH16F\n", "yaml.duplicate-key", 5, 1),
         (
             "anchor_and_alias",
             "variant: KH16F\nversion: KH16F-S17\n",
             "variant: &v KH16F\nversion: *v\n",
             "yaml.anchor",
-            3,
+            4,
             10,
         ),
-        ("merge_key", "MassGroup:\n", "MassGroup:\n    <<: {ActualMass: 1}\n", "yaml.merge-key", 12, 5),
-        ("explicit_tag", "ActualMass: 1478", "ActualMass: !!int 1478", "yaml.tag", 12, 17),
-        ("tab_indentation", "  IntendedCountryRegistration", "\tIntendedCountryRegistration", "yaml.tab", 6, 1),
-        ("invalid_utf8", "NL\n", "N\xe9\n".encode("latin-1"), "yaml.encoding", 6, 33),
-        ("several_documents", "vin:", "---\nvin: X\n---\nvin:", "yaml.multiple-documents", 3, 1),
+        ("merge_key", "MassGroup:\n", "MassGroup:\n    <<: {ActualMass: 1}\n", "yaml.merge-key", 13, 5),
+        ("explicit_tag", "ActualMass: 1478", "ActualMass: !!int 1478", "yaml.tag", 13, 17),
+        ("tab_indentation", "  IntendedCountryRegistration", "\tIntendedCountryRegistration", "yaml.tab", 7, 1),
+        ("invalid_utf8", "NL\n", "N\xe9\n".encode("latin-1"), "yaml.encoding", 7, 33),
+        ("several_documents", "vin:", "---\nvin: X\n---\nvin:", "yaml.multiple-documents", 4, 1),
         (
             "impossible_date",
             "DateManufactureVehicle: 2026-02-12",
             "DateManufactureVehicle: 2026-02-30",
             "model.date",
-            8,
+            9,
             27,
         ),
         (
@@ -84,17 +84,17 @@ def test_example_repository_validates_against_official_xsd(
             "DateManufactureVehicle: 2026-02-12",
             "DateManufactureVehicle: 12.02.2026",
             "model.date",
-            8,
+            9,
             27,
         ),
-        ("unknown_element", "ActualMass: 1478", "ActualMas: 1478", "model.unknown-key", 12, 5),
-        ("element_in_wrong_group", "ActualMass: 1478", "Length: 4310", "model.unknown-key", 12, 5),
+        ("unknown_element", "ActualMass: 1478", "ActualMas: 1478", "model.unknown-key", 13, 5),
+        ("element_in_wrong_group", "ActualMass: 1478", "Length: 4310", "model.unknown-key", 13, 5),
         (
             "derived_element_set",
             "MassGroup:",
             "VehicleIdentificationNumber: XNHKH16S1TE100214\n  MassGroup:",
             "model.misplaced",
-            11,
+            12,
             3,
         ),
         (
@@ -102,35 +102,35 @@ def test_example_repository_validates_against_official_xsd(
             "MassGroup:",
             "TypeApprovalIssueDate: 2026-01-01\n  MassGroup:",
             "model.misplaced",
-            11,
+            12,
             3,
         ),
-        ("group_written_as_value", "MassGroup:\n    ActualMass: 1478", "MassGroup: 1478", "model.shape", 11, 14),
-        ("invalid_code", "IntendedCountryRegistration: NL", "IntendedCountryRegistration: nl", "model.code", 6, 32),
-        ("exponent_number", "ActualMass: 1478", "ActualMass: 1.478e3", "model.integer", 12, 17),
+        ("group_written_as_value", "MassGroup:\n    ActualMass: 1478", "MassGroup: 1478", "model.shape", 12, 14),
+        ("invalid_code", "IntendedCountryRegistration: NL", "IntendedCountryRegistration: nl", "model.code", 7, 32),
+        ("exponent_number", "ActualMass: 1478", "ActualMass: 1.478e3", "model.integer", 13, 17),
         (
             "decimal_places",
             "WltpRoadLoadCoefficientF1: 0.214",
             "WltpRoadLoadCoefficientF1: 0.2140001",
             "model.decimal",
-            29,
+            30,
             32,
         ),
-        ("value_out_of_range", "ActualMass: 1478", "ActualMass: 1000000", "model.range", 12, 17),
-        ("empty_value", "ActualMass: 1478", "ActualMass:", "model.empty-value", 12, 16),
-        ("vin_with_letter_o", "vin: XNHKH16S1TE100214", "vin: XNHKH16S1TEO00214", "vin.format", 1, 6),
-        ("vin_too_short", "vin: XNHKH16S1TE100214", "vin: XNHKH16S1TE10021", "vin.format", 1, 6),
+        ("value_out_of_range", "ActualMass: 1478", "ActualMass: 1000000", "model.range", 13, 17),
+        ("empty_value", "ActualMass: 1478", "ActualMass:", "model.empty-value", 13, 16),
+        ("vin_with_letter_o", "vin: XNHKH16S1TE100214", "vin: XNHKH16S1TEO00214", "vin.format", 2, 6),
+        ("vin_too_short", "vin: XNHKH16S1TE100214", "vin: XNHKH16S1TE10021", "vin.format", 2, 6),
         (
             "unknown_approval",
             "approval: e4*2018/858*04127*01",
             "approval: e4*2018/858*04127*02",
             "record.approval-unknown",
-            2,
+            3,
             11,
         ),
-        ("unknown_variant", "variant: KH16F", "variant: KH16G", "record.variant-unknown", 3, 10),
-        ("unknown_version", "version: KH16F-S17", "version: KH16F-S18", "record.version-unknown", 4, 10),
-        ("missing_vin_key", "vin: XNHKH16S1TE100214\n", "", "model.required", 1, 1),
+        ("unknown_variant", "variant: KH16F", "variant: KH16G", "record.variant-unknown", 4, 10),
+        ("unknown_version", "version: KH16F-S17", "version: KH16F-S18", "record.version-unknown", 5, 10),
+        ("missing_vin_key", "vin: XNHKH16S1TE100214\n", "", "model.required", 2, 1),
     ],
 )
 def test_broken_record(
@@ -166,7 +166,7 @@ def test_raw_control_character(example_repo: Path, capsys: pytest.CaptureFixture
     edit(example_repo, RECORD, "NL\n", "N\x07L\n")
     code, findings = check(example_repo, capsys)
     finding = only(findings, "yaml.syntax")
-    assert (finding["line"], finding["column"]) == (6, 33)
+    assert (finding["line"], finding["column"]) == (7, 33)
     assert code == 1
 
 
@@ -175,7 +175,7 @@ def test_number_in_text_field_is_a_warning(example_repo: Path, capsys: pytest.Ca
     code, findings = check(example_repo, capsys)
     finding = only(findings, "model.number-in-text")
     assert finding["severity"] == "warning"
-    assert (finding["file"], finding["line"]) == (APPROVAL, 36)
+    assert (finding["file"], finding["line"]) == (APPROVAL, 37)
     assert "'05652'" in str(finding["hint"])
     assert code == 0
 
@@ -224,7 +224,7 @@ def test_duplicate_vin(example_repo: Path, capsys: pytest.CaptureFixture[str]) -
     code, findings = check(example_repo, capsys)
     duplicates = [f for f in findings if f["rule"] == "record.duplicate-vin"]
     assert sorted(f["file"] for f in duplicates) == [RECORD, OTHER_RECORD]
-    assert all(f["line"] == 1 and f["column"] == 6 for f in duplicates)
+    assert all(f["line"] == 2 and f["column"] == 6 for f in duplicates)
     assert code == 1
 
 
@@ -248,7 +248,7 @@ def test_invalid_value_in_approval_names_the_records(example_repo: Path, capsys:
     edit(example_repo, APPROVAL, "          MaximumSpeed: 178", "          MaximumSpeed: fast")
     code, findings = check(example_repo, capsys)
     finding = only(findings, "model.decimal")
-    assert (finding["file"], finding["line"], finding["column"]) == (APPROVAL, 148, 25)
+    assert (finding["file"], finding["line"], finding["column"]) == (APPROVAL, 149, 25)
     assert finding["path"] == "variants.KH16F.versions.KH16F-S17.CocDataGroup.MaximumSpeed"
     assert code == 1
 
@@ -267,7 +267,7 @@ def test_missing_required_element_in_approval(example_repo: Path, capsys: pytest
 def test_null_in_approval(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     edit(example_repo, APPROVAL, "  FuelType: M", "  FuelType: null")
     code, findings = check(example_repo, capsys)
-    assert only(findings, "model.null")["line"] == 23
+    assert only(findings, "model.null")["line"] == 24
     assert code == 1
 
 
@@ -356,7 +356,7 @@ def test_xsd_violation_maps_to_yaml_line(
         for f in xsd
         if f["file"] == APPROVAL and f["path"] == "/InitialVehicleInformation/CocDataGroup/MakeTable/MakeGroup[1]/Make"
     ]
-    assert make and all((f["file"], f["line"], f["column"]) == (APPROVAL, 29, 13) for f in make)
+    assert make and all((f["file"], f["line"], f["column"]) == (APPROVAL, 30, 13) for f in make)
     assert len(make[0]["records"]) == 4
     assert code == 1
 
@@ -380,7 +380,7 @@ def test_version_number_below_the_issued_one(example_repo: Path, capsys: pytest.
     )
     code, findings = check(example_repo, capsys)
     finding = only(findings, "record.issued-version")
-    assert (finding["line"], finding["path"]) == (6, "issued.IviVersionNumber")
+    assert (finding["line"], finding["path"]) == (7, "issued.IviVersionNumber")
     assert code == 1
 
 
@@ -435,7 +435,7 @@ def test_unclosed_quote_points_where_it_opens(example_repo: Path, capsys: pytest
     edit(example_repo, RECORD, "Colour: '8'", "Colour: '8")
     code, findings = check(example_repo, capsys)
     finding = only(findings, "yaml.syntax")
-    assert (finding["line"], finding["column"]) == (25, 15)
+    assert (finding["line"], finding["column"]) == (26, 15)
     assert code == 1
 
 
@@ -449,7 +449,7 @@ def test_required_element_removed_by_the_record(example_repo: Path, capsys: pyte
     edit(example_repo, RECORD, "CocDataGroup:\n", "CocDataGroup:\n  MakeTable: null\n")
     code, findings = check(example_repo, capsys)
     finding = only(findings, "model.required")
-    assert (finding["file"], finding["line"], finding["column"]) == (RECORD, 8, 14)
+    assert (finding["file"], finding["line"], finding["column"]) == (RECORD, 9, 14)
     assert finding["path"] == "CocDataGroup.MakeTable"
     assert code == 1
 
@@ -457,7 +457,7 @@ def test_required_element_removed_by_the_record(example_repo: Path, capsys: pyte
 def test_unclosed_quote_in_the_middle_of_a_file(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     edit(example_repo, RECORD, "DateManufactureVehicle: 2026-02-12", "DateManufactureVehicle: '2026-02-12")
     _, findings = check(example_repo, capsys)
-    assert "line 8 opens a quoted value" in str(only(findings, "yaml.syntax")["hint"])
+    assert "line 9 opens a quoted value" in str(only(findings, "yaml.syntax")["hint"])
 
 
 def test_dangling_link_as_approval(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:

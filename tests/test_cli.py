@@ -43,7 +43,7 @@ def test_text_output_names_place_rule_and_path(example_repo: Path, capsys: pytes
     edit(example_repo, RECORD, "DateManufactureVehicle: 2026-02-12", "DateManufactureVehicle: 2026-02-30")
     code, out, err = run(capsys, "--repo", str(example_repo), "check", "--no-cache")
     first = out.splitlines()[0]
-    assert first.startswith(f"{RECORD}:8:27: error model.date: DateManufactureVehicle: 2026-02-30 is not a date")
+    assert first.startswith(f"{RECORD}:9:27: error model.date: DateManufactureVehicle: 2026-02-30 is not a date")
     assert first.endswith("[CocDataGroup.DateManufactureVehicle]")
     assert out.splitlines()[1].strip().startswith("hint:")
     assert "1 error" in err

@@ -188,12 +188,12 @@ TYRE = "CocDataGroup.AxleTable[{{ 1 }}].TyreAxleTable[{{ coc.AxleTable[1].TyreAx
             AXLE_MASS.replace("INDEX", HEAVY_AXLE),
             "CocDataGroup.AxleTable[0].TechnicallyPermissibleMassAxle",
             APPROVAL,
-            170,
+            171,
         ),
         # A placeholder that cannot be evaluated leaves the table, which the record overrides.
-        (AXLE_MASS.replace("INDEX", "coc.AxleTable[7].AxleTrack"), "CocDataGroup.AxleTable", RECORD, 13),
+        (AXLE_MASS.replace("INDEX", "coc.AxleTable[7].AxleTrack"), "CocDataGroup.AxleTable", RECORD, 14),
         # In a nested path, the finding keeps the rows whose placeholders could be evaluated.
-        (TYRE, "CocDataGroup.AxleTable[1].TyreAxleTable", RECORD, 19),
+        (TYRE, "CocDataGroup.AxleTable[1].TyreAxleTable", RECORD, 20),
     ],
 )
 def test_finding_points_at_failing_row(

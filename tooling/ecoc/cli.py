@@ -749,6 +749,8 @@ owners:
 @click.option("--no-rules", is_flag=True, help="Start with an empty rules/ instead of ecoc's rule catalogue.")
 def init(folder: Path | None, no_rules: bool) -> int:
     """Start a compliance repository in FOLDER (default: here): ecoc.yaml, approvals/, records/, rules/."""
+    from ecoc.schemas import SCHEMA_FOLDER, exported
+
     root = folder or Path.cwd()
     settings = root / CONFIG_NAME
     if settings.exists():
@@ -760,6 +762,8 @@ def init(folder: Path | None, no_rules: bool) -> int:
             raise UsageError(f"{root / name}: cannot create the folder: {exc.strerror}") from None
     copied = 0 if no_rules else _copy_catalogue(root / "rules")
     _write(settings, SETTINGS_TEMPLATE)
+    for name, text in exported().items():
+        _write(root / SCHEMA_FOLDER / name, text)
     click.echo(f"created {settings}")
     if copied:
         click.echo(f"copied ecoc's readiness rules into rules/ ({copied} files); edit them like any other file")
@@ -844,6 +848,48 @@ def _prepare_preview(out_dir: Path, clean: bool) -> None:
             f"{out_dir}: the folder is not empty",
             "pass --clean to delete the pages of an earlier preview first, or choose an empty folder",
         )
+
+
+@cli.group()
+def schema() -> None:
+    """JSON Schemas of approval and record files, for editors."""
+
+
+@schema.command(name="export")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder for approval.schema.json and record.schema.json (default: schemas/ in the repository).",
+)
+@click.option("--check", "check_only", is_flag=True, help="Write nothing; exit 1 when the files differ.")
+@click.pass_context
+def schema_export(ctx: click.Context, out_dir: Path | None, check_only: bool) -> int:
+    """Write JSON Schemas that let a YAML editor complete and check approval and record files.
+
+    The example files start with a `# yaml-language-server: $schema=...` line that points at them.
+    """
+    from ecoc.schemas import SCHEMA_FOLDER, exported
+
+    folder = out_dir or _root(ctx) / SCHEMA_FOLDER
+    stale = []
+    for name, text in exported().items():
+        path = folder / name
+        try:
+            current = path.read_text(encoding="utf-8")
+        except OSError:
+            current = None
+        if current == text:
+            continue
+        stale.append(path)
+        if not check_only:
+            _write(path, text)
+    if check_only:
+        for path in stale:
+            click.echo(f"{path} is out of date; run ecoc schema export", err=True)
+        return EXIT_FINDINGS if stale else EXIT_CLEAN
+    click.echo(f"wrote {len(stale)} of 2 schema files to {folder}", err=True)
+    return EXIT_CLEAN
 
 
 STATUS_FORMATS = ("text", "markdown", "json", "html")

@@ -33,6 +33,7 @@ from ecoc.model.coc import difference, merge, same_value
 from ecoc.model.effective import DEFAULT_VERSION_NUMBER, build_effective
 from ecoc.model.layers import DERIVED
 from ecoc.model.record import ISSUED_DIGEST, ISSUED_KEYS, parse_record
+from ecoc.schemas import modeline
 from ecoc.yamlload import Mapping, Node, Scalar, Sequence, Source
 
 # Elements shared by every vehicle of an approval.
@@ -234,7 +235,8 @@ class Importer:
             version_entry["CocDataGroup"] = yamlwrite.to_yaml_tree(version_coc, ivi_spec.coc_data_group())
         variant_entry = CommentedMap(versions=CommentedMap({message.text("Version"): version_entry}))
         document["variants"] = CommentedMap({message.text("Variant"): variant_entry})
-        entry = _ApprovalFile(path, self.repository.relative(path), yamlwrite.dump(document), created=True)
+        text = modeline("approval", path, self.repository.root) + yamlwrite.dump(document)
+        entry = _ApprovalFile(path, self.repository.relative(path), text, created=True)
         self.approval_files[number] = entry
         self.result.approvals_created.append(entry.relative)
         return entry
@@ -328,7 +330,7 @@ class Importer:
             document["Header"] = yamlwrite.to_yaml_tree(header_layer, ivi_spec.header())
         if isinstance(coc_layer, Mapping) and coc_layer:
             document["CocDataGroup"] = yamlwrite.to_yaml_tree(coc_layer, ivi_spec.coc_data_group())
-        text = yamlwrite.dump(document)
+        text = modeline("record", record_path, self.repository.root) + yamlwrite.dump(document)
         self._verify(entry, message, text, record_path)
         self.records[vin] = (record_path, text)
         self.result.records.append(self.repository.relative(record_path))
