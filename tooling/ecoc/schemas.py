@@ -2,10 +2,10 @@
 
 `ecoc schema export` writes them from the IVI 2.0 model that ecoc checks against. Each element
 gets its CoC item number and label as its description, and its type, code list and limits.
-Tables become lists of rows, and the keys that belong to ecoc itself are described too. An editor with a YAML language server
-reads them through the `# yaml-language-server: $schema=...` line at the top of a file. They are
-a help for typing; `ecoc check` stays the judge, and it also reports what a schema cannot say
-(such as a value that a lower layer may not override).
+Tables become lists of rows, and the keys that belong to ecoc itself are described too. An
+editor with a YAML language server reads them through the `# yaml-language-server: $schema=...`
+line at the top of a file. They help while typing, and `ecoc check` stays the judge: it also
+reports what a schema cannot express, such as a value that a lower layer may not override.
 """
 
 from __future__ import annotations
