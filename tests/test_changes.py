@@ -173,3 +173,35 @@ def test_base_outside_git_is_a_configuration_error(
 def test_base_with_paths_is_refused(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--repo", str(example_repo), "check", "--base", "HEAD", str(example_repo / RECORD)]) == 2
     assert "takes no PATHS" in capsys.readouterr().err
+
+
+def test_new_waiver_checks_the_records_it_names(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 99999")
+    edit(example_repo, OTHER_RECORD, "ActualMass: 1496", "ActualMass: 99999")
+    commit(example_repo, "too heavy")
+    (example_repo / "rules" / "waivers.yaml").write_text(
+        "waivers:\n"
+        "  - id: W-7\n"
+        "    rule: wltp.test-mass-not-below-actual-mass\n"
+        "    records: [XNHKH16S1*]\n"
+        "    reason: ballast for the type test, accepted in writing\n"
+        '    approved_by: "@halvard-motors/compliance-review"\n'
+        "    expires: 2099-01-01\n",
+        encoding="utf-8",
+    )
+    _, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    assert checked_files(document) == 1
+    change = changes(document)[RECORD]
+    assert [(f["rule"], f["waiver"]) for f in change["added"]] == [  # type: ignore[union-attr]
+        ("wltp.test-mass-not-below-actual-mass", "W-7")
+    ]
+    assert [(f["rule"], f["waiver"]) for f in change["resolved"]] == [  # type: ignore[union-attr]
+        ("wltp.test-mass-not-below-actual-mass", None)
+    ]
+    assert OTHER_RECORD not in changes(document)
+
+
+def test_unreadable_waiver_file_checks_every_record(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (example_repo / "rules" / "waivers.yaml").write_text("waivers: [unclosed\n", encoding="utf-8")
+    _, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    assert checked_files(document) == 12

@@ -1,13 +1,15 @@
 """`ecoc check --base REF`: check what a change touches, and compare readiness with the base.
 
-The records to check are the record files the change touches, and every record of an approval
-file it touches. A change to the rules, the waivers or ecoc.yaml can concern any record, so it
-checks them all. The same selection is checked in a copy of the base taken from git, and each
-record's state and findings are compared, ignoring line numbers, which move with every edit.
+The records to check are the record files the change touches, every record of an approval file
+it touches, and the records that the VIN patterns of changed waivers name. A change to a rule
+file or to ecoc.yaml can concern any record, so it checks them all. The same selection is
+checked in a copy of the base taken from git, and each record's state and findings are
+compared, ignoring line numbers, which move with every edit.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import tempfile
@@ -19,10 +21,12 @@ from pathlib import Path
 from ecoc import gitinfo
 from ecoc.config import Repository, open_repository
 from ecoc.errors import EcocError
-from ecoc.files import CONFIG_NAME, YAML_SUFFIXES
+from ecoc.files import CONFIG_NAME, WAIVER_FILES, YAML_SUFFIXES
 from ecoc.findings import Finding
 from ecoc.formats import CheckedRecord, RecordChange, Report, affecting, state_of
+from ecoc.model.nodes import to_plain
 from ecoc.runner import CheckRun, RecordResult, RunOptions, run_check
+from ecoc.yamlload import Source, load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,8 @@ class Scope:
     approvals: tuple[str, ...]
     # The VINs of the changed records and the approval numbers of the changed approvals, on both sides.
     needles: tuple[str, ...]
+    # When only waivers changed: the VIN patterns of the waivers that differ.
+    waived: tuple[str, ...] = ()
 
 
 def scope_of(repository: Repository, base: str) -> Scope:
@@ -54,6 +60,13 @@ def scope_of(repository: Repository, base: str) -> Scope:
     commit = gitinfo.resolve_commit(root, base)
     changed = gitinfo.changed_files(root, commit)
     everything = any(path == CONFIG_NAME or path.startswith(_EVERYTHING) for path in changed)
+    waived: tuple[str, ...] = ()
+    waiver_files = [p for p in changed if p.startswith("rules/") and p.rsplit("/", 1)[-1] in WAIVER_FILES]
+    if everything and CONFIG_NAME not in changed and len(waiver_files) == sum(p.startswith("rules/") for p in changed):
+        # Only waivers changed: they concern the records their VIN patterns name.
+        patterns = _changed_waiver_patterns(root, commit, waiver_files, changed)
+        if patterns is not None:
+            everything, waived = False, patterns
     records = tuple(p for p in changed if p.startswith("records/") and p.endswith(YAML_SUFFIXES))
     approvals = tuple(p for p in changed if p.startswith("approvals/") and p.endswith(YAML_SUFFIXES))
     before = gitinfo.read_at(root, commit, [p for p in (*records, *approvals) if changed[p] != "A"])
@@ -61,7 +74,65 @@ def scope_of(repository: Repository, base: str) -> Scope:
     vins = _needles([*(now[p] for p in records), *(before.get(p) for p in records)], _VIN_LINE)
     vins |= {_stem(path) for path in records}
     numbers = _needles([*(now[p] for p in approvals), *(before.get(p) for p in approvals)], _NUMBER_LINE)
-    return Scope(base, commit, changed, everything, records, approvals, tuple(sorted(vins | numbers)))
+    return Scope(base, commit, changed, everything, records, approvals, tuple(sorted(vins | numbers)), waived)
+
+
+def _waiver_entries(text: bytes | None, source: str) -> list[str] | None:
+    """The waivers of one file as comparable text, or None when the file cannot be read as waivers."""
+    if text is None:
+        return []
+    node, findings = load_yaml(text, Source(source))
+    if any(f.severity.blocking for f in findings):
+        return None
+    document = to_plain(node) if node is not None else {}
+    entries = document.get("waivers", []) if isinstance(document, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        return None
+    return [json.dumps(entry, sort_keys=True) for entry in entries]
+
+
+def _changed_waiver_patterns(
+    root: Path, commit: str, files: list[str], changed: dict[str, str]
+) -> tuple[str, ...] | None:
+    """The VIN patterns of the waivers that differ between the base and here, or None if unreadable."""
+    before = gitinfo.read_at(root, commit, [path for path in files if changed[path] != "A"])
+    patterns: set[str] = set()
+    for path in files:
+        old = _waiver_entries(before.get(path), path)
+        new = _waiver_entries(gitinfo.read_working(root, path), path)
+        if old is None or new is None:
+            return None
+        for entry in set(old) ^ set(new):
+            records = json.loads(entry).get("records")
+            if not isinstance(records, list) or not all(isinstance(item, str) for item in records):
+                return None
+            patterns.update(records)
+    return tuple(sorted(patterns))
+
+
+def _vin_line(pattern: str) -> str | None:
+    """A POSIX extended regular expression for the `vin:` line of a record whose VIN matches a shell pattern."""
+    if not re.fullmatch(r"[A-Z0-9*?\[\]!-]+", pattern):
+        return None
+    translated = ""
+    position = 0
+    while position < len(pattern):
+        char = pattern[position]
+        if char == "*":
+            translated += "[A-Z0-9]*"
+        elif char == "?":
+            translated += "[A-Z0-9]"
+        elif char == "[":
+            end = pattern.find("]", position + 1)
+            if end < 0:
+                return None
+            inside = pattern[position + 1 : end]
+            translated += "[" + ("^" + inside[1:] if inside.startswith("!") else inside) + "]"
+            position = end
+        else:
+            translated += char
+        position += 1
+    return f"^vin:[[:space:]]*[\"']?{translated}[\"']?[[:space:]]*(#.*)?$"
 
 
 def _needles(texts: Iterable[bytes | None], pattern: re.Pattern[bytes]) -> set[str]:
@@ -84,6 +155,11 @@ def related_records(repository: Repository, scope: Scope) -> set[str]:
     A text search finds them, and the check then reads each one properly.
     """
     found = set(gitinfo.grep_files(repository.root, None, list(scope.needles), "records")) if scope.needles else set()
+    lines = [_vin_line(pattern) for pattern in scope.waived]
+    if lines:
+        found.update(
+            gitinfo.grep_files(repository.root, None, [line for line in lines if line], "records", extended=True)
+        )
     found.update(path for path in scope.records if scope.changed[path] != "D")
     return {path for path in found if path.endswith(YAML_SUFFIXES)}
 

@@ -192,13 +192,17 @@ def read_at(root: Path, commit: str, paths: list[str]) -> dict[str, bytes]:
     return found
 
 
-def grep_files(root: Path, commit: str | None, needles: list[str], folder: str) -> list[str]:
-    """Files below `folder` (in the working tree, or at `commit`) that contain one of `needles`."""
+def grep_files(root: Path, commit: str | None, needles: list[str], folder: str, *, extended: bool = False) -> list[str]:
+    """Files below `folder` (in the working tree, or at `commit`) that contain one of `needles`.
+
+    The needles are fixed strings, or POSIX extended regular expressions when `extended` is set.
+    """
     with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt") as patterns:
         patterns.write("".join(f"{needle}\n" for needle in needles if "\n" not in needle))
         patterns.flush()
         where = [_sha(commit)] if commit is not None else ["--untracked"]
-        completed = _git(root, "grep", "-l", "-z", "-F", "--no-color", "-f", patterns.name, *where, "--", folder)
+        kind = "-E" if extended else "-F"
+        completed = _git(root, "grep", "-l", "-z", kind, "--no-color", "-f", patterns.name, *where, "--", folder)
     names = _names(completed.stdout)
     if commit is not None:
         names = [name.split(":", 1)[1] if name.startswith(commit + ":") else name for name in names]
