@@ -205,3 +205,32 @@ def test_unreadable_waiver_file_checks_every_record(example_repo: Path, capsys: 
     (example_repo / "rules" / "waivers.yaml").write_text("waivers: [unclosed\n", encoding="utf-8")
     _, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
     assert checked_files(document) == 12
+
+
+def test_expired_waiver_blocks_every_record_in_the_diff(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (example_repo / "rules" / "waivers.yaml").write_text(
+        "waivers:\n"
+        "  - id: W-8\n"
+        "    rule: wltp.test-mass-not-below-actual-mass\n"
+        "    records: [XNHKH16S1TE100214]\n"
+        "    reason: ballast for the type test, accepted in writing\n"
+        '    approved_by: "@halvard-motors/compliance-review"\n'
+        "    expires: 2020-01-01\n",
+        encoding="utf-8",
+    )
+    code, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    assert changes(document)[RECORD]["after"] == "blocked"
+    repository = document["base"]["repository"]  # type: ignore[index]
+    assert [f["rule"] for f in repository["added"]] == ["waiver.expired"]
+    assert code == 1
+
+
+def test_copied_record_keeps_its_own_findings(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copy(example_repo / RECORD, example_repo / "records" / "copy.yaml")
+    _, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    original = changes(document)[RECORD]
+    copy = changes(document)["records/copy.yaml"]
+    assert original["added"]
+    assert all(f["file"] == RECORD for f in original["added"])  # type: ignore[union-attr]
+    assert {f["rule"] for f in copy["added"]} >= {"record.file-name", "record.duplicate-vin"}  # type: ignore[union-attr]
+    assert all(f["file"] == "records/copy.yaml" for f in copy["added"])  # type: ignore[union-attr]

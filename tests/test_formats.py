@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import jsonschema
@@ -16,6 +17,7 @@ from ecoc.formats import (
     GITHUB_ANNOTATIONS_PER_KIND,
     MARKDOWN_MARKER,
     CheckedRecord,
+    RecordChange,
     Report,
     format_github,
     format_markdown,
@@ -154,7 +156,26 @@ def test_markdown_summary_first_within_limit() -> None:
     assert len(text) <= 65_000
     assert text.startswith(MARKDOWN_MARKER + "\n## eCoC readiness: 400 of 400 records blocked")
     assert "| records checked | blocked |" in text.split("###")[0]
-    assert "more entries are not shown. The full report is in the ecoc-report artifact." in text
+    assert "record sections are not shown. The full report is in the ecoc-report artifact." in text
+    assert text.index("### Blocking findings") < text.index("### Blocked records")
+
+
+def test_markdown_shows_a_shared_error_before_thousands_of_changes() -> None:
+    vins = [f"V{n:05}" for n in range(3000)]
+    records = [CheckedRecord(f"records/{vin}.yaml", vin) for vin in vins]
+    shared = Finding("model.integer", Severity.ERROR, "1465.5 is not a whole number", "approvals/a.yaml", 153, 5)
+    shared = Finding(shared.rule, shared.severity, shared.message, shared.file, 153, 5, records=tuple(vins))
+    changes = [RecordChange(record.file, record.vin, "ready", "blocked", (shared,)) for record in records]
+    summary = {"errors": 1, "warnings": 0, "info": 0, "waived": 0, "records": 3000, "approvals": 1}
+    report = Report([shared], summary, records, base="origin/main", changes=changes)
+    text = format_markdown(report)
+    assert len(text) <= 65_000
+    blocking = text.split("### Blocking findings")[1].split("###")[0]
+    assert "| `model.integer` | `approvals/a.yaml:153` | 1465.5 is not a whole number | 3000 |" in blocking
+    assert re.search(
+        r"cut to stay within GitHub's size limit: \d+ changed records, \d+ record sections are not shown", text
+    )
+    assert "Run `ecoc check --base origin/main --format markdown --output report.md`" in text
 
 
 def test_markdown_escapes_what_the_data_says() -> None:

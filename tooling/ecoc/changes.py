@@ -179,6 +179,8 @@ class Comparison:
     head: CheckRun
     base: CheckRun | None
     changes: list[RecordChange]
+    # Findings about no record that were added or resolved (the file and states stay empty).
+    repository: RecordChange | None = None
     # Why the base could not be checked, when it could not.
     base_problem: str | None = None
 
@@ -187,23 +189,29 @@ def _finding_key(finding: Finding) -> tuple[object, ...]:
     return (finding.rule, finding.severity, finding.message, finding.file, finding.path, finding.waiver is None)
 
 
-def compare(head: CheckRun, base: CheckRun | None) -> list[RecordChange]:
-    """Return the records whose state or findings differ between the base run and the head run."""
+def compare(head: CheckRun, base: CheckRun | None) -> tuple[list[RecordChange], RecordChange | None]:
+    """Return the records whose state or findings differ between the base run and the head run.
+
+    The second value holds the findings about no record (rule files, waivers) that were added or
+    resolved, or None when there are none. Such a finding that blocks blocks every record.
+    """
     runs = {"head": head, "base": base}
     grouped: dict[str, dict[str, list[Finding]]] = {}
+    general: dict[str, list[Finding]] = {}
     checked: dict[str, dict[str, str | None]] = {}
     for name, run in runs.items():
         if run is None:
-            grouped[name], checked[name] = {}, {}
+            grouped[name], general[name], checked[name] = {}, [], {}
             continue
         records = [CheckedRecord(file, vin) for file, vin in run.checked]
-        grouped[name], _ = affecting(Report(run.findings, {}, records))
+        grouped[name], general[name] = affecting(Report(run.findings, {}, records))
         checked[name] = dict(run.checked)
+    everywhere = {name: [f for f in general[name] if f.blocking] for name in runs}
     changes = []
     for file in sorted(set(checked["head"]) | set(checked["base"])):
         findings = {name: grouped[name].get(file, []) for name in runs}
-        before = state_of(findings["base"]) if file in checked["base"] else "absent"
-        after = state_of(findings["head"]) if file in checked["head"] else "absent"
+        before = state_of([*findings["base"], *everywhere["base"]]) if file in checked["base"] else "absent"
+        after = state_of([*findings["head"], *everywhere["head"]]) if file in checked["head"] else "absent"
         counts = {name: Counter(_finding_key(f) for f in findings[name]) for name in runs}
         added = _only_in(findings["head"], counts["head"] - counts["base"])
         resolved = _only_in(findings["base"], counts["base"] - counts["head"])
@@ -211,7 +219,11 @@ def compare(head: CheckRun, base: CheckRun | None) -> list[RecordChange]:
             continue
         vin = checked["head"].get(file) or checked["base"].get(file)
         changes.append(RecordChange(file, vin, before, after, tuple(added), tuple(resolved)))
-    return changes
+    counts = {name: Counter(_finding_key(f) for f in general[name]) for name in runs}
+    added = _only_in(general["head"], counts["head"] - counts["base"])
+    resolved = _only_in(general["base"], counts["base"] - counts["head"])
+    repository = RecordChange("", None, "", "", tuple(added), tuple(resolved)) if added or resolved else None
+    return changes, repository
 
 
 def _only_in(findings: Sequence[Finding], surplus: Counter[tuple[object, ...]]) -> list[Finding]:
@@ -246,8 +258,8 @@ def check_against_base(
         except EcocError as exc:
             problem = f"the base {scope.base} cannot be checked: {exc.message}"
             log.warning("%s", problem)
-            return Comparison(head, None, compare(head, None), problem)
-    return Comparison(head, base, compare(head, base))
+            return Comparison(head, None, *compare(head, None), problem)
+    return Comparison(head, base, *compare(head, base))
 
 
 def _restricted(root: Path, scope: Scope, options: RunOptions, files: set[str]) -> RunOptions:

@@ -407,6 +407,7 @@ def _check_base(ctx: click.Context, base: str, outputs: _Outputs, xsd: Path | No
     report = _new_report(ctx, head.findings, summary, head.checked, outputs.formats)
     report.base = base
     report.changes = comparison.changes
+    report.repository_change = comparison.repository
     report.base_problem = comparison.base_problem
     if "github" in outputs.formats:
         present = [path for path, status in scope.changed.items() if status != "D"]

@@ -22,6 +22,8 @@ SARIF_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.IN
 GITHUB_COMMAND = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
 # GitHub turns at most this many workflow commands of each kind in one step into annotations.
 GITHUB_ANNOTATIONS_PER_KIND = 10
+# VINs an annotation names when a finding affects many records; the log line names them all.
+ANNOTATED_RECORDS = 10
 # A pull-request comment may hold 65,536 characters; the rest is left for the cut note.
 MARKDOWN_LIMIT = 65_000
 MARKDOWN_MARKER = "<!-- ecoc-readiness-report -->"
@@ -69,6 +71,8 @@ class Report:
     # Set by `ecoc check --base`: the base as the user named it, and the records whose readiness changed.
     base: str | None = None
     changes: Sequence[RecordChange] | None = None
+    # Findings about no record (rule files, waivers) added or resolved since the base.
+    repository_change: RecordChange | None = None
     # Lines each file changed since the base; GitHub annotations put findings there first.
     changed_lines: Mapping[str, frozenset[int]] | None = None
     # Start of a link to a file at this commit, such as https://github.com/o/r/blob/<sha>/.
@@ -98,6 +102,12 @@ def json_extra(report: Report) -> dict[str, object]:
                 }
                 for change in report.changes or ()
             ],
+            "repository": {
+                "added": [f.to_dict() for f in report.repository_change.added] if report.repository_change else [],
+                "resolved": [f.to_dict() for f in report.repository_change.resolved]
+                if report.repository_change
+                else [],
+            },
         }
     }
 
@@ -109,6 +119,10 @@ def changes_text(report: Report) -> str:
     lines = [f"readiness since {report.base}:"]
     if report.base_problem:
         lines.append(f"  {report.base_problem}; every checked record counts as new")
+    if report.repository_change is not None:
+        lines.append("  repository findings (rule files, waivers, settings):")
+        lines += [f"    + {f.severity.value} {f.rule}: {f.message}" for f in report.repository_change.added]
+        lines += [f"    - {f.severity.value} {f.rule}: {f.message}" for f in report.repository_change.resolved]
     if not report.changes:
         lines.append("  no record changed its readiness or findings")
     for change in report.changes or ():
@@ -131,9 +145,9 @@ def affecting(report: Report) -> tuple[dict[str, list[Finding]], list[Finding]]:
     grouped: dict[str, list[Finding]] = {}
     general: list[Finding] = []
     for finding in report.findings:
-        targets = {by_vin[vin] for vin in finding.records if vin in by_vin}
-        if finding.file in files:
-            targets.add(finding.file)
+        # A finding in a record file concerns that file, even when another file has the same VIN.
+        file = finding.file or ""
+        targets = {file} if file in files else {by_vin[vin] for vin in finding.records if vin in by_vin}
         if not targets:
             general.append(finding)
         for target in sorted(targets):
@@ -310,7 +324,9 @@ def _annotation(finding: Finding) -> str:
     if finding.path:
         lines.append(f"at {finding.path}")
     if len(finding.records) > 1:
-        lines.append(f"affects {len(finding.records)} records: {', '.join(finding.records)}")
+        shown = ", ".join(finding.records[:ANNOTATED_RECORDS])
+        more = len(finding.records) - ANNOTATED_RECORDS
+        lines.append(f"affects {len(finding.records)} records: {shown}" + (f" and {more} more" if more > 0 else ""))
     if finding.waiver is not None:
         lines.append(f"accepted by waiver {finding.waiver}")
     if finding.hint:
@@ -349,7 +365,7 @@ def format_github(report: Report) -> str:
             + _command_data(
                 f"{len(left)} more finding{'s are' if len(left) != 1 else ' is'} not shown as annotations, "
                 f"because GitHub shows {GITHUB_ANNOTATIONS_PER_KIND} of each kind per step. "
-                "The log below, the job summary and the SARIF report list every finding."
+                "The log below and the SARIF report list every finding."
             )
         )
         lines.append(format_text(sorted(left, key=Finding.sort_key)).rstrip("\n"))
@@ -408,40 +424,52 @@ def _counts(findings: Sequence[Finding]) -> str:
     return ", ".join(parts) or "no findings"
 
 
-class _Budget:
-    """Collects Markdown blocks until the next one would pass the size limit."""
+# Shares of the comment for the blocking findings and for the table of changes; the sections per
+# record get what is left.
+_FINDINGS_SHARE = 0.4
+_CHANGES_SHARE = 0.25
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.blocks: list[str] = []
-        self.size = 0
-        self.full = False
 
-    def add(self, block: str) -> bool:
-        if self.full or self.size + len(block) + 1 > self.limit:
-            self.full = True
-            return False
-        self.blocks.append(block)
-        self.size += len(block) + 1
-        return True
+def _capped(rows: Sequence[str], room: int) -> tuple[list[str], int]:
+    """The rows that fit in `room` characters, and how many did not."""
+    kept: list[str] = []
+    used = 0
+    for row in rows:
+        if used + len(row) + 1 > room:
+            break
+        kept.append(row)
+        used += len(row) + 1
+    return kept, len(rows) - len(kept)
+
+
+def _blocking_rows(findings: Sequence[Finding], link_base: str | None) -> list[str]:
+    rows = []
+    for finding in findings:
+        affected = f"{len(finding.records)}" if finding.records else "all"
+        rows.append(
+            f"| `{finding.rule}` | {_place(finding, link_base)} | {markdown_cell(finding.message)} | {affected} |"
+        )
+    return rows
 
 
 def format_markdown(report: Report, limit: int = MARKDOWN_LIMIT, full_report: str | None = None) -> str:
-    """A pull-request comment: the summary table first, then a section per record with findings.
+    """A pull-request comment: the summary, the blocking findings, the changes, then each record.
 
-    The comment stays under `limit` characters; when records had to be left out, a closing note
-    names how many and where the full report is (`full_report`, such as a workflow artifact).
+    The blocking findings come first, each once with the number of records it blocks, because a
+    reviewer must see them even when thousands of records changed. The comment stays under
+    `limit` characters; what it leaves out is counted in a closing note that names where the
+    full report is (`full_report`, such as a workflow artifact).
     """
     full_report = full_report or report.full_report
     grouped, general = affecting(report)
-    states = {record.file: state_of(grouped.get(record.file, ())) for record in report.records}
+    general_blocking = [f for f in general if f.blocking]
+    states = {record.file: state_of([*grouped.get(record.file, ()), *general_blocking]) for record in report.records}
     blocked = [r for r in report.records if states[r.file] == "blocked"]
     noted = [r for r in report.records if states[r.file] == "ready" and grouped.get(r.file)]
-    general_blocks = any(f.blocking for f in general)
     head = [
         MARKDOWN_MARKER,
         f"## eCoC readiness: {len(blocked)} of {len(report.records)} records blocked"
-        + (", and repository findings block every record" if general_blocks else ""),
+        + (", because repository findings block every record" if general_blocking else ""),
         "",
         "| records checked | blocked | ready | errors | warnings | info | waived |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -451,41 +479,58 @@ def format_markdown(report: Report, limit: int = MARKDOWN_LIMIT, full_report: st
     ]
     if report.base is not None:
         head += ["", f"Checked the records changed or affected since `{report.base.replace('`', '')}`."]
-    # The cut note must always fit after what was kept.
-    budget = _Budget(limit - 600)
-    budget.add("\n".join(head))
-    total_sections = 0
-    kept_sections = 0
+    if report.base_problem:
+        head += ["", markdown_cell(report.base_problem) + "; every checked record counts as new."]
+    # The closing note must always fit after what was kept.
+    room = limit - 800 - sum(len(line) + 1 for line in head)
+    left: list[str] = []
+    blocks = ["\n".join(head)]
+
+    blocking = sorted([f for f in report.findings if f.blocking], key=lambda f: (-len(f.records), *f.sort_key()))
+    if blocking:
+        rows, missing = _capped(_blocking_rows(blocking, report.link_base), int(room * _FINDINGS_SHARE))
+        blocks.append(
+            "\n### Blocking findings\n\n| rule | where | message | records |\n| --- | --- | --- | ---: |\n"
+            + "\n".join(rows)
+        )
+        room -= sum(len(row) + 1 for row in rows) + 120
+        if missing:
+            left.append(f"{missing} blocking finding{'s' if missing != 1 else ''}")
     if report.changes is not None:
-        changes = report.changes
-        if not changes:
-            budget.add("\n### Changes since the base\n\nNo record's readiness or findings changed.")
+        repository = report.repository_change
+        if repository is not None:
+            blocks.append(
+                f"\nRepository findings since the base: {len(repository.added)} added, "
+                f"{len(repository.resolved)} resolved (see below)."
+            )
+        if not report.changes:
+            blocks.append("\n### Changes since the base\n\nNo record's readiness or findings changed.")
         else:
-            rows = [
-                "\n### Changes since the base\n",
-                "| record | before | after | findings added | findings resolved |",
-                "| --- | --- | --- | ---: | ---: |",
-            ]
-            budget.add("\n".join(rows))
-            for change in changes:
-                total_sections += 1
+            change_rows = []
+            for change in report.changes:
                 arrow = f"**{change.after}**" if change.before != change.after else change.after
-                row = (
+                change_rows.append(
                     f"| {markdown_cell(change.vin or change.file)} | {change.before} | {arrow} "
                     f"| {len(change.added)} | {len(change.resolved)} |"
                 )
-                kept_sections += budget.add(row)
-    sections: list[tuple[str, list[str]]] = []
+            rows, missing = _capped(change_rows, int(room * _CHANGES_SHARE / (1 - _FINDINGS_SHARE)))
+            blocks.append(
+                "\n### Changes since the base\n\n"
+                "| record | before | after | findings added | findings resolved |\n| --- | --- | --- | ---: | ---: |\n"
+                + "\n".join(rows)
+            )
+            room -= sum(len(row) + 1 for row in rows) + 150
+            if missing:
+                left.append(f"{missing} changed record{'s' if missing != 1 else ''}")
+    sections: list[str] = []
     if general:
         sections.append(
-            (
-                "Repository findings (rule files, waivers, settings)",
-                ["", *_finding_table(sorted(general, key=Finding.sort_key), report.link_base)],
-            )
+            "\n### Repository findings (rule files, waivers, settings)\n\n"
+            + "\n".join(_finding_table(sorted(general, key=Finding.sort_key), report.link_base))
         )
     for title, records in (("Blocked records", blocked), ("Ready records with findings", noted)):
         for position, record in enumerate(records):
-            findings = grouped[record.file]
+            findings = grouped.get(record.file, [])
             summary = (
                 f"<b>{markdown_cell(record.vin or record.file)}</b> ({markdown_cell(record.file)}): {_counts(findings)}"
             )
@@ -496,18 +541,19 @@ def format_markdown(report: Report, limit: int = MARKDOWN_LIMIT, full_report: st
                 *_finding_table(findings, report.link_base),
                 "\n</details>",
             ]
-            sections.append(("", lines))
-    for title, lines in sections:
-        total_sections += 1
-        block = (f"\n### {title}\n" if title else "") + "\n".join(lines)
-        kept_sections += budget.add(block)
-    text = "\n".join(budget.blocks)
-    if budget.full:
-        left = total_sections - kept_sections
+            sections.append("\n".join(lines))
+    kept, missing = _capped(sections, room)
+    blocks += kept
+    if missing:
+        left.append(f"{missing} record section{'s' if missing != 1 else ''}")
+    text = "\n".join(blocks)
+    if left:
         where = f" The full report is {full_report}." if full_report else ""
+        command = (
+            "ecoc check" + (f" --base {report.base}" if report.base else "") + " --format markdown --output report.md"
+        )
         text += (
-            f"\n\n---\nThis comment was cut to stay within GitHub's size limit: {left} more "
-            f"{'entries are' if left != 1 else 'entry is'} not shown.{where} "
-            "Run `ecoc check --format markdown --output report.md` to write it in full."
+            f"\n\n---\nThis comment was cut to stay within GitHub's size limit: {', '.join(left)} "
+            f"are not shown.{where} Run `{command.replace('`', '')}` to write it in full."
         )
     return text + "\n"
