@@ -234,3 +234,23 @@ def test_copied_record_keeps_its_own_findings(example_repo: Path, capsys: pytest
     assert all(f["file"] == RECORD for f in original["added"])  # type: ignore[union-attr]
     assert {f["rule"] for f in copy["added"]} >= {"record.file-name", "record.duplicate-vin"}  # type: ignore[union-attr]
     assert all(f["file"] == "records/copy.yaml" for f in copy["added"])  # type: ignore[union-attr]
+
+
+def test_first_commit_compares_with_an_empty_repository(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import PROJECT
+
+    repo = tmp_path / "fresh"
+    shutil.copytree(PROJECT / "records", repo / "records")
+    shutil.copytree(PROJECT / "approvals", repo / "approvals")
+    shutil.copytree(PROJECT / "rules", repo / "rules")
+    shutil.copy(PROJECT / "ecoc.yaml", repo / "ecoc.yaml")
+    git(repo, "init", "-q")
+    code, document, _ = base_check(repo, capsys, "--base", "HEAD")
+    assert checked_files(document) == 12
+    assert {(c["before"], c["after"]) for c in changes(document).values()} == {("absent", "ready")}
+    assert code == 0
+
+
+def test_report_names_an_unknown_format(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--repo", str(example_repo), "check", "--report", "xml=out.xml"]) == 2
+    assert "--report xml=out.xml: unknown format xml" in capsys.readouterr().err

@@ -201,5 +201,5 @@ def test_one_check_writes_several_reports(
 
 
 def test_report_option_needs_a_format_and_a_file(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--repo", str(example_repo), "check", "--report", "pdf=x.pdf"]) == 2
-    assert "--report pdf=x.pdf: expected FORMAT=FILE" in capsys.readouterr().err
+    assert main(["--repo", str(example_repo), "check", "--report", "sarif"]) == 2
+    assert "--report sarif: expected FORMAT=FILE" in capsys.readouterr().err

@@ -149,3 +149,47 @@ def test_rule_change_previews_every_record(example_repo: Path, tmp_path: Path) -
     for page in pages:
         document = etree.fromstring(page.read_bytes(), etree.HTMLParser())
         assert document.find(".//table[@id='certificate']") is not None
+
+
+def test_failing_template_leaves_no_files(
+    example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 1479")
+    (example_repo / "templates").mkdir()
+    (example_repo / "templates" / "coc.html.j2").write_text("<p>{{ 1 / 0 }}</p>\n", encoding="utf-8")
+    out = tmp_path / "preview"
+    assert preview(example_repo, out) == 3
+    assert "template coc.html.j2 failed while rendering: ZeroDivisionError" in capsys.readouterr().err
+    assert not out.exists() or list(out.rglob("*.*")) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{% include "nope.j2" %}', "template nope.j2 is missing from templates/ and from ecoc (used by coc.html.j2)"),
+        ("{{ range(10 ** 9) | list | length }}", "template coc.html.j2 failed while rendering"),
+    ],
+)
+def test_template_mistakes_are_reported(
+    example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 1479")
+    (example_repo / "templates").mkdir()
+    (example_repo / "templates" / "coc.html.j2").write_text(text + "\n", encoding="utf-8")
+    assert preview(example_repo, tmp_path / "preview") == 3
+    assert expected in capsys.readouterr().err
+
+
+def test_preview_stays_out_of_the_data(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 1479")
+    assert preview(example_repo, example_repo / "records", "--clean") == 2
+    assert "would mix its files with the repository's data" in capsys.readouterr().err
+    assert sorted(path.suffix for path in (example_repo / "records").iterdir()) == [".yaml"] * 12
+
+
+def test_page_lists_what_changed(example_repo: Path, tmp_path: Path, browser: webdriver.Chrome) -> None:
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 1479")
+    out = tmp_path / "preview"
+    assert preview(example_repo, out) == 0
+    open_page(browser, out / "records" / f"{VIN}.html")
+    assert browser.find_element(By.ID, "changes").text == "Actual mass: 1478 → 1479"

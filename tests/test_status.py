@@ -125,9 +125,19 @@ def test_unreadable_manifest_is_reported(repo: Path, capsys: pytest.CaptureFixtu
     assert f"signed/{VIN}/1/manifest.json:1:1: error io.read: cannot read the evidence manifest" in err
 
 
-def test_unknown_main_branch_approves_nothing(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _, rows = status(repo, capsys, "--main", "release-2027")
-    assert {row["state"] for row in rows.values()} == {"ready"}
+def test_named_main_branch_must_exist(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--repo", str(repo), "status", "--main", "release-2027"]) == 2
+    assert "--main release-2027: no such commit in this repository" in capsys.readouterr().err
+
+
+def test_missing_default_main_branch_approves_nothing(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    git(repo, "branch", "-M", "trunk")
+    code = main(["--repo", str(repo), "status", "--format", "json"])
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)["records"]
+    assert {row["state"] for row in rows} == {"ready"}
+    assert "no record counts as approved, because the main branch main cannot be read" in captured.err
+    assert code == 0
 
 
 def test_status_pages(repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

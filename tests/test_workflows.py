@@ -132,3 +132,14 @@ def test_pre_commit_hooks_run_ecoc_commands(example_repo: Path) -> None:
         command = hook["entry"].split()
         assert command[0] == "ecoc"
         assert main(["--repo", str(example_repo), *command[1:]]) == 0, hook["id"]
+
+
+def test_main_branch_gives_code_scanning_its_baseline() -> None:
+    document = workflow("readiness-main.yml")
+    assert document["on"] == {"push": {"branches": ["main"]}}
+    upload = [step for step in steps(document) if step.get("uses", "").startswith("github/codeql-action/upload-sarif@")]
+    comment = workflow("pr-readiness-comment.yml")
+    pull_upload = [
+        step for step in steps(comment) if step.get("uses", "").startswith("github/codeql-action/upload-sarif@")
+    ]
+    assert upload[0]["with"]["category"] == pull_upload[0]["with"]["category"] == "ecoc"

@@ -273,6 +273,8 @@ def _check_base(
     repository: Repository, scope: Scope, options: RunOptions, files: set[str], copy: Path, sink: Sink | None
 ) -> CheckRun:
     wanted = [CONFIG_NAME, "approvals", "rules"]
+    if scope.commit == gitinfo.EMPTY_TREE:
+        return CheckRun([], 0, 0)
     if scope.everything:
         gitinfo.export(repository.root, scope.commit, [*wanted, "records"], [], copy)
         return run_check(open_repository(copy, explicit=True), options, sink=sink)

@@ -317,8 +317,10 @@ def _report_files(reports: tuple[str, ...]) -> tuple[tuple[str, Path], ...]:
     files = []
     for text in reports:
         format_, _, name = text.partition("=")
-        if format_ not in CHECK_FORMATS or not name:
-            raise UsageError(f"--report {text}: expected FORMAT=FILE", "FORMAT is one of " + ", ".join(CHECK_FORMATS))
+        if not name:
+            raise UsageError(f"--report {text}: expected FORMAT=FILE", "as in --report sarif=ecoc.sarif")
+        if format_ not in CHECK_FORMATS:
+            raise UsageError(f"--report {text}: unknown format {format_}", "use one of " + ", ".join(CHECK_FORMATS))
         files.append((format_, Path(name)))
     return tuple(files)
 
@@ -805,10 +807,10 @@ def preview(
     from ecoc.runner import RunOptions, default_jobs
 
     repository = _repository(ctx)
+    scope = scope_of(repository, base)
     version_datetime = _version_datetime(repository, given_datetime)
     schema = _schema(repository, xsd)
-    scope = scope_of(repository, base)
-    _prepare_preview(out_dir, clean)
+    _prepare_preview(repository.root, out_dir, clean)
     rendered: dict[str, bytes] = {}
     base_rendered: dict[str, bytes] = {}
 
@@ -831,9 +833,17 @@ def preview(
 _PREVIEW_FILES = ("index.html", "records/*.xml", "records/*.diff", "records/*.html")
 
 
-def _prepare_preview(out_dir: Path, clean: bool) -> None:
+def _prepare_preview(root: Path, out_dir: Path, clean: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"{out_dir}: not a folder")
+    inside = out_dir.resolve()
+    if inside == root or any(
+        inside.is_relative_to(root / name) for name in ("approvals", "records", "rules", "signed")
+    ):
+        raise UsageError(
+            f"{out_dir}: the preview would mix its files with the repository's data",
+            "choose a folder outside approvals/, records/, rules/ and signed/, such as build/preview",
+        )
     if not out_dir.exists():
         return
     if clean:
@@ -887,7 +897,8 @@ def schema_export(ctx: click.Context, out_dir: Path | None, check_only: bool) ->
             _write(path, text)
     if check_only:
         for path in stale:
-            click.echo(f"{path} is out of date; run ecoc schema export", err=True)
+            state = "is out of date" if path.exists() else "is missing"
+            click.echo(f"{path} {state}; run ecoc schema export", err=True)
         return EXIT_FINDINGS if stale else EXIT_CLEAN
     click.echo(f"wrote {len(stale)} of 2 schema files to {folder}", err=True)
     return EXIT_CLEAN
@@ -947,7 +958,7 @@ def status(
     index = load_approvals(list_yaml(root, "approvals"))
     owners = {a.number_text: a.owners for a in index.approvals if a.number_text is not None and a.owners is not None}
     facts = board.Facts(
-        _merged(root, main_ref or repository.settings.main_branch, run.approval_of, index),
+        _merged(root, main_ref or repository.settings.main_branch, main_ref is not None, run.approval_of, index),
         evidence,
         digests,
         owners,
@@ -978,14 +989,22 @@ def now_text() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _merged(root: Path, main: str, approval_of: dict[str, str | None], index: ApprovalIndex) -> frozenset[str] | None:
-    """Record files that are on the main branch as they are here, with their approval files."""
+def _merged(
+    root: Path, main: str, explicit: bool, approval_of: dict[str, str | None], index: ApprovalIndex
+) -> frozenset[str] | None:
+    """Record files that are on the main branch as they are here, with their approval files.
+
+    A main branch that cannot be read is an error when --main named it, and a warning
+    otherwise: then no record counts as approved.
+    """
     from ecoc import gitinfo
 
     try:
-        commit = gitinfo.resolve_commit(root, main)
+        commit = gitinfo.resolve_commit(root, main, "--main")
     except EcocError as exc:
-        log.info("no record counts as approved: %s", exc.message)
+        if explicit:
+            raise
+        log.warning("no record counts as approved, because the main branch %s cannot be read: %s", main, exc.message)
         return None
     differing = set(gitinfo.changed_files(root, commit))
     merged = set()

@@ -80,6 +80,8 @@ def _refusal(root: Path, completed: subprocess.CompletedProcess[bytes]) -> None:
 
 
 _SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
+# The tree without files, which every git repository knows: the base before the first commit.
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 
 
 def _sha(commit: str) -> str:
@@ -89,12 +91,17 @@ def _sha(commit: str) -> str:
     return commit
 
 
-def resolve_commit(root: Path, ref: str) -> str:
+def resolve_commit(root: Path, ref: str, option: str = "--base") -> str:
     """Return the commit `ref` names, or raise a usage error that says how to fetch it."""
     if not ref or ref.startswith("-") or any(ord(c) < 32 for c in ref):
-        raise UsageError(f"--base {ref!r} is not a commit or branch name", "name the base as in --base origin/main")
+        raise UsageError(
+            f"{option} {ref!r} is not a commit or branch name", f"name a branch or commit, as in {option} origin/main"
+        )
     completed = _git(root, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
     _refusal(root, completed)
+    if completed.returncode != 0 and ref == "HEAD" and not _git(root, "rev-list", "-n", "1", "--all").stdout.strip():
+        # Before the first commit, the base is a repository without files.
+        return EMPTY_TREE
     if completed.returncode != 0:
         shallow = _git(root, "rev-parse", "--is-shallow-repository").stdout.strip() == b"true"
         hint = (
@@ -103,7 +110,7 @@ def resolve_commit(root: Path, ref: str) -> str:
             if shallow
             else f"fetch it first (for example git fetch origin {ref.split('/')[-1]}), or name a commit"
         )
-        raise UsageError(f"--base {ref}: no such commit in this repository", hint)
+        raise UsageError(f"{option} {ref}: no such commit in this repository", hint)
     return completed.stdout.decode().strip()
 
 

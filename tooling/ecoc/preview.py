@@ -66,13 +66,31 @@ class Page:
     removed: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
+    def new(self) -> bool:
+        """Whether the record has no render at the base, so that every value is new."""
+        return self.rendered is not None and self.base_rendered is None
+
+    @property
+    def changes(self) -> list[Node]:
+        """The values that differ from the base, in certificate order."""
+        found: list[Node] = []
+
+        def visit(node: Node) -> None:
+            if node.kind == "value":
+                if node.changed:
+                    found.append(node)
+                return
+            for child in node.children:
+                visit(child)
+
+        for node in self.nodes:
+            visit(node)
+        return found
+
+    @property
     def changed_values(self) -> int:
-        """The values that differ from the base: changed, new or removed."""
-
-        def count(node: Node) -> int:
-            return int(node.changed) if node.kind == "value" else sum(count(child) for child in node.children)
-
-        return sum(count(node) for node in self.nodes) + len(self.removed)
+        """The number of values that differ from the base: changed, new or removed."""
+        return len(self.changes) + len(self.removed)
 
 
 def _local(element: etree._Element) -> str:
@@ -198,22 +216,24 @@ def write_preview(
     write: Callable[[Path, bytes | str], None],
     base_problem: str | None,
 ) -> list[Path]:
-    """Write the files of every page and the index; `write(path, data)` writes one file."""
+    """Write the files of every page and the index; `write(path, data)` writes one file.
+
+    Every page is rendered before the first file is written, so a template error leaves no
+    half-written preview behind.
+    """
     from ecoc.templating import render_page
 
-    written = []
+    files: dict[Path, bytes | str] = {}
+    folder = out / "records"
     for page in previews:
-        folder = out / "records"
         if page.rendered is not None:
-            written.append(folder / f"{page.name}.xml")
-            write(written[-1], page.rendered)
-        written.append(folder / f"{page.name}.diff")
-        write(written[-1], unified_diff(page.name, base, page.rendered, page.base_rendered))
+            files[folder / f"{page.name}.xml"] = page.rendered
+        files[folder / f"{page.name}.diff"] = unified_diff(page.name, base, page.rendered, page.base_rendered)
         if page.rendered is not None:
-            written.append(folder / f"{page.name}.html")
-            html = render_page(root, "coc.html.j2", page=page, base=base)
-            write(written[-1], html)
-    index = render_page(root, "preview-index.html.j2", pages=previews, base=base, base_problem=base_problem)
-    written.append(out / "index.html")
-    write(written[-1], index)
-    return written
+            files[folder / f"{page.name}.html"] = render_page(root, "coc.html.j2", page=page, base=base)
+    files[out / "index.html"] = render_page(
+        root, "preview-index.html.j2", pages=previews, base=base, base_problem=base_problem
+    )
+    for path, data in files.items():
+        write(path, data)
+    return list(files)
