@@ -520,3 +520,12 @@ def test_approval_with_empty_review_owners(example_repo: Path, capsys: pytest.Ca
     assert (finding["file"], finding["path"]) == (APPROVAL, "owners.review")
     assert "leave out owners.review" in str(finding["hint"])
     assert code == 1
+
+
+def test_dangling_approval_link_is_reported_in_a_full_check(
+    example_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (example_repo / "approvals" / "extra.yaml").symlink_to(example_repo / "nowhere.yaml")
+    code, findings = check(example_repo, capsys)
+    assert only(findings, "io.read")["file"] == "approvals/extra.yaml"
+    assert code == 1

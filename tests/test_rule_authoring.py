@@ -127,3 +127,37 @@ def test_broken_placeholder_fails_the_rule_test(tmp_path: Path, placeholder: str
     [finding] = check_examples(catalogue)["test.width"]
     assert finding.rule == "rules.example"
     assert f"the placeholder {{{{ {placeholder} }}}} cannot be evaluated" in finding.message
+
+
+@pytest.mark.parametrize(
+    ("facts", "expected"),
+    [
+        ("{stage_number: x}", "record.stage_number 'x', which is not a whole number from 1"),
+        ("{stage_number: [1]}", "record.stage_number ['1'], which is not a whole number from 1"),
+        ("{today: 2025-02-30}", "record.today '2025-02-30', which is not a date written YYYY-MM-DD"),
+        ("{vin: [1]}", "record.vin ['1'], which is not a text"),
+    ],
+)
+def test_wrong_example_fact_fails_the_rule_test(tmp_path: Path, facts: str, expected: str) -> None:
+    (tmp_path / "rules").mkdir()
+    text = RULE.replace("fail: {CocDataGroup:", f"fail: {{record: {facts}, CocDataGroup:")
+    (tmp_path / "rules" / "test.yaml").write_text(text, encoding="utf-8")
+    [finding] = check_examples(load_catalogue(tmp_path))["test.width"]
+    assert finding.message == f"the fail example of test.width has {expected}"
+
+
+def test_misspelt_name_in_an_index_is_reported(tmp_path: Path) -> None:
+    [finding] = problems(tmp_path, "check: group.Width", 'check: coc["DimensionGrup"].Width')
+    assert "names DimensionGrup" in finding.message
+    assert finding.hint == "did you mean DimensionGroup?"
+
+
+def test_unknown_example_key_names_pass_and_fail(tmp_path: Path) -> None:
+    [finding] = [f for f in problems(tmp_path, "      pass:", "      passes:") if "passes" in f.message]
+    assert finding.message == "unknown key passes"
+    assert finding.hint == "did you mean pass?"
+
+
+def test_expression_that_is_no_text(tmp_path: Path) -> None:
+    [finding] = problems(tmp_path, "check: group.Width < 2600.0", "check: [a, b]")
+    assert finding.message == "check needs a text, not a list"

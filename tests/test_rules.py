@@ -550,6 +550,8 @@ def test_waiver_without_approver(example_repo: Path, capsys: pytest.CaptureFixtu
     ("old", "new", "expected"),
     [
         ("records: [XNHKH16S1TE100214]", "records: [xnhkh16s1te100214]", "is not a VIN or VIN pattern"),
+        ("records: [XNHKH16S1TE100214]", "records: [XNHKH16S1TE10021]", "stands for 16 characters"),
+        ("records: [XNHKH16S1TE100214]", 'records: ["XNH[KH*"]', "has a [ without its ]"),
         ("records: [XNHKH16S1TE100214]", "records: []", "names no records"),
         ("reason: accepted by the approval authority in writing", "reason: ok", "too short"),
         ('approved_by: "@halvard-motors/compliance-review"', "approved_by: review team", "is not a GitHub user"),

@@ -97,7 +97,7 @@ def _schema(repository: Repository, xsd: Path | None) -> IviSchema | None:
 
 def _selection(root: Path, paths: tuple[Path, ...]) -> list[Path] | None:
     for path in paths:
-        if not path.exists():
+        if not os.path.lexists(path):
             raise UsageError(f"{path}: no such file or folder")
         try:
             path.resolve().relative_to(root)
@@ -136,6 +136,11 @@ def _write(path: Path, data: bytes | str) -> None:
     try:
         write_atomically(path, data)
     except OSError as exc:
+        if exc.errno in _WRITE_ERRORS:
+            # The disk or device failed, as for output to stdout: not a mistake in the command.
+            raise ConfigError(
+                f"{path}: cannot write the file: {exc.strerror}", "free space or fix the device"
+            ) from None
         raise UsageError(
             f"{path}: cannot write the file: {exc.strerror}", "choose a path in a folder you can write to"
         ) from None

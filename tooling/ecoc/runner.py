@@ -204,6 +204,7 @@ class _Run:
         self.chosen = None if chosen is not None and "." in chosen else chosen
         self.index = load_approvals(list_yaml(repository.root, "approvals"))
         self.selected_approvals = {a.source.path for a in self.index.approvals if _selected(a.source.path, self.chosen)}
+        self.approval_files = {a.source.path for a in self.index.approvals}
         self.approval_keys, self.missing_key = _approval_keys(self.index)
         self.schema_digest = options.schema.digest if options.schema is not None else None
         self.rules: RuleRun | None = None
@@ -357,7 +358,9 @@ class _Run:
                     }
                 )
             )
-            if finding.file not in self.selected_approvals and not vins:
+            # A file that could not be read as an approval counts as selected when its path is.
+            unread = finding.file not in self.approval_files and _selected(finding.file or "", self.chosen)
+            if finding.file not in self.selected_approvals and not vins and not unread:
                 continue
             findings.append(finding if finding.records or not vins else replace(finding, records=vins))
         return findings

@@ -69,14 +69,18 @@ def validate_node(
             if field is not None and field.description:
                 error_hint = field.description
             if error["type"] == "extra_forbidden":
-                known = list(owner.model_fields)
+                known = [field.alias or name for name, field in owner.model_fields.items()]
                 name = str(location[-1])
                 close = difflib.get_close_matches(name, known, n=1)
                 message = f"unknown key {name}"
                 error_hint = f"did you mean {close[0]}?" if close else "known keys: " + ", ".join(known)
+            elif error["type"] == "string_type":
+                message = f"{location[-1] if location else 'the value'} needs a text, not {_shape(error['input'])}"
+                error_hint = error_hint if field is not None and field.description else "write a single text value"
             elif error["type"] in ("model_type", "model_attributes_type", "dict_type"):
                 message = f"{error_path or 'the value'} needs a mapping, not {_shape(error['input'])}"
-                error_hint = "write it as keys with values; its keys are " + ", ".join(owner.model_fields)
+                keys = [field.alias or name for name, field in owner.model_fields.items()]
+                error_hint = "write it as keys with values; its keys are " + ", ".join(keys)
             elif error["type"] == "missing":
                 message = f"missing key {location[-1]}"
                 error_hint = f"add {location[-1]}"

@@ -83,7 +83,7 @@ class Applies(pydantic.BaseModel):
 class Examples(pydantic.BaseModel):
     """A certificate (partial) the rule accepts and one it rejects, as the tests run them."""
 
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
     passing: dict[str, Any] = pydantic.Field(alias="pass")
     failing: dict[str, Any] = pydantic.Field(alias="fail")

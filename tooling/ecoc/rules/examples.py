@@ -13,6 +13,8 @@ pass:
 
 from __future__ import annotations
 
+import datetime
+import re
 from typing import Any
 
 from ecoc.findings import Finding, Severity
@@ -63,7 +65,8 @@ def example_effective(rule: Rule, data: dict[str, Any]) -> tuple[Effective, list
     number = facts.get("approval") or _text(trees["CocDataGroup"], "TypeApprovalNumber") or "e4*2018/858*00001*00"
     approval.number = Scalar(str(number), 1, 1, False, source)
     approval.number.value = str(number)
-    stage = int(facts.get("stage_number", 1))
+    stage_text = str(facts.get("stage_number", 1))
+    stage = int(stage_text) if stage_text.isdigit() else 1  # check_examples reports a wrong value
     effective = Effective(record, approval, trees["Header"], trees["CocDataGroup"], stage, 1)
     return effective, problems
 
@@ -94,6 +97,15 @@ def check_examples(catalogue: Catalogue) -> dict[str, list[Finding]]:
             ("fail", rule.spec.examples.failing, 1),
         ):
             unknown = _unknown_keys(data)
+            wrong_fact = _fact_problem(data)
+            if wrong_fact is not None:
+                line = rule.key_lines.get(key, rule.line)
+                message = f"the {key} example of {rule.id} has {wrong_fact}"
+                hint = "give record facts as text: stage_number a whole number from 1, today a date written YYYY-MM-DD"
+                findings.setdefault(rule.id, []).append(
+                    Finding("rules.example", Severity.ERROR, message, rule.file, line, 1, f"examples.{key}", hint)
+                )
+                continue
             with message_gaps() as gaps:
                 found, problems = run_example(catalogue, rule, data)
             own = [finding for finding in found if finding.rule == rule.id]
@@ -135,6 +147,31 @@ def check_examples(catalogue: Catalogue) -> dict[str, list[Finding]]:
 
 # The facts an example may set under `record`.
 RECORD_KEYS = ("vin", "variant", "version", "approval", "stage_number", "today")
+
+
+def _fact_problem(data: dict[str, Any]) -> str | None:
+    """Describe the first record fact of an example that has a wrong type or form, or return None."""
+    facts = data.get("record")
+    if facts is None:
+        return None
+    if not isinstance(facts, dict):
+        return "a record entry that is not a mapping of facts"
+    for name in ("vin", "variant", "version", "approval"):
+        if name in facts and not isinstance(facts[name], str | int):
+            return f"record.{name} {facts[name]!r}, which is not a text"
+    stage = facts.get("stage_number", 1)
+    if isinstance(stage, bool) or not str(stage).isdigit() or int(str(stage)) < 1:
+        return f"record.stage_number {stage!r}, which is not a whole number from 1"
+    today = facts.get("today")
+    if today is not None:
+        valid = re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", str(today)) is not None
+        try:
+            datetime.date.fromisoformat(str(today))
+        except ValueError:
+            valid = False
+        if not valid:
+            return f"record.today {today!r}, which is not a date written YYYY-MM-DD"
+    return None
 
 
 def _unknown_keys(data: dict[str, Any]) -> list[str]:

@@ -40,7 +40,9 @@ STRING_LITERAL = re.compile(r"""(?:[rR][bB]?|[bB][rR]?)?(?:"(?:[^"\\\n]|\\.)*"|'
 # `owner.name`, with `name(` for a method call.
 _MEMBER = re.compile(r"(?:\b([A-Za-z_][A-Za-z0-9_]*)\s*)?\.\s*([A-Za-z_][A-Za-z0-9_]*)(\s*\()?")
 # Identifiers written as strings, such as the keys of a map the expression builds itself.
-_QUOTED_NAME = re.compile(r"""['"]([A-Za-z_][A-Za-z0-9_]*)['"]""")
+_QUOTED_NAME = re.compile(r"""['"]([A-Za-z_][A-Za-z0-9_]*)['"]\s*:""")
+# `owner["Name"]`: a member read through an index with a literal name.
+_INDEXED = re.compile(r"""(?<=[\w)\]])\[\s*['"]([A-Za-z_][A-Za-z0-9_]*)['"]\s*\]""")
 _PLACEHOLDER = re.compile(r"\{\{\s*(.+?)\s*\}\}", re.DOTALL)
 _PATH_STEP = re.compile(r"([^.\[\]{}]+)|\[[^\]]*\]")
 
@@ -53,13 +55,14 @@ def _suggest(name: str, known: Iterable[str]) -> str:
 def unknown_names(expression: str, keys: Iterable[str] = ()) -> list[tuple[str, str]]:
     """Return each name the expression reads that is no element or fact, with a suggestion.
 
-    Names the expression (or the rule, in `keys`) writes as strings count as known: they are keys
-    of maps it builds.
+    Names the expression (or the rule, in `keys`) uses as keys of the maps it builds count as
+    known. A name read through an index, as in `coc["MassGroup"]`, is checked like one after a dot.
     """
     elements = elements_by_name()
     own_keys = set(_QUOTED_NAME.findall(expression)) | set(keys)
     problems: list[tuple[str, str]] = []
-    for owner, name, call in _MEMBER.findall(STRING_LITERAL.sub('""', expression)):
+    indexed = [("", name, "") for name in _INDEXED.findall(expression)]
+    for owner, name, call in [*_MEMBER.findall(STRING_LITERAL.sub('""', expression)), *indexed]:
         if call or owner in NAMESPACES or name in own_keys:
             continue
         if owner == "record":
@@ -176,7 +179,13 @@ def lint(
     where = {"when": "the when expression", "check": "the check", "message": "the message", "path": "the path"}
     path_text = node.get("path")
     for name, hint in unknown_path_steps(getattr(path_text, "text", "") or ""):
-        report("path", f"rule {rule_id}: the path names {name}, which is no IVI 2.0 element or record fact", hint or "")
+        report(
+            "path",
+            f"rule {rule_id}: the path names {name}, which is no IVI 2.0 element or record fact",
+            hint
+            or "a path names IVI 2.0 elements from CocDataGroup or Header, or one of the facts record."
+            + ", record.".join(RECORD_FACTS),
+        )
     keys = {name for _, text in fields for name in _QUOTED_NAME.findall(text)}
     for key, text in fields:
         what = where.get(key, f"the let value {key.removeprefix('let.')}")

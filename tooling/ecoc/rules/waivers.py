@@ -59,10 +59,23 @@ _VIN_PATTERN = re.compile(r"[A-Z0-9*?\[\]!-]+\Z")
 MIN_REASON = 10
 
 
+# One position of a VIN pattern: a character class, or one character (a * stands for any number).
+_PATTERN_PART = re.compile(r"\[!?[A-Z0-9-]+\]|[A-Z0-9?*]")
+
+
 def _vin_pattern(value: str) -> str:
     if not _VIN_PATTERN.match(value):
         raise ValueError(
             f"{value!r} is not a VIN or VIN pattern: write capital letters and digits, with * and ? as wildcards"
+        )
+    parts = _PATTERN_PART.findall(value)
+    if "".join(parts) != value:
+        raise ValueError(f"{value!r} has a [ without its ] (or an empty [ ]), so it matches no VIN")
+    positions = sum(1 for part in parts if part != "*")
+    if positions > 17 or ("*" not in parts and positions != 17):
+        raise ValueError(
+            f"{value!r} stands for {positions} characters, but a VIN has 17: "
+            "correct the VIN, or end a prefix with * as in XNHKH16*"
         )
     return value
 
