@@ -161,3 +161,13 @@ def test_unknown_example_key_names_pass_and_fail(tmp_path: Path) -> None:
 def test_expression_that_is_no_text(tmp_path: Path) -> None:
     [finding] = problems(tmp_path, "check: group.Width < 2600.0", "check: [a, b]")
     assert finding.message == "check needs a text, not a list"
+
+
+def test_bad_rule_id_says_what_an_id_looks_like(tmp_path: Path) -> None:
+    [finding] = problems(tmp_path, "id: test.width", "id: Width Check")
+    assert finding.hint is not None and "joined by a dot" in finding.hint
+
+
+def test_close_variable_name_is_suggested(tmp_path: Path) -> None:
+    [finding] = problems(tmp_path, "      group: coc.DimensionGroup", "      group: cco.DimensionGroup")
+    assert finding.hint is not None and finding.hint.startswith("did you mean coc?")

@@ -754,6 +754,8 @@ def test_waiver_for_a_misspelt_rule_suggests_the_rule(example_repo: Path, capsys
     _, findings = check_json(example_repo, capsys)
     [unknown] = [f for f in findings if f["rule"] == "waiver.unknown-rule"]
     assert unknown["hint"] == "did you mean test.speed-known?"
+    lines = (example_repo / "rules" / "waivers.yaml").read_text().splitlines()
+    assert lines[int(unknown["line"]) - 1].strip() == "rule: test.speed-knwn"  # type: ignore[call-overload]
 
 
 def test_waiver_for_a_file_check_says_to_fix_the_file(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:

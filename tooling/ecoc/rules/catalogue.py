@@ -104,7 +104,14 @@ def _let_name(name: str) -> str:
 class RuleSpec(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
-    id: Annotated[str, pydantic.StringConstraints(pattern=RULE_ID)]
+    id: Annotated[
+        str,
+        pydantic.StringConstraints(pattern=RULE_ID),
+        pydantic.Field(
+            description="an id is a subject and a name in lower case, joined by a dot, "
+            "as in mass.running-order-within-maximum"
+        ),
+    ]
     title: Annotated[str, pydantic.StringConstraints(min_length=1)]
     severity: Literal["error", "warning", "info"]
     waivable: StrictBool = True

@@ -206,7 +206,8 @@ def lint(
                     hint = "a let value cannot refer to itself; write the expression out"
             else:
                 message = f"rule {rule_id}: {what} uses {name}, which is no variable"
-                suggestion = _suggest(name, [*ROOT_NAMES, *lets])
+                close = difflib.get_close_matches(name, [*ROOT_NAMES, *lets], n=1, cutoff=0.6)
+                suggestion = f"did you mean {close[0]}?" if close else ""
                 hint = (
                     "expressions read coc, header, record, today, the rule's let values and the "
                     "variables their macros bind, as x in rows.all(x, ...)"

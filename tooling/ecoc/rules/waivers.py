@@ -112,6 +112,9 @@ class Waiver:
     line: int
     column: int
     used: bool = False
+    # Where the waiver names its rule, for findings about the rule.
+    rule_line: int | None = None
+    rule_column: int | None = None
 
     def covers(self, vin: str) -> bool:
         return any(fnmatch.fnmatchcase(vin, pattern) for pattern in self.spec.records)
@@ -176,10 +179,14 @@ def _admit(waiver: Waiver, catalogue: Catalogue, builtin: frozenset[str], today:
     spec = waiver.spec
     rules = catalogue.by_id()
     if spec.rule not in rules and spec.rule not in builtin:
-        return _problem(
+        return Finding(
             "waiver.unknown-rule",
+            Severity.ERROR,
             f"waiver {spec.id} names the unknown rule {spec.rule}",
-            waiver,
+            waiver.file,
+            waiver.rule_line or waiver.line,
+            waiver.rule_column or waiver.column,
+            None,
             _closest(spec.rule, [*rules, *builtin]) or "use a rule id from ecoc rules list",
         )
     waivable = rules[spec.rule].spec.waivable if spec.rule in rules else spec.rule in WAIVABLE_BUILTIN
@@ -246,7 +253,10 @@ def _load_file(
         waivers.findings.extend(replace(f, rule="waiver.invalid") for f in invalid)
         if spec is None or not isinstance(item, Mapping):
             continue
-        waiver = Waiver(spec, source.path, item.line, item.column)
+        rule_node = item.get("rule", item)
+        waiver = Waiver(
+            spec, source.path, item.line, item.column, rule_line=rule_node.line, rule_column=rule_node.column
+        )
         if spec.id in seen:
             waivers.findings.append(
                 _problem("waiver.invalid", f"waiver id {spec.id} is used twice", waiver, "give every waiver its own id")
