@@ -909,6 +909,91 @@ def schema_export(ctx: click.Context, out_dir: Path | None, check_only: bool) ->
     return EXIT_CLEAN
 
 
+# The environment variable that holds the passphrase of a key file; never an option, so that it
+# stays out of shell histories and process lists.
+PASSPHRASE_VARIABLE = "ECOC_KEY_PASSPHRASE"
+
+
+@cli.command()
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--out", "out_file", required=True, type=click.Path(path_type=Path, dir_okay=False), help="Signed file.")
+@click.option(
+    "--key",
+    "key_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="PEM private key, or a PKCS#12 file (.p12, .pfx) with key, certificate and intermediates.",
+)
+@click.option("--cert", "cert_path", type=click.Path(path_type=Path, dir_okay=False), help="PEM signing certificate.")
+@click.option(
+    "--chain", "chain_path", type=click.Path(path_type=Path, dir_okay=False), help="PEM intermediate certificates."
+)
+def sign(file: Path, out_file: Path, key_path: Path, cert_path: Path | None, chain_path: Path | None) -> int:
+    """Sign an IVI 2.0 file with an enveloped XMLDSig signature (EReg profile: exc-c14n, RSA-SHA256).
+
+    A key file's passphrase comes from the environment variable ECOC_KEY_PASSPHRASE.
+    """
+    from ecoc.signing import load_signing_key
+    from ecoc.signing import sign as sign_document
+
+    secret = os.environ.get(PASSPHRASE_VARIABLE)
+    signing = load_signing_key(key_path, cert_path, chain_path, secret.encode() if secret else None)
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{file}: cannot read the file: {exc.strerror}") from None
+    signed = sign_document(data, signing)
+    if out_file.exists():
+        raise UsageError(f"{out_file}: exists already", "a signed file is written once; choose a new name")
+    _write(out_file, signed)
+    click.echo(f"signed {file} as {out_file} with {signing.certificate.subject.rfc4514_string()}", err=True)
+    return EXIT_CLEAN
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
+@click.option(
+    "--trust",
+    "trust",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="PEM file of trust anchors; repeatable. No public CA is trusted otherwise.",
+)
+@click.option("--at", "at_text", metavar="TIME", help="Check the certificates at this time (ISO 8601), not now.")
+@click.option("--allow-weak", is_flag=True, help="Accept SHA-1 and other weak algorithms, to read an old archive only.")
+def verify(paths: tuple[Path, ...], trust: tuple[Path, ...], at_text: str | None, allow_weak: bool) -> int:
+    """Verify signed IVI 2.0 files offline; exit 0 when every file verifies, 1 otherwise."""
+    from ecoc.signing import VerificationFailed, load_anchors
+    from ecoc.signing import verify as verify_document
+
+    anchors = load_anchors(list(trust))
+    at = None
+    if at_text is not None:
+        try:
+            at = dt.datetime.fromisoformat(at_text.replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(f"--at {at_text}: not a date and time", "write it as 2026-12-04T10:00:00Z") from None
+        if at.tzinfo is None:
+            raise UsageError(f"--at {at_text}: the time has no time zone", "add an offset such as +01:00, or Z for UTC")
+    files = [path for given in paths for path in (sorted(given.rglob("*.xml")) if given.is_dir() else [given])]
+    failed = 0
+    for path in files:
+        try:
+            verified = verify_document(path.read_bytes(), anchors, at, allow_weak)
+        except VerificationFailed as exc:
+            failed += 1
+            click.echo(f"{path}: does not verify: {exc}")
+            continue
+        except OSError as exc:
+            failed += 1
+            click.echo(f"{path}: cannot read the file: {exc.strerror}")
+            continue
+        click.echo(f"{path}: verified, signed by {verified.signer.subject.rfc4514_string()}")
+    click.echo(f"{len(files) - failed} of {_plural(len(files), 'file')} verified", err=True)
+    return EXIT_FINDINGS if failed or not files else EXIT_CLEAN
+
+
 STATUS_FORMATS = ("text", "markdown", "json", "html")
 
 

@@ -1,0 +1,293 @@
+"""Signing to the EReg XMLDSig profile and offline verification, with a test PKI made per run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+from lxml import etree
+
+from ecoc.cli import main
+from pki import DAY, NOW, Pki, issue, make_pki
+
+DS = "{http://www.w3.org/2000/09/xmldsig#}"
+VIN = "XNHKH16S1TE100214"
+PASSPHRASE = "correct horse battery staple 7"
+TEMPLATE = """<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#">
+<ds:SignedInfo>
+<ds:CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/>
+<ds:SignatureMethod Algorithm="{method}"/>
+<ds:Reference URI="">
+<ds:Transforms><ds:Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/></ds:Transforms>
+<ds:DigestMethod Algorithm="{digest}"/>
+<ds:DigestValue/>
+</ds:Reference>
+</ds:SignedInfo>
+<ds:SignatureValue/>
+<ds:KeyInfo><ds:X509Data/></ds:KeyInfo>
+</ds:Signature>"""
+
+
+@pytest.fixture(scope="module")
+def pki() -> Pki:
+    return make_pki()
+
+
+@pytest.fixture
+def unsigned(example_repo: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "render"
+    assert main(["--repo", str(example_repo), "render", "--out", str(out), "--datetime", "2026-12-01T09:00:00Z"]) == 0
+    return out / f"{VIN}.xml"
+
+
+def xmlsec1() -> str:
+    found = os.environ.get("ECOC_XMLSEC1") or shutil.which("xmlsec1")
+    if not found:
+        message = "install xmlsec1 (Debian package xmlsec1) or set ECOC_XMLSEC1 to run the interoperability tests"
+        if os.environ.get("ECOC_REQUIRE_OFFICIAL") == "1":
+            pytest.fail(f"{message} (ECOC_REQUIRE_OFFICIAL=1 forbids skipping)")
+        pytest.skip(message)
+    return found
+
+
+def sign(pki: Pki, unsigned: Path, tmp_path: Path, *extra: str, chain: bool = True) -> tuple[int, Path]:
+    files = pki.write(tmp_path / "pki")
+    out = tmp_path / "signed.xml"
+    args = ["sign", str(unsigned), "--out", str(out), "--key", str(files["key"]), "--cert", str(files["cert"])]
+    if chain:
+        args += ["--chain", str(files["chain"])]
+    return main([*args, *extra]), out
+
+
+def verify(pki: Pki, tmp_path: Path, path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:
+    root = tmp_path / "anchors.pem"
+    root.write_bytes(pki.root.pem())
+    code = main(["verify", str(path), "--trust", str(root), *extra])
+    return code, capsys.readouterr().out
+
+
+def test_signature_follows_the_ereg_profile(pki: Pki, unsigned: Path, tmp_path: Path) -> None:
+    code, out = sign(pki, unsigned, tmp_path)
+    assert code == 0
+    root = etree.fromstring(out.read_bytes())
+    signature = root[-1]
+    assert signature.tag == f"{DS}Signature"
+    info = signature.find(f"{DS}SignedInfo")
+    assert info is not None
+    algorithms = {
+        element.tag.removeprefix(DS): element.get("Algorithm") for element in info.iter() if element.get("Algorithm")
+    }
+    assert algorithms["CanonicalizationMethod"] == "http://www.w3.org/2001/10/xml-exc-c14n#"
+    assert algorithms["SignatureMethod"] == "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
+    assert algorithms["DigestMethod"] == "http://www.w3.org/2001/04/xmlenc#sha256"
+    [reference] = info.findall(f"{DS}Reference")
+    assert reference.get("URI") == ""
+    transforms = [t.get("Algorithm") for t in reference.iter(f"{DS}Transform")]
+    assert transforms[0] == "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
+    certificates = [c.text for c in signature.iter(f"{DS}X509Certificate")]
+    der = [pki.signer.certificate, pki.intermediate.certificate]
+    expected = [c.public_bytes(serialization.Encoding.DER) for c in der]
+    import base64
+
+    assert [base64.b64decode("".join((text or "").split())) for text in certificates] == expected
+
+
+def test_signed_file_is_valid_against_the_official_schema(
+    pki: Pki, unsigned: Path, tmp_path: Path, official_xsd: Path
+) -> None:
+    _, out = sign(pki, unsigned, tmp_path)
+    schema = etree.XMLSchema(etree.parse(str(official_xsd)))
+    assert schema.validate(etree.parse(str(out))), schema.error_log.last_error
+    assert not schema.validate(etree.parse(str(unsigned)))
+
+
+def test_signed_file_verifies(pki: Pki, unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, out = sign(pki, unsigned, tmp_path)
+    code, text = verify(pki, tmp_path, out, capsys)
+    assert code == 0
+    assert f"{out}: verified, signed by CN=Halvard Motors B.V. eCoC seal" in text
+
+
+def test_xmlsec1_verifies_ecoc_signature(pki: Pki, unsigned: Path, tmp_path: Path) -> None:
+    tool = xmlsec1()
+    _, out = sign(pki, unsigned, tmp_path)
+    files = pki.write(tmp_path / "pki")
+    completed = subprocess.run(
+        [tool, "--verify", "--trusted-pem", str(files["root"]), "--untrusted-pem", str(files["chain"]), str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+
+
+def xmlsec1_sign(pki: Pki, unsigned: Path, tmp_path: Path, method: str, digest: str) -> Path:
+    tool = xmlsec1()
+    files = pki.write(tmp_path / "pki")
+    text = unsigned.read_text(encoding="utf-8")
+    template = tmp_path / "template.xml"
+    closing = "</InitialVehicleInformation>"
+    template.write_text(
+        text.replace(closing, TEMPLATE.format(method=method, digest=digest) + closing), encoding="utf-8"
+    )
+    out = tmp_path / "by-xmlsec1.xml"
+    keys = f"{files['key']},{files['cert']},{files['chain']}"
+    completed = subprocess.run(
+        [tool, "--sign", "--privkey-pem", keys, "--output", str(out), str(template)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return out
+
+
+def test_ecoc_verifies_xmlsec1_signature(
+    pki: Pki, unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = xmlsec1_sign(
+        pki,
+        unsigned,
+        tmp_path,
+        "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+        "http://www.w3.org/2001/04/xmlenc#sha256",
+    )
+    code, text = verify(pki, tmp_path, out, capsys)
+    assert code == 0, text
+
+
+def test_sha1_signature_is_refused_unless_allowed(
+    pki: Pki, unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = xmlsec1_sign(
+        pki, unsigned, tmp_path, "http://www.w3.org/2000/09/xmldsig#rsa-sha1", "http://www.w3.org/2000/09/xmldsig#sha1"
+    )
+    code, text = verify(pki, tmp_path, out, capsys)
+    assert code == 1
+    assert "http://www.w3.org/2000/09/xmldsig#rsa-sha1" in text
+    assert "pass --allow-weak only to read an old archive" in text
+    code, text = verify(pki, tmp_path, out, capsys, "--allow-weak")
+    assert code == 0, text
+
+
+def test_changed_value_breaks_the_signature(
+    pki: Pki, unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, out = sign(pki, unsigned, tmp_path)
+    out.write_bytes(out.read_bytes().replace(b"<MaximumSpeed>178<", b"<MaximumSpeed>188<"))
+    code, text = verify(pki, tmp_path, out, capsys)
+    assert code == 1
+    assert "the signature does not match the document" in text
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("expired", "expired on"),
+        ("not-yet-valid", "is not valid before"),
+        ("no-digital-signature", "its key usage lacks digitalSignature"),
+        ("missing-intermediate", "an intermediate certificate is missing"),
+        ("untrusted", "is neither a trust anchor nor in the signature's KeyInfo"),
+    ],
+)
+def test_certificate_problems_have_plain_messages(
+    unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, expected: str
+) -> None:
+    pki = make_pki(digital_signature=case != "no-digital-signature")
+    _, out = sign(pki, unsigned, tmp_path, chain=case != "missing-intermediate")
+    extra: tuple[str, ...] = ()
+    if case == "expired":
+        extra = ("--at", (NOW + 400 * DAY).isoformat())
+    elif case == "not-yet-valid":
+        extra = ("--at", (NOW - 10 * DAY).isoformat())
+    trusted = pki if case != "untrusted" else make_pki()
+    anchor = tmp_path / "anchor.pem"
+    anchor.write_bytes(trusted.root.pem() if case != "untrusted" else issue("Another Root CA", ca=True).pem())
+    code = main(["verify", str(out), "--trust", str(anchor), *extra])
+    text = capsys.readouterr().out
+    assert code == 1
+    assert expected in text
+
+
+def test_wrapped_document_is_refused(
+    pki: Pki, unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, out = sign(pki, unsigned, tmp_path)
+    signed = etree.fromstring(out.read_bytes())
+    wrapper = etree.Element("{http://eu.ereg.initialvehicleinformation.v2}InitialVehicleInformation")
+    wrapper.append(signed)
+    out.write_bytes(etree.tostring(wrapper, xml_declaration=True, encoding="UTF-8"))
+    code, text = verify(pki, tmp_path, out, capsys)
+    assert code == 1
+    assert "the Signature is not a child of the root element" in text
+
+
+def test_elliptic_key_signs_with_ecdsa(unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pki = make_pki(elliptic=True)
+    _, out = sign(pki, unsigned, tmp_path)
+    method = etree.fromstring(out.read_bytes()).find(f".//{DS}SignatureMethod")
+    assert method is not None
+    assert method.get("Algorithm") == "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"
+    code, _ = verify(pki, tmp_path, out, capsys)
+    assert code == 0
+
+
+def test_pkcs12_key_with_passphrase_stays_secret(
+    pki: Pki, unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = tmp_path / "seal.p12"
+    bundle.write_bytes(
+        pkcs12.serialize_key_and_certificates(
+            b"seal",
+            pki.signer.key,
+            pki.signer.certificate,
+            [pki.intermediate.certificate],
+            serialization.BestAvailableEncryption(PASSPHRASE.encode()),
+        )
+    )
+    out = tmp_path / "signed.xml"
+    monkeypatch.setenv("ECOC_KEY_PASSPHRASE", "wrong " + PASSPHRASE)
+    assert main(["sign", str(unsigned), "--out", str(out), "--key", str(bundle)]) == 3
+    monkeypatch.setenv("ECOC_KEY_PASSPHRASE", PASSPHRASE)
+    assert main(["sign", str(unsigned), "--out", str(out), "--key", str(bundle)]) == 0
+    code, _ = verify(pki, tmp_path, out, capsys)
+    assert code == 0
+    captured = capsys.readouterr()
+    key_text = pki.signer.key_pem().decode()
+    for text in (captured.out, captured.err, out.read_text(encoding="utf-8")):
+        assert PASSPHRASE not in text
+        assert key_text.splitlines()[1] not in text
+
+
+def test_signing_twice_is_refused(pki: Pki, unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, out = sign(pki, unsigned, tmp_path)
+    files = pki.write(tmp_path / "pki")
+    again = tmp_path / "again.xml"
+    assert main(["sign", str(out), "--out", str(again), "--key", str(files["key"]), "--cert", str(files["cert"])]) == 3
+    assert "the document is signed already" in capsys.readouterr().err
+    assert (
+        main(["sign", str(unsigned), "--out", str(out), "--key", str(files["key"]), "--cert", str(files["cert"])]) == 2
+    )
+    assert "exists already" in capsys.readouterr().err
+
+
+def test_verify_needs_a_trust_anchor_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "x.xml"
+    target.write_text("<a/>")
+    assert main(["verify", str(target)]) == 2
+    assert "--trust" in capsys.readouterr().err
+
+
+def test_verify_time_needs_a_time_zone(pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    anchor = tmp_path / "anchor.pem"
+    anchor.write_bytes(pki.root.pem())
+    target = tmp_path / "x.xml"
+    target.write_text("<a/>")
+    assert main(["verify", str(target), "--trust", str(anchor), "--at", dt.datetime(2026, 1, 1).isoformat()]) == 2
+    assert "has no time zone" in capsys.readouterr().err

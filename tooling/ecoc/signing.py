@@ -1,0 +1,314 @@
+"""Sign IVI 2.0 messages with the XMLDSig profile of EReg, and verify signed messages offline.
+
+The profile: an enveloped signature over the whole document (one Reference with URI=""), exclusive
+canonicalisation, RSA-SHA256 (ECDSA-SHA256 for EC keys), a SHA-256 digest, and the signing
+certificate followed by its intermediates in KeyInfo/X509Data. The Signature is the last child of
+the root element.
+
+Verification trusts only the anchors it is given, never a public web CA store. It first checks
+the document's shape: exactly one Signature, a child of the root, referencing the whole
+document. Then it checks the certificate chain at the time asked for, with a plain message for
+each way it can fail. Only then does it check the signature itself, with the certificate pinned.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import exceptions as crypto_exceptions
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+from lxml import etree
+from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, SignatureConstructionMethod, SignatureMethod
+from signxml.exceptions import InvalidInput, InvalidSignature
+from signxml.signer import XMLSigner
+from signxml.verifier import SignatureConfiguration, XMLVerifier
+
+from ecoc.errors import InputError
+from ecoc.ivi.xmlsafe import XmlRejected, parse_xml_bytes
+
+DSIG = "http://www.w3.org/2000/09/xmldsig#"
+EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
+RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
+ECDSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"
+SHA256 = "http://www.w3.org/2001/04/xmlenc#sha256"
+ENVELOPED = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
+# Algorithms that an old archive may have used and that verify accepts only when asked to.
+WEAK_ALGORITHMS = frozenset(
+    {
+        "http://www.w3.org/2000/09/xmldsig#rsa-sha1",
+        "http://www.w3.org/2000/09/xmldsig#dsa-sha1",
+        "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha1",
+        "http://www.w3.org/2000/09/xmldsig#sha1",
+        "http://www.w3.org/2001/04/xmldsig-more#md5",
+        "http://www.w3.org/2001/04/xmldsig-more#rsa-md5",
+    }
+)
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """A private key with its certificate and the intermediates between it and a trust anchor."""
+
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...] = ()
+
+
+def sign(document: bytes, signing: SigningKey) -> bytes:
+    """Return the document with an enveloped XMLDSig signature as the last child of its root."""
+    try:
+        root = parse_xml_bytes(document, "the document to sign").getroot()
+    except XmlRejected as exc:
+        raise InputError(f"the document cannot be signed: {exc}") from None
+    if root.find(f"{{{DSIG}}}Signature") is not None or root.find(f".//{{{DSIG}}}Signature") is not None:
+        raise InputError(
+            "the document is signed already", "sign the unsigned render; a certificate carries exactly one signature"
+        )
+    method = (
+        SignatureMethod.ECDSA_SHA256
+        if isinstance(signing.key, ec.EllipticCurvePrivateKey)
+        else SignatureMethod.RSA_SHA256
+    )
+    signer = XMLSigner(
+        method=SignatureConstructionMethod.enveloped,
+        signature_algorithm=method,
+        digest_algorithm=DigestAlgorithm.SHA256,
+        c14n_algorithm=CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0,
+    )
+    certificates = [signing.certificate, *signing.chain]
+    pem = [certificate.public_bytes(serialization.Encoding.PEM).decode("ascii") for certificate in certificates]
+    signed = signer.sign(root, key=signing.key, cert=pem)
+    return bytes(etree.tostring(signed, xml_declaration=True, encoding="UTF-8"))
+
+
+class VerificationFailed(Exception):
+    """A signed document that does not verify, with the reason in plain words."""
+
+
+@dataclass(frozen=True)
+class Verified:
+    """The content of a verified document, read only from the bytes the signature covers."""
+
+    signed_xml: etree._Element
+    signer: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+
+
+def _certificates(signature: etree._Element) -> list[x509.Certificate]:
+    found = []
+    for element in signature.iterfind(f"{{{DSIG}}}KeyInfo/{{{DSIG}}}X509Data/{{{DSIG}}}X509Certificate"):
+        try:
+            found.append(x509.load_der_x509_certificate(_base64(element.text or "")))
+        except ValueError as exc:
+            raise VerificationFailed(f"KeyInfo contains an invalid certificate: {exc}") from None
+    if not found:
+        raise VerificationFailed("the signature carries no X509Certificate in KeyInfo/X509Data")
+    return found
+
+
+def _base64(text: str) -> bytes:
+    import base64
+
+    return base64.b64decode("".join(text.split()), validate=True)
+
+
+def _shape(root: etree._Element, allow_weak: bool) -> etree._Element:
+    """Check that the document has one signature, on the root, over the whole document."""
+    signatures = root.findall(f".//{{{DSIG}}}Signature")
+    if len(signatures) != 1:
+        raise VerificationFailed(
+            f"the document has {len(signatures)} Signature elements; a certificate has exactly one"
+        )
+    signature = signatures[0]
+    if signature.getparent() is not root:
+        raise VerificationFailed("the Signature is not a child of the root element, so it may not cover the document")
+    references = signature.findall(f"{{{DSIG}}}SignedInfo/{{{DSIG}}}Reference")
+    if len(references) != 1 or references[0].get("URI") != "":
+        uris = ", ".join(repr(reference.get("URI")) for reference in references) or "none"
+        raise VerificationFailed(
+            f'the signature must have one Reference with URI="" (the whole document), it has {uris}'
+        )
+    algorithms = [element.get("Algorithm") for element in signature.iter() if element.get("Algorithm")]
+    weak = sorted({algorithm for algorithm in algorithms if algorithm in WEAK_ALGORITHMS})
+    if weak and not allow_weak:
+        raise VerificationFailed(
+            f"the signature uses {', '.join(weak)}, which no longer protects a document; "
+            "pass --allow-weak only to read an old archive"
+        )
+    return signature
+
+
+def _name(certificate: x509.Certificate) -> str:
+    return certificate.subject.rfc4514_string()
+
+
+def check_chain(
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    anchors: Sequence[x509.Certificate],
+    at: dt.datetime,
+) -> tuple[x509.Certificate, ...]:
+    """Build the chain from the signing certificate to a trust anchor, valid at `at`.
+
+    Each way it can fail has its own message; the library's own error is the last resort.
+    """
+    if at < leaf.not_valid_before_utc:
+        raise VerificationFailed(
+            f"the signing certificate {_name(leaf)} is not valid before {leaf.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
+        )
+    if at > leaf.not_valid_after_utc:
+        raise VerificationFailed(
+            f"the signing certificate {_name(leaf)} expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+        )
+    try:
+        usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+        if not (usage.digital_signature or usage.content_commitment):
+            raise VerificationFailed(
+                f"the signing certificate {_name(leaf)} may not sign: its key usage lacks digitalSignature"
+            )
+    except x509.ExtensionNotFound:
+        pass
+    chain = [leaf]
+    pool = {_name(certificate): certificate for certificate in intermediates}
+    trusted = {_name(anchor): anchor for anchor in anchors}
+    current = leaf
+    for _ in range(10):
+        issuer = current.issuer.rfc4514_string()
+        if issuer in trusted:
+            anchor = trusted[issuer]
+            _check_issued(current, anchor, at)
+            return (*chain[1:], anchor)
+        following = pool.get(issuer)
+        if following is None:
+            if current.issuer == current.subject:
+                raise VerificationFailed(f"the certificate chain ends at {_name(current)}, which is not a trust anchor")
+            raise VerificationFailed(
+                f"the issuer {issuer} of {_name(current)} is neither a trust anchor nor in the signature's KeyInfo: "
+                "an intermediate certificate is missing, or the chain leads to an anchor that is not trusted"
+            )
+        _check_issued(current, following, at)
+        chain.append(following)
+        current = following
+    raise VerificationFailed("the certificate chain is longer than 10 certificates")
+
+
+def _check_issued(certificate: x509.Certificate, issuer: x509.Certificate, at: dt.datetime) -> None:
+    if at < issuer.not_valid_before_utc or at > issuer.not_valid_after_utc:
+        raise VerificationFailed(f"the CA certificate {_name(issuer)} is not valid on {at:%Y-%m-%d %H:%M} UTC")
+    try:
+        constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
+        if not constraints.ca:
+            raise VerificationFailed(
+                f"{_name(issuer)} is not a CA certificate, so it cannot issue {_name(certificate)}"
+            )
+    except x509.ExtensionNotFound:
+        raise VerificationFailed(f"{_name(issuer)} has no BasicConstraints, so it cannot act as a CA") from None
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, crypto_exceptions.InvalidSignature):
+        raise VerificationFailed(f"the signature of {_name(issuer)} on {_name(certificate)} does not verify") from None
+
+
+def verify(
+    document: bytes, anchors: Sequence[x509.Certificate], at: dt.datetime | None = None, allow_weak: bool = False
+) -> Verified:
+    """Verify a signed document offline against `anchors`, at `at` (default: now)."""
+    if not anchors:
+        raise VerificationFailed("no trust anchor is configured; pass --trust or set signing.trust in ecoc.yaml")
+    try:
+        root = parse_xml_bytes(document, "the signed document").getroot()
+    except XmlRejected as exc:
+        raise VerificationFailed(f"the document cannot be read safely: {exc}") from None
+    signature = _shape(root, allow_weak)
+    certificates = _certificates(signature)
+    leaf, intermediates = certificates[0], certificates[1:]
+    moment = at or dt.datetime.now(dt.UTC)
+    chain = check_chain(leaf, intermediates, anchors, moment)
+    if allow_weak:
+        config = SignatureConfiguration(
+            location="./",
+            expect_references=1,
+            signature_methods=frozenset(SignatureMethod),
+            digest_algorithms=frozenset(DigestAlgorithm),
+        )
+    else:
+        config = SignatureConfiguration(location="./", expect_references=1)
+    try:
+        result = XMLVerifier().verify(
+            document, x509_cert=leaf.public_bytes(serialization.Encoding.PEM).decode("ascii"), expect_config=config
+        )
+    except InvalidSignature as exc:
+        raise VerificationFailed(f"the signature does not match the document: {exc}") from None
+    except InvalidInput as exc:
+        raise VerificationFailed(f"the signature cannot be checked: {exc}") from None
+    signed = result.signed_xml if not isinstance(result, list) else result[0].signed_xml
+    return Verified(signed, leaf, chain)
+
+
+def load_signing_key(
+    key_path: Path, cert_path: Path | None, chain_path: Path | None, passphrase: bytes | None
+) -> SigningKey:
+    """Read a PEM key with its certificate (and intermediates), or a PKCS#12 file that contains all three.
+
+    Messages never contain the passphrase or key material, only file names and what is wrong.
+    """
+    data = _read(key_path, "key")
+    if key_path.suffix.lower() in (".p12", ".pfx"):
+        try:
+            key, certificate, extra = pkcs12.load_key_and_certificates(data, passphrase)
+        except ValueError:
+            raise InputError(
+                f"{key_path}: cannot open the PKCS#12 file", "check the passphrase in ECOC_KEY_PASSPHRASE"
+            ) from None
+        if certificate is None or key is None:
+            raise InputError(f"{key_path}: the PKCS#12 file contains no key with its certificate")
+        chain = tuple(extra or ())
+    else:
+        try:
+            key = serialization.load_pem_private_key(data, passphrase)
+        except TypeError:
+            raise InputError(
+                f"{key_path}: the key is encrypted",
+                "set the passphrase in the environment variable ECOC_KEY_PASSPHRASE",
+            ) from None
+        except ValueError:
+            raise InputError(
+                f"{key_path}: not a PEM private key, or the passphrase is wrong",
+                "pass the PEM key file, and check ECOC_KEY_PASSPHRASE if the key is encrypted",
+            ) from None
+        if cert_path is None:
+            raise InputError("a PEM key needs its certificate", "pass --cert with the signing certificate")
+        certificate = _certificates_in(cert_path)[0]
+        chain = tuple(_certificates_in(chain_path)) if chain_path is not None else ()
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise InputError(f"{key_path}: the key is neither RSA nor EC", "use an RSA (2048 bits or more) or EC P-256 key")
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if certificate.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
+        raise InputError(f"{cert_path or key_path}: the certificate does not belong to the key")
+    return SigningKey(key, certificate, chain)
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the {what} file: {exc.strerror}") from None
+
+
+def _certificates_in(path: Path) -> list[x509.Certificate]:
+    data = _read(path, "certificate")
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise InputError(f"{path}: not a PEM certificate file", "pass certificates in PEM form") from None
+    return certificates
+
+
+def load_anchors(paths: Sequence[Path]) -> list[x509.Certificate]:
+    return [certificate for path in paths for certificate in _certificates_in(path)]
