@@ -291,3 +291,22 @@ def test_verify_time_needs_a_time_zone(pki: Pki, tmp_path: Path, capsys: pytest.
     target.write_text("<a/>")
     assert main(["verify", str(target), "--trust", str(anchor), "--at", dt.datetime(2026, 1, 1).isoformat()]) == 2
     assert "has no time zone" in capsys.readouterr().err
+
+
+def test_git_keeps_signed_bytes_as_they_are(tmp_path: Path) -> None:
+    from conftest import PROJECT, git
+
+    repo = tmp_path / "repo"
+    assert main(["init", str(repo)]) == 0
+    assert (repo / ".gitattributes").read_text() == (PROJECT / ".gitattributes").read_text()
+    git(repo, "init", "-q")
+    git(repo, "config", "core.autocrlf", "true")
+    (repo / "signed").mkdir()
+    (repo / "signed" / "a.xml").write_bytes(b"<a>\r\n<b/>\n</a>\r\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "evidence")
+    (repo / "signed" / "a.xml").unlink()
+    git(repo, "checkout", "--", "signed/a.xml")
+    assert (repo / "signed" / "a.xml").read_bytes() == b"<a>\r\n<b/>\n</a>\r\n"
+    stored = subprocess.run(["git", "-C", str(repo), "show", "HEAD:signed/a.xml"], capture_output=True, check=True)
+    assert stored.stdout == b"<a>\r\n<b/>\n</a>\r\n"

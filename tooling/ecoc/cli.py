@@ -770,6 +770,9 @@ def init(folder: Path | None, no_rules: bool) -> int:
             raise UsageError(f"{root / name}: cannot create the folder: {exc.strerror}") from None
     copied = 0 if no_rules else _copy_catalogue(root / "rules")
     _write(settings, SETTINGS_TEMPLATE)
+    attributes = root / ".gitattributes"
+    if not attributes.exists():
+        _write(attributes, GITATTRIBUTES)
     for name, text in exported().items():
         _write(root / SCHEMA_FOLDER / name, text)
     click.echo(f"created {settings}")
@@ -908,6 +911,13 @@ def schema_export(ctx: click.Context, out_dir: Path | None, check_only: bool) ->
     click.echo(f"wrote {len(stale)} of 2 schema files to {folder}", err=True)
     return EXIT_CLEAN
 
+
+# Keeps git from converting line ends in the evidence archive, whose bytes are signed.
+GITATTRIBUTES = """\
+# Signed certificates and receipts are evidence: git must store and check them out byte for byte,
+# never converting line ends, or their signatures and digests would no longer match.
+signed/** -text
+"""
 
 # The environment variable that holds the passphrase of a key file; never an option, so that it
 # stays out of shell histories and process lists.
