@@ -310,3 +310,39 @@ def test_git_keeps_signed_bytes_as_they_are(tmp_path: Path) -> None:
     assert (repo / "signed" / "a.xml").read_bytes() == b"<a>\r\n<b/>\n</a>\r\n"
     stored = subprocess.run(["git", "-C", str(repo), "show", "HEAD:signed/a.xml"], capture_output=True, check=True)
     assert stored.stdout == b"<a>\r\n<b/>\n</a>\r\n"
+
+
+@pytest.mark.parametrize("form", ["pem", "pkcs12"])
+def test_key_from_the_environment(
+    pki: Pki,
+    unsigned: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    form: str,
+) -> None:
+    import base64
+
+    files = pki.write(tmp_path / "pki")
+    out = tmp_path / "signed.xml"
+    if form == "pem":
+        monkeypatch.setenv("SEAL_KEY", pki.signer.key_pem().decode())
+        args = ["--key", "env:SEAL_KEY", "--cert", str(files["cert"]), "--chain", str(files["chain"])]
+    else:
+        bundle = pkcs12.serialize_key_and_certificates(
+            b"seal",
+            pki.signer.key,
+            pki.signer.certificate,
+            [pki.intermediate.certificate],
+            serialization.NoEncryption(),
+        )
+        monkeypatch.setenv("SEAL_KEY", base64.b64encode(bundle).decode())
+        args = ["--key", "env:SEAL_KEY"]
+    assert main(["sign", str(unsigned), "--out", str(out), *args]) == 0
+    code, _ = verify(pki, tmp_path, out, capsys)
+    assert code == 0
+
+
+def test_missing_environment_key_is_named(unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sign", str(unsigned), "--out", str(tmp_path / "s.xml"), "--key", "env:NO_SUCH_KEY_VAR"]) == 3
+    assert "the environment variable NO_SUCH_KEY_VAR holds no key" in capsys.readouterr().err

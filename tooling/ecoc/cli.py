@@ -929,16 +929,16 @@ PASSPHRASE_VARIABLE = "ECOC_KEY_PASSPHRASE"
 @click.option("--out", "out_file", required=True, type=click.Path(path_type=Path, dir_okay=False), help="Signed file.")
 @click.option(
     "--key",
-    "key_path",
+    "key_source",
     required=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="PEM private key, or a PKCS#12 file (.p12, .pfx) with key, certificate and intermediates.",
+    help="PEM private key file, a PKCS#12 file (.p12, .pfx) with key, certificate and intermediates, "
+    "or env:NAME for a PEM key or base64 PKCS#12 bundle in the environment variable NAME.",
 )
 @click.option("--cert", "cert_path", type=click.Path(path_type=Path, dir_okay=False), help="PEM signing certificate.")
 @click.option(
     "--chain", "chain_path", type=click.Path(path_type=Path, dir_okay=False), help="PEM intermediate certificates."
 )
-def sign(file: Path, out_file: Path, key_path: Path, cert_path: Path | None, chain_path: Path | None) -> int:
+def sign(file: Path, out_file: Path, key_source: str, cert_path: Path | None, chain_path: Path | None) -> int:
     """Sign an IVI 2.0 file with an enveloped XMLDSig signature (EReg profile: exc-c14n, RSA-SHA256).
 
     A key file's passphrase comes from the environment variable ECOC_KEY_PASSPHRASE.
@@ -947,7 +947,7 @@ def sign(file: Path, out_file: Path, key_path: Path, cert_path: Path | None, cha
     from ecoc.signing import sign as sign_document
 
     secret = os.environ.get(PASSPHRASE_VARIABLE)
-    signing = load_signing_key(key_path, cert_path, chain_path, secret.encode() if secret else None)
+    signing = load_signing_key(key_source, cert_path, chain_path, secret.encode() if secret else None)
     try:
         data = file.read_bytes()
     except OSError as exc:

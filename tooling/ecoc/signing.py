@@ -13,7 +13,9 @@ each way it can fail. Only then does it check the signature itself, with the cer
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,8 +115,6 @@ def _certificates(signature: etree._Element) -> list[x509.Certificate]:
 
 
 def _base64(text: str) -> bytes:
-    import base64
-
     return base64.b64decode("".join(text.split()), validate=True)
 
 
@@ -251,35 +251,44 @@ def verify(
     return Verified(signed, leaf, chain)
 
 
+# A key given as `env:NAME` is read from the environment variable NAME (PEM, or PKCS#12 in base64).
+KEY_FROM_ENVIRONMENT = "env:"
+
+
 def load_signing_key(
-    key_path: Path, cert_path: Path | None, chain_path: Path | None, passphrase: bytes | None
+    key_source: str, cert_path: Path | None, chain_path: Path | None, passphrase: bytes | None
 ) -> SigningKey:
     """Read a PEM key with its certificate (and intermediates), or a PKCS#12 file that contains all three.
 
-    Messages never contain the passphrase or key material, only file names and what is wrong.
+    `key_source` is a file path, or `env:NAME` for key material in an environment variable. Messages
+    never contain the passphrase or key material, only names and what is wrong.
     """
-    data = _read(key_path, "key")
-    if key_path.suffix.lower() in (".p12", ".pfx"):
+    key_path = Path(key_source)
+    if key_source.startswith(KEY_FROM_ENVIRONMENT):
+        data, bundle = _from_environment(key_source.removeprefix(KEY_FROM_ENVIRONMENT))
+    else:
+        data, bundle = _read(key_path, "key"), key_path.suffix.lower() in (".p12", ".pfx")
+    if bundle:
         try:
             key, certificate, extra = pkcs12.load_key_and_certificates(data, passphrase)
         except ValueError:
             raise InputError(
-                f"{key_path}: cannot open the PKCS#12 file", "check the passphrase in ECOC_KEY_PASSPHRASE"
+                f"{key_source}: cannot open the PKCS#12 bundle", "check the passphrase in ECOC_KEY_PASSPHRASE"
             ) from None
         if certificate is None or key is None:
-            raise InputError(f"{key_path}: the PKCS#12 file contains no key with its certificate")
+            raise InputError(f"{key_source}: the PKCS#12 bundle contains no key with its certificate")
         chain = tuple(extra or ())
     else:
         try:
             key = serialization.load_pem_private_key(data, passphrase)
         except TypeError:
             raise InputError(
-                f"{key_path}: the key is encrypted",
+                f"{key_source}: the key is encrypted",
                 "set the passphrase in the environment variable ECOC_KEY_PASSPHRASE",
             ) from None
         except ValueError:
             raise InputError(
-                f"{key_path}: not a PEM private key, or the passphrase is wrong",
+                f"{key_source}: not a PEM private key, or the passphrase is wrong",
                 "pass the PEM key file, and check ECOC_KEY_PASSPHRASE if the key is encrypted",
             ) from None
         if cert_path is None:
@@ -287,11 +296,28 @@ def load_signing_key(
         certificate = _certificates_in(cert_path)[0]
         chain = tuple(_certificates_in(chain_path)) if chain_path is not None else ()
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise InputError(f"{key_path}: the key is neither RSA nor EC", "use an RSA (2048 bits or more) or EC P-256 key")
+        raise InputError(
+            f"{key_source}: the key is neither RSA nor EC", "use an RSA (2048 bits or more) or EC P-256 key"
+        )
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     if certificate.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
-        raise InputError(f"{cert_path or key_path}: the certificate does not belong to the key")
+        raise InputError(f"{cert_path or key_source}: the certificate does not belong to the key")
     return SigningKey(key, certificate, chain)
+
+
+def _from_environment(name: str) -> tuple[bytes, bool]:
+    """The key material in environment variable `name`, and whether it is a PKCS#12 bundle."""
+    value = os.environ.get(name)
+    if not name or not value:
+        raise InputError(f"the environment variable {name or '(no name)'} holds no key", "set it to a PEM key")
+    if "-----BEGIN" in value:
+        return value.encode("ascii", "replace"), False
+    try:
+        return base64.b64decode("".join(value.split()), validate=True), True
+    except ValueError:
+        raise InputError(
+            f"the environment variable {name} holds neither a PEM key nor a base64 PKCS#12 bundle"
+        ) from None
 
 
 def _read(path: Path, what: str) -> bytes:
