@@ -346,3 +346,32 @@ def test_key_from_the_environment(
 def test_missing_environment_key_is_named(unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sign", str(unsigned), "--out", str(tmp_path / "s.xml"), "--key", "env:NO_SUCH_KEY_VAR"]) == 3
     assert "the environment variable NO_SUCH_KEY_VAR holds no key" in capsys.readouterr().err
+
+
+def test_bulk_verification_checks_each_chain_once(
+    pki: Pki, example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ecoc import signing
+
+    render = tmp_path / "render"
+    assert (
+        main(["--repo", str(example_repo), "render", "--out", str(render), "--datetime", "2026-12-01T09:00:00Z"]) == 0
+    )
+    files = pki.write(tmp_path / "pki")
+    archive = tmp_path / "archive"
+    for unsigned in sorted(render.glob("*.xml")):
+        args = ["--key", str(files["key"]), "--cert", str(files["cert"]), "--chain", str(files["chain"])]
+        assert main(["sign", str(unsigned), "--out", str(archive / unsigned.name), *args]) == 0
+    calls = []
+    original = signing.check_chain
+
+    def counting(*args: object) -> object:
+        calls.append(args)
+        return original(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(signing, "check_chain", counting)
+    capsys.readouterr()
+    code, text = verify(pki, tmp_path, archive, capsys)
+    assert code == 0
+    assert text.count(": verified, signed by") == 12
+    assert len(calls) == 1

@@ -974,8 +974,7 @@ def sign(file: Path, out_file: Path, key_source: str, cert_path: Path | None, ch
 @click.option("--allow-weak", is_flag=True, help="Accept SHA-1 and other weak algorithms, to read an old archive only.")
 def verify(paths: tuple[Path, ...], trust: tuple[Path, ...], at_text: str | None, allow_weak: bool) -> int:
     """Verify signed IVI 2.0 files offline; exit 0 when every file verifies, 1 otherwise."""
-    from ecoc.signing import VerificationFailed, load_anchors
-    from ecoc.signing import verify as verify_document
+    from ecoc.signing import VerificationFailed, Verifier, load_anchors
 
     anchors = load_anchors(list(trust))
     at = None
@@ -987,10 +986,13 @@ def verify(paths: tuple[Path, ...], trust: tuple[Path, ...], at_text: str | None
         if at.tzinfo is None:
             raise UsageError(f"--at {at_text}: the time has no time zone", "add an offset such as +01:00, or Z for UTC")
     files = [path for given in paths for path in (sorted(given.rglob("*.xml")) if given.is_dir() else [given])]
+    if not anchors:
+        raise UsageError("the --trust files contain no certificate", "pass PEM files with the trust anchors")
+    verifier = Verifier(anchors, at, allow_weak)
     failed = 0
     for path in files:
         try:
-            verified = verify_document(path.read_bytes(), anchors, at, allow_weak)
+            verified = verifier.verify(path.read_bytes())
         except VerificationFailed as exc:
             failed += 1
             click.echo(f"{path}: does not verify: {exc}")

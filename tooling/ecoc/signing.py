@@ -215,8 +215,41 @@ def _check_issued(certificate: x509.Certificate, issuer: x509.Certificate, at: d
         raise VerificationFailed(f"the signature of {_name(issuer)} on {_name(certificate)} does not verify") from None
 
 
+class Verifier:
+    """Verifies many documents against the same anchors, checking each distinct chain once."""
+
+    def __init__(
+        self, anchors: Sequence[x509.Certificate], at: dt.datetime | None = None, allow_weak: bool = False
+    ) -> None:
+        self.anchors = anchors
+        self.at = at or dt.datetime.now(dt.UTC)
+        self.allow_weak = allow_weak
+        # The chain, or the reason it fails, by the DER bytes of the certificates in KeyInfo.
+        self.chains: dict[tuple[bytes, ...], tuple[x509.Certificate, ...] | VerificationFailed] = {}
+
+    def chain(self, certificates: Sequence[x509.Certificate]) -> tuple[x509.Certificate, ...]:
+        key = tuple(certificate.public_bytes(serialization.Encoding.DER) for certificate in certificates)
+        known = self.chains.get(key)
+        if known is None:
+            try:
+                known = check_chain(certificates[0], certificates[1:], self.anchors, self.at)
+            except VerificationFailed as exc:
+                known = exc
+            self.chains[key] = known
+        if isinstance(known, VerificationFailed):
+            raise VerificationFailed(str(known))
+        return known
+
+    def verify(self, document: bytes) -> Verified:
+        return verify(document, self.anchors, self.at, self.allow_weak, self)
+
+
 def verify(
-    document: bytes, anchors: Sequence[x509.Certificate], at: dt.datetime | None = None, allow_weak: bool = False
+    document: bytes,
+    anchors: Sequence[x509.Certificate],
+    at: dt.datetime | None = None,
+    allow_weak: bool = False,
+    verifier: Verifier | None = None,
 ) -> Verified:
     """Verify a signed document offline against `anchors`, at `at` (default: now)."""
     if not anchors:
@@ -228,8 +261,10 @@ def verify(
     signature = _shape(root, allow_weak)
     certificates = _certificates(signature)
     leaf, intermediates = certificates[0], certificates[1:]
-    moment = at or dt.datetime.now(dt.UTC)
-    chain = check_chain(leaf, intermediates, anchors, moment)
+    if verifier is not None:
+        chain = verifier.chain(certificates)
+    else:
+        chain = check_chain(leaf, intermediates, anchors, at or dt.datetime.now(dt.UTC))
     if allow_weak:
         config = SignatureConfiguration(
             location="./",
