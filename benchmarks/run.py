@@ -9,7 +9,10 @@ All measurements come from one run of this script, so their ratios compare like 
    of the same bytes;
 5. peak RSS and wall time of `ecoc check -j 1 --no-cache` (and default jobs) on a larger fleet;
 6. `ecoc check --base HEAD` after a change to one record and to one approval, with the fleet
-   committed to git, against the cold `ecoc check` of step 2.
+   committed to git, against the cold `ecoc check` of step 2;
+7. in-process, one core: signing rendered messages against RSA-2048 signing of their canonical
+   bytes with `cryptography` alone, and verifying them against verifying with a pinned
+   certificate.
 
 The fleets come from benchmarks/generate_fleet.py and are written to benchmarks/work/ (the
 larger one is deleted after use). XSD
@@ -38,6 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import lxml
 import yaml
@@ -71,6 +75,10 @@ TARGET_PEAK_RSS_MIB = 512.0
 TARGET_RULES_SHARE = 0.25
 # `ecoc check --base` after a change to one record: at most this share of a cold full check.
 TARGET_BASE_SHARE = 0.05
+TARGET_SIGN_VS_RAW = 0.6
+TARGET_VERIFY_VS_PINNED = 0.5
+# Messages signed and verified in step 7.
+SIGNED_MESSAGES = 1000
 
 PROFILE_ROWS = 8
 # ecoc functions whose cumulative time the profiles list, when they appear in the profile.
@@ -485,6 +493,102 @@ def measure_base(fleet: Path, repeat: int, schema_path: Path | None) -> BaseResu
     return result
 
 
+@dataclass
+class SigningResult:
+    """Step 7: seconds for signing and verifying `messages` rendered messages, four ways."""
+
+    messages: int
+    raw_sign: Series
+    ecoc_sign: Series
+    pinned_verify: Series
+    ecoc_verify: Series
+
+
+def _test_seal() -> tuple[Any, Any, Any]:
+    """A root CA and an RSA-2048 signing certificate it issued, made for the benchmark."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+
+    def certificate(name: str, key: Any, issuer_name: Any, issuer_key: Any, ca: bool) -> Any:
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        usage = dict.fromkeys(
+            (
+                "content_commitment",
+                "key_encipherment",
+                "data_encipherment",
+                "key_agreement",
+                "encipher_only",
+                "decipher_only",
+            ),
+            False,
+        )
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer_name or subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(digital_signature=not ca, key_cert_sign=ca, crl_sign=ca, **usage), critical=True
+            )
+            .sign(issuer_key or key, hashes.SHA256())
+        )
+
+    root_key = rsa.generate_private_key(65537, 2048)
+    root = certificate("Benchmark Root CA", root_key, None, None, True)
+    key = rsa.generate_private_key(65537, 2048)
+    leaf = certificate("Benchmark seal", key, root.subject, root_key, False)
+    return root, key, leaf
+
+
+def measure_signing(fleet: Path, repeat: int) -> SigningResult:
+    """Sign and verify the first rendered messages of the fleet, against the library baselines."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from signxml.verifier import XMLVerifier
+
+    from ecoc.signing import SigningKey, Verifier, sign
+
+    effectives, _ = prepare_effective(fleet)
+    messages = [render(e.header, e.coc).data for e in effectives[:SIGNED_MESSAGES] if e is not None]
+    canonical = [etree.tostring(etree.fromstring(m), method="c14n", exclusive=True) for m in messages]
+    root, key, leaf = _test_seal()
+    seal = SigningKey(key, leaf)
+    leaf_pem = leaf.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    result = SigningResult(len(messages), Series(), Series(), Series(), Series())
+    signed: list[bytes] = []
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        for data in canonical:
+            key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        result.raw_sign.values.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        signed = [sign(message, seal) for message in messages]
+        result.ecoc_sign.values.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        for data in signed:
+            XMLVerifier().verify(data, x509_cert=leaf_pem)
+        result.pinned_verify.values.append(time.perf_counter() - start)
+        verifier = Verifier([root])
+        start = time.perf_counter()
+        for data in signed:
+            verifier.verify(data)
+        result.ecoc_verify.values.append(time.perf_counter() - start)
+    log(
+        f"signing {len(messages)} messages: raw {result.raw_sign.median:.2f} s, ecoc {result.ecoc_sign.median:.2f} s; "
+        f"verifying: pinned {result.pinned_verify.median:.2f} s, ecoc {result.ecoc_verify.median:.2f} s"
+    )
+    return result
+
+
 def measure_startup(repeat: int) -> Series:
     """Time `ecoc --version`, which is interpreter start and ecoc's imports, the floor of every CLI run."""
     times = Series()
@@ -696,6 +800,7 @@ class Results:
     # Cold `ecoc check -j 1` with rules/ moved aside, to show what the rules cost.
     without_rules: Series | None = None
     base: BaseResult | None = None
+    signing: SigningResult | None = None
     profiles: list[Profile] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -706,7 +811,7 @@ class Results:
 
 @dataclass
 class Target:
-    # Measurement kind: "cold", "warm", "render", "memory", "rules", "base" or "base-scope".
+    # Measurement kind: "cold", "warm", "render", "memory", "rules", "base", "base-scope", "sign" or "verify".
     kind: str
     name: str
     value: float
@@ -727,7 +832,13 @@ class Target:
     def shortfall(self) -> str:
         if self.higher_is_better:
             missing = 1 - self.value / self.goal
-            subject = {"cold": "the cold run", "warm": "the second run", "render": "(a)"}[self.kind]
+            subject = {
+                "cold": "the cold run",
+                "warm": "the second run",
+                "render": "(a)",
+                "sign": "signing",
+                "verify": "verification",
+            }[self.kind]
             return f"{missing:.0%} below the target; {subject} would have to be {self.goal / self.value:.2f}x as fast"
         if self.unit == "%":
             return f"{self.value - self.goal:.0f} percentage points above the target"
@@ -787,6 +898,28 @@ def targets_of(results: Results) -> list[Target]:
         targets.append(
             Target(
                 "rules", "time the rules add to a cold `ecoc check -j 1`", share, TARGET_RULES_SHARE * 100, False, "%"
+            )
+        )
+    if results.signing is not None:
+        signing = results.signing
+        targets.append(
+            Target(
+                "sign",
+                "ecoc signing against RSA-2048 signing of the canonical bytes alone (throughput)",
+                signing.raw_sign.median / signing.ecoc_sign.median,
+                TARGET_SIGN_VS_RAW,
+                True,
+                "x",
+            )
+        )
+        targets.append(
+            Target(
+                "verify",
+                "ecoc verification against verifying with a pinned certificate (throughput)",
+                signing.pinned_verify.median / signing.ecoc_verify.median,
+                TARGET_VERIFY_VS_PINNED,
+                True,
+                "x",
             )
         )
     if results.base is not None:
@@ -877,6 +1010,30 @@ def results_table(results: Results) -> list[str]:
             f"{format_rate(base.approval_checked, base.approval.median)} | cold `ecoc check` (default jobs) | "
             f"{base.approval.median / full:.1%} of its time | |"
         )
+    if results.signing is not None:
+        signing = results.signing
+        count_signed = signing.messages
+        rows = (
+            ("(c) RSA-2048 signature of each canonical message, `cryptography` alone", signing.raw_sign, "", ""),
+            (
+                "(d) `ecoc.signing.sign`, EReg profile",
+                signing.ecoc_sign,
+                "(c)",
+                f"{signing.raw_sign.median / signing.ecoc_sign.median:.2f}x",
+            ),
+            ("(e) signxml verify with the certificate pinned", signing.pinned_verify, "", ""),
+            (
+                "(f) `ecoc.signing.Verifier`, chain to the root checked once",
+                signing.ecoc_verify,
+                "(e)",
+                f"{signing.pinned_verify.median / signing.ecoc_verify.median:.2f}x",
+            ),
+        )
+        for label, timing, versus, ratio in rows:
+            lines.append(
+                f"| {label} | {timing.median:.2f} s | {timing.spread()} | {format_rate(count_signed, timing.median)} "
+                f"| {versus} | {ratio} | |"
+            )
     for memory in results.memory:
         run = memory.run
         lines.append(
@@ -948,6 +1105,12 @@ def method_lines(results: Results) -> list[str]:
         "--no-cache` runs with the default jobs and no cache, as in a fresh CI job. The approval row "
         "also counts the fleet's records that name the approval's number, which is what the run "
         "should check. The git repository is removed afterwards.",
+        f"- Signing: in-process, one core, on the first {SIGNED_MESSAGES} rendered messages of the fleet, with "
+        "an RSA-2048 key and a certificate made for the run. (c) signs the exclusive canonical form of each "
+        "message with `cryptography` alone (PKCS#1 v1.5, SHA-256); (d) signs each message with "
+        "`ecoc.signing.sign`. (e) verifies each signed message with signxml, the certificate pinned; "
+        "(f) verifies each with one `ecoc.signing.Verifier`: shape checks, the chain to the root once, "
+        "then the pinned signature check.",
         "- Rules: cold `ecoc check -j 1` once more per repetition with the fleet's rules/ folder "
         "moved aside, so that no readiness rule runs; the share is the cold time with rules over "
         "the cold time without, minus one.",
@@ -1146,6 +1309,7 @@ def measure(options: argparse.Namespace) -> Results:
     without_rules = measure_without_rules(fleet, options.count, options.repeat, schema_path)
     render_result = measure_render(fleet, schema, options.repeat) if schema is not None else None
     base = measure_base(fleet, options.repeat, schema_path)
+    signing = measure_signing(fleet, options.repeat)
 
     results = Results(
         machine,
@@ -1162,6 +1326,7 @@ def measure(options: argparse.Namespace) -> Results:
         [],
         without_rules,
         base,
+        signing,
     )
     add_profiles(results, fleet, schema, schema_path)
     if options.memory_count:

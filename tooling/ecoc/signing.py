@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,13 +24,13 @@ from pathlib import Path
 
 from cryptography import exceptions as crypto_exceptions
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import pkcs12
 from lxml import etree
-from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, SignatureConstructionMethod, SignatureMethod
+from signxml.algorithms import DigestAlgorithm, SignatureMethod
 from signxml.exceptions import InvalidInput, InvalidSignature
-from signxml.signer import XMLSigner
 from signxml.verifier import SignatureConfiguration, XMLVerifier
 
 from ecoc.errors import InputError
@@ -61,32 +63,72 @@ class SigningKey:
     certificate: x509.Certificate
     chain: tuple[x509.Certificate, ...] = ()
 
+    @functools.cached_property
+    def der(self) -> tuple[bytes, ...]:
+        """The certificates for KeyInfo, the signing certificate first."""
+        return tuple(c.public_bytes(serialization.Encoding.DER) for c in (self.certificate, *self.chain))
+
+
+def _ds(name: str) -> str:
+    return f"{{{DSIG}}}{name}"
+
+
+def _signature_value(signing: SigningKey, data: bytes) -> bytes:
+    """Sign `data` as XMLDSig expects: PKCS#1 v1.5 for RSA, and r and s side by side for ECDSA."""
+    key = signing.key
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+        size = (key.curve.key_size + 7) // 8
+        return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+    return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
 
 def sign(document: bytes, signing: SigningKey) -> bytes:
-    """Return the document with an enveloped XMLDSig signature as the last child of its root."""
+    """Return the document with an enveloped XMLDSig signature as the last child of its root.
+
+    The Reference covers the whole document (URI="") through the enveloped-signature transform
+    and exclusive canonicalisation, and the SignedInfo is canonicalised the same way before the
+    key signs it.
+    """
     try:
         root = parse_xml_bytes(document, "the document to sign").getroot()
     except XmlRejected as exc:
         raise InputError(f"the document cannot be signed: {exc}") from None
-    if root.find(f"{{{DSIG}}}Signature") is not None or root.find(f".//{{{DSIG}}}Signature") is not None:
+    signed = DSIG.encode() in document and (
+        root.tag == _ds("Signature") or next(root.iter(_ds("Signature")), None) is not None
+    )
+    if signed:
         raise InputError(
             "the document is signed already", "sign the unsigned render; a certificate carries exactly one signature"
         )
-    method = (
-        SignatureMethod.ECDSA_SHA256
-        if isinstance(signing.key, ec.EllipticCurvePrivateKey)
-        else SignatureMethod.RSA_SHA256
-    )
-    signer = XMLSigner(
-        method=SignatureConstructionMethod.enveloped,
-        signature_algorithm=method,
-        digest_algorithm=DigestAlgorithm.SHA256,
-        c14n_algorithm=CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0,
-    )
-    certificates = [signing.certificate, *signing.chain]
-    pem = [certificate.public_bytes(serialization.Encoding.PEM).decode("ascii") for certificate in certificates]
-    signed = signer.sign(root, key=signing.key, cert=pem)
-    return bytes(etree.tostring(signed, xml_declaration=True, encoding="UTF-8"))
+    digest = hashlib.sha256(etree.tostring(root, method="c14n", exclusive=True, with_comments=False)).digest()
+    method = ECDSA_SHA256 if isinstance(signing.key, ec.EllipticCurvePrivateKey) else RSA_SHA256
+    # Built apart from the document: exclusive canonicalisation gives the same SignedInfo either way.
+    signature = etree.Element(_ds("Signature"), nsmap={"ds": DSIG})
+    info = etree.SubElement(signature, _ds("SignedInfo"))
+    etree.SubElement(info, _ds("CanonicalizationMethod"), Algorithm=EXC_C14N)
+    etree.SubElement(info, _ds("SignatureMethod"), Algorithm=method)
+    reference = etree.SubElement(info, _ds("Reference"), URI="")
+    transforms = etree.SubElement(reference, _ds("Transforms"))
+    etree.SubElement(transforms, _ds("Transform"), Algorithm=ENVELOPED)
+    etree.SubElement(transforms, _ds("Transform"), Algorithm=EXC_C14N)
+    etree.SubElement(reference, _ds("DigestMethod"), Algorithm=SHA256)
+    etree.SubElement(reference, _ds("DigestValue")).text = base64.b64encode(digest).decode("ascii")
+    signed_info = etree.tostring(info, method="c14n", exclusive=True, with_comments=False)
+    value = _signature_value(signing, signed_info)
+    etree.SubElement(signature, _ds("SignatureValue")).text = base64.b64encode(value).decode("ascii")
+    certificates = etree.SubElement(etree.SubElement(signature, _ds("KeyInfo")), _ds("X509Data"))
+    for der in signing.der:
+        etree.SubElement(certificates, _ds("X509Certificate")).text = base64.b64encode(der).decode("ascii")
+    # The document's own bytes stay as they are; the signature goes in before the root's end tag.
+    local = etree.QName(root).localname
+    name = (f"{root.prefix}:{local}" if root.prefix else local).encode("utf-8")
+    end = document.rfind(b"</")
+    utf8 = (root.getroottree().docinfo.encoding or "UTF-8").upper() in ("UTF-8", "UTF8")
+    if utf8 and end >= 0 and document[end + 2 :].rstrip() == name + b">":
+        return document[:end] + bytes(etree.tostring(signature)) + document[end:]
+    root.append(signature)
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
 
 
 class VerificationFailed(Exception):

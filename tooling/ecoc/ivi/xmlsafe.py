@@ -8,6 +8,7 @@ attacks.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from lxml import etree
@@ -29,7 +30,9 @@ class XmlRejected(InputError):
         self.reason = reason
 
 
+@functools.cache
 def _parser() -> etree.XMLParser:
+    """The one parser of the process; lxml parsers can be reused one document after another."""
     return etree.XMLParser(
         resolve_entities=False,
         no_network=True,
