@@ -345,7 +345,7 @@ def test_key_from_the_environment(
 
 def test_missing_environment_key_is_named(unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sign", str(unsigned), "--out", str(tmp_path / "s.xml"), "--key", "env:NO_SUCH_KEY_VAR"]) == 3
-    assert "the environment variable NO_SUCH_KEY_VAR holds no key" in capsys.readouterr().err
+    assert "the environment variable NO_SUCH_KEY_VAR is missing or empty" in capsys.readouterr().err
 
 
 def test_bulk_verification_checks_each_chain_once(
@@ -375,3 +375,85 @@ def test_bulk_verification_checks_each_chain_once(
     assert code == 0
     assert text.count(": verified, signed by") == 12
     assert len(calls) == 1
+
+
+def configure(repo: Path, pki: Pki, signers: str) -> None:
+    keys = repo / "keys"
+    files = pki.write(keys)
+    files["root"].rename(keys / "root.pem")
+    with (repo / "ecoc.yaml").open("a", encoding="utf-8") as handle:
+        handle.write(
+            "\nsigning:\n"
+            "  key: env:SEAL_KEY\n"
+            "  cert: keys/signer.pem\n"
+            "  chain: keys/chain.pem\n"
+            "  trust: [keys/root.pem]\n"
+            f"  signers: {signers}\n"
+        )
+
+
+def test_settings_sign_and_check_the_signer(
+    pki: Pki,
+    example_repo: Path,
+    unsigned: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    configure(example_repo, pki, '{"HALVARD MOTORS B.V.": ["CN=Halvard Motors B.V. eCoC seal,*"]}')
+    monkeypatch.setenv("SEAL_KEY", pki.signer.key_pem().decode())
+    out = tmp_path / "signed.xml"
+    assert main(["--repo", str(example_repo), "sign", str(unsigned), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["--repo", str(example_repo), "verify", str(out)]) == 0
+    assert f"{out}: verified, signed by CN=Halvard Motors B.V. eCoC seal" in capsys.readouterr().out
+
+
+def test_signer_of_another_manufacturer_is_refused(
+    pki: Pki,
+    example_repo: Path,
+    unsigned: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    configure(example_repo, pki, '{"HALVARD MOTORS B.V.": ["CN=Halvard Motors GmbH eCoC seal,*"]}')
+    monkeypatch.setenv("SEAL_KEY", pki.signer.key_pem().decode())
+    out = tmp_path / "signed.xml"
+    assert main(["--repo", str(example_repo), "sign", str(unsigned), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["--repo", str(example_repo), "verify", str(out)]) == 1
+    text = capsys.readouterr().out
+    assert "may not sign for HALVARD MOTORS B.V." in text
+    assert "signing.signers allows CN=Halvard Motors GmbH eCoC seal,*" in text
+
+
+@pytest.mark.parametrize(
+    ("days", "rule", "severity"),
+    [(10, "signing.certificate-expiring", "warning"), (-5, "signing.certificate-expired", "error")],
+)
+def test_check_warns_before_the_seal_expires(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], days: int, rule: str, severity: str
+) -> None:
+    root = issue("Halvard Test Root CA", ca=True)
+    seal = issue("Halvard Motors B.V. eCoC seal", root, not_before=NOW - 400 * DAY, not_after=NOW + days * DAY)
+    configure(example_repo, Pki(root, root, seal), '{"HALVARD MOTORS B.V.": ["CN=Halvard Motors B.V. eCoC seal,*"]}')
+    main(["--repo", str(example_repo), "check", "--no-cache", "--format", "json"])
+    import json
+
+    findings = [f for f in json.loads(capsys.readouterr().out)["findings"] if f["rule"].startswith("signing.")]
+    assert [(f["rule"], f["severity"], f["file"], f["path"]) for f in findings] == [
+        (rule, severity, "ecoc.yaml", "signing.cert")
+    ]
+
+
+def test_check_finds_a_seal_of_another_manufacturer(
+    pki: Pki, example_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure(example_repo, pki, '{"HALVARD MOTORS B.V.": ["CN=Someone else,*"]}')
+    assert main(["--repo", str(example_repo), "check", "--no-cache", "--format", "json"]) == 1
+    import json
+
+    findings = [f for f in json.loads(capsys.readouterr().out)["findings"] if f["rule"] == "signing.signer-mismatch"]
+    assert len(findings) == 3
+    assert all(f["file"].startswith("approvals/") and f["line"] == 35 for f in findings)

@@ -33,7 +33,7 @@ from ecoc.report import format_json, format_text, summarize, summary_line
 # whose inputs are unchanged (see ecoc.memo) starts without loading them.
 if TYPE_CHECKING:
     from ecoc.check import ApprovalIndex
-    from ecoc.config import Repository
+    from ecoc.config import Repository, SigningSettings
     from ecoc.formats import RecordChange, Report, RuleInfo
     from ecoc.ivi.xsd import IviSchema
     from ecoc.rules.catalogue import Catalogue
@@ -912,6 +912,17 @@ def schema_export(ctx: click.Context, out_dir: Path | None, check_only: bool) ->
     return EXIT_CLEAN
 
 
+def _signing_settings(ctx: click.Context) -> tuple[SigningSettings | None, Path]:
+    """The signing settings of the repository around, if there is one, and its root."""
+    try:
+        repository = _repository(ctx)
+    except ConfigError:
+        if ctx.obj.repo is not None:
+            raise
+        return None, Path.cwd()
+    return repository.settings.signing, repository.root
+
+
 # Keeps git from converting line ends in the evidence archive, whose bytes are signed.
 GITATTRIBUTES = """\
 # Signed certificates and receipts are evidence: git must store and check them out byte for byte,
@@ -930,7 +941,6 @@ PASSPHRASE_VARIABLE = "ECOC_KEY_PASSPHRASE"
 @click.option(
     "--key",
     "key_source",
-    required=True,
     help="PEM private key file, a PKCS#12 file (.p12, .pfx) with key, certificate and intermediates, "
     "or env:NAME for a PEM key or base64 PKCS#12 bundle in the environment variable NAME.",
 )
@@ -938,14 +948,30 @@ PASSPHRASE_VARIABLE = "ECOC_KEY_PASSPHRASE"
 @click.option(
     "--chain", "chain_path", type=click.Path(path_type=Path, dir_okay=False), help="PEM intermediate certificates."
 )
-def sign(file: Path, out_file: Path, key_source: str, cert_path: Path | None, chain_path: Path | None) -> int:
+@click.pass_context
+def sign(
+    ctx: click.Context,
+    file: Path,
+    out_file: Path,
+    key_source: str | None,
+    cert_path: Path | None,
+    chain_path: Path | None,
+) -> int:
     """Sign an IVI 2.0 file with an enveloped XMLDSig signature (EReg profile: exc-c14n, RSA-SHA256).
 
-    A key file's passphrase comes from the environment variable ECOC_KEY_PASSPHRASE.
+    Options left out come from signing in ecoc.yaml. A key file's passphrase comes from the
+    environment variable ECOC_KEY_PASSPHRASE.
     """
     from ecoc.signing import load_signing_key
     from ecoc.signing import sign as sign_document
 
+    if key_source is None:
+        settings, root = _signing_settings(ctx)
+        if settings is None or settings.key is None:
+            raise UsageError("no signing key", "pass --key, or set signing.key in ecoc.yaml")
+        key_source = settings.key if settings.key.startswith("env:") else str(root / settings.key)
+        cert_path = cert_path or (root / settings.cert if settings.cert else None)
+        chain_path = chain_path or (root / settings.chain if settings.chain else None)
     secret = os.environ.get(PASSPHRASE_VARIABLE)
     signing = load_signing_key(key_source, cert_path, chain_path, secret.encode() if secret else None)
     try:
@@ -966,16 +992,27 @@ def sign(file: Path, out_file: Path, key_source: str, cert_path: Path | None, ch
     "--trust",
     "trust",
     multiple=True,
-    required=True,
     type=click.Path(path_type=Path, dir_okay=False),
-    help="PEM file of trust anchors; repeatable. No public CA is trusted otherwise.",
+    help="PEM file of trust anchors; repeatable (default: signing.trust in ecoc.yaml). No public CA is trusted.",
 )
 @click.option("--at", "at_text", metavar="TIME", help="Check the certificates at this time (ISO 8601), not now.")
 @click.option("--allow-weak", is_flag=True, help="Accept SHA-1 and other weak algorithms, to read an old archive only.")
-def verify(paths: tuple[Path, ...], trust: tuple[Path, ...], at_text: str | None, allow_weak: bool) -> int:
-    """Verify signed IVI 2.0 files offline; exit 0 when every file verifies, 1 otherwise."""
-    from ecoc.signing import VerificationFailed, Verifier, load_anchors
+@click.pass_context
+def verify(
+    ctx: click.Context, paths: tuple[Path, ...], trust: tuple[Path, ...], at_text: str | None, allow_weak: bool
+) -> int:
+    """Verify signed IVI 2.0 files offline; exit 0 when every file verifies, 1 otherwise.
 
+    When signing.signers in ecoc.yaml is set, the signing certificate must also be one that may
+    sign for the manufacturer or EU representative the certificate names.
+    """
+    from ecoc.signing import VerificationFailed, Verifier, load_anchors, signer_names, signer_problem
+
+    settings, root = _signing_settings(ctx)
+    if not trust and settings is not None:
+        trust = tuple(root / path for path in settings.trust)
+    if not trust:
+        raise UsageError("no trust anchors", "pass --trust PEM, or set signing.trust in ecoc.yaml")
     anchors = load_anchors(list(trust))
     at = None
     if at_text is not None:
@@ -1001,6 +1038,12 @@ def verify(paths: tuple[Path, ...], trust: tuple[Path, ...], at_text: str | None
             failed += 1
             click.echo(f"{path}: cannot read the file: {exc.strerror}")
             continue
+        if settings is not None and settings.signers:
+            problem = signer_problem(verified.signer, signer_names(verified.signed_xml), settings.signers)
+            if problem is not None:
+                failed += 1
+                click.echo(f"{path}: does not verify: {problem}")
+                continue
         click.echo(f"{path}: verified, signed by {verified.signer.subject.rfc4514_string()}")
     click.echo(f"{len(files) - failed} of {_plural(len(files), 'file')} verified", err=True)
     return EXIT_FINDINGS if failed or not files else EXIT_CLEAN

@@ -45,6 +45,24 @@ class SchemaSettings(pydantic.BaseModel):
         return value
 
 
+class SigningSettings(pydantic.BaseModel):
+    """The seal that signs certificates, the anchors that verify them, and who may sign for whom.
+
+    Paths are relative to ecoc.yaml. `key` may be `env:NAME` for key material in an environment
+    variable; a passphrase always comes from ECOC_KEY_PASSPHRASE, never from this file.
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    key: str | None = None
+    cert: str | None = None
+    chain: str | None = None
+    trust: tuple[str, ...] = ()
+    # Certificate subjects (RFC 4514, shell patterns allowed) by the manufacturer or EU
+    # representative name as the approvals give it; a signer must match a name of the certificate.
+    signers: dict[str, tuple[str, ...]] = {}
+
+
 # Rules whose findings only inform (warnings and info); a repository may switch these off.
 OPTIONAL_RULES = frozenset(
     {
@@ -65,6 +83,7 @@ class Settings(pydantic.BaseModel):
     version: int = pydantic.Field(1, ge=1, le=1)
     xsd: SchemaSettings = SchemaSettings()
     owners: Owners = Owners()
+    signing: SigningSettings = SigningSettings()
     disable: tuple[str, ...] = ()
     # The branch that holds approved data: a record merged there is approved.
     main_branch: Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Za-z0-9._][A-Za-z0-9._/-]*$")] = "main"

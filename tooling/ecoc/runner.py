@@ -7,6 +7,7 @@ that need all records at once (duplicate VINs).
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -34,6 +35,7 @@ from ecoc.ivi.render import content_digest
 from ecoc.ivi.xsd import IviSchema
 from ecoc.memo import today
 from ecoc.model.record import Record, parse_record
+from ecoc.preflight import signing_findings
 from ecoc.rules.builtin import BUILTIN_RULES
 from ecoc.rules.catalogue import Catalogue, load_catalogue
 from ecoc.rules.waivers import WaiverSet, load_waivers
@@ -442,6 +444,7 @@ class _Run:
         run.findings.extend(self.waive(self.duplicate_reference_ids()))
         run.findings.extend(self.waive(self.signed_elsewhere()))
         run.findings.extend(self.waivers.findings)
+        run.findings.extend(self.waive(signing_findings(self.repository, self.index, dt.datetime.now(dt.UTC))))
         if self.chosen is None:
             # Only a run over every record can tell that a waiver accepts nothing.
             run.findings.extend(self.waivers.unused())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import fnmatch
 import functools
 import hashlib
 import os
@@ -370,8 +371,8 @@ def load_signing_key(
             ) from None
         if cert_path is None:
             raise InputError("a PEM key needs its certificate", "pass --cert with the signing certificate")
-        certificate = _certificates_in(cert_path)[0]
-        chain = tuple(_certificates_in(chain_path)) if chain_path is not None else ()
+        certificate = certificates_in(cert_path)[0]
+        chain = tuple(certificates_in(chain_path)) if chain_path is not None else ()
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise InputError(
             f"{key_source}: the key is neither RSA nor EC", "use an RSA (2048 bits or more) or EC P-256 key"
@@ -383,17 +384,17 @@ def load_signing_key(
 
 
 def _from_environment(name: str) -> tuple[bytes, bool]:
-    """The key material in environment variable `name`, and whether it is a PKCS#12 bundle."""
+    """Return the key material in environment variable `name`, and whether it is a PKCS#12 bundle."""
     value = os.environ.get(name)
     if not name or not value:
-        raise InputError(f"the environment variable {name or '(no name)'} holds no key", "set it to a PEM key")
+        raise InputError(f"the environment variable {name or '(no name)'} is missing or empty", "set it to a PEM key")
     if "-----BEGIN" in value:
         return value.encode("ascii", "replace"), False
     try:
         return base64.b64decode("".join(value.split()), validate=True), True
     except ValueError:
         raise InputError(
-            f"the environment variable {name} holds neither a PEM key nor a base64 PKCS#12 bundle"
+            f"the environment variable {name} contains neither a PEM key nor a base64 PKCS#12 bundle"
         ) from None
 
 
@@ -404,7 +405,7 @@ def _read(path: Path, what: str) -> bytes:
         raise InputError(f"{path}: cannot read the {what} file: {exc.strerror}") from None
 
 
-def _certificates_in(path: Path) -> list[x509.Certificate]:
+def certificates_in(path: Path) -> list[x509.Certificate]:
     data = _read(path, "certificate")
     try:
         certificates = x509.load_pem_x509_certificates(data)
@@ -413,5 +414,28 @@ def _certificates_in(path: Path) -> list[x509.Certificate]:
     return certificates
 
 
+def signer_problem(signer: x509.Certificate, names: Sequence[str], signers: dict[str, tuple[str, ...]]) -> str | None:
+    """Say why `signer` may not sign for the manufacturer or EU representative `names`, or return None."""
+    subject = signer.subject.rfc4514_string()
+    allowed = [pattern for name in names for pattern in signers.get(name, ())]
+    if not allowed:
+        listed = ", ".join(names) or "no manufacturer"
+        return f"signing.signers in ecoc.yaml names no certificate subject for {listed}"
+    if any(fnmatch.fnmatchcase(subject, pattern) for pattern in allowed):
+        return None
+    return f"the certificate {subject} may not sign for {', '.join(names)}; signing.signers allows {', '.join(allowed)}"
+
+
+def signer_names(document: etree._Element) -> list[str]:
+    """Return the manufacturer and EU representative names a certificate gives, for the signer check."""
+    names = [
+        (element.text or "").strip()
+        for element in document.iter()
+        if isinstance(element.tag, str)
+        and etree.QName(element).localname in ("ManufacturerName", "EURepresentativeName")
+    ]
+    return list(dict.fromkeys(name for name in names if name))
+
+
 def load_anchors(paths: Sequence[Path]) -> list[x509.Certificate]:
-    return [certificate for path in paths for certificate in _certificates_in(path)]
+    return [certificate for path in paths for certificate in certificates_in(path)]
