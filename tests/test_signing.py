@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -457,3 +458,74 @@ def test_check_finds_a_seal_of_another_manufacturer(
     findings = [f for f in json.loads(capsys.readouterr().out)["findings"] if f["rule"] == "signing.signer-mismatch"]
     assert len(findings) == 3
     assert all(f["file"].startswith("approvals/") and f["line"] == 35 for f in findings)
+
+
+PIN = "246813"
+
+
+@pytest.fixture(scope="module")
+def token(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[str]:
+    """A SoftHSM2 token holding the seal's private key, one per module: SoftHSM2 reads its settings once."""
+    module = os.environ.get("ECOC_SOFTHSM2_MODULE") or "/usr/lib/softhsm/libsofthsm2.so"
+    tool = shutil.which("softhsm2-util")
+    if tool is None or not Path(module).exists():
+        message = "install SoftHSM2 (Debian package softhsm2) or set ECOC_SOFTHSM2_MODULE to run the PKCS#11 tests"
+        if os.environ.get("ECOC_REQUIRE_OFFICIAL") == "1":
+            pytest.fail(f"{message} (ECOC_REQUIRE_OFFICIAL=1 forbids skipping)")
+        pytest.skip(message)
+    import pkcs11
+    from pkcs11 import Attribute
+    from pkcs11.util.rsa import decode_rsa_private_key
+
+    folder = tmp_path_factory.mktemp("softhsm")
+    (folder / "tokens").mkdir()
+    (folder / "softhsm2.conf").write_text(f"directories.tokendir = {folder / 'tokens'}\nobjectstore.backend = file\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SOFTHSM2_CONF", str(folder / "softhsm2.conf"))
+        subprocess.run(
+            [tool, "--init-token", "--free", "--label", "ecoc-seal", "--pin", PIN, "--so-pin", "13572468"],
+            check=True,
+            capture_output=True,
+        )
+        der = pki.signer.key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+        with pkcs11.lib(module).get_token(token_label="ecoc-seal").open(user_pin=PIN, rw=True) as session:
+            attributes = decode_rsa_private_key(der)
+            attributes.update(
+                {Attribute.LABEL: "seal", Attribute.TOKEN: True, Attribute.SIGN: True, Attribute.SENSITIVE: True}
+            )
+            session.create_object(attributes)
+        yield f"pkcs11:token=ecoc-seal;object=seal?module-path={module}"
+
+
+def test_key_on_a_pkcs11_token(
+    pki: Pki,
+    token: str,
+    unsigned: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    files = pki.write(tmp_path / "pki")
+    out = tmp_path / "signed.xml"
+    args = ["sign", str(unsigned), "--out", str(out), "--key", token, "--cert", str(files["cert"])]
+    monkeypatch.setenv("ECOC_PKCS11_PIN", "999999")
+    assert main([*args, "--chain", str(files["chain"])]) == 3
+    assert "the PKCS#11 key cannot be opened" in capsys.readouterr().err
+    monkeypatch.setenv("ECOC_PKCS11_PIN", PIN)
+    assert main([*args, "--chain", str(files["chain"])]) == 0
+    captured = capsys.readouterr()
+    assert PIN not in captured.out + captured.err
+    code, _ = verify(pki, tmp_path, out, capsys)
+    assert code == 0
+
+
+def test_token_key_must_belong_to_the_certificate(
+    token: str, unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = make_pki().write(tmp_path / "other")
+    monkeypatch.setenv("ECOC_PKCS11_PIN", PIN)
+    args = ["sign", str(unsigned), "--out", str(tmp_path / "s.xml"), "--key", token, "--cert", str(other["cert"])]
+    assert main(args) == 3
+    assert "the key on the PKCS#11 token does not belong to the certificate" in capsys.readouterr().err

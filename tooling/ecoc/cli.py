@@ -972,13 +972,18 @@ def sign(
         key_source = settings.key if settings.key.startswith("env:") else str(root / settings.key)
         cert_path = cert_path or (root / settings.cert if settings.cert else None)
         chain_path = chain_path or (root / settings.chain if settings.chain else None)
+    from ecoc.signing import TokenKey
+
     secret = os.environ.get(PASSPHRASE_VARIABLE)
     signing = load_signing_key(key_source, cert_path, chain_path, secret.encode() if secret else None)
     try:
         data = file.read_bytes()
+        signed = sign_document(data, signing)
     except OSError as exc:
         raise UsageError(f"{file}: cannot read the file: {exc.strerror}") from None
-    signed = sign_document(data, signing)
+    finally:
+        if isinstance(signing.key, TokenKey):
+            signing.key.close()
     if out_file.exists():
         raise UsageError(f"{out_file}: exists already", "a signed file is written once; choose a new name")
     _write(out_file, signed)

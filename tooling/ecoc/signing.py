@@ -22,12 +22,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import exceptions as crypto_exceptions
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from cryptography.hazmat.primitives.serialization import pkcs12
 from lxml import etree
 from signxml.algorithms import DigestAlgorithm, SignatureMethod
@@ -56,11 +57,73 @@ WEAK_ALGORITHMS = frozenset(
 )
 
 
+class TokenKey:
+    """A private key on a PKCS#11 token (a hardware security module, or SoftHSM2 in tests).
+
+    The key never leaves the token: the token signs, and the session stays open while the
+    process signs.
+    """
+
+    def __init__(self, uri: str) -> None:
+        import pkcs11
+        from pkcs11 import ObjectClass
+
+        path, _, query = uri.removeprefix("pkcs11:").partition("?")
+        attributes = dict(_uri_pairs(path, ";"))
+        options = dict(_uri_pairs(query, "&"))
+        module = options.get("module-path") or os.environ.get(PKCS11_MODULE_VARIABLE)
+        if not module:
+            raise InputError(
+                "the PKCS#11 URI names no module",
+                f"add ?module-path=/path/to/module.so to the URI, or set {PKCS11_MODULE_VARIABLE}",
+            )
+        pin = os.environ.get(PKCS11_PIN_VARIABLE)
+        try:
+            library = pkcs11.lib(module)
+            token = library.get_token(token_label=attributes.get("token"))
+            self.session = token.open(user_pin=pin) if pin else token.open()
+            key_id = bytes.fromhex(attributes["id"].replace("%", "")) if "id" in attributes else None
+            self.key: Any = self.session.get_key(
+                object_class=ObjectClass.PRIVATE_KEY, label=attributes.get("object"), id=key_id
+            )
+        except (pkcs11.PKCS11Error, RuntimeError, OSError) as exc:
+            raise InputError(
+                f"the PKCS#11 key cannot be opened: {type(exc).__name__}",
+                f"check the module, the token and object names of the URI, and the PIN in {PKCS11_PIN_VARIABLE}",
+            ) from None
+        self.elliptic = self.key.key_type == pkcs11.KeyType.EC
+
+    def close(self) -> None:
+        """End the session with the token, which also logs out."""
+        self.session.close()
+
+    def sign(self, data: bytes) -> bytes:
+        from pkcs11 import Mechanism
+
+        mechanism = Mechanism.ECDSA_SHA256 if self.elliptic else Mechanism.SHA256_RSA_PKCS
+        return bytes(self.key.sign(data, mechanism=mechanism))
+
+
+def _uri_pairs(text: str, separator: str) -> list[tuple[str, str]]:
+    from urllib.parse import unquote
+
+    pairs = []
+    for item in text.split(separator):
+        if item:
+            name, _, value = item.partition("=")
+            pairs.append((name, unquote(value)))
+    return pairs
+
+
+PKCS11_MODULE_VARIABLE = "ECOC_PKCS11_MODULE"
+PKCS11_PIN_VARIABLE = "ECOC_PKCS11_PIN"
+
+
 @dataclass(frozen=True)
 class SigningKey:
     """A private key with its certificate and the intermediates between it and a trust anchor."""
 
-    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | TokenKey
     certificate: x509.Certificate
     chain: tuple[x509.Certificate, ...] = ()
 
@@ -77,6 +140,9 @@ def _ds(name: str) -> str:
 def _signature_value(signing: SigningKey, data: bytes) -> bytes:
     """Sign `data` as XMLDSig expects: PKCS#1 v1.5 for RSA, and r and s side by side for ECDSA."""
     key = signing.key
+    if isinstance(key, TokenKey):
+        # A token gives ECDSA signatures as r and s side by side already, as XMLDSig wants them.
+        return key.sign(data)
     if isinstance(key, ec.EllipticCurvePrivateKey):
         r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
         size = (key.curve.key_size + 7) // 8
@@ -103,7 +169,10 @@ def sign(document: bytes, signing: SigningKey) -> bytes:
             "the document is signed already", "sign the unsigned render; a certificate carries exactly one signature"
         )
     digest = hashlib.sha256(etree.tostring(root, method="c14n", exclusive=True, with_comments=False)).digest()
-    method = ECDSA_SHA256 if isinstance(signing.key, ec.EllipticCurvePrivateKey) else RSA_SHA256
+    elliptic = isinstance(signing.key, ec.EllipticCurvePrivateKey) or (
+        isinstance(signing.key, TokenKey) and signing.key.elliptic
+    )
+    method = ECDSA_SHA256 if elliptic else RSA_SHA256
     # Built apart from the document: exclusive canonicalisation gives the same SignedInfo either way.
     signature = etree.Element(_ds("Signature"), nsmap={"ds": DSIG})
     info = etree.SubElement(signature, _ds("SignedInfo"))
@@ -342,6 +411,18 @@ def load_signing_key(
     never contain the passphrase or key material, only names and what is wrong.
     """
     key_path = Path(key_source)
+    if key_source.startswith("pkcs11:"):
+        if cert_path is None:
+            raise InputError("a key on a PKCS#11 token needs its certificate", "pass --cert, or set signing.cert")
+        token_key = TokenKey(key_source)
+        token_certificate = certificates_in(cert_path)[0]
+        chain = tuple(certificates_in(chain_path)) if chain_path is not None else ()
+        try:
+            _check_token_key(token_key, token_certificate)
+        except InputError:
+            token_key.close()
+            raise
+        return SigningKey(token_key, token_certificate, chain)
     if key_source.startswith(KEY_FROM_ENVIRONMENT):
         data, bundle = _from_environment(key_source.removeprefix(KEY_FROM_ENVIRONMENT))
     else:
@@ -381,6 +462,24 @@ def load_signing_key(
     if certificate.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
         raise InputError(f"{cert_path or key_source}: the certificate does not belong to the key")
     return SigningKey(key, certificate, chain)
+
+
+def _check_token_key(key: TokenKey, certificate: x509.Certificate) -> None:
+    """Make sure the token's key belongs to the certificate, by a test signature."""
+    probe = b"ecoc checks that the token key belongs to the certificate"
+    public = certificate.public_key()
+    value = key.sign(probe)
+    try:
+        if isinstance(public, ec.EllipticCurvePublicKey):
+            size = len(value) // 2
+            r, s = int.from_bytes(value[:size], "big"), int.from_bytes(value[size:], "big")
+            public.verify(encode_dss_signature(r, s), probe, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(public, rsa.RSAPublicKey):
+            public.verify(value, probe, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            raise InputError("the certificate's key is neither RSA nor EC")
+    except crypto_exceptions.InvalidSignature:
+        raise InputError("the key on the PKCS#11 token does not belong to the certificate") from None
 
 
 def _from_environment(name: str) -> tuple[bytes, bool]:
