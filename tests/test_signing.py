@@ -529,3 +529,50 @@ def test_token_key_must_belong_to_the_certificate(
     args = ["sign", str(unsigned), "--out", str(tmp_path / "s.xml"), "--key", token, "--cert", str(other["cert"])]
     assert main(args) == 3
     assert "the key on the PKCS#11 token does not belong to the certificate" in capsys.readouterr().err
+
+
+def test_xades_baseline_b_signature(
+    pki: Pki, unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], official_xsd: Path
+) -> None:
+    _, out = sign(pki, unsigned, tmp_path, "--xades")
+    root = etree.fromstring(out.read_bytes())
+    xades = "{http://uri.etsi.org/01903/v1.3.2#}"
+    assert root.find(f".//{xades}SigningTime") is not None
+    [properties_reference] = [r for r in root.iter(f"{DS}Reference") if r.get("URI") != ""]
+    assert properties_reference.get("Type") == "http://uri.etsi.org/01903#SignedProperties"
+    code, text = verify(pki, tmp_path, out, capsys)
+    assert code == 0, text
+    schema = etree.XMLSchema(etree.parse(str(official_xsd)))
+    assert schema.validate(root), schema.error_log.last_error
+    files = pki.write(tmp_path / "pki")
+    completed = subprocess.run(
+        [
+            xmlsec1(),
+            "--verify",
+            "--trusted-pem",
+            str(files["root"]),
+            "--untrusted-pem",
+            str(files["chain"]),
+            "--id-attr:Id",
+            "http://uri.etsi.org/01903/v1.3.2#:SignedProperties",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+
+
+def test_xades_properties_of_another_certificate_are_refused(
+    pki: Pki, unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, out = sign(pki, unsigned, tmp_path, "--xades")
+    root = etree.fromstring(out.read_bytes())
+    digest = root.find(".//{http://uri.etsi.org/01903/v1.3.2#}CertDigest/" + f"{DS}DigestValue")
+    assert digest is not None
+    digest.text = "AAAA" + (digest.text or "")[4:]
+    out.write_bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+    code, text = verify(pki, tmp_path, out, capsys)
+    assert code == 1
+    assert "the XAdES properties name another signing certificate" in text

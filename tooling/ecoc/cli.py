@@ -948,6 +948,7 @@ PASSPHRASE_VARIABLE = "ECOC_KEY_PASSPHRASE"
 @click.option(
     "--chain", "chain_path", type=click.Path(path_type=Path, dir_okay=False), help="PEM intermediate certificates."
 )
+@click.option("--xades", is_flag=True, help="Add XAdES baseline B-B properties (signing time, certificate digest).")
 @click.pass_context
 def sign(
     ctx: click.Context,
@@ -956,6 +957,7 @@ def sign(
     key_source: str | None,
     cert_path: Path | None,
     chain_path: Path | None,
+    xades: bool,
 ) -> int:
     """Sign an IVI 2.0 file with an enveloped XMLDSig signature (EReg profile: exc-c14n, RSA-SHA256).
 
@@ -965,8 +967,9 @@ def sign(
     from ecoc.signing import load_signing_key
     from ecoc.signing import sign as sign_document
 
+    settings, root = _signing_settings(ctx)
+    xades = xades or (settings is not None and settings.xades)
     if key_source is None:
-        settings, root = _signing_settings(ctx)
         if settings is None or settings.key is None:
             raise UsageError("no signing key", "pass --key, or set signing.key in ecoc.yaml")
         key_source = settings.key if settings.key.startswith("env:") else str(root / settings.key)
@@ -978,7 +981,7 @@ def sign(
     signing = load_signing_key(key_source, cert_path, chain_path, secret.encode() if secret else None)
     try:
         data = file.read_bytes()
-        signed = sign_document(data, signing)
+        signed = sign_document(data, signing, xades=xades)
     except OSError as exc:
         raise UsageError(f"{file}: cannot read the file: {exc.strerror}") from None
     finally:

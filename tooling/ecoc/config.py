@@ -58,6 +58,8 @@ class SigningSettings(pydantic.BaseModel):
     cert: str | None = None
     chain: str | None = None
     trust: tuple[str, ...] = ()
+    # Add XAdES baseline B-B properties to every signature.
+    xades: bool = False
     # Certificate subjects (RFC 4514, shell patterns allowed) by the manufacturer or EU
     # representative name as the approvals give it; a signer must match a name of the certificate.
     signers: dict[str, tuple[str, ...]] = {}

@@ -44,6 +44,10 @@ RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
 ECDSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"
 SHA256 = "http://www.w3.org/2001/04/xmlenc#sha256"
 ENVELOPED = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
+XADES = "http://uri.etsi.org/01903/v1.3.2#"
+XADES_SIGNED_PROPERTIES = "http://uri.etsi.org/01903#SignedProperties"
+SIGNATURE_ID = "ecoc-signature"
+SIGNED_PROPERTIES_ID = "ecoc-signed-properties"
 # Algorithms that an old archive may have used and that verify accepts only when asked to.
 WEAK_ALGORITHMS = frozenset(
     {
@@ -150,12 +154,38 @@ def _signature_value(signing: SigningKey, data: bytes) -> bytes:
     return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
 
 
-def sign(document: bytes, signing: SigningKey) -> bytes:
+def _xades(name: str) -> str:
+    return f"{{{XADES}}}{name}"
+
+
+def _signed_properties(signature: etree._Element, signing: SigningKey, at: dt.datetime) -> etree._Element:
+    """Add the XAdES baseline B-B properties: the signing time and the digest of the certificate."""
+    signature.set("Id", SIGNATURE_ID)
+    holder = etree.SubElement(signature, _ds("Object"))
+    qualifying = etree.SubElement(
+        holder, _xades("QualifyingProperties"), nsmap={"xades": XADES}, Target=f"#{SIGNATURE_ID}"
+    )
+    properties = etree.SubElement(qualifying, _xades("SignedProperties"), Id=SIGNED_PROPERTIES_ID)
+    signature_properties = etree.SubElement(properties, _xades("SignedSignatureProperties"))
+    etree.SubElement(signature_properties, _xades("SigningTime")).text = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    certificate = etree.SubElement(
+        etree.SubElement(signature_properties, _xades("SigningCertificateV2")), _xades("Cert")
+    )
+    digest = etree.SubElement(certificate, _xades("CertDigest"))
+    etree.SubElement(digest, _ds("DigestMethod"), Algorithm=SHA256)
+    etree.SubElement(digest, _ds("DigestValue")).text = base64.b64encode(
+        hashlib.sha256(signing.der[0]).digest()
+    ).decode("ascii")
+    return properties
+
+
+def sign(document: bytes, signing: SigningKey, xades: bool = False, at: dt.datetime | None = None) -> bytes:
     """Return the document with an enveloped XMLDSig signature as the last child of its root.
 
     The Reference covers the whole document (URI="") through the enveloped-signature transform
     and exclusive canonicalisation, and the SignedInfo is canonicalised the same way before the
-    key signs it.
+    key signs it. With `xades`, the signature also carries XAdES baseline B-B properties (signing
+    time `at`, default now, and the signing certificate's digest) under a second Reference.
     """
     try:
         root = parse_xml_bytes(document, "the document to sign").getroot()
@@ -184,12 +214,23 @@ def sign(document: bytes, signing: SigningKey) -> bytes:
     etree.SubElement(transforms, _ds("Transform"), Algorithm=EXC_C14N)
     etree.SubElement(reference, _ds("DigestMethod"), Algorithm=SHA256)
     etree.SubElement(reference, _ds("DigestValue")).text = base64.b64encode(digest).decode("ascii")
-    signed_info = etree.tostring(info, method="c14n", exclusive=True, with_comments=False)
-    value = _signature_value(signing, signed_info)
-    etree.SubElement(signature, _ds("SignatureValue")).text = base64.b64encode(value).decode("ascii")
+    value_element = etree.SubElement(signature, _ds("SignatureValue"))
     certificates = etree.SubElement(etree.SubElement(signature, _ds("KeyInfo")), _ds("X509Data"))
     for der in signing.der:
         etree.SubElement(certificates, _ds("X509Certificate")).text = base64.b64encode(der).decode("ascii")
+    if xades:
+        properties = _signed_properties(signature, signing, at or dt.datetime.now(dt.UTC))
+        canonical = etree.tostring(properties, method="c14n", exclusive=True, with_comments=False)
+        reference = etree.SubElement(
+            info, _ds("Reference"), URI=f"#{SIGNED_PROPERTIES_ID}", Type=XADES_SIGNED_PROPERTIES
+        )
+        etree.SubElement(etree.SubElement(reference, _ds("Transforms")), _ds("Transform"), Algorithm=EXC_C14N)
+        etree.SubElement(reference, _ds("DigestMethod"), Algorithm=SHA256)
+        etree.SubElement(reference, _ds("DigestValue")).text = base64.b64encode(
+            hashlib.sha256(canonical).digest()
+        ).decode("ascii")
+    signed_info = etree.tostring(info, method="c14n", exclusive=True, with_comments=False)
+    value_element.text = base64.b64encode(_signature_value(signing, signed_info)).decode("ascii")
     # The document's own bytes stay as they are; the signature goes in before the root's end tag.
     local = etree.QName(root).localname
     name = (f"{root.prefix}:{local}" if root.prefix else local).encode("utf-8")
@@ -241,10 +282,12 @@ def _shape(root: etree._Element, allow_weak: bool) -> etree._Element:
     if signature.getparent() is not root:
         raise VerificationFailed("the Signature is not a child of the root element, so it may not cover the document")
     references = signature.findall(f"{{{DSIG}}}SignedInfo/{{{DSIG}}}Reference")
-    if len(references) != 1 or references[0].get("URI") != "":
+    document = [reference for reference in references if reference.get("Type") != XADES_SIGNED_PROPERTIES]
+    if len(document) != 1 or document[0].get("URI") != "" or len(references) - len(document) > 1:
         uris = ", ".join(repr(reference.get("URI")) for reference in references) or "none"
         raise VerificationFailed(
-            f'the signature must have one Reference with URI="" (the whole document), it has {uris}'
+            f'the signature must have one Reference with URI="" (the whole document), '
+            f"and at most one to its XAdES properties; it has {uris}"
         )
     algorithms = [element.get("Algorithm") for element in signature.iter() if element.get("Algorithm")]
     weak = sorted({algorithm for algorithm in algorithms if algorithm in WEAK_ALGORITHMS})
@@ -377,15 +420,17 @@ def verify(
         chain = verifier.chain(certificates)
     else:
         chain = check_chain(leaf, intermediates, anchors, at or dt.datetime.now(dt.UTC))
+    properties = _xades_properties(signature, leaf)
+    expected = 1 if properties is None else 2
     if allow_weak:
         config = SignatureConfiguration(
             location="./",
-            expect_references=1,
+            expect_references=expected,
             signature_methods=frozenset(SignatureMethod),
             digest_algorithms=frozenset(DigestAlgorithm),
         )
     else:
-        config = SignatureConfiguration(location="./", expect_references=1)
+        config = SignatureConfiguration(location="./", expect_references=expected)
     try:
         result = XMLVerifier().verify(
             document, x509_cert=leaf.public_bytes(serialization.Encoding.PEM).decode("ascii"), expect_config=config
@@ -394,8 +439,45 @@ def verify(
         raise VerificationFailed(f"the signature does not match the document: {exc}") from None
     except InvalidInput as exc:
         raise VerificationFailed(f"the signature cannot be checked: {exc}") from None
-    signed = result.signed_xml if not isinstance(result, list) else result[0].signed_xml
+    results = result if isinstance(result, list) else [result]
+    uris = [reference.get("URI") for reference in signature.findall(f"{{{DSIG}}}SignedInfo/{{{DSIG}}}Reference")]
+    signed = results[uris.index("")].signed_xml
     return Verified(signed, leaf, chain)
+
+
+def _xades_properties(signature: etree._Element, leaf: x509.Certificate) -> etree._Element | None:
+    """Check the XAdES SignedProperties a signature refers to, or return None when it has none.
+
+    They must sit in this signature, be the only element with their Id in the document, and name
+    the digest of the signing certificate.
+    """
+    reference = next(
+        (
+            reference
+            for reference in signature.iterfind(f"{{{DSIG}}}SignedInfo/{{{DSIG}}}Reference")
+            if reference.get("Type") == XADES_SIGNED_PROPERTIES
+        ),
+        None,
+    )
+    if reference is None:
+        return None
+    target = (reference.get("URI") or "").removeprefix("#")
+    holders = [element for element in signature.getroottree().iter() if element.get("Id") == target]
+    if len(holders) != 1 or holders[0].tag != f"{{{XADES}}}SignedProperties":
+        raise VerificationFailed(f"the XAdES properties #{target} are missing or not unique in the document")
+    properties = holders[0]
+    if not any(ancestor is signature for ancestor in properties.iterancestors()):
+        raise VerificationFailed("the XAdES properties lie outside the signature that refers to them")
+    digests = [
+        (element.text or "").strip()
+        for element in properties.iterfind(
+            f".//{{{XADES}}}SigningCertificateV2/{{{XADES}}}Cert/{{{XADES}}}CertDigest/{{{DSIG}}}DigestValue"
+        )
+    ]
+    expected = base64.b64encode(hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).digest()).decode()
+    if expected not in digests:
+        raise VerificationFailed("the XAdES properties name another signing certificate than the one in KeyInfo")
+    return properties
 
 
 # A key given as `env:NAME` is read from the environment variable NAME (PEM, or PKCS#12 in base64).
