@@ -576,23 +576,31 @@ def _plural(count: int, word: str) -> str:
 
 def _prepare_output(out_dir: Path, clean: bool) -> None:
     """Make sure --out contains no certificates of an earlier render that this one would not replace."""
+    _prepare_folder(
+        out_dir,
+        clean,
+        ("*.xml",),
+        "pass --clean to delete its .xml files first, or choose an empty folder; "
+        "files of an earlier render could otherwise be taken for current certificates",
+    )
+
+
+def _prepare_folder(out_dir: Path, clean: bool, patterns: tuple[str, ...], hint: str) -> None:
+    """Make sure `out_dir` is a folder that is empty, or whose files of `patterns` --clean deletes."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"{out_dir}: not a folder")
     if not out_dir.exists():
         return
     if clean:
-        for stale in out_dir.glob("*.xml"):
-            try:
-                stale.unlink()
-            except OSError as exc:
-                raise UsageError(f"{stale}: cannot delete the file: {exc.strerror}") from None
+        for pattern in patterns:
+            for stale in out_dir.glob(pattern):
+                try:
+                    stale.unlink()
+                except OSError as exc:
+                    raise UsageError(f"{stale}: cannot delete the file: {exc.strerror}") from None
         return
     if any(out_dir.iterdir()):
-        raise UsageError(
-            f"{out_dir}: the folder is not empty",
-            "pass --clean to delete its .xml files first, or choose an empty folder; "
-            "files of an earlier render could otherwise be taken for current certificates",
-        )
+        raise UsageError(f"{out_dir}: the folder is not empty", hint)
 
 
 @cli.group()
@@ -842,8 +850,6 @@ _PREVIEW_FILES = ("index.html", "records/*.xml", "records/*.diff", "records/*.ht
 
 
 def _prepare_preview(root: Path, out_dir: Path, clean: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"{out_dir}: not a folder")
     inside = out_dir.resolve()
     if inside == root or any(
         inside.is_relative_to(root / name) for name in ("approvals", "records", "rules", "signed")
@@ -852,21 +858,12 @@ def _prepare_preview(root: Path, out_dir: Path, clean: bool) -> None:
             f"{out_dir}: the preview would mix its files with the repository's data",
             "choose a folder outside approvals/, records/, rules/ and signed/, such as build/preview",
         )
-    if not out_dir.exists():
-        return
-    if clean:
-        for pattern in _PREVIEW_FILES:
-            for stale in out_dir.glob(pattern):
-                try:
-                    stale.unlink()
-                except OSError as exc:
-                    raise UsageError(f"{stale}: cannot delete the file: {exc.strerror}") from None
-        return
-    if any(out_dir.iterdir()):
-        raise UsageError(
-            f"{out_dir}: the folder is not empty",
-            "pass --clean to delete the pages of an earlier preview first, or choose an empty folder",
-        )
+    _prepare_folder(
+        out_dir,
+        clean,
+        _PREVIEW_FILES,
+        "pass --clean to delete the pages of an earlier preview first, or choose an empty folder",
+    )
 
 
 @cli.group()

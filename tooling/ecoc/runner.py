@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
 import multiprocessing
 import os
@@ -29,7 +28,8 @@ from ecoc.check import (
     record_stage,
 )
 from ecoc.config import Repository
-from ecoc.files import digest, list_manifests, list_yaml, read_file
+from ecoc.evidence import read_evidence
+from ecoc.files import digest, list_yaml, read_file
 from ecoc.findings import Finding, Severity, merge_duplicates
 from ecoc.ivi.render import content_digest
 from ecoc.ivi.xsd import IviSchema
@@ -397,25 +397,8 @@ class _Run:
 
     def signed_elsewhere(self) -> list[Finding]:
         """Records whose VIN the evidence archive holds as signed from another record file."""
-        signed: dict[str, tuple[str, str]] = {}
-        findings: list[Finding] = []
-        for path, relative in list_manifests(self.repository.root):
-            try:
-                with open(path, "rb") as handle:
-                    manifest = json.loads(handle.read())
-                signed.setdefault(str(manifest["vin"]), (str(manifest["record"]), relative))
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                findings.append(
-                    Finding(
-                        "io.read",
-                        Severity.ERROR,
-                        f"cannot read the evidence manifest: {exc}",
-                        relative,
-                        1,
-                        1,
-                        hint="evidence in signed/ is written by the release job only",
-                    )
-                )
+        evidence, findings = read_evidence(self.repository.root)
+        signed = {vin: (entries[0].record, entries[0].manifest) for vin, entries in evidence.items()}
         for vin, line, column, relative, _ in self.vins:
             known = signed.get(vin)
             if known is None or known[0] == relative or relative not in self.selected_files:

@@ -21,7 +21,7 @@ from ecoc.findings import Finding, Severity
 from ecoc.model.nodes import require_mapping, validate_node
 from ecoc.rules.builtin import BUILTIN_RULES
 from ecoc.rules.celimport import cel
-from ecoc.rules.lint import STRING_LITERAL, lint
+from ecoc.rules.lint import STRING_LITERAL, field_node, lint
 from ecoc.yamlload import Mapping, Node, Sequence, Source, load_yaml
 
 RULE_ID = r"^[a-z][a-z0-9-]*(\.[a-z0-9][a-z0-9-]*)+$"
@@ -291,16 +291,6 @@ def _raw_fields(spec: RuleSpec) -> list[tuple[str, str, str]]:
     return fields
 
 
-def _field_node(node: Mapping, key: str) -> Node:
-    target: Node = node
-    for step in key.split("."):
-        following = target.get(step) if isinstance(target, Mapping) else None
-        if following is None:
-            break
-        target = following
-    return target
-
-
 def _compile_problem(
     spec: RuleSpec, source: Source, node: Mapping, path: str, compiled: dict[str, Any], exc: ValueError
 ) -> Finding:
@@ -313,7 +303,7 @@ def _compile_problem(
         except ValueError as raw:
             return _rule_finding(
                 source,
-                _field_node(node, field_key),
+                field_node(node, field_key),
                 f"rule {spec.id}: the {what} does not compile: {cel_error(raw)}",
                 "fix the CEL syntax, and see docs/rules.md for the variables and functions",
                 f"{path}.{field_key}",

@@ -143,7 +143,8 @@ def unknown_roots(expression: str, known: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(name for name in _ROOT.findall(code) if name not in allowed))
 
 
-def _field(node: Mapping, key: str) -> Node:
+def field_node(node: Mapping, key: str) -> Node:
+    """Return the node of a rule at a dotted key such as `let.group`, or the deepest one found."""
     target: Node = node
     for step in key.split("."):
         following = target.get(step) if isinstance(target, Mapping) else None
@@ -169,7 +170,7 @@ def lint(
         if (key, message) in reported:
             return
         reported.add((key, message))
-        target = _field(node, key)
+        target = field_node(node, key)
         findings.append(
             Finding(
                 "rules.invalid", Severity.ERROR, message, source.path, target.line, target.column, f"{path}.{key}", hint
