@@ -572,3 +572,49 @@ def test_xades_properties_of_another_certificate_are_refused(
     code, text = verify(pki, tmp_path, out, capsys)
     assert code == 1
     assert "the XAdES properties name another signing certificate" in text
+
+
+def test_signature_timestamp_from_a_tsa(
+    pki: Pki, unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tsa import running_tsa
+
+    with running_tsa() as (url, tsa_root):
+        code, out = sign(pki, unsigned, tmp_path, "--timestamp", url)
+    assert code == 0
+    root = etree.fromstring(out.read_bytes())
+    assert root.find(".//{http://uri.etsi.org/01903/v1.3.2#}EncapsulatedTimeStamp") is not None
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_bytes(pki.root.pem() + tsa_root.pem())
+    assert main(["verify", str(out), "--trust", str(anchors)]) == 0
+    assert ", timestamped 20" in capsys.readouterr().out
+    code, text = verify(pki, tmp_path, out, capsys)
+    assert code == 1
+    assert "the signature timestamp does not verify" in text
+
+
+def test_timestamp_no_longer_matches_a_changed_signature(
+    pki: Pki, unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tsa import running_tsa
+
+    changed = tmp_path / "changed.xml"
+    changed.write_bytes(unsigned.read_bytes().replace(b"<MaximumSpeed>178<", b"<MaximumSpeed>177<"))
+    with running_tsa() as (url, tsa_root):
+        _, out = sign(pki, unsigned, tmp_path, "--timestamp", url)
+        _, other = sign(pki, changed, tmp_path / "second", "--timestamp", url)
+    stamped = etree.fromstring(out.read_bytes())
+    foreign = etree.fromstring(other.read_bytes())
+    tag = ".//{http://uri.etsi.org/01903/v1.3.2#}EncapsulatedTimeStamp"
+    stamped.find(tag).text = foreign.find(tag).text  # type: ignore[union-attr]
+    out.write_bytes(etree.tostring(stamped, xml_declaration=True, encoding="UTF-8"))
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_bytes(pki.root.pem() + tsa_root.pem())
+    assert main(["verify", str(out), "--trust", str(anchors)]) == 1
+    assert "the signature timestamp does not verify" in capsys.readouterr().out
+
+
+def test_unreachable_tsa_is_named(pki: Pki, unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _ = sign(pki, unsigned, tmp_path, "--timestamp", "http://127.0.0.1:9/")
+    assert code == 3
+    assert "the time-stamping authority at http://127.0.0.1:9/ did not answer" in capsys.readouterr().err

@@ -946,6 +946,12 @@ PASSPHRASE_VARIABLE = "ECOC_KEY_PASSPHRASE"
     "--chain", "chain_path", type=click.Path(path_type=Path, dir_okay=False), help="PEM intermediate certificates."
 )
 @click.option("--xades", is_flag=True, help="Add XAdES baseline B-B properties (signing time, certificate digest).")
+@click.option(
+    "--timestamp",
+    "timestamp_url",
+    metavar="URL",
+    help="Add an RFC 3161 signature timestamp from the time-stamping authority at URL (XAdES B-T; implies --xades).",
+)
 @click.pass_context
 def sign(
     ctx: click.Context,
@@ -955,6 +961,7 @@ def sign(
     cert_path: Path | None,
     chain_path: Path | None,
     xades: bool,
+    timestamp_url: str | None,
 ) -> int:
     """Sign an IVI 2.0 file with an enveloped XMLDSig signature (EReg profile: exc-c14n, RSA-SHA256).
 
@@ -965,7 +972,8 @@ def sign(
     from ecoc.signing import sign as sign_document
 
     settings, root = _signing_settings(ctx)
-    xades = xades or (settings is not None and settings.xades)
+    timestamp_url = timestamp_url or (settings.timestamp_url if settings is not None else None)
+    xades = xades or timestamp_url is not None or (settings is not None and settings.xades)
     if key_source is None:
         if settings is None or settings.key is None:
             raise UsageError("no signing key", "pass --key, or set signing.key in ecoc.yaml")
@@ -978,7 +986,7 @@ def sign(
     signing = load_signing_key(key_source, cert_path, chain_path, secret.encode() if secret else None)
     try:
         data = file.read_bytes()
-        signed = sign_document(data, signing, xades=xades)
+        signed = sign_document(data, signing, xades=xades, timestamp_url=timestamp_url)
     except OSError as exc:
         raise UsageError(f"{file}: cannot read the file: {exc.strerror}") from None
     finally:
@@ -1049,7 +1057,8 @@ def verify(
                 failed += 1
                 click.echo(f"{path}: does not verify: {problem}")
                 continue
-        click.echo(f"{path}: verified, signed by {verified.signer.subject.rfc4514_string()}")
+        stamped = f", timestamped {verified.timestamp:%Y-%m-%dT%H:%M:%SZ}" if verified.timestamp else ""
+        click.echo(f"{path}: verified, signed by {verified.signer.subject.rfc4514_string()}{stamped}")
     click.echo(f"{len(files) - failed} of {_plural(len(files), 'file')} verified", err=True)
     return EXIT_FINDINGS if failed or not files else EXIT_CLEAN
 

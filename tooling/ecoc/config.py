@@ -60,6 +60,8 @@ class SigningSettings(pydantic.BaseModel):
     trust: tuple[str, ...] = ()
     # Add XAdES baseline B-B properties to every signature.
     xades: bool = False
+    # The time-stamping authority whose RFC 3161 token makes every signature XAdES B-T.
+    timestamp_url: str | None = None
     # Certificate subjects (RFC 4514, shell patterns allowed) by the manufacturer or EU
     # representative name as the approvals give it; a signer must match a name of the certificate.
     signers: dict[str, tuple[str, ...]] = {}

@@ -179,14 +179,67 @@ def _signed_properties(signature: etree._Element, signing: SigningKey, at: dt.da
     return properties
 
 
-def sign(document: bytes, signing: SigningKey, xades: bool = False, at: dt.datetime | None = None) -> bytes:
+def _der_length(size: int) -> bytes:
+    if size < 0x80:
+        return bytes([size])
+    raw = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(raw)]) + raw
+
+
+def _as_response(token: bytes) -> Any:
+    """Wrap a time-stamp token in a granted TimeStampResp, the form rfc3161-client verifies."""
+    from rfc3161_client import decode_timestamp_response
+
+    body = bytes.fromhex("3003020100") + token  # PKIStatusInfo { status granted }
+    return decode_timestamp_response(b"\x30" + _der_length(len(body)) + body)
+
+
+def request_timestamp(url: str, message: bytes, timeout: float = 30.0) -> bytes:
+    """Ask the time-stamping authority at `url` for an RFC 3161 token over `message` (SHA-256)."""
+    import urllib.error
+    import urllib.request
+
+    from rfc3161_client import HashAlgorithm, TimestampRequestBuilder, decode_timestamp_response
+
+    request = TimestampRequestBuilder().data(message).hash_algorithm(HashAlgorithm.SHA256).nonce(nonce=True)
+    built = request.cert_request(cert_request=True).build()
+    post = urllib.request.Request(
+        url, data=built.as_bytes(), headers={"Content-Type": "application/timestamp-query"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(post, timeout=timeout) as reply:
+            data = reply.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise InputError(f"the time-stamping authority at {url} did not answer: {exc}") from None
+    try:
+        response = decode_timestamp_response(data)
+    except ValueError as exc:
+        raise InputError(f"the time-stamping authority at {url} sent no valid reply: {exc}") from None
+    if response.status not in (0, 1):
+        raise InputError(f"the time-stamping authority at {url} refused the request: {response.status_string}")
+    if response.tst_info.nonce != built.nonce:
+        raise InputError(f"the time-stamping authority at {url} answered another request (nonce mismatch)")
+    return bytes(response.time_stamp_token())
+
+
+def sign(
+    document: bytes,
+    signing: SigningKey,
+    xades: bool = False,
+    at: dt.datetime | None = None,
+    timestamp_url: str | None = None,
+) -> bytes:
     """Return the document with an enveloped XMLDSig signature as the last child of its root.
 
     The Reference covers the whole document (URI="") through the enveloped-signature transform
     and exclusive canonicalisation, and the SignedInfo is canonicalised the same way before the
     key signs it. With `xades`, the signature also carries XAdES baseline B-B properties (signing
-    time `at`, default now, and the signing certificate's digest) under a second Reference.
+    time `at`, default now, and the signing certificate's digest) under a second Reference. With
+    `timestamp_url` as well, a time-stamping authority's token over the SignatureValue is added
+    as the XAdES SignatureTimeStamp (baseline B-T).
     """
+    if timestamp_url is not None and not xades:
+        raise InputError("a signature timestamp is a XAdES property", "sign with --xades as well")
     try:
         root = parse_xml_bytes(document, "the document to sign").getroot()
     except XmlRejected as exc:
@@ -231,6 +284,17 @@ def sign(document: bytes, signing: SigningKey, xades: bool = False, at: dt.datet
         ).decode("ascii")
     signed_info = etree.tostring(info, method="c14n", exclusive=True, with_comments=False)
     value_element.text = base64.b64encode(_signature_value(signing, signed_info)).decode("ascii")
+    if timestamp_url is not None:
+        canonical_value = etree.tostring(value_element, method="c14n", exclusive=True, with_comments=False)
+        token = request_timestamp(timestamp_url, canonical_value)
+        qualifying = signature.find(f"{_ds('Object')}/{_xades('QualifyingProperties')}")
+        assert qualifying is not None
+        unsigned = etree.SubElement(
+            etree.SubElement(qualifying, _xades("UnsignedProperties")), _xades("UnsignedSignatureProperties")
+        )
+        stamp = etree.SubElement(unsigned, _xades("SignatureTimeStamp"))
+        etree.SubElement(stamp, _ds("CanonicalizationMethod"), Algorithm=EXC_C14N)
+        etree.SubElement(stamp, _xades("EncapsulatedTimeStamp")).text = base64.b64encode(token).decode("ascii")
     # The document's own bytes stay as they are; the signature goes in before the root's end tag.
     local = etree.QName(root).localname
     name = (f"{root.prefix}:{local}" if root.prefix else local).encode("utf-8")
@@ -253,6 +317,8 @@ class Verified:
     signed_xml: etree._Element
     signer: x509.Certificate
     chain: tuple[x509.Certificate, ...]
+    # The time a time-stamping authority vouches for, when the signature carries a timestamp.
+    timestamp: dt.datetime | None = None
 
 
 def _certificates(signature: etree._Element) -> list[x509.Certificate]:
@@ -379,15 +445,23 @@ class Verifier:
         self.anchors = anchors
         self.at = at or dt.datetime.now(dt.UTC)
         self.allow_weak = allow_weak
-        # The chain, or the reason it fails, by the DER bytes of the certificates in KeyInfo.
+        # The chain, or the reason it fails, by the DER bytes of the certificates in KeyInfo and the time.
         self.chains: dict[tuple[bytes, ...], tuple[x509.Certificate, ...] | VerificationFailed] = {}
+        # Whether the caller fixed the time; otherwise a signature timestamp decides it.
+        self.fixed_time = at is not None
 
-    def chain(self, certificates: Sequence[x509.Certificate]) -> tuple[x509.Certificate, ...]:
-        key = tuple(certificate.public_bytes(serialization.Encoding.DER) for certificate in certificates)
+    def chain(
+        self, certificates: Sequence[x509.Certificate], at: dt.datetime | None = None
+    ) -> tuple[x509.Certificate, ...]:
+        moment = at or self.at
+        key = (
+            *(certificate.public_bytes(serialization.Encoding.DER) for certificate in certificates),
+            str(moment).encode(),
+        )
         known = self.chains.get(key)
         if known is None:
             try:
-                known = check_chain(certificates[0], certificates[1:], self.anchors, self.at)
+                known = check_chain(certificates[0], certificates[1:], self.anchors, moment)
             except VerificationFailed as exc:
                 known = exc
             self.chains[key] = known
@@ -396,7 +470,7 @@ class Verifier:
         return known
 
     def verify(self, document: bytes) -> Verified:
-        return verify(document, self.anchors, self.at, self.allow_weak, self)
+        return verify(document, self.anchors, self.at if self.fixed_time else None, self.allow_weak, self)
 
 
 def verify(
@@ -416,10 +490,15 @@ def verify(
     signature = _shape(root, allow_weak)
     certificates = _certificates(signature)
     leaf, intermediates = certificates[0], certificates[1:]
-    if verifier is not None:
-        chain = verifier.chain(certificates)
-    else:
-        chain = check_chain(leaf, intermediates, anchors, at or dt.datetime.now(dt.UTC))
+    stamp = signature.find(f".//{_xades('SignatureTimeStamp')}/{_xades('EncapsulatedTimeStamp')}")
+    timestamp = _check_timestamp(signature, stamp, anchors) if stamp is not None else None
+    # The chain is judged when the document was signed: at --at, else the timestamp's time, else now.
+    moment = at or timestamp or (verifier.at if verifier is not None else dt.datetime.now(dt.UTC))
+    chain = (
+        verifier.chain(certificates, moment)
+        if verifier is not None
+        else check_chain(leaf, intermediates, anchors, moment)
+    )
     properties = _xades_properties(signature, leaf)
     expected = 1 if properties is None else 2
     if allow_weak:
@@ -442,7 +521,29 @@ def verify(
     results = result if isinstance(result, list) else [result]
     uris = [reference.get("URI") for reference in signature.findall(f"{{{DSIG}}}SignedInfo/{{{DSIG}}}Reference")]
     signed = results[uris.index("")].signed_xml
-    return Verified(signed, leaf, chain)
+    return Verified(signed, leaf, chain, timestamp)
+
+
+def _check_timestamp(
+    signature: etree._Element, stamp: etree._Element, anchors: Sequence[x509.Certificate]
+) -> dt.datetime:
+    """Verify the XAdES signature timestamp over the SignatureValue and return its time."""
+    from rfc3161_client import VerifierBuilder
+
+    value = signature.find(_ds("SignatureValue"))
+    if value is None:
+        raise VerificationFailed("the signature has no SignatureValue for its timestamp to cover")
+    canonical = etree.tostring(value, method="c14n", exclusive=True, with_comments=False)
+    try:
+        response = _as_response(_base64(stamp.text or ""))
+        builder = VerifierBuilder()
+        for anchor in anchors:
+            builder = builder.add_root_certificate(anchor)
+        builder.build().verify_message(response, canonical)
+    except Exception as exc:  # rfc3161-client raises its own errors and ValueError for bad data
+        raise VerificationFailed(f"the signature timestamp does not verify: {exc}") from None
+    moment: dt.datetime = response.tst_info.gen_time
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
 def _xades_properties(signature: etree._Element, leaf: x509.Certificate) -> etree._Element | None:
