@@ -203,15 +203,24 @@ def test_changed_value_breaks_the_signature(
         ("expired", "expired on"),
         ("not-yet-valid", "is not valid before"),
         ("no-digital-signature", "its key usage lacks digitalSignature"),
-        ("missing-intermediate", "an intermediate certificate is missing"),
-        ("untrusted", "is neither a trust anchor nor in the signature's KeyInfo"),
+        ("missing-intermediate", "the intermediate certificate is missing"),
+        ("untrusted", "the seal comes from a CA that is not trusted"),
     ],
 )
 def test_certificate_problems_have_plain_messages(
-    unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, expected: str
+    unsigned: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
+    expected: str,
 ) -> None:
     pki = make_pki(digital_signature=case != "no-digital-signature")
+    if case == "no-digital-signature":
+        # ecoc refuses to sign with such a seal; the file stands for one another tool signed.
+        monkeypatch.setattr("ecoc.signing._check_seal", lambda signing, at: None)
     _, out = sign(pki, unsigned, tmp_path, chain=case != "missing-intermediate")
+    monkeypatch.undo()
     extra: tuple[str, ...] = ()
     if case == "expired":
         extra = ("--at", (NOW + 400 * DAY).isoformat())
@@ -628,3 +637,118 @@ def test_unreachable_tsa_is_named(pki: Pki, unsigned: Path, tmp_path: Path, caps
     code, _ = sign(pki, unsigned, tmp_path, "--timestamp", "http://127.0.0.1:9/")
     assert code == 3
     assert "the time-stamping authority at http://127.0.0.1:9/ did not answer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("url", ["notaurl", "file:///etc/hostname", "ftp://127.0.0.1/tsa"])
+def test_timestamp_url_that_is_not_http_is_refused(
+    pki: Pki, unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    code, out = sign(pki, unsigned, tmp_path, "--timestamp", url)
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "is not an http or https URL" in err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("expired", "is valid from"),
+        ("no-digital-signature", "its key usage lacks digitalSignature"),
+        ("chain-out-of-order", "in the chain did not issue"),
+    ],
+)
+def test_unusable_seal_is_refused_before_signing(
+    unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, expected: str
+) -> None:
+    if case == "expired":
+        root = issue("Halvard Test Root CA", ca=True)
+        seal = issue("Halvard Motors B.V. eCoC seal", root, not_before=NOW - 400 * DAY, not_after=NOW - DAY)
+        pki = Pki(root, root, seal)
+    else:
+        pki = make_pki(digital_signature=case != "no-digital-signature")
+    files = pki.write(tmp_path / "pki")
+    if case == "chain-out-of-order":
+        files["chain"].write_bytes(pki.root.pem() + pki.intermediate.pem())
+    out = tmp_path / "signed.xml"
+    keys = ["--key", str(files["key"]), "--cert", str(files["cert"]), "--chain", str(files["chain"])]
+    code = main(["sign", str(unsigned), "--out", str(out), *keys])
+    assert code == 3
+    assert expected in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_document_that_is_not_ivi_is_refused(pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = tmp_path / "other.xml"
+    other.write_bytes(b"<a/>")
+    code, out = sign(pki, other, tmp_path)
+    assert code == 3
+    assert "the document is not an IVI 2.0 message" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_pkcs12_bundle_with_a_separate_certificate_is_refused(
+    pki: Pki, unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = tmp_path / "seal.p12"
+    bundle.write_bytes(
+        pkcs12.serialize_key_and_certificates(
+            b"seal", pki.signer.key, pki.signer.certificate, None, serialization.NoEncryption()
+        )
+    )
+    files = pki.write(tmp_path / "pki")
+    args = ["sign", str(unsigned), "--out", str(tmp_path / "s.xml"), "--key", str(bundle), "--cert", str(files["cert"])]
+    assert main(args) == 3
+    assert "a PKCS#12 bundle brings its own certificate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["sign", "verify"])
+def test_invalid_signing_settings_do_not_switch_signing_off(
+    pki: Pki,
+    example_repo: Path,
+    unsigned: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+) -> None:
+    with (example_repo / "ecoc.yaml").open("a", encoding="utf-8") as handle:
+        handle.write("\nsigning:\n  trust: keys/root.pem\n  signerz: {}\n")
+    _, signed = sign(pki, unsigned, tmp_path)
+    capsys.readouterr()
+    monkeypatch.chdir(example_repo)
+    if command == "sign":
+        files = pki.write(tmp_path / "again")
+        args = ["sign", str(unsigned), "--out", str(tmp_path / "s.xml"), "--key", str(files["key"])]
+    else:
+        args = ["verify", str(signed)]
+    assert main(args) == 3
+    err = capsys.readouterr().err
+    assert "ecoc.yaml" in err
+    assert "signerz" in err
+
+
+def test_pkcs11_key_without_a_pin_names_the_pin_variable(
+    pki: Pki,
+    token: str,
+    unsigned: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    files = pki.write(tmp_path / "pki")
+    monkeypatch.delenv("ECOC_PKCS11_PIN", raising=False)
+    args = ["sign", str(unsigned), "--out", str(tmp_path / "s.xml"), "--key", token, "--cert", str(files["cert"])]
+    assert main(args) == 3
+    assert "set the token's PIN in ECOC_PKCS11_PIN" in capsys.readouterr().err
+
+
+def test_pkcs11_module_that_cannot_load_is_named(
+    pki: Pki, unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = pki.write(tmp_path / "pki")
+    token = f"pkcs11:token=ecoc-seal;object=seal?module-path={tmp_path / 'missing.so'}"
+    args = ["sign", str(unsigned), "--out", str(tmp_path / "s.xml"), "--key", token, "--cert", str(files["cert"])]
+    assert main(args) == 3
+    assert "cannot be loaded" in capsys.readouterr().err

@@ -910,13 +910,17 @@ def schema_export(ctx: click.Context, out_dir: Path | None, check_only: bool) ->
 
 
 def _signing_settings(ctx: click.Context) -> tuple[SigningSettings | None, Path]:
-    """The signing settings of the repository around, if there is one, and its root."""
-    try:
-        repository = _repository(ctx)
-    except ConfigError:
-        if ctx.obj.repo is not None:
-            raise
-        return None, Path.cwd()
+    """The signing settings of the repository around, if there is one, and its root.
+
+    Outside a repository there are none; an ecoc.yaml that cannot be read is an error, so that
+    a broken setting never switches a check off.
+    """
+    if ctx.obj.repo is None:
+        try:
+            find_root(Path.cwd())
+        except ConfigError:
+            return None, Path.cwd()
+    repository = _repository(ctx)
     return repository.settings.signing, repository.root
 
 
@@ -939,11 +943,15 @@ PASSPHRASE_VARIABLE = "ECOC_KEY_PASSPHRASE"
     "--key",
     "key_source",
     help="PEM private key file, a PKCS#12 file (.p12, .pfx) with key, certificate and intermediates, "
-    "or env:NAME for a PEM key or base64 PKCS#12 bundle in the environment variable NAME.",
+    "env:NAME for a PEM key or base64 PKCS#12 bundle in the environment variable NAME, "
+    "or a PKCS#11 URI (pkcs11:token=...;object=...; PIN from ECOC_PKCS11_PIN).",
 )
 @click.option("--cert", "cert_path", type=click.Path(path_type=Path, dir_okay=False), help="PEM signing certificate.")
 @click.option(
-    "--chain", "chain_path", type=click.Path(path_type=Path, dir_okay=False), help="PEM intermediate certificates."
+    "--chain",
+    "chain_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="PEM intermediate certificates, from the seal's issuer upwards.",
 )
 @click.option("--xades", is_flag=True, help="Add XAdES baseline B-B properties (signing time, certificate digest).")
 @click.option(
@@ -1008,7 +1016,13 @@ def sign(
     type=click.Path(path_type=Path, dir_okay=False),
     help="PEM file of trust anchors; repeatable (default: signing.trust in ecoc.yaml). No public CA is trusted.",
 )
-@click.option("--at", "at_text", metavar="TIME", help="Check the certificates at this time (ISO 8601), not now.")
+@click.option(
+    "--at",
+    "at_text",
+    metavar="TIME",
+    help="Check the certificates at this time instead of the timestamp's or now: ISO 8601 with a time zone, "
+    "as in 2026-12-01T09:00:00Z.",
+)
 @click.option("--allow-weak", is_flag=True, help="Accept SHA-1 and other weak algorithms, to read an old archive only.")
 @click.pass_context
 def verify(

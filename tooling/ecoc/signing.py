@@ -84,6 +84,12 @@ class TokenKey:
         pin = os.environ.get(PKCS11_PIN_VARIABLE)
         try:
             library = pkcs11.lib(module)
+        except (pkcs11.PKCS11Error, RuntimeError, OSError):
+            raise InputError(
+                f"the PKCS#11 module {module} cannot be loaded",
+                "check the module path of the URI or ECOC_PKCS11_MODULE",
+            ) from None
+        try:
             token = library.get_token(token_label=attributes.get("token"))
             self.session = token.open(user_pin=pin) if pin else token.open()
             key_id = bytes.fromhex(attributes["id"].replace("%", "")) if "id" in attributes else None
@@ -91,10 +97,11 @@ class TokenKey:
                 object_class=ObjectClass.PRIVATE_KEY, label=attributes.get("object"), id=key_id
             )
         except (pkcs11.PKCS11Error, RuntimeError, OSError) as exc:
-            raise InputError(
-                f"the PKCS#11 key cannot be opened: {type(exc).__name__}",
-                f"check the module, the token and object names of the URI, and the PIN in {PKCS11_PIN_VARIABLE}",
-            ) from None
+            if not pin:
+                hint = f"set the token's PIN in {PKCS11_PIN_VARIABLE}; without a login the private key is not visible"
+            else:
+                hint = f"check the token and object names of the URI, and the PIN in {PKCS11_PIN_VARIABLE}"
+            raise InputError(f"the PKCS#11 key cannot be opened: {type(exc).__name__}", hint) from None
         self.elliptic = self.key.key_type == pkcs11.KeyType.EC
 
     def close(self) -> None:
@@ -179,6 +186,37 @@ def _signed_properties(signature: etree._Element, signing: SigningKey, at: dt.da
     return properties
 
 
+IVI_ROOT = "{http://eu.ereg.initialvehicleinformation.v2}InitialVehicleInformation"
+
+
+def _check_seal(signing: SigningKey, at: dt.datetime) -> None:
+    """Refuse a seal whose signatures could never verify: out of date, not for signing, or an unrelated chain."""
+    certificate = signing.certificate
+    subject = certificate.subject.rfc4514_string()
+    if at < certificate.not_valid_before_utc or at > certificate.not_valid_after_utc:
+        raise InputError(
+            f"the signing certificate {subject} is valid from {certificate.not_valid_before_utc:%Y-%m-%d} "
+            f"to {certificate.not_valid_after_utc:%Y-%m-%d}, not now",
+            "sign with a current seal certificate",
+        )
+    try:
+        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+        if not (usage.digital_signature or usage.content_commitment):
+            raise InputError(f"the signing certificate {subject} may not sign: its key usage lacks digitalSignature")
+    except x509.ExtensionNotFound:
+        pass
+    current = certificate
+    for issuer in signing.chain:
+        try:
+            current.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, crypto_exceptions.InvalidSignature):
+            raise InputError(
+                f"{_name(issuer)} in the chain did not issue {_name(current)}",
+                "pass the intermediates in order, from the one that issued the seal upwards",
+            ) from None
+        current = issuer
+
+
 def _der_length(size: int) -> bytes:
     if size < 0x80:
         return bytes([size])
@@ -201,6 +239,11 @@ def request_timestamp(url: str, message: bytes, timeout: float = 30.0) -> bytes:
 
     from rfc3161_client import HashAlgorithm, TimestampRequestBuilder, decode_timestamp_response
 
+    if not url.lower().startswith(("http://", "https://")):
+        raise InputError(
+            f"the time-stamping authority {url!r} is not an http or https URL",
+            "pass the TSA's URL, as in https://tsa.example/",
+        )
     request = TimestampRequestBuilder().data(message).hash_algorithm(HashAlgorithm.SHA256).nonce(nonce=True)
     built = request.cert_request(cert_request=True).build()
     post = urllib.request.Request(
@@ -209,12 +252,14 @@ def request_timestamp(url: str, message: bytes, timeout: float = 30.0) -> bytes:
     try:
         with urllib.request.urlopen(post, timeout=timeout) as reply:
             data = reply.read()
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, ValueError) as exc:
         raise InputError(f"the time-stamping authority at {url} did not answer: {exc}") from None
     try:
         response = decode_timestamp_response(data)
-    except ValueError as exc:
-        raise InputError(f"the time-stamping authority at {url} sent no valid reply: {exc}") from None
+    except ValueError:
+        raise InputError(
+            f"the time-stamping authority at {url} sent no RFC 3161 reply", "check the URL of the time-stamping service"
+        ) from None
     if response.status not in (0, 1):
         raise InputError(f"the time-stamping authority at {url} refused the request: {response.status_string}")
     if response.tst_info.nonce != built.nonce:
@@ -251,6 +296,11 @@ def sign(
         raise InputError(
             "the document is signed already", "sign the unsigned render; a certificate carries exactly one signature"
         )
+    if root.tag != IVI_ROOT:
+        raise InputError(
+            f"the document is not an IVI 2.0 message: its root is {root.tag}", "sign the XML that ecoc render writes"
+        )
+    _check_seal(signing, at or dt.datetime.now(dt.UTC))
     digest = hashlib.sha256(etree.tostring(root, method="c14n", exclusive=True, with_comments=False)).digest()
     elliptic = isinstance(signing.key, ec.EllipticCurvePrivateKey) or (
         isinstance(signing.key, TokenKey) and signing.key.elliptic
@@ -408,10 +458,18 @@ def check_chain(
         following = pool.get(issuer)
         if following is None:
             if current.issuer == current.subject:
-                raise VerificationFailed(f"the certificate chain ends at {_name(current)}, which is not a trust anchor")
+                raise VerificationFailed(
+                    f"the certificate chain ends at {_name(current)}, which is not a trust anchor: the seal comes "
+                    "from a CA that is not trusted"
+                )
+            if current is leaf:
+                raise VerificationFailed(
+                    f"the issuer {issuer} of the signing certificate is neither a trust anchor nor in the "
+                    "signature's KeyInfo: the intermediate certificate is missing, or the issuer is not trusted"
+                )
             raise VerificationFailed(
-                f"the issuer {issuer} of {_name(current)} is neither a trust anchor nor in the signature's KeyInfo: "
-                "an intermediate certificate is missing, or the chain leads to an anchor that is not trusted"
+                f"the chain leads to {issuer}, which is not a trust anchor: "
+                "the seal comes from a CA that is not trusted"
             )
         _check_issued(current, following, at)
         chain.append(following)
@@ -515,7 +573,12 @@ def verify(
             document, x509_cert=leaf.public_bytes(serialization.Encoding.PEM).decode("ascii"), expect_config=config
         )
     except InvalidSignature as exc:
-        raise VerificationFailed(f"the signature does not match the document: {exc}") from None
+        detail = str(exc)
+        if detail.startswith("Digest mismatch"):
+            reason = "the document was changed after it was signed (its digest no longer matches)"
+        else:
+            reason = "the signed information was changed after signing, or another key made the signature"
+        raise VerificationFailed(f"the signature does not match the document: {reason}") from None
     except InvalidInput as exc:
         raise VerificationFailed(f"the signature cannot be checked: {exc}") from None
     results = result if isinstance(result, list) else [result]
@@ -536,12 +599,24 @@ def _check_timestamp(
     canonical = etree.tostring(value, method="c14n", exclusive=True, with_comments=False)
     try:
         response = _as_response(_base64(stamp.text or ""))
-        builder = VerifierBuilder()
-        for anchor in anchors:
-            builder = builder.add_root_certificate(anchor)
+    except ValueError:
+        raise VerificationFailed(
+            "the signature timestamp cannot be read: EncapsulatedTimeStamp is no RFC 3161 token"
+        ) from None
+    builder = VerifierBuilder()
+    for anchor in anchors:
+        builder = builder.add_root_certificate(anchor)
+    try:
         builder.build().verify_message(response, canonical)
-    except Exception as exc:  # rfc3161-client raises its own errors and ValueError for bad data
-        raise VerificationFailed(f"the signature timestamp does not verify: {exc}") from None
+    except Exception as exc:  # rfc3161-client raises VerificationError with library detail
+        text = str(exc)
+        if "certificate" in text.lower():
+            reason = "its time-stamping authority does not chain to a trust anchor; add the TSA's root to --trust"
+        elif "mismatch" in text.lower():
+            reason = "it covers another SignatureValue than this signature's"
+        else:
+            reason = "its signature or content is not valid"
+        raise VerificationFailed(f"the signature timestamp does not verify: {reason}") from None
     moment: dt.datetime = response.tst_info.gen_time
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
@@ -611,6 +686,10 @@ def load_signing_key(
     else:
         data, bundle = _read(key_path, "key"), key_path.suffix.lower() in (".p12", ".pfx")
     if bundle:
+        if cert_path is not None:
+            raise InputError(
+                "a PKCS#12 bundle brings its own certificate", "leave out --cert (and signing.cert) with a .p12 key"
+            )
         try:
             key, certificate, extra = pkcs12.load_key_and_certificates(data, passphrase)
         except ValueError:
