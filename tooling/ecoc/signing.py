@@ -143,6 +143,28 @@ class SigningKey:
         """The certificates for KeyInfo, the signing certificate first."""
         return tuple(c.public_bytes(serialization.Encoding.DER) for c in (self.certificate, *self.chain))
 
+    @functools.cached_property
+    def checked_chain(self) -> bool:
+        """True once the certificate may sign and the chain issues it in order; InputError otherwise."""
+        subject = self.certificate.subject.rfc4514_string()
+        try:
+            usage = self.certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+        except x509.ExtensionNotFound:
+            usage = None
+        if usage is not None and not (usage.digital_signature or usage.content_commitment):
+            raise InputError(f"the signing certificate {subject} may not sign: its key usage lacks digitalSignature")
+        current = self.certificate
+        for issuer in self.chain:
+            try:
+                current.verify_directly_issued_by(issuer)
+            except (ValueError, TypeError, crypto_exceptions.InvalidSignature):
+                raise InputError(
+                    f"{_name(issuer)} in the chain did not issue {_name(current)}",
+                    "pass the intermediates in order, from the one that issued the seal upwards",
+                ) from None
+            current = issuer
+        return True
+
 
 def _ds(name: str) -> str:
     return f"{{{DSIG}}}{name}"
@@ -192,29 +214,13 @@ IVI_ROOT = "{http://eu.ereg.initialvehicleinformation.v2}InitialVehicleInformati
 def _check_seal(signing: SigningKey, at: dt.datetime) -> None:
     """Refuse a seal whose signatures could never verify: out of date, not for signing, or an unrelated chain."""
     certificate = signing.certificate
-    subject = certificate.subject.rfc4514_string()
     if at < certificate.not_valid_before_utc or at > certificate.not_valid_after_utc:
         raise InputError(
-            f"the signing certificate {subject} is valid from {certificate.not_valid_before_utc:%Y-%m-%d} "
-            f"to {certificate.not_valid_after_utc:%Y-%m-%d}, not now",
+            f"the signing certificate {certificate.subject.rfc4514_string()} is valid from "
+            f"{certificate.not_valid_before_utc:%Y-%m-%d} to {certificate.not_valid_after_utc:%Y-%m-%d}, not now",
             "sign with a current seal certificate",
         )
-    try:
-        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
-        if not (usage.digital_signature or usage.content_commitment):
-            raise InputError(f"the signing certificate {subject} may not sign: its key usage lacks digitalSignature")
-    except x509.ExtensionNotFound:
-        pass
-    current = certificate
-    for issuer in signing.chain:
-        try:
-            current.verify_directly_issued_by(issuer)
-        except (ValueError, TypeError, crypto_exceptions.InvalidSignature):
-            raise InputError(
-                f"{_name(issuer)} in the chain did not issue {_name(current)}",
-                "pass the intermediates in order, from the one that issued the seal upwards",
-            ) from None
-        current = issuer
+    signing.checked_chain  # noqa: B018 - checked once per key, raises InputError
 
 
 def _der_length(size: int) -> bytes:
