@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,8 +50,14 @@ def issue(
     not_after: dt.datetime = NOW + 365 * DAY,
     digital_signature: bool = True,
     elliptic: bool = False,
+    alt_names: Sequence[x509.GeneralName] = (),
+    extended_usage: Sequence[x509.ObjectIdentifier] = (ExtendedKeyUsageOID.CODE_SIGNING,),
 ) -> Issued:
-    """Issue a certificate signed by `issuer`, or a self-signed one when there is none."""
+    """Issue a certificate signed by `issuer`, or a self-signed one when there is none.
+
+    `alt_names` become the subject alternative names (a TLS server certificate needs its host
+    there), and `extended_usage` the extended key usage of a certificate that is not a CA.
+    """
     key: PrivateKey = ec.generate_private_key(ec.SECP256R1()) if elliptic else rsa.generate_private_key(65537, 2048)
     subject = _name(common_name)
     signer_key = issuer.key if issuer else key
@@ -65,6 +72,8 @@ def issue(
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
+    if alt_names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(alt_names)), critical=False)
     if issuer is not None:
         builder = builder.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False
@@ -87,7 +96,7 @@ def issue(
         usage.update(key_cert_sign=True, crl_sign=True)
     else:
         usage.update(digital_signature=digital_signature, key_encipherment=not digital_signature)
-        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(extended_usage)), critical=False)
     builder = builder.add_extension(x509.KeyUsage(**usage), critical=True)
     certificate = builder.sign(signer_key, hashes.SHA256())
     return Issued(key, certificate)

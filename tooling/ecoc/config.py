@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import pydantic
 
@@ -67,6 +67,66 @@ class SigningSettings(pydantic.BaseModel):
     signers: dict[str, tuple[str, ...]] = {}
 
 
+_ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
+_HTTPS_URL = r"^https://[^\s]+$"
+
+
+class NapSettings(pydantic.BaseModel):
+    """A EUCARIS National Access Point's SOAP service, reached over TLS with a client certificate.
+
+    Paths are relative to ecoc.yaml. The client key may be `env:NAME`; its passphrase comes from
+    ECOC_NAP_KEY_PASSPHRASE. Without `ca` the server certificate is checked against the system's
+    certificate store.
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    endpoint: Annotated[str, pydantic.StringConstraints(pattern=_HTTPS_URL)]
+    client_cert: str
+    client_key: str
+    ca: str | None = None
+    # The namespace of the delivery message and the SOAPAction header, as the NAP's WSDL names them.
+    namespace: str = "urn:ecoc:nap:delivery:1"
+    action: str = "urn:ecoc:nap:delivery:1/DeliverIvi"
+    connect_timeout: float = pydantic.Field(10.0, gt=0)
+    read_timeout: float = pydantic.Field(60.0, gt=0)
+
+
+class VcaSettings(pydantic.BaseModel):
+    """The UK VCA eCoC REST service: OAuth2 client credentials, then POST and status polling."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    base_url: Annotated[str, pydantic.StringConstraints(pattern=_HTTPS_URL)]
+    token_url: Annotated[str, pydantic.StringConstraints(pattern=_HTTPS_URL)]
+    client_id: str
+    # The environment variable holding the client secret; the secret itself is never in this file.
+    client_secret_env: Annotated[str, pydantic.StringConstraints(pattern=_ENV_NAME)] = "ECOC_VCA_CLIENT_SECRET"
+    scope: str
+    manufacturer_id: str
+    contact_id: str
+    ca: str | None = None
+    timeout: float = pydantic.Field(30.0, gt=0)
+    poll_interval: float = pydantic.Field(5.0, gt=0)
+    poll_timeout: float = pydantic.Field(600.0, gt=0)
+
+
+class ReleaseSettings(pydantic.BaseModel):
+    """How `ecoc release` delivers certificates and publishes the evidence it commits."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    transport: Literal["outbox", "nap-soap", "vca-rest"] | None = None
+    # The folder another system uploads from, for the outbox transport (relative to ecoc.yaml).
+    outbox: str | None = None
+    nap: NapSettings | None = None
+    vca: VcaSettings | None = None
+    # The git remote that evidence commits are pushed to, when the repository has it.
+    remote: Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Za-z0-9._][A-Za-z0-9._-]*$")] = "origin"
+    # How often a push that lost a race to another push is tried again on the new head.
+    push_attempts: int = pydantic.Field(5, ge=1, le=50)
+
+
 # Rules whose findings only inform (warnings and info); a repository may switch these off.
 OPTIONAL_RULES = frozenset(
     {
@@ -88,6 +148,7 @@ class Settings(pydantic.BaseModel):
     xsd: SchemaSettings = SchemaSettings()
     owners: Owners = Owners()
     signing: SigningSettings = SigningSettings()
+    release: ReleaseSettings = ReleaseSettings()
     disable: tuple[str, ...] = ()
     # The branch that holds approved data: a record merged there is approved.
     main_branch: Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Za-z0-9._][A-Za-z0-9._/-]*$")] = "main"
