@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from pki import Pki, make_pki
+
 PROJECT = Path(__file__).resolve().parents[1]
 
 
@@ -84,3 +86,31 @@ def example_repo(tmp_path: Path) -> Path:
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "example data")
     return root
+
+
+@pytest.fixture(scope="module")
+def seal_pki() -> Pki:
+    return make_pki()
+
+
+@pytest.fixture
+def seal(seal_pki: Pki, tmp_path: Path) -> list[str]:
+    files = seal_pki.write(tmp_path / "seal")
+    return ["--key", str(files["key"]), "--cert", str(files["cert"]), "--chain", str(files["chain"])]
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Path:
+    return tmp_path / "origin.git"
+
+
+@pytest.fixture
+def repo(example_repo: Path, origin: Path, official_xsd: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The example repository on branch main, pushed to a bare remote `origin`."""
+    monkeypatch.setenv("ECOC_XSD", str(official_xsd))
+    monkeypatch.setenv("ECOC_CACHE_DIR", str(example_repo.parent / "cache"))
+    git(example_repo, "branch", "-M", "main")
+    subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
+    git(example_repo, "remote", "add", "origin", str(origin))
+    git(example_repo, "push", "-q", "origin", "main")
+    return example_repo

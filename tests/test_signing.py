@@ -752,3 +752,23 @@ def test_pkcs11_module_that_cannot_load_is_named(
     args = ["sign", str(unsigned), "--out", str(tmp_path / "s.xml"), "--key", token, "--cert", str(files["cert"])]
     assert main(args) == 3
     assert "cannot be loaded" in capsys.readouterr().err
+
+
+def test_many_files_sign_into_a_folder_or_not_at_all(
+    pki: Pki, unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = pki.write(tmp_path / "pki")
+    keys = ["--key", str(files["key"]), "--cert", str(files["cert"]), "--chain", str(files["chain"])]
+    rendered = sorted(unsigned.parent.glob("*.xml"))
+    broken = tmp_path / "broken.xml"
+    broken.write_bytes(b"<a/>")
+    out = tmp_path / "signed"
+    assert main(["sign", *map(str, rendered), str(broken), "--out-dir", str(out), *keys]) == 3
+    assert f"{broken}: the document is not an IVI 2.0 message" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["sign", *map(str, rendered), "--out-dir", str(out), *keys]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [p.name for p in rendered]
+    code, _ = verify(pki, tmp_path, out, capsys)
+    assert code == 0
+    assert main(["sign", *map(str, rendered[:2]), "--out", str(tmp_path / "one.xml"), *keys]) == 2
+    assert "--out names one file" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from lxml import html
 from conftest import git
 from ecoc.cli import main
 from ecoc.config import open_repository
+from ecoc.evidence import write_attempt, write_certificate
 from ecoc.runner import RecordResult, RunOptions, run_check
 from test_check import APPROVAL, OTHER_RECORD, RECORD, edit
 
@@ -30,26 +31,30 @@ def status(repo: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[
 
 
 def issue(repo: Path, vin: str, delivery: dict[str, str] | None = None, digest: str | None = None) -> None:
-    """Write the evidence manifest the release job would write for the record's current data."""
-    digests: dict[str, str] = {}
-
-    def keep(result: RecordResult) -> None:
-        assert result.content_digest is not None
-        digests[result.relative] = result.content_digest
-
+    """Write the evidence the release job would write for the record's current data."""
+    results: dict[str, RecordResult] = {}
     record = f"records/{vin}.yaml"
-    run_check(open_repository(repo, explicit=True), RunOptions([repo / record], keep_render=True), sink=keep)
+    run_check(
+        open_repository(repo, explicit=True),
+        RunOptions([repo / record], keep_render=True),
+        sink=lambda result: results.setdefault(result.relative, result),
+    )
+    result = results[record]
     manifest = {
         "vin": vin,
         "record": record,
+        "stage": 1,
         "version": 1,
-        "content_digest": digest or digests[record],
+        "reference_id": result.summary.reference_id,
+        "version_datetime": "2026-11-02T10:00:00Z",
+        "content_digest": digest or result.content_digest,
+        "data_digest": digest or result.data_digest,
     }
+    folder = f"signed/{vin}/stage-1/v1"
+    write_certificate(repo, folder, b"<signed/>", manifest)
     if delivery is not None:
-        manifest["delivery"] = delivery  # type: ignore[assignment]
-    folder = repo / "signed" / vin / "1"
-    folder.mkdir(parents=True)
-    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+        attempt = {"status": delivery["status"], "message": delivery.get("reason", "")}
+        write_attempt(repo, folder, attempt, b"{}", "application/json")
 
 
 def test_records_on_main_are_approved(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -110,19 +115,21 @@ def test_rejected_receipt_names_the_reason(repo: Path, capsys: pytest.CaptureFix
     assert code == 1
 
 
-def test_evidence_of_other_content_does_not_count(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_changed_data_of_a_delivered_record_needs_a_correction(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     issue(repo, VIN, {"status": "accepted"}, digest="0" * 64)
-    _, rows = status(repo, capsys)
-    assert rows[VIN]["state"] == "approved"
+    code, rows = status(repo, capsys)
+    assert rows[VIN]["state"] == "blocked"
+    assert str(rows[VIN]["missing"][0]).startswith("release.correction-required (records/")  # type: ignore[index]
+    assert code == 1
 
 
 def test_unreadable_manifest_is_reported(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    folder = repo / "signed" / VIN / "1"
+    folder = repo / "signed" / VIN / "stage-1" / "v1"
     folder.mkdir(parents=True)
     (folder / "manifest.json").write_text("{not json", encoding="utf-8")
     main(["--repo", str(repo), "status"])
     err = capsys.readouterr().err
-    assert f"signed/{VIN}/1/manifest.json:1:1: error io.read: cannot read the evidence manifest" in err
+    assert f"signed/{VIN}/stage-1/v1/manifest.json:1:1: error io.read: cannot read the evidence manifest" in err
 
 
 def test_named_main_branch_must_exist(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -143,3 +143,21 @@ def test_main_branch_gives_code_scanning_its_baseline() -> None:
         step for step in steps(comment) if step.get("uses", "").startswith("github/codeql-action/upload-sarif@")
     ]
     assert upload[0]["with"]["category"] == pull_upload[0]["with"]["category"] == "ecoc"
+
+
+def test_release_runs_protected_and_is_never_cancelled() -> None:
+    document = workflow("release.yml")
+    assert document["on"]["push"]["branches"] == ["main"]
+    assert document["permissions"] == {}
+    assert document["concurrency"]["cancel-in-progress"] is False
+    job = document["jobs"]["release"]
+    assert job["environment"] == "release"
+    assert job["permissions"] == {"contents": "write"}
+    checkout = job["steps"][0]
+    assert checkout["with"]["persist-credentials"] is False
+    text = (PROJECT / ".github" / "workflows" / "release.yml").read_text(encoding="utf-8")
+    # Secrets are handed to the release step only, through its environment.
+    step = next(s for s in job["steps"] if "ecoc release" in s.get("run", ""))
+    secrets = re.findall(r"\$\{\{ secrets\.([A-Z_]+) \}\}", text)
+    assert secrets and all(f"${{{{ secrets.{name} }}}}" in step["env"].values() for name in secrets)
+    assert "ecoc release --push" in step["run"]

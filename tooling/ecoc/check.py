@@ -9,6 +9,7 @@ of its approval file, of the schema and on the version of ecoc, which is what th
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -22,15 +23,17 @@ from ecoc.identifiers import (
     vin_check_digit,
     vin_forbidden_letters,
 )
+from ecoc.ivi.header import reference_id
 from ecoc.ivi.render import content_digest, render
 from ecoc.model.approval import Approval, Variant, Version, parse_approval
-from ecoc.model.effective import Effective, build_effective
+from ecoc.model.effective import Effective, build_effective, set_issue
 from ecoc.model.record import ISSUED_DIGEST, Record
 from ecoc.rules.catalogue import Catalogue
 from ecoc.rules.evaluate import VersionMemo, evaluate
 from ecoc.yamlload import Scalar, Source
 
 if TYPE_CHECKING:
+    from ecoc.evidence import Evidence
     from ecoc.ivi.xsd import IviSchema
 
 # The version date and time only matters for rendered files; checks render with this one.
@@ -237,6 +240,76 @@ def check_issued(effective: Effective) -> list[Finding]:
     ]
 
 
+def apply_evidence(effective: Effective, issued: Sequence[Evidence], version_datetime: str) -> list[Finding]:
+    """Give the record the version the evidence archive calls for, or block a change that needs a correction.
+
+    Unchanged data keeps the header of its latest issued version. Changed data is a correction:
+    with a new correction_reason it becomes the next IviVersionNumber with a new IviReferenceId;
+    without one, the record is blocked. A rejected version blocks the record until it is corrected.
+    """
+    previous = None
+    for entry in issued:
+        if entry.stage == effective.stage and (previous is None or entry.version > previous.version):
+            previous = entry
+    if previous is None or previous.reference_id is None or previous.version_datetime is None:
+        return []
+    record = effective.record
+    vin = effective.vin
+    data = content_digest(effective.header, effective.coc, with_version=False)
+    where = record.correction_reason or record.vin
+    assert where is not None
+    what = {"accepted": "delivered", "rejected": "rejected by the authority", "pending": "signed"}[previous.delivery]
+    if data == previous.data_digest:
+        set_issue(effective, previous.version, previous.reference_id, previous.version_datetime)
+        if previous.delivery != "rejected":
+            return []
+        return [
+            Finding(
+                "release.rejected",
+                Severity.ERROR,
+                f"the authority rejected IviVersionNumber {previous.version} (IviReferenceId "
+                f"{previous.reference_id}): {previous.reason or 'no reason given'}",
+                record.source.path,
+                where.line,
+                where.column,
+                "correction_reason" if record.correction_reason is not None else "vin",
+                f"correct the data and give a new correction_reason; the release job then issues IviVersionNumber "
+                f"{previous.version + 1}",
+                (vin,),
+            )
+        ]
+    reason = record.correction_reason
+    if reason is not None and reason.text.strip() and reason.text != previous.correction_reason:
+        number = max(effective.version_number, previous.version + 1)
+        set_issue(effective, number, reference_id(vin, effective.stage, number), version_datetime)
+        return []
+    if reason is not None and reason.text == previous.correction_reason:
+        message = (
+            f"the data differs from IviVersionNumber {previous.version}, which was {what}, and the "
+            f"correction_reason is the one given for that version"
+        )
+        hint = f"describe this correction in correction_reason to release IviVersionNumber {previous.version + 1}"
+    else:
+        message = f"the data differs from IviVersionNumber {previous.version}, which was {what} ({previous.manifest})"
+        hint = (
+            f"a change to an issued certificate is a correction: give correction_reason (why the data changed) "
+            f"to release IviVersionNumber {previous.version + 1}, or undo the change"
+        )
+    return [
+        Finding(
+            "release.correction-required",
+            Severity.ERROR,
+            message,
+            record.source.path,
+            where.line,
+            where.column,
+            "correction_reason" if reason is not None else "vin",
+            hint,
+            (vin,),
+        )
+    ]
+
+
 def check_file_name(record: Record) -> list[Finding]:
     """Records are filed as <VIN>.yaml (or <VIN>-<suffix>.yaml), so that people find them."""
     vin = record.vin
@@ -411,8 +484,13 @@ def check_record(
     version_datetime: str = CHECK_DATETIME,
     keep_render: bool = False,
     rules: RuleRun | None = None,
+    evidence: Mapping[str, Sequence[Evidence]] | None = None,
 ) -> RecordOutcome:
-    """Check one record against its approval, the model, the rules and the schema."""
+    """Check one record against its approval, the model, the rules and the schema.
+
+    With `evidence` (issued certificates by VIN), the record gets the IviVersionNumber its
+    history calls for (see `apply_evidence`).
+    """
     vin = (record.vin.text,) if record.vin is not None else ()
     findings = [f if f.records or not vin else _with_records(f, vin) for f in record.findings]
     findings += check_vin(record)
@@ -436,6 +514,8 @@ def check_record(
     if not renderable:
         return outcome
     findings += check_issued(effective)
+    if evidence is not None and effective.vin in evidence:
+        findings += apply_evidence(effective, evidence[effective.vin], version_datetime)
     if rules is not None:
         memo = rules.memo(approval, variant, version)
         findings += evaluate(rules.catalogue, effective, effective.base_coc, memo, rules.today)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ecoc.ivi.xsd import IviSchema
     from ecoc.rules.catalogue import Catalogue
     from ecoc.runner import RecordResult
+    from ecoc.signing import SigningKey
 
 log = logging.getLogger("ecoc")
 
@@ -936,9 +937,35 @@ signed/** -text
 PASSPHRASE_VARIABLE = "ECOC_KEY_PASSPHRASE"
 
 
+def _load_seal(
+    settings: SigningSettings | None,
+    root: Path,
+    key_source: str | None,
+    cert_path: Path | None,
+    chain_path: Path | None,
+) -> SigningKey:
+    """The signing key of the options, or of signing in ecoc.yaml for the options left out."""
+    from ecoc.signing import load_signing_key
+
+    if key_source is None:
+        if settings is None or settings.key is None:
+            raise UsageError("no signing key", "pass --key, or set signing.key in ecoc.yaml")
+        key_source = settings.key if settings.key.startswith("env:") else str(root / settings.key)
+        cert_path = cert_path or (root / settings.cert if settings.cert else None)
+        chain_path = chain_path or (root / settings.chain if settings.chain else None)
+    secret = os.environ.get(PASSPHRASE_VARIABLE)
+    return load_signing_key(key_source, cert_path, chain_path, secret.encode() if secret else None)
+
+
 @cli.command()
-@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option("--out", "out_file", required=True, type=click.Path(path_type=Path, dir_okay=False), help="Signed file.")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--out", "out_file", type=click.Path(path_type=Path, dir_okay=False), help="Signed file, for one FILE.")
+@click.option(
+    "--out-dir",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder for the signed files, each under the name of its FILE.",
+)
 @click.option(
     "--key",
     "key_source",
@@ -963,47 +990,61 @@ PASSPHRASE_VARIABLE = "ECOC_KEY_PASSPHRASE"
 @click.pass_context
 def sign(
     ctx: click.Context,
-    file: Path,
-    out_file: Path,
+    files: tuple[Path, ...],
+    out_file: Path | None,
+    out_dir: Path | None,
     key_source: str | None,
     cert_path: Path | None,
     chain_path: Path | None,
     xades: bool,
     timestamp_url: str | None,
 ) -> int:
-    """Sign an IVI 2.0 file with an enveloped XMLDSig signature (EReg profile: exc-c14n, RSA-SHA256).
+    """Sign IVI 2.0 files with an enveloped XMLDSig signature (EReg profile: exc-c14n, RSA-SHA256).
 
-    Options left out come from signing in ecoc.yaml. A key file's passphrase comes from the
-    environment variable ECOC_KEY_PASSPHRASE.
+    One FILE goes to --out; any number go to --out-dir. Nothing is written unless every file
+    signs. Options left out come from signing in ecoc.yaml. A key file's passphrase comes from
+    the environment variable ECOC_KEY_PASSPHRASE.
     """
-    from ecoc.signing import load_signing_key
+    from ecoc.signing import TokenKey
     from ecoc.signing import sign as sign_document
 
+    if (out_file is None) == (out_dir is None):
+        raise UsageError("name the output: --out FILE for one file, or --out-dir DIR", "pass one of the two")
+    if out_file is not None and len(files) > 1:
+        raise UsageError(f"--out names one file, and {len(files)} files are given", "use --out-dir DIR")
+    targets = [out_file] if out_file is not None else [out_dir / file.name for file in files]  # type: ignore[operator]
+    if len({target.resolve() for target in targets}) < len(targets):
+        raise UsageError("two of the files have the same name", "sign them into different folders")
+    for target in targets:
+        if target.exists():
+            raise UsageError(f"{target}: exists already", "a signed file is written once; choose a new name")
     settings, root = _signing_settings(ctx)
     timestamp_url = timestamp_url or (settings.timestamp_url if settings is not None else None)
     xades = xades or timestamp_url is not None or (settings is not None and settings.xades)
-    if key_source is None:
-        if settings is None or settings.key is None:
-            raise UsageError("no signing key", "pass --key, or set signing.key in ecoc.yaml")
-        key_source = settings.key if settings.key.startswith("env:") else str(root / settings.key)
-        cert_path = cert_path or (root / settings.cert if settings.cert else None)
-        chain_path = chain_path or (root / settings.chain if settings.chain else None)
-    from ecoc.signing import TokenKey
-
-    secret = os.environ.get(PASSPHRASE_VARIABLE)
-    signing = load_signing_key(key_source, cert_path, chain_path, secret.encode() if secret else None)
+    signing = _load_seal(settings, root, key_source, cert_path, chain_path)
+    signed: list[bytes] = []
     try:
-        data = file.read_bytes()
-        signed = sign_document(data, signing, xades=xades, timestamp_url=timestamp_url)
-    except OSError as exc:
-        raise UsageError(f"{file}: cannot read the file: {exc.strerror}") from None
+        for file in files:
+            try:
+                data = file.read_bytes()
+            except OSError as exc:
+                raise UsageError(f"{file}: cannot read the file: {exc.strerror}") from None
+            try:
+                signed.append(sign_document(data, signing, xades=xades, timestamp_url=timestamp_url))
+            except InputError as exc:
+                raise InputError(f"{file}: {exc.message}", exc.hint) from None
     finally:
         if isinstance(signing.key, TokenKey):
             signing.key.close()
-    if out_file.exists():
-        raise UsageError(f"{out_file}: exists already", "a signed file is written once; choose a new name")
-    _write(out_file, signed)
-    click.echo(f"signed {file} as {out_file} with {signing.certificate.subject.rfc4514_string()}", err=True)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    for target, data in zip(targets, signed, strict=True):
+        _write(target, data)
+    subject = signing.certificate.subject.rfc4514_string()
+    if len(files) == 1:
+        click.echo(f"signed {files[0]} as {targets[0]} with {subject}", err=True)
+    else:
+        click.echo(f"signed {len(files)} files into {out_dir} with {subject}", err=True)
     return EXIT_CLEAN
 
 
@@ -1078,6 +1119,124 @@ def verify(
 
 
 STATUS_FORMATS = ("text", "markdown", "json", "html")
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="List what would be signed and delivered; change nothing.")
+@click.option("--limit", type=click.IntRange(min=1), help="Sign at most this many certificates in this run.")
+@click.option("--shard", "shard_text", metavar="K/N", help="Release only shard K of N (by a hash of the VIN).")
+@click.option(
+    "--transport",
+    type=click.Choice(["outbox", "nap-soap", "vca-rest"]),
+    envvar="ECOC_TRANSPORT",
+    help="Where certificates go (default: release.transport in ecoc.yaml; env ECOC_TRANSPORT).",
+)
+@click.option(
+    "--outbox",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="ECOC_OUTBOX",
+    help="Folder for the outbox transport (default: release.outbox; env ECOC_OUTBOX).",
+)
+@click.option("--key", "key_source", help="Signing key, as for ecoc sign (default: signing.key in ecoc.yaml).")
+@click.option("--cert", "cert_path", type=click.Path(path_type=Path, dir_okay=False), help="PEM signing certificate.")
+@click.option(
+    "--chain", "chain_path", type=click.Path(path_type=Path, dir_okay=False), help="PEM intermediate certificates."
+)
+@click.option(
+    "--push/--no-push",
+    default=None,
+    help="Push each evidence commit to release.remote (default: when the repository has that remote).",
+)
+@_xsd_option
+@_jobs_option
+@click.pass_context
+def release(
+    ctx: click.Context,
+    dry_run: bool,
+    limit: int | None,
+    shard_text: str | None,
+    transport: str | None,
+    outbox: Path | None,
+    key_source: str | None,
+    cert_path: Path | None,
+    chain_path: Path | None,
+    push: bool | None,
+    xsd: Path | None,
+    jobs: int | None,
+) -> int:
+    """Sign, deliver and archive every ready certificate that has no evidence yet (run on main).
+
+    Each step commits its evidence to signed/ and pushes it before the next starts: signing,
+    then delivery with the authority's receipts. A run that was interrupted is completed by the
+    next one, and nothing is delivered twice. Exits 1 when a delivery was rejected or failed.
+    """
+    from ecoc.release import ReleaseOptions, parse_shard, run_release
+    from ecoc.runner import default_jobs
+    from ecoc.transports import open_transport
+
+    repository = _repository(ctx)
+    settings = repository.settings
+    schema = _schema(repository, xsd)
+    if schema is None:
+        raise ConfigError(
+            "ecoc release needs the official IVI 2.0 schema to validate what it signs",
+            "set xsd.path in ecoc.yaml, pass --xsd, or set ECOC_XSD",
+        )
+    release_settings = settings.release
+    if transport is not None:
+        release_settings = release_settings.model_copy(update={"transport": transport})
+    if release_settings.transport is None and not dry_run:
+        raise UsageError(
+            "no transport for the certificates", "pass --transport outbox --outbox DIR, or set release.transport"
+        )
+    signing = settings.signing
+    options = ReleaseOptions(
+        dry_run=dry_run,
+        limit=limit,
+        shard=parse_shard(shard_text) if shard_text is not None else None,
+        push=push,
+        jobs=jobs or default_jobs(),
+        xades=signing.xades,
+        timestamp_url=signing.timestamp_url,
+    )
+    outbox_path = outbox.resolve() if outbox is not None else None
+    report = run_release(
+        repository,
+        options,
+        schema,
+        lambda: _load_seal(signing, repository.root, key_source, cert_path, chain_path),
+        lambda: open_transport(release_settings, repository.root, outbox_path),
+        release_settings.transport or "",
+    )
+    for path in report.recovered:
+        click.echo(f"recovered {path}")
+    if dry_run:
+        for candidate in report.planned:
+            reason = f" (correction: {candidate.correction_reason})" if candidate.correction_reason else ""
+            click.echo(
+                f"would sign and deliver {candidate.vin} IviVersionNumber {candidate.version} "
+                f"from {candidate.relative}{reason}"
+            )
+        for entry in report.resend:
+            click.echo(f"would deliver again {entry.vin} IviVersionNumber {entry.version} ({entry.folder})")
+        click.echo(
+            f"{_plural(len(report.planned), 'certificate')} to sign, {len(report.resend)} to deliver again, "
+            f"{report.blocked} blocked",
+            err=True,
+        )
+        return EXIT_CLEAN
+    for outcome in report.outcomes:
+        click.echo(f"{outcome.vin} v{outcome.version} {outcome.reference_id}: {outcome.status}: {outcome.message}")
+    counted = {
+        state: sum(1 for o in report.outcomes if o.status == state) for state in ("accepted", "rejected", "failed")
+    }
+    click.echo(
+        f"signed {report.signed}, delivered {len(report.outcomes)}: {counted['accepted']} accepted, "
+        f"{counted['rejected']} rejected, {counted['failed']} failed (kept for the next run); "
+        f"{report.blocked} blocked; {_plural(len(report.commits), 'commit')}" + (", pushed" if report.pushed else ""),
+        err=True,
+    )
+    return EXIT_FINDINGS if report.failed else EXIT_CLEAN
 
 
 @cli.command()

@@ -1,31 +1,76 @@
-"""The evidence archive `signed/` as the rest of ecoc reads it.
+"""The evidence archive `signed/`: what was signed, what was delivered, and in which order.
 
-Each issued certificate has a folder below `signed/` with a `manifest.json`. The fields read here:
+Each issued version of each vehicle's certificate has a folder that is written once and never
+changed: `signed/<VIN>/stage-<S>/v<N>/`.
 
-- `vin` and `record`: the vehicle and the record file it was issued from;
-- `version`: its IviVersionNumber;
-- `content_digest`: the digest of the certificate's content (`ecoc.ivi.render.content_digest`:
-  its CocDataGroup and content header fields, without IviReferenceId and IviVersionDateTime),
-  so that the same data always gives the same digest;
-- `delivery`: `{"status": "pending" | "accepted" | "rejected", "reason": ...}`, the authority's
-  receipt; without it the certificate is signed but not yet delivered.
+- `certificate.xml`: the signed bytes exactly as they were delivered.
+- `manifest.json`: written with the certificate. It links the certificate to its source: VIN,
+  stage, IviVersionNumber, IviReferenceId, the record and approval files and their sha256 at the
+  source commit, the digests of the content, the rule set and the schema, the tool version, the
+  signer certificate, the signing time, the transport and the correction reason.
+- `delivery-<n>.json`: one per delivery attempt that ended, with its status (`accepted`,
+  `rejected` or `failed`), the authority's message and receipt id, and the receipt file's name and
+  sha256. `receipt-<n>.<ext>` holds the authority's reply exactly as received.
+
+`signed/ledger.jsonl` orders every event, one JSON object per line. Each line names the sha256
+of the line before it (`prev`), so a deleted, changed, inserted or reordered line breaks the chain.
+Lines are only ever appended.
+
+A certificate is `pending` until a delivery attempt is accepted or rejected; a failed attempt
+(no answer, a server error) leaves it pending and the next release sends it again with the same
+IviReferenceId, which the authority recognises as a duplicate.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ecoc.files import list_manifests
+from ecoc.errors import ConfigError
+from ecoc.files import MANIFEST_NAME, list_manifests
 from ecoc.findings import Finding, Severity
 
+EVIDENCE_FOLDER = "signed"
+LEDGER = f"{EVIDENCE_FOLDER}/ledger.jsonl"
+CERTIFICATE_NAME = "certificate.xml"
+MANIFEST_FORMAT = "ecoc-evidence/1"
 DELIVERY_STATES = ("pending", "accepted", "rejected")
+# The `prev` of the first ledger line.
+LEDGER_START = "0" * 64
+_DELIVERY_FILE = re.compile(r"delivery-([0-9]+)\.json\Z")
+_RECEIPT_SUFFIXES = {"application/json": ".json", "text/xml": ".xml", "application/xml": ".xml"}
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def evidence_folder(vin: str, stage: int, version: int) -> str:
+    """The folder (relative to the repository) of one issued version of one vehicle's certificate."""
+    return f"{EVIDENCE_FOLDER}/{vin}/stage-{stage}/v{version}"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One ended delivery attempt, as its delivery file describes it."""
+
+    number: int
+    status: str
+    message: str
+    receipt_id: str | None
+    duplicate: bool
+    at: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """One issued certificate, as its manifest describes it."""
+    """One issued certificate version, as its manifest and delivery files describe it."""
 
     manifest: str
     vin: str
@@ -34,20 +79,65 @@ class Evidence:
     content_digest: str | None
     delivery: str
     reason: str | None = None
+    stage: int = 1
+    reference_id: str | None = None
+    version_datetime: str | None = None
+    data_digest: str | None = None
+    correction_reason: str | None = None
+    attempts: tuple[Attempt, ...] = ()
+
+    @property
+    def folder(self) -> str:
+        return self.manifest.rsplit("/", 1)[0]
+
+
+def _attempts(folder: Path) -> list[Attempt]:
+    attempts = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    for name in names:
+        match = _DELIVERY_FILE.match(name)
+        if match is None:
+            continue
+        with open(folder / name, "rb") as handle:
+            data = json.loads(handle.read())
+        status = str(data["status"])
+        if status not in ("accepted", "rejected", "failed"):
+            raise ValueError(f"{name}: delivery status {status!r} is not accepted, rejected or failed")
+        attempts.append(
+            Attempt(
+                int(match.group(1)),
+                status,
+                str(data.get("message") or ""),
+                str(data["receipt_id"]) if data.get("receipt_id") else None,
+                bool(data.get("duplicate", False)),
+                str(data["at"]) if data.get("at") else None,
+            )
+        )
+    attempts.sort(key=lambda attempt: attempt.number)
+    return attempts
+
+
+def _state(attempts: list[Attempt]) -> tuple[str, str | None]:
+    """Return the delivery state the attempts leave: the first decision counts, and failures decide nothing."""
+    for attempt in attempts:
+        if attempt.status in ("accepted", "rejected"):
+            return attempt.status, attempt.message or None
+    return "pending", None
 
 
 def read_evidence(root: Path) -> tuple[dict[str, list[Evidence]], list[Finding]]:
-    """Read every manifest below signed/, by VIN and in IviVersionNumber order, and report unreadable ones."""
+    """Read every manifest below signed/, by VIN and in (stage, IviVersionNumber) order, and report unreadable ones."""
     by_vin: dict[str, list[Evidence]] = {}
     findings = []
     for path, relative in list_manifests(root):
         try:
             with open(path, "rb") as handle:
                 data = json.loads(handle.read())
-            delivery = data.get("delivery") or {}
-            status = str(delivery.get("status", "pending"))
-            if status not in DELIVERY_STATES:
-                raise ValueError(f"delivery status {status!r} is not one of {', '.join(DELIVERY_STATES)}")
+            attempts = _attempts(Path(path).parent)
+            status, reason = _state(attempts)
             evidence = Evidence(
                 relative,
                 str(data["vin"]),
@@ -55,7 +145,13 @@ def read_evidence(root: Path) -> tuple[dict[str, list[Evidence]], list[Finding]]
                 int(data.get("version", 1)),
                 str(data["content_digest"]) if data.get("content_digest") else None,
                 status,
-                str(delivery["reason"]) if delivery.get("reason") else None,
+                reason,
+                int(data.get("stage", 1)),
+                str(data["reference_id"]) if data.get("reference_id") else None,
+                str(data["version_datetime"]) if data.get("version_datetime") else None,
+                str(data["data_digest"]) if data.get("data_digest") else None,
+                str(data["correction_reason"]) if data.get("correction_reason") else None,
+                tuple(attempts),
             )
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             findings.append(
@@ -72,5 +168,118 @@ def read_evidence(root: Path) -> tuple[dict[str, list[Evidence]], list[Finding]]
             continue
         by_vin.setdefault(evidence.vin, []).append(evidence)
     for entries in by_vin.values():
-        entries.sort(key=lambda evidence: (evidence.version, evidence.manifest))
+        entries.sort(key=lambda evidence: (evidence.stage, evidence.version, evidence.manifest))
     return by_vin, findings
+
+
+def latest(entries: Iterable[Evidence], stage: int) -> Evidence | None:
+    """The highest issued version of one stage, or None."""
+    chosen = None
+    for entry in entries:
+        if entry.stage == stage and (chosen is None or entry.version > chosen.version):
+            chosen = entry
+    return chosen
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Write a file of the archive that must not exist yet, whole or not at all.
+
+    The bytes go to a temporary name first and are renamed into place, so a killed process
+    leaves no half-written file under the real name. `sync` makes them durable before a commit.
+    """
+    if os.path.lexists(path):
+        raise ConfigError(
+            f"{path}: exists already; evidence is never overwritten",
+            "another release wrote this certificate version; run the release again on the current main branch",
+        )
+    os.makedirs(path.parent, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.partial")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+    os.replace(temporary, path)
+
+
+def sync() -> None:
+    """Flush every written file to disk, once for a whole step instead of once per file."""
+    os.sync()
+
+
+def _json_bytes(data: Mapping[str, Any]) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def write_certificate(root: Path, folder: str, signed: bytes, manifest: Mapping[str, Any]) -> list[str]:
+    """Write a signed certificate and its manifest into a new evidence folder; return their paths."""
+    certificate = f"{folder}/{CERTIFICATE_NAME}"
+    _write_new(root / certificate, signed)
+    record = dict(manifest)
+    record["format"] = MANIFEST_FORMAT
+    record.setdefault("digests", {})["certificate"] = sha256_hex(signed)
+    _write_new(root / folder / MANIFEST_NAME, _json_bytes(record))
+    return [certificate, f"{folder}/{MANIFEST_NAME}"]
+
+
+def next_attempt(root: Path, folder: str) -> int:
+    try:
+        names = os.listdir(root / folder)
+    except OSError:
+        return 1
+    numbers = [int(m.group(1)) for name in names if (m := _DELIVERY_FILE.match(name))]
+    return max(numbers, default=0) + 1
+
+
+def write_attempt(
+    root: Path,
+    folder: str,
+    attempt: Mapping[str, Any],
+    receipt: bytes | None,
+    media_type: str | None,
+) -> list[str]:
+    """Write one ended delivery attempt, with the receipt exactly as received; return the new paths."""
+    number = next_attempt(root, folder)
+    written = []
+    record = dict(attempt)
+    record["attempt"] = number
+    record["receipt"] = None
+    if receipt is not None:
+        suffix = _RECEIPT_SUFFIXES.get((media_type or "").split(";")[0].strip().lower(), ".bin")
+        name = f"receipt-{number}{suffix}"
+        _write_new(root / folder / name, receipt)
+        record["receipt"] = {"file": name, "sha256": sha256_hex(receipt), "media_type": media_type}
+        written.append(f"{folder}/{name}")
+    _write_new(root / folder / f"delivery-{number}.json", _json_bytes(record))
+    written.insert(0, f"{folder}/delivery-{number}.json")
+    return written
+
+
+def ledger_lines(root: Path) -> list[bytes]:
+    try:
+        data = (root / LEDGER).read_bytes()
+    except FileNotFoundError:
+        return []
+    return [line for line in data.split(b"\n") if line]
+
+
+def append_ledger(root: Path, events: list[dict[str, Any]]) -> None:
+    """Append events to the ledger, each chained to the line before it by sha256."""
+    if not events:
+        return
+    lines = ledger_lines(root)
+    previous = sha256_hex(lines[-1]) if lines else LEDGER_START
+    sequence = len(lines)
+    out = []
+    for event in events:
+        sequence += 1
+        line = json.dumps({"seq": sequence, "prev": previous, **event}, sort_keys=True, ensure_ascii=False).encode()
+        out.append(line + b"\n")
+        previous = sha256_hex(line)
+    path = root / LEDGER
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as handle:
+        handle.write(b"".join(out))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def file_digests(root: Path, paths: Iterable[str]) -> dict[str, str]:
+    return {path: sha256_hex((root / path).read_bytes()) for path in sorted(paths)}

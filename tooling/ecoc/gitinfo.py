@@ -240,3 +240,159 @@ def export(root: Path, commit: str, folders: list[str], files: list[str], destin
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
+
+
+def _output(completed: subprocess.CompletedProcess[bytes]) -> str:
+    return completed.stdout.decode("utf-8", "replace").strip()
+
+
+def _failed(what: str, completed: subprocess.CompletedProcess[bytes], hint: str) -> ConfigError:
+    text = completed.stderr.decode("utf-8", "replace")
+    if "index.lock" in text:
+        return ConfigError(
+            f"{what}: git's index is locked (.git/index.lock), because another git process runs or one was killed",
+            "when no git process runs in this repository, delete .git/index.lock and run the command again",
+        )
+    detail = text.strip().splitlines()
+    return ConfigError(f"{what}: {detail[-1] if detail else 'git failed'}", hint)
+
+
+def head(root: Path) -> str | None:
+    """The commit HEAD names, or None before the first commit."""
+    completed = _git(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
+    _refusal(root, completed)
+    return _output(completed) or None
+
+
+def current_branch(root: Path) -> str | None:
+    """The checked-out branch, or None on a detached HEAD."""
+    completed = _git(root, "symbolic-ref", "--quiet", "--short", "HEAD")
+    return _output(completed) or None if completed.returncode == 0 else None
+
+
+def has_remote(root: Path, remote: str) -> bool:
+    return remote in _output(_git(root, "remote")).split()
+
+
+def commit_files(root: Path, folder: str, message: str) -> str:
+    """Commit every new or changed file below `folder`, and nothing else, with `message`."""
+    added = _git(root, "add", "-A", "--", f":(literal){folder}")
+    if added.returncode != 0:
+        raise _failed("cannot add the evidence to git", added, "check the repository (git status)")
+    author = [] if _output(_git(root, "config", "user.email")) else ["-c", "user.name=ecoc release"]
+    email = [] if author == [] else ["-c", "user.email=ecoc-release@localhost"]
+    committed = _git(
+        root,
+        *author,
+        *email,
+        "commit",
+        "--no-verify",
+        "--quiet",
+        "-F",
+        "-",
+        "--",
+        f":(literal){folder}",
+        stdin=message.encode("utf-8"),
+    )
+    if committed.returncode != 0:
+        raise _failed("cannot commit the evidence", committed, "check the repository (git status)")
+    found = head(root)
+    assert found is not None
+    return found
+
+
+def ahead_of(root: Path, remote: str, branch: str) -> int:
+    """How many commits HEAD has that the remote branch, as last fetched, lacks; -1 when it is unknown."""
+    completed = _git(root, "rev-list", "--count", f"refs/remotes/{remote}/{branch}..HEAD", "--")
+    return int(_output(completed)) if completed.returncode == 0 else -1
+
+
+def fetch(root: Path, remote: str, branch: str) -> None:
+    completed = _git(
+        root, "fetch", "--quiet", "--end-of-options", remote, f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}"
+    )
+    if completed.returncode != 0:
+        raise _failed(f"cannot fetch {branch} from {remote}", completed, "check the remote's URL and credentials")
+
+
+def push(root: Path, remote: str, branch: str) -> bool:
+    """Push HEAD to the remote branch; False when the remote moved on (the push lost a race)."""
+    completed = _git(root, "push", "--porcelain", "--end-of-options", remote, f"HEAD:refs/heads/{branch}")
+    if completed.returncode == 0:
+        return True
+    text = (completed.stdout + completed.stderr).decode("utf-8", "replace")
+    if "[rejected]" in text or "non-fast-forward" in text or "fetch first" in text or "stale info" in text:
+        return False
+    raise _failed(f"cannot push to {remote}", completed, "check the remote's URL, credentials and branch protection")
+
+
+def reset_to(root: Path, commit: str) -> None:
+    completed = _git(root, "reset", "--hard", "--quiet", _sha(commit))
+    if completed.returncode != 0:
+        raise _failed("cannot move to the new head of the branch", completed, "check the repository (git status)")
+
+
+def restore(root: Path, paths: list[str]) -> None:
+    """Put tracked files back as HEAD has them."""
+    if paths:
+        _git(root, "checkout", "HEAD", "--", *[f":(literal){p}" for p in paths])
+
+
+def remote_head(root: Path, remote: str, branch: str) -> str | None:
+    completed = _git(root, "rev-parse", "--verify", "--quiet", f"refs/remotes/{remote}/{branch}^{{commit}}")
+    return _output(completed) or None
+
+
+def tracked(root: Path, paths: list[str]) -> set[str]:
+    """Which of `paths` the HEAD commit has (staged files do not count)."""
+    if not paths:
+        return set()
+    completed = _git(root, "ls-tree", "-r", "-z", "--name-only", "HEAD", "--", *[f":(literal){p}" for p in paths])
+    return set(_names(completed.stdout))
+
+
+def unstage(root: Path, folder: str) -> None:
+    """Make the index agree with HEAD below `folder`, leaving the files as they are."""
+    _git(root, "reset", "-q", "HEAD", "--", f":(literal){folder}")
+
+
+def last_change_time(root: Path, paths: tuple[str, ...]) -> str | None:
+    """The committer date of the last commit that changed one of `paths`, in strict ISO 8601."""
+    completed = _git(root, "log", "-1", "--format=%cI", "HEAD", "--", *[f":(literal){p}" for p in paths])
+    return _output(completed) or None
+
+
+def own_commits(root: Path, upstream: str) -> list[tuple[str, dict[str, bytes], list[dict[str, object]]]]:
+    """The commits HEAD has that `upstream` lacks, oldest first, as evidence steps to replay.
+
+    Each step is the commit message, the files it added or changed below signed/ (without the
+    ledger) with their contents, and the ledger events it appended (without their chain fields).
+    A commit that changes anything outside signed/ cannot be replayed.
+    """
+    import json
+
+    base = _output(_git(root, "merge-base", "HEAD", _sha(upstream)))
+    listed = _git(root, "rev-list", "--reverse", f"{_sha(base)}..HEAD", "--")
+    steps = []
+    for commit in _output(listed).split():
+        message = _git(root, "log", "-1", "--format=%B", commit, "--").stdout.decode("utf-8")
+        names = _names(_git(root, "diff-tree", "--no-commit-id", "--name-only", "-r", "-z", commit).stdout)
+        outside = [name for name in names if not name.startswith("signed/")]
+        if outside:
+            raise ConfigError(
+                f"commit {commit[:12]} is not pushed and changes {outside[0]}, outside signed/",
+                "push or remove that commit by hand; the release replays only its own evidence commits",
+            )
+        files = read_at(root, commit, [name for name in names if name != "signed/ledger.jsonl"])
+        ledger = read_at(root, commit, ["signed/ledger.jsonl"]).get("signed/ledger.jsonl", b"")
+        before = read_at(root, f"{commit}^", ["signed/ledger.jsonl"]).get("signed/ledger.jsonl", b"")
+        added = ledger[len(before) :] if ledger.startswith(before) else ledger
+        events = []
+        for line in added.split(b"\n"):
+            if line:
+                event = json.loads(line)
+                event.pop("seq", None)
+                event.pop("prev", None)
+                events.append(event)
+        steps.append((message, files, events))
+    return steps

@@ -28,7 +28,7 @@ from ecoc.check import (
     record_stage,
 )
 from ecoc.config import Repository
-from ecoc.evidence import read_evidence
+from ecoc.evidence import Evidence, read_evidence
 from ecoc.files import digest, list_yaml, read_file
 from ecoc.findings import Finding, Severity, merge_duplicates
 from ecoc.ivi.render import content_digest
@@ -56,8 +56,13 @@ class RecordResult:
     digest: str
     summary: CachedRecord
     rendered: bytes | None = None
-    # With the render: the digest of the certificate's content (ecoc.ivi.render.content_digest).
+    # With the render: the digest of the certificate's content (ecoc.ivi.render.content_digest),
+    # the digest of its data without the IviVersionNumber, and the IviVersionNumber it renders with.
     content_digest: str | None = None
+    data_digest: str | None = None
+    version_number: int | None = None
+    # The record's correction_reason, with the render.
+    correction_reason: str | None = None
 
 
 @dataclass(eq=False)
@@ -73,6 +78,9 @@ class CheckRun:
     checked: list[tuple[str, str | None]] = field(default_factory=list)
     # The approval number each checked record names.
     approval_of: dict[str, str | None] = field(default_factory=dict)
+    # The approvals of the run, and the evidence archive as it was read.
+    index: ApprovalIndex | None = None
+    evidence: dict[str, list[Evidence]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -92,18 +100,20 @@ class RunOptions:
 
 
 # Set in the parent before worker processes fork, so that they inherit it.
-_WORKER_STATE: tuple[ApprovalIndex, IviSchema | None, str, bool, RuleRun | None] | None = None
+_WORKER_STATE: tuple[ApprovalIndex, IviSchema | None, str, bool, RuleRun | None, dict[str, list[Evidence]]] | None = (
+    None
+)
 
 
 def _check_one(path: str, relative: str) -> RecordResult:
     assert _WORKER_STATE is not None
-    index, schema, version_datetime, keep_render, rules = _WORKER_STATE
+    index, schema, version_datetime, keep_render, rules, evidence = _WORKER_STATE
     data, problem = read_file(path, relative)
     if data is None:
         assert problem is not None
         return RecordResult(relative, "", CachedRecord(None, 1, 1, None, (problem,)))
     record = parse_record(data, Source(relative), digest(data))
-    outcome = check_record(record, index, schema, version_datetime, keep_render, rules)
+    outcome = check_record(record, index, schema, version_datetime, keep_render, rules, evidence)
     vin = record.vin
     reference = outcome.effective.header.get("IviReferenceId") if outcome.effective is not None else None
     summary = CachedRecord(
@@ -117,10 +127,16 @@ def _check_one(path: str, relative: str) -> RecordResult:
         record.variant.text if record.variant is not None else None,
         record.version.text if record.version is not None else None,
     )
-    content = None
+    content = data_digest = None
+    version_number = None
     if outcome.rendered is not None and outcome.effective is not None:
         content = content_digest(outcome.effective.header, outcome.effective.coc)
-    return RecordResult(relative, record.digest, summary, outcome.rendered, content)
+        data_digest = content_digest(outcome.effective.header, outcome.effective.coc, with_version=False)
+        version_number = outcome.effective.version_number
+    reason = record.correction_reason.text if record.correction_reason is not None and content else None
+    return RecordResult(
+        relative, record.digest, summary, outcome.rendered, content, data_digest, version_number, reason
+    )
 
 
 def _check_chunk(chunk: list[tuple[str, str]]) -> list[RecordResult]:
@@ -222,6 +238,7 @@ class _Run:
             # Results depend on the rules and, through date rules, on the day.
             self.schema_digest = f"{self.schema_digest}\0{catalogue.digest}\0{self.rules.today}"
         self.contexts: dict[str, str] = {}
+        self.evidence, self.evidence_findings = read_evidence(repository.root)
         self.use_cache = cache is not None and not options.keep_render
         # VINs of the checked records of each approval file, so that the approval's findings
         # are reported with the records they block.
@@ -234,11 +251,15 @@ class _Run:
         self.to_check: list[tuple[str, str]] = []
         self.selected_files: set[str] = set()
 
-    def key_of(self, relative: str, record_digest: str, number: str | None) -> str:
+    def key_of(self, relative: str, record_digest: str, number: str | None, vin: str | None) -> str:
         approval_key = self.approval_keys.get(number or "", self.missing_key)
         context = self.contexts.get(approval_key)
         if context is None:
             context = self.contexts[approval_key] = context_key(approval_key, self.schema_digest)
+        # A record with issued certificates depends on them too (its version, a rejection).
+        issued = self.evidence.get(vin or "")
+        if issued:
+            context = f"{context}\0" + "\0".join(f"{e.manifest}:{e.data_digest}:{e.delivery}" for e in issued)
         return result_key(relative, record_digest, context)
 
     def waive(self, findings: tuple[Finding, ...] | list[Finding]) -> list[Finding]:
@@ -299,7 +320,8 @@ class _Run:
             self.selected_files.add(relative)
             cached = None
             if self.use_cache and reference is not None:
-                cached = self.cache.lookup(self.key_of(relative, record_file.digest, reference[0]))  # type: ignore[union-attr]
+                key = self.key_of(relative, record_file.digest, reference[0], reference[1])
+                cached = self.cache.lookup(key)  # type: ignore[union-attr]
             if cached is not None:
                 self.accept(RecordResult(relative, record_file.digest, cached))
             else:
@@ -333,13 +355,20 @@ class _Run:
         options = self.options
         if self.to_check and options.schema is not None:
             options.schema.compile()  # once, before worker processes fork
-        _WORKER_STATE = (self.index, options.schema, options.version_datetime, options.keep_render, self.rules)
+        _WORKER_STATE = (
+            self.index,
+            options.schema,
+            options.version_datetime,
+            options.keep_render,
+            self.rules,
+            self.evidence,
+        )
         try:
             for result in _check_all(self.to_check, options.jobs):
                 self.accept(result)
                 if self.cache is not None and result.digest:
                     self.cache.store(
-                        self.key_of(result.relative, result.digest, result.summary.approval),
+                        self.key_of(result.relative, result.digest, result.summary.approval, result.summary.vin),
                         result.digest,
                         result.summary,
                     )
@@ -397,7 +426,7 @@ class _Run:
 
     def signed_elsewhere(self) -> list[Finding]:
         """Records whose VIN the evidence archive holds as signed from another record file."""
-        evidence, findings = read_evidence(self.repository.root)
+        evidence, findings = self.evidence, self.evidence_findings
         signed = {vin: (entries[0].record, entries[0].manifest) for vin, entries in evidence.items()}
         for vin, line, column, relative, _ in self.vins:
             known = signed.get(vin)
@@ -421,6 +450,8 @@ class _Run:
     def finish(self) -> CheckRun:
         run = self.result
         run.catalogue = self.catalogue
+        run.index = self.index
+        run.evidence = self.evidence
         run.findings.extend(self.waive(self.approval_findings()))
         run.findings.extend(self.catalogue_findings)
         run.findings.extend(self.waive([f for f in duplicate_vins(self.vins) if f.file in self.selected_files]))

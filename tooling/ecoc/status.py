@@ -67,7 +67,8 @@ def _owners(facts: Facts, approval: str | None, role: str) -> tuple[str, ...]:
 
 def status_of(record: CheckedRecord, approval: str | None, findings: Sequence[Finding], facts: Facts) -> RecordStatus:
     """Derive the state of one record, what it lacks, and the next action with its owners."""
-    blocking = [f for f in findings if f.blocking]
+    # A rejection is a finding for `ecoc check`; here it is the state itself.
+    blocking = [f for f in findings if f.blocking and f.rule != "release.rejected"]
     issued = facts.evidence.get(record.vin or "", ())
     current = facts.digests.get(record.file)
     latest = next((e for e in reversed(issued) if current is not None and e.content_digest == current), None)
@@ -91,7 +92,7 @@ def status_of(record: CheckedRecord, approval: str | None, findings: Sequence[Fi
     if blocking:
         first = blocking[0]
         action = f"fix the data: {first.hint}" if first.hint else f"fix the data: {first.message}"
-        return row("blocked", _missing(findings), action, "data")
+        return row("blocked", _missing(blocking), action, "data")
     if facts.merged is not None and record.file in facts.merged:
         return row("approved", ("a signed certificate",), "the release job signs and delivers it", "release")
     return row("ready", ("review and merge",), "review and merge the pull request", "review")

@@ -174,15 +174,19 @@ def render(header: Mapping, coc: Mapping, *, keep_origins: bool = False) -> Rend
 CONTENT_HEADER = ("IviVersionNumber", "IntendedCountryRegistration", "DesignatedTypeApprovalCountry")
 
 
-def content_digest(header: Mapping, coc: Mapping) -> str:
+def content_digest(header: Mapping, coc: Mapping, *, with_version: bool = True) -> str:
     """Return the sha256 of a certificate's content: its CocDataGroup and content header fields.
 
     Two renders of the same certificate version have the same digest, whatever their
     IviReferenceId and IviVersionDateTime, so it tells whether an issued certificate changed.
+    Without `with_version` the IviVersionNumber is left out too: the digest of the data alone,
+    which tells whether a correction changed anything.
     """
     out: list[str] = []
     header_spec = ivi_spec.header()
     for name in CONTENT_HEADER:
+        if name == "IviVersionNumber" and not with_version:
+            continue
         node = header.get(name)
         if isinstance(node, Scalar):
             _write(node, header_spec.by_name[name], 2, out)

@@ -150,3 +150,14 @@ def build_effective(
     check_structure(coc, ivi_spec.coc_data_group(), "CocDataGroup", vin, findings, removed=removed_coc)
     base = base_coc if isinstance(base_coc, Mapping) else None
     return Effective(record, approval, header, coc, stage, version_number, base), findings
+
+
+def set_issue(effective: Effective, version_number: int, reference_id: str, version_datetime: str) -> None:
+    """Give the certificate the header of one issued version: its number, id and time."""
+    header = effective.header
+    at = effective.record.vin
+    source = effective.record.source
+    header["IviVersionNumber"] = _derived(str(version_number), version_number, at, source)
+    header["IviReferenceId"] = _derived(reference_id, reference_id, at, source)
+    header["IviVersionDateTime"] = _derived(version_datetime, version_datetime, None, source)
+    effective.version_number = version_number

@@ -1,0 +1,311 @@
+"""`ecoc release`: selection, evidence, ledger, commits and pushes, on real git repositories."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from conftest import git
+from ecoc.cli import main
+from pki import Pki
+from simulators import NapSimulator
+
+IVI = "{http://eu.ereg.initialvehicleinformation.v2}"
+VIN = "XNHKH16S1TE100214"
+RECORDS = 12
+
+
+def release(repo: Path, seal: list[str], outbox: Path, *extra: str) -> int:
+    return main(["--repo", str(repo), "release", "--transport", "outbox", "--outbox", str(outbox), *seal, *extra])
+
+
+def ledger(repo: Path) -> list[dict[str, object]]:
+    lines = (repo / "signed" / "ledger.jsonl").read_bytes().splitlines()
+    previous = "0" * 64
+    events = []
+    for number, line in enumerate(lines, start=1):
+        event = json.loads(line)
+        assert event["seq"] == number
+        assert event["prev"] == previous, f"line {number} does not chain to the line before it"
+        previous = hashlib.sha256(line).hexdigest()
+        events.append(event)
+    return events
+
+
+def log_of(repo: Path, ref: str = "HEAD") -> list[str]:
+    return git(repo, "log", "--format=%s", ref).splitlines()
+
+
+def test_release_signs_delivers_and_commits_the_evidence(
+    repo: Path, seal: list[str], seal_pki: Pki, tmp_path: Path, origin: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outbox = tmp_path / "outbox"
+    assert release(repo, seal, outbox) == 0
+    out = capsys.readouterr().out
+    assert out.count(": accepted:") == RECORDS
+    delivered = sorted(outbox.glob("*.xml"))
+    assert len(delivered) == RECORDS
+    folder = repo / "signed" / VIN / "stage-1" / "v1"
+    certificate = (folder / "certificate.xml").read_bytes()
+    manifest = json.loads((folder / "manifest.json").read_bytes())
+    reference = manifest["reference_id"]
+    assert (outbox / f"{reference}.xml").read_bytes() == certificate
+    assert manifest["vin"] == VIN and manifest["version"] == 1 and manifest["record"] == f"records/{VIN}.yaml"
+    assert manifest["digests"]["certificate"] == hashlib.sha256(certificate).hexdigest()
+    assert manifest["source_commit"] == git(repo, "rev-parse", "HEAD~2").strip()
+    assert manifest["signer"]["subject"].startswith("CN=Halvard Motors B.V. eCoC seal")
+    assert manifest["transport"] == "outbox"
+    assert set(manifest["digests"]) >= {"record", "approval", "rules", "xsd", "certificate"}
+    delivery = json.loads((folder / "delivery-1.json").read_bytes())
+    assert delivery["status"] == "accepted"
+    receipt = folder / delivery["receipt"]["file"]
+    assert hashlib.sha256(receipt.read_bytes()).hexdigest() == delivery["receipt"]["sha256"]
+    root = etree.fromstring(certificate)
+    assert root.findtext(f"{IVI}Header/{IVI}IviReferenceId") == reference
+    assert root.findtext(f"{IVI}Header/{IVI}IviVersionNumber") == "1"
+
+    events = ledger(repo)
+    assert [e["event"] for e in events] == ["signed"] * RECORDS + ["delivery"] * RECORDS
+    assert log_of(repo)[:2] == [
+        f"Record {RECORDS} delivery result(s), {RECORDS} accepted",
+        f"Sign {RECORDS} certificate(s) for delivery",
+    ]
+    body = git(repo, "log", "-1", "--format=%B", "HEAD~1")
+    assert f"Ecoc-Signed: {VIN} v1 {reference}" in body
+    assert git(repo, "rev-parse", "HEAD") == git(origin, "rev-parse", "main")
+    assert git(repo, "status", "--porcelain") == ""
+
+    trust = tmp_path / "root.pem"
+    trust.write_bytes(seal_pki.root.pem())
+    assert main(["verify", str(repo / "signed"), "--trust", str(trust)]) == 0
+
+
+def test_second_release_finds_nothing_to_do(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert release(repo, seal, tmp_path / "outbox") == 0
+    head = git(repo, "rev-parse", "HEAD")
+    capsys.readouterr()
+    assert release(repo, seal, tmp_path / "outbox") == 0
+    assert git(repo, "rev-parse", "HEAD") == head
+    assert "signed 0, delivered 0" in capsys.readouterr().err
+
+
+def test_dry_run_lists_and_changes_nothing(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    head = git(repo, "rev-parse", "HEAD")
+    assert release(repo, seal, tmp_path / "outbox", "--dry-run") == 0
+    captured = capsys.readouterr()
+    assert captured.out.count("would sign and deliver") == RECORDS
+    assert f"would sign and deliver {VIN} IviVersionNumber 1 from records/{VIN}.yaml" in captured.out
+    assert git(repo, "rev-parse", "HEAD") == head
+    assert not (repo / "signed").exists()
+    assert not (tmp_path / "outbox").exists()
+
+
+def test_limit_and_shards_bound_the_batch(repo: Path, seal: list[str], tmp_path: Path) -> None:
+    outbox = tmp_path / "outbox"
+    assert release(repo, seal, outbox, "--limit", "2") == 0
+    assert len(list(outbox.glob("*.xml"))) == 2
+    counts = []
+    for shard in ("1/3", "2/3", "3/3"):
+        before = len(list(outbox.glob("*.xml")))
+        assert release(repo, seal, outbox, "--shard", shard) == 0
+        counts.append(len(list(outbox.glob("*.xml"))) - before)
+    assert sum(counts) == RECORDS - 2
+    ledger(repo)
+
+
+def change_record(repo: Path, old: bytes, new: bytes, reason: str | None = None) -> None:
+    path = repo / "records" / f"{VIN}.yaml"
+    data = path.read_bytes()
+    assert old in data
+    data = data.replace(old, new)
+    if reason is not None:
+        data += f"correction_reason: {reason}\n".encode()
+    path.write_bytes(data)
+    git(repo, "commit", "-q", "-am", "change a record")
+
+
+def findings_of(repo: Path, capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
+    capsys.readouterr()
+    main(["--repo", str(repo), "check", "--format", "json"])
+    return [f for f in json.loads(capsys.readouterr().out)["findings"] if f["severity"] == "error"]
+
+
+def test_changed_delivered_record_is_released_only_as_a_correction(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outbox = tmp_path / "outbox"
+    assert release(repo, seal, outbox) == 0
+    first = json.loads((repo / "signed" / VIN / "stage-1" / "v1" / "manifest.json").read_bytes())
+    change_record(repo, b"ActualMass: 1478", b"ActualMass: 1482")
+    errors = findings_of(repo, capsys)
+    assert [(f["rule"], f["file"]) for f in errors] == [("release.correction-required", f"records/{VIN}.yaml")]
+    assert "give correction_reason" in str(errors[0]["hint"])
+    assert release(repo, seal, outbox) == 0
+    assert not (repo / "signed" / VIN / "stage-1" / "v2").exists()
+
+    path = repo / "records" / f"{VIN}.yaml"
+    path.write_bytes(path.read_bytes() + b"correction_reason: actual mass was measured without the tow bar\n")
+    git(repo, "commit", "-q", "-am", "correct the actual mass")
+    assert findings_of(repo, capsys) == []
+    assert release(repo, seal, outbox) == 0
+    second = json.loads((repo / "signed" / VIN / "stage-1" / "v2" / "manifest.json").read_bytes())
+    assert second["version"] == 2
+    assert second["reference_id"] != first["reference_id"]
+    assert second["correction_reason"] == "actual mass was measured without the tow bar"
+    signed = etree.fromstring((repo / "signed" / VIN / "stage-1" / "v2" / "certificate.xml").read_bytes())
+    assert signed.findtext(f"{IVI}Header/{IVI}IviVersionNumber") == "2"
+    assert signed.findtext(f"{IVI}Header/{IVI}IviReferenceId") == second["reference_id"]
+
+    # The same reason cannot cover a further change.
+    change_record(repo, b"ActualMass: 1482", b"ActualMass: 1485")
+    errors = findings_of(repo, capsys)
+    assert [f["rule"] for f in errors] == ["release.correction-required"]
+    assert "the correction_reason is the one given for that version" in str(errors[0]["message"])
+
+
+def test_release_refuses_uncommitted_sources(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = repo / "records" / f"{VIN}.yaml"
+    path.write_bytes(path.read_bytes().replace(b"ActualMass: 1478", b"ActualMass: 1482"))
+    assert release(repo, seal, tmp_path / "outbox") == 3
+    err = capsys.readouterr().err
+    assert f"records/{VIN}.yaml" in err
+    assert "commit or stash them" in err
+
+
+def test_release_refuses_another_branch(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    git(repo, "checkout", "-q", "-b", "feature")
+    assert release(repo, seal, tmp_path / "outbox") == 3
+    assert "ecoc release runs on the main branch, and feature is checked out" in capsys.readouterr().err
+
+
+def test_push_that_loses_a_race_is_replayed_on_the_new_head(
+    repo: Path, seal: list[str], tmp_path: Path, origin: Path
+) -> None:
+    other = tmp_path / "other"
+    subprocess.run(["git", "clone", "-q", "-b", "main", str(origin), str(other)], check=True)
+    (other / "README.txt").write_text("merged while the release ran\n", encoding="utf-8")
+    git(other, "add", "README.txt")
+    git(other, "commit", "-q", "-m", "merge another pull request")
+    git(other, "push", "-q", "origin", "main")
+
+    assert release(repo, seal, tmp_path / "outbox") == 0
+    subjects = log_of(origin, "main")
+    assert subjects[:3] == [
+        f"Record {RECORDS} delivery result(s), {RECORDS} accepted",
+        f"Sign {RECORDS} certificate(s) for delivery",
+        "merge another pull request",
+    ]
+    assert git(repo, "rev-parse", "HEAD") == git(origin, "rev-parse", "main")
+    assert len(ledger(repo)) == 2 * RECORDS
+
+
+def test_release_without_transport_is_a_usage_error(
+    repo: Path, seal: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--repo", str(repo), "release", *seal]) == 2
+    assert "no transport for the certificates" in capsys.readouterr().err
+
+
+def configure_nap(repo: Path, nap: NapSimulator, **changes: object) -> None:
+    """Point release.* of ecoc.yaml at the simulator and commit it, as a release needs."""
+    settings = nap.settings(**changes).model_dump(mode="json", exclude_none=True)
+    with (repo / "ecoc.yaml").open("a", encoding="utf-8") as handle:
+        handle.write("\nrelease: " + json.dumps(settings) + "\n")
+    git(repo, "commit", "-q", "-am", "deliver to the NAP")
+
+
+def release_nap(repo: Path, seal: list[str], *extra: str) -> int:
+    return main(["--repo", str(repo), "release", *seal, *extra])
+
+
+@pytest.fixture
+def nap(tmp_path: Path, seal_pki: Pki, official_xsd: Path) -> Iterator[NapSimulator]:
+    with NapSimulator(tmp_path / "nap", trust=[seal_pki.root.certificate], schema=official_xsd) as simulator:
+        yield simulator
+
+
+def test_release_delivers_to_a_nap_over_tls(
+    repo: Path, seal: list[str], nap: NapSimulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_nap(repo, nap)
+    assert release_nap(repo, seal) == 0
+    assert len(nap.accepted_ids) == RECORDS
+    folder = repo / "signed" / VIN / "stage-1" / "v1"
+    delivery = json.loads((folder / "delivery-1.json").read_bytes())
+    assert delivery["status"] == "accepted" and delivery["receipt_id"]
+    receipt = (folder / delivery["receipt"]["file"]).read_bytes()
+    assert nap.received[-1].reference_id in {r.reference_id for r in nap.received}
+    assert delivery["receipt_id"].encode() in receipt
+    assert delivery["transport"] == "nap-soap"
+
+
+def test_rejected_delivery_stays_rejected_until_a_correction(
+    repo: Path, seal: list[str], nap: NapSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_nap(repo, nap)
+    nap.scenario = "rejected"
+    nap.reason = "ActualMass exceeds the technically permissible maximum laden mass"
+    assert release_nap(repo, seal) == 1
+    out = capsys.readouterr().out
+    assert out.count(": rejected: ") == RECORDS
+    errors = findings_of(repo, capsys)
+    rejected = [f for f in errors if f["file"] == f"records/{VIN}.yaml"]
+    assert [f["rule"] for f in rejected] == ["release.rejected"]
+    assert nap.reason in str(rejected[0]["message"])
+    main(["--repo", str(repo), "status", "--format", "json"])
+    rows = {row["vin"]: row for row in json.loads(capsys.readouterr().out)["records"]}
+    assert rows[VIN]["state"] == "rejected"
+    assert nap.reason in str(rows[VIN]["missing"])
+
+    # Nothing is sent again while the data stays as it was.
+    nap.scenario = "accepted"
+    received = len(nap.received)
+    assert release_nap(repo, seal) == 0
+    assert len(nap.received) == received
+
+    change_record(repo, b"ActualMass: 1478", b"ActualMass: 1476", reason="actual mass measured again")
+    assert release_nap(repo, seal) == 0
+    assert (repo / "signed" / VIN / "stage-1" / "v2" / "delivery-1.json").exists()
+    capsys.readouterr()
+    main(["--repo", str(repo), "status", "--format", "json"])
+    rows = {row["vin"]: row for row in json.loads(capsys.readouterr().out)["records"]}
+    assert rows[VIN]["state"] == "delivered"
+
+
+@pytest.mark.parametrize("scenario", ["server-error", "timeout", "malformed", "forbidden"])
+def test_failed_delivery_is_sent_again_by_the_next_release(
+    repo: Path, seal: list[str], nap: NapSimulator, capsys: pytest.CaptureFixture[str], scenario: str
+) -> None:
+    configure_nap(repo, nap, read_timeout=0.5)
+    nap.scenario = scenario
+    assert release_nap(repo, seal, "--limit", "1") == 1
+    out = capsys.readouterr().out
+    assert out.count(": failed: ") == 1
+    folder = next((repo / "signed").rglob("manifest.json")).parent
+    assert json.loads((folder / "delivery-1.json").read_bytes())["status"] == "failed"
+    main(["--repo", str(repo), "status", "--format", "json"])
+    rows = {row["vin"]: row for row in json.loads(capsys.readouterr().out)["records"]}
+    assert sorted(row["state"] for row in rows.values()).count("signed") == 1
+
+    nap.scenario = "accepted"
+    assert release_nap(repo, seal, "--limit", "1") == 0
+    attempts = [json.loads(p.read_bytes()) for p in sorted(folder.glob("delivery-*.json"))]
+    assert [a["status"] for a in attempts] == ["failed", "accepted"]
+    # A certificate the NAP took before it timed out is known there: the resend is a duplicate.
+    assert attempts[1]["duplicate"] is (scenario == "timeout")
+    reference = json.loads((folder / "manifest.json").read_bytes())["reference_id"]
+    assert nap.accepted_ids.count(reference) == 1

@@ -1,0 +1,540 @@
+"""`ecoc release`: sign, deliver and archive the certificates that are ready, safe against crashes.
+
+The job runs on the main branch after a merge. It works in steps, and each step ends in one
+commit (never one per vehicle) that is pushed before the next step starts:
+
+1. recover: receipts that an interrupted run wrote but did not commit are committed, evidence
+   folders that were never committed (so never delivered) are removed, and commits that were
+   not pushed are pushed;
+2. select: check every record with the rules and the evidence archive; a record is released when
+   nothing blocks it and no evidence exists for its content and IviVersionNumber;
+3. sign: render, validate and sign each, write certificate and manifest, append `signed` events
+   to the ledger, commit and push;
+4. deliver: send every pending certificate (new ones, and those an earlier run could not
+   deliver), write each answer and its receipt the moment it arrives, append `delivery` events,
+   commit and push.
+
+A certificate is only delivered once its evidence is committed and pushed, so a crash can lose
+at most a signature that nobody received. A crash after a delivery and before its commit leads
+to a second send with the same IviReferenceId, which the authority answers as a duplicate. When
+a push loses a race to another push, the job's commits are replayed on the new head.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ecoc import __version__, gitinfo
+from ecoc.config import Repository
+from ecoc.errors import ConfigError, UsageError
+from ecoc.evidence import (
+    CERTIFICATE_NAME,
+    EVIDENCE_FOLDER,
+    LEDGER,
+    Evidence,
+    append_ledger,
+    evidence_folder,
+    file_digests,
+    sha256_hex,
+    sync,
+    write_attempt,
+    write_certificate,
+)
+from ecoc.files import MANIFEST_NAME
+from ecoc.findings import Finding
+
+if TYPE_CHECKING:
+    from ecoc.ivi.xsd import IviSchema
+    from ecoc.runner import RecordResult
+    from ecoc.signing import SigningKey
+    from ecoc.transports import Delivery, Transport
+
+log = logging.getLogger(__name__)
+
+# Folders whose committed state is what gets released.
+SOURCE_FOLDERS = ("approvals", "records", "rules", "ecoc.yaml")
+
+
+@dataclass(frozen=True)
+class ReleaseOptions:
+    dry_run: bool = False
+    limit: int | None = None
+    # (K, N): release only the records of shard K of N, by a hash of the VIN.
+    shard: tuple[int, int] | None = None
+    # None: push when the repository has the remote of release.remote.
+    push: bool | None = None
+    jobs: int = 1
+    xades: bool = False
+    timestamp_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A record that is ready and has no evidence for its content yet."""
+
+    relative: str
+    vin: str
+    stage: int
+    version: int
+    reference_id: str
+    rendered: bytes
+    content_digest: str
+    data_digest: str
+    approval_number: str | None
+    correction_reason: str | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    vin: str
+    version: int
+    reference_id: str
+    status: str
+    message: str
+
+
+@dataclass
+class ReleaseReport:
+    planned: list[Candidate] = field(default_factory=list)
+    # Certificates signed before whose delivery is still open, as (folder, VIN, version).
+    resend: list[Evidence] = field(default_factory=list)
+    signed: int = 0
+    outcomes: list[Outcome] = field(default_factory=list)
+    blocked: int = 0
+    recovered: list[str] = field(default_factory=list)
+    discarded: list[str] = field(default_factory=list)
+    commits: list[str] = field(default_factory=list)
+    pushed: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return any(outcome.status != "accepted" for outcome in self.outcomes)
+
+
+def in_shard(vin: str, shard: tuple[int, int] | None) -> bool:
+    if shard is None:
+        return True
+    number, count = shard
+    return int.from_bytes(hashlib.sha256(vin.encode()).digest()[:8], "big") % count == number - 1
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    parts = text.split("/")
+    if len(parts) == 2 and all(part.isdigit() for part in parts):
+        number, count = int(parts[0]), int(parts[1])
+        if 1 <= number <= count:
+            return number, count
+    raise UsageError(f"--shard {text}: expected K/N with 1 <= K <= N", "for example --shard 2/4 for the second of four")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+class Publisher:
+    """Commits evidence steps and pushes them, replaying them on a new head when a push loses a race."""
+
+    def __init__(self, repository: Repository, push: bool | None) -> None:
+        self.root = repository.root
+        self.remote = repository.settings.release.remote
+        self.branch = repository.settings.main_branch
+        self.attempts = repository.settings.release.push_attempts
+        present = gitinfo.has_remote(self.root, self.remote)
+        if push and not present:
+            raise ConfigError(
+                f"the repository has no remote {self.remote} to push the evidence to",
+                "add the remote, set release.remote in ecoc.yaml, or pass --no-push",
+            )
+        self.push_enabled = present if push is None else push
+        self.commits: list[str] = []
+
+    def commit(self, paths: list[str], events: list[dict[str, object]], subject: str, trailers: list[str]) -> str:
+        """Append the step's events to the ledger and commit them with the step's files."""
+        append_ledger(self.root, events)
+        sync()
+        message = f"{subject}\n\nWritten by ecoc {__version__} release.\n\n" + "\n".join(trailers) + "\n"
+        commit = gitinfo.commit_files(self.root, EVIDENCE_FOLDER, message)
+        self.commits.append(commit)
+        log.info("committed %s: %s", commit[:12], subject)
+        return commit
+
+    def publish(self) -> bool:
+        """Push the commits HEAD has that the remote lacks; replay them on the remote's new head if it moved."""
+        if not self.push_enabled:
+            return False
+        for _ in range(self.attempts):
+            if gitinfo.push(self.root, self.remote, self.branch):
+                gitinfo.fetch(self.root, self.remote, self.branch)
+                return True
+            log.warning("the push lost a race to another push; replaying the evidence on the new head")
+            gitinfo.fetch(self.root, self.remote, self.branch)
+            self.replay()
+        raise ConfigError(
+            f"the push to {self.remote} lost {self.attempts} races in a row",
+            "the evidence is committed here but not pushed; run the release again, which pushes it first",
+        )
+
+    def replay(self) -> None:
+        """Re-create the local evidence commits on top of the remote branch's new head."""
+        new_head = gitinfo.remote_head(self.root, self.remote, self.branch)
+        assert new_head is not None
+        steps = gitinfo.own_commits(self.root, new_head)
+        gitinfo.reset_to(self.root, new_head)
+        for message, files, events in steps:
+            for path, data in files.items():
+                target = self.root / path
+                if target.exists() and target.read_bytes() != data:
+                    raise ConfigError(
+                        f"{path}: another release wrote different evidence for the same certificate",
+                        "stop the other release job; only one may run at a time (a concurrency group)",
+                    )
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            append_ledger(self.root, events)
+            sync()
+            gitinfo.commit_files(self.root, EVIDENCE_FOLDER, message)
+
+
+def _event(kind: str, entry: Evidence | Candidate, folder: str, files: list[str], root: Path) -> dict[str, object]:
+    return {
+        "event": kind,
+        "vin": entry.vin,
+        "stage": entry.stage,
+        "version": entry.version,
+        "reference_id": entry.reference_id,
+        "folder": folder,
+        "files": file_digests(root, files),
+        "at": _now(),
+    }
+
+
+def recover(repository: Repository, report: ReleaseReport) -> tuple[list[str], list[dict[str, object]]]:
+    """Keep what an interrupted run received and remove what it signed but never committed.
+
+    Returns the recovered files (receipts, delivery results) with their ledger events, for the
+    next commit.
+    """
+    root = repository.root
+    changed = gitinfo.uncommitted(root, (EVIDENCE_FOLDER,))
+    if not changed:
+        return [], []
+    gitinfo.unstage(root, EVIDENCE_FOLDER)
+    if LEDGER in changed:
+        # Lines of a step that was not committed go; the step's events are written again.
+        if gitinfo.tracked(root, [LEDGER]):
+            gitinfo.restore(root, [LEDGER])
+        else:
+            (root / LEDGER).unlink(missing_ok=True)
+    committed_manifests = gitinfo.tracked(
+        root, sorted({f"{path.rsplit('/', 1)[0]}/{MANIFEST_NAME}" for path in changed if "/" in path})
+    )
+    in_head = gitinfo.tracked(root, changed)
+    kept: dict[str, list[str]] = {}
+    for path in changed:
+        if path == LEDGER:
+            continue
+        folder, _, name = path.rpartition("/")
+        answer = name.startswith(("delivery-", "receipt-"))
+        if answer and f"{folder}/{MANIFEST_NAME}" in committed_manifests and (root / path).is_file():
+            kept.setdefault(folder, []).append(path)
+            continue
+        target = root / path
+        if path in in_head:
+            gitinfo.restore(root, [path])
+            report.discarded.append(path)
+        elif target.is_file():
+            target.unlink()
+            report.discarded.append(path)
+    events: list[dict[str, object]] = []
+    files: list[str] = []
+    for folder, paths in sorted(kept.items()):
+        data = json.loads((root / folder / MANIFEST_NAME).read_bytes())
+        for path in sorted(paths):
+            status = None
+            if path.rsplit("/", 1)[-1].startswith("delivery-"):
+                status = json.loads((root / path).read_bytes()).get("status")
+            files.append(path)
+            events.append(
+                {
+                    "event": "delivery" if status else "receipt",
+                    "status": status,
+                    "vin": data["vin"],
+                    "stage": data.get("stage", 1),
+                    "version": data["version"],
+                    "reference_id": data.get("reference_id"),
+                    "folder": folder,
+                    "files": file_digests(root, [path]),
+                    "at": _now(),
+                    "recovered": True,
+                }
+            )
+    report.recovered = files
+    return files, events
+
+
+def select(
+    results: list[RecordResult],
+    findings: list[Finding],
+    evidence: dict[str, list[Evidence]],
+    options: ReleaseOptions,
+    report: ReleaseReport,
+) -> None:
+    """Choose the records to sign and the signed certificates to deliver again."""
+    blocked_vins = {vin for finding in findings if finding.blocking for vin in finding.records}
+    everywhere = [finding for finding in findings if finding.blocking and not finding.records]
+    if everywhere:
+        first = everywhere[0]
+        raise ConfigError(
+            f"nothing is released while {len(everywhere)} finding(s) block every record, first: "
+            f"{first.file or ''}:{first.line}: {first.rule}: {first.message}",
+            "run ecoc check and fix them on the main branch",
+        )
+    issued = {(vin, e.stage, e.version) for vin, entries in evidence.items() for e in entries}
+    planned = []
+    for result in sorted(results, key=lambda r: r.relative):
+        summary = result.summary
+        vin = summary.vin
+        if vin is None:
+            continue
+        blocked = vin in blocked_vins or any(f.blocking for f in summary.findings)
+        if blocked or result.rendered is None or result.version_number is None:
+            report.blocked += 1
+            continue
+        if (vin, summary.stage, result.version_number) in issued or not in_shard(vin, options.shard):
+            continue
+        assert summary.reference_id is not None and result.content_digest and result.data_digest
+        planned.append(
+            Candidate(
+                result.relative,
+                vin,
+                summary.stage,
+                result.version_number,
+                summary.reference_id,
+                result.rendered,
+                result.content_digest,
+                result.data_digest,
+                summary.approval,
+                result.correction_reason,
+            )
+        )
+    if options.limit is not None:
+        planned = planned[: options.limit]
+    report.planned = planned
+    report.resend = [
+        entry
+        for entries in evidence.values()
+        for entry in entries
+        if entry.delivery == "pending" and in_shard(entry.vin, options.shard)
+    ]
+
+
+def manifest_of(
+    candidate: Candidate,
+    repository: Repository,
+    run_head: str,
+    version_datetime: str,
+    approval_files: list[str],
+    rules_digest: str,
+    schema: IviSchema,
+    seal: SigningKey,
+    transport: str,
+    options: ReleaseOptions,
+) -> dict[str, object]:
+    from cryptography.hazmat.primitives import hashes
+
+    root = repository.root
+    certificate = seal.certificate
+    return {
+        "vin": candidate.vin,
+        "stage": candidate.stage,
+        "version": candidate.version,
+        "reference_id": candidate.reference_id,
+        "version_datetime": version_datetime,
+        "record": candidate.relative,
+        "approval": approval_files,
+        "approval_number": candidate.approval_number,
+        "source_commit": run_head,
+        "content_digest": candidate.content_digest,
+        "data_digest": candidate.data_digest,
+        "correction_reason": candidate.correction_reason,
+        "digests": {
+            "record": sha256_hex((root / candidate.relative).read_bytes()),
+            "approval": {path: sha256_hex((root / path).read_bytes()) for path in approval_files},
+            "rules": rules_digest,
+            "xsd": schema.digest,
+            "unsigned": sha256_hex(candidate.rendered),
+        },
+        "tool": {"name": "ecoc", "version": __version__},
+        "signer": {
+            "subject": certificate.subject.rfc4514_string(),
+            "issuer": certificate.issuer.rfc4514_string(),
+            "serial": format(certificate.serial_number, "x"),
+            "sha256": certificate.fingerprint(hashes.SHA256()).hex(),
+        },
+        "signed_at": _now(),
+        "signature": {"xades": options.xades or options.timestamp_url is not None, "timestamp": options.timestamp_url},
+        "transport": transport,
+    }
+
+
+@contextmanager
+def _opened(opener: Callable[[], Transport]) -> Iterator[Transport]:
+    transport = opener()
+    try:
+        yield transport
+    finally:
+        transport.close()
+
+
+def deliver(
+    root: Path, entries: list[tuple[str, Evidence | Candidate]], transport: Transport, report: ReleaseReport
+) -> tuple[list[str], list[dict[str, object]], list[str]]:
+    """Send each certificate and write its answer at once; return the files, ledger events and trailers."""
+    files: list[str] = []
+    events: list[dict[str, object]] = []
+    trailers: list[str] = []
+    for folder, entry in entries:
+        signed = (root / folder / CERTIFICATE_NAME).read_bytes()
+        reference_id = entry.reference_id or ""
+        answer: Delivery = transport.deliver(reference_id, entry.vin, signed)
+        attempt = {
+            "status": answer.status,
+            "message": answer.message,
+            "receipt_id": answer.receipt_id,
+            "duplicate": answer.duplicate,
+            "transport": transport.name,
+            "reference_id": entry.reference_id,
+            "at": _now(),
+        }
+        written = write_attempt(root, folder, attempt, answer.receipt, answer.media_type)
+        files += written
+        event = _event("delivery", entry, folder, written, root)
+        event["status"] = answer.status
+        events.append(event)
+        trailers.append(f"Ecoc-Delivery: {entry.vin} v{entry.version} {reference_id} {answer.status}")
+        report.outcomes.append(Outcome(entry.vin, entry.version, reference_id, answer.status, answer.message))
+        log.info("%s v%d: %s: %s", entry.vin, entry.version, answer.status, answer.message)
+    return files, events, trailers
+
+
+def prepare(repository: Repository, options: ReleaseOptions) -> tuple[str, Publisher]:
+    """Check that the release may run here: a commit, the main branch, committed sources."""
+    root = repository.root
+    head = gitinfo.head(root)
+    if head is None:
+        raise ConfigError(f"{root}: no commit to release", "ecoc release signs what is committed on the main branch")
+    branch = gitinfo.current_branch(root)
+    main = repository.settings.main_branch
+    if branch != main and not options.dry_run:
+        raise ConfigError(
+            f"ecoc release runs on the {main} branch, and {branch or 'a detached HEAD'} is checked out",
+            f"check out {main}, or set main_branch in ecoc.yaml",
+        )
+    changed = gitinfo.uncommitted(root, SOURCE_FOLDERS)
+    if changed and not options.dry_run:
+        listed = ", ".join(changed[:3]) + (" …" if len(changed) > 3 else "")
+        raise ConfigError(
+            f"{len(changed)} file(s) differ from the last commit ({listed})",
+            "commit or stash them: the release signs only data that was reviewed and committed",
+        )
+    return head, Publisher(repository, False if options.dry_run else options.push)
+
+
+def run_release(
+    repository: Repository,
+    options: ReleaseOptions,
+    schema: IviSchema,
+    load_seal: Callable[[], SigningKey],
+    open_transport: Callable[[], Transport],
+    transport_name: str,
+) -> ReleaseReport:
+    from ecoc.runner import RunOptions, run_check
+    from ecoc.signing import TokenKey, sign
+
+    root = repository.root
+    report = ReleaseReport()
+    head, publisher = prepare(repository, options)
+    if not options.dry_run:
+        recovered, recovered_events = recover(repository, report)
+        if recovered:
+            publisher.commit(
+                recovered,
+                recovered_events,
+                f"Record the delivery results of {len({p.rsplit('/', 1)[0] for p in recovered})} certificate(s) "
+                "from an interrupted release",
+                [f"Ecoc-Recovered: {path}" for path in recovered],
+            )
+        if report.discarded:
+            log.warning(
+                "removed %d evidence file(s) of an interrupted release that were never committed nor delivered",
+                len(report.discarded),
+            )
+        if publisher.push_enabled and gitinfo.ahead_of(root, publisher.remote, publisher.branch) != 0:
+            report.pushed = publisher.publish()
+        head = gitinfo.head(root) or head
+    version_datetime = gitinfo.last_change_time(root, SOURCE_FOLDERS) or gitinfo.head_commit_time(root)
+    assert version_datetime is not None
+    results: list[RecordResult] = []
+    run = run_check(
+        repository,
+        RunOptions(None, schema, version_datetime, keep_render=True, jobs=options.jobs),
+        sink=results.append,
+    )
+    select(results, run.findings, run.evidence, options, report)
+    if options.dry_run or (not report.planned and not report.resend):
+        report.commits = publisher.commits
+        return report
+    with _opened(open_transport) as transport:
+        if report.planned:
+            seal = load_seal()
+            try:
+                files: list[str] = []
+                events: list[dict[str, object]] = []
+                trailers: list[str] = []
+                assert run.index is not None and run.catalogue is not None
+                for candidate in report.planned:
+                    signed = sign(
+                        candidate.rendered,
+                        seal,
+                        xades=options.xades or options.timestamp_url is not None,
+                        timestamp_url=options.timestamp_url,
+                    )
+                    folder = evidence_folder(candidate.vin, candidate.stage, candidate.version)
+                    manifest = manifest_of(
+                        candidate,
+                        repository,
+                        head,
+                        version_datetime,
+                        run.index.paths_of(candidate.approval_number),
+                        run.catalogue.digest,
+                        schema,
+                        seal,
+                        transport_name,
+                        options,
+                    )
+                    written = write_certificate(root, folder, signed, manifest)
+                    files += written
+                    events.append(_event("signed", candidate, folder, written, root))
+                    trailers.append(f"Ecoc-Signed: {candidate.vin} v{candidate.version} {candidate.reference_id}")
+                    report.signed += 1
+            finally:
+                if isinstance(seal.key, TokenKey):
+                    seal.key.close()
+            publisher.commit(files, events, f"Sign {len(report.planned)} certificate(s) for delivery", trailers)
+            report.pushed = publisher.publish() or report.pushed
+        entries: list[tuple[str, Evidence | Candidate]] = [(entry.folder, entry) for entry in report.resend]
+        entries += [(evidence_folder(c.vin, c.stage, c.version), c) for c in report.planned]
+        files, events, trailers = deliver(root, entries, transport, report)
+    accepted = sum(1 for outcome in report.outcomes if outcome.status == "accepted")
+    publisher.commit(files, events, f"Record {len(entries)} delivery result(s), {accepted} accepted", trailers)
+    report.pushed = publisher.publish() or report.pushed
+    report.commits = publisher.commits
+    return report
