@@ -12,7 +12,9 @@ All measurements come from one run of this script, so their ratios compare like 
    committed to git, against the cold `ecoc check` of step 2;
 7. in-process, one core: signing rendered messages against RSA-2048 signing of their canonical
    bytes with `cryptography` alone, and verifying them against verifying with a pinned
-   certificate.
+   certificate;
+8. `ecoc release` of a fleet of 1,000 vehicles to the NAP simulator of the tests, a real HTTPS
+   server on 127.0.0.1, against `ecoc sign` of the same 1,000 rendered files in one command.
 
 The fleets come from benchmarks/generate_fleet.py and are written to benchmarks/work/ (the
 larger one is deleted after use). XSD
@@ -28,6 +30,7 @@ import argparse
 import cProfile
 import datetime as dt
 import gc
+import json
 import os
 import platform
 import pstats
@@ -79,6 +82,10 @@ TARGET_SIGN_VS_RAW = 0.6
 TARGET_VERIFY_VS_PINNED = 0.5
 # Messages signed and verified in step 7.
 SIGNED_MESSAGES = 1000
+# The whole release may take at most twice as long as signing the same certificates alone.
+TARGET_RELEASE_VS_SIGN = 0.5
+# Vehicles released in step 8.
+RELEASED_VEHICLES = 1000
 
 PROFILE_ROWS = 8
 # ecoc functions whose cumulative time the profiles list, when they appear in the profile.
@@ -589,6 +596,95 @@ def measure_signing(fleet: Path, repeat: int) -> SigningResult:
     return result
 
 
+@dataclass
+class ReleaseResult:
+    """Step 8: wall seconds of `ecoc release` and of `ecoc sign` of the same vehicles, and the release's phases."""
+
+    vehicles: int
+    release: Series
+    sign_only: Series
+    # Median seconds of the phases `ecoc -v release` logs: check, signing, delivery and git.
+    phases: dict[str, float]
+
+
+_PHASES = re.compile(r"release phases: check ([0-9.]+) s, signing ([0-9.]+) s, delivery ([0-9.]+) s, git ([0-9.]+) s")
+
+
+def measure_release(schema_path: Path | None, repeat: int) -> ReleaseResult | None:
+    """Release a fleet to the tests' NAP simulator, and sign the same rendered files with `ecoc sign`."""
+    if schema_path is None:
+        log("release: skipped, a release needs the official schema (ECOC_XSD)")
+        return None
+    sys.path.insert(0, str(PROJECT / "tests"))
+    from cryptography.hazmat.primitives import serialization
+
+    from simulators import NapSimulator  # type: ignore[import-not-found]
+
+    fleet = generate_fleet(RELEASED_VEHICLES)
+    root_ca, key, leaf = _test_seal()
+    result = ReleaseResult(RELEASED_VEHICLES, Series(), Series(), {})
+    phases: dict[str, list[float]] = {"check": [], "signing": [], "delivery": [], "git": []}
+    with tempfile.TemporaryDirectory(prefix="ecoc-release-") as folder:
+        work = Path(folder)
+        seal = work / "seal"
+        seal.mkdir()
+        (seal / "seal.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        (seal / "seal.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+        keys = ["--key", str(seal / "seal.key"), "--cert", str(seal / "seal.pem")]
+        env = ecoc_environment(None, schema_path)
+        rendered = work / "rendered"
+        render_run = run_command(
+            [*ecoc_executable(), "--repo", str(fleet), "render", "--out", str(rendered)], PROJECT, env
+        )
+        if render_run.exit_code != 0:
+            raise BenchmarkError(f"`ecoc render` of the release fleet failed:\n{render_run.stderr.strip()}")
+        files = sorted(str(path) for path in rendered.glob("*.xml"))
+        for repetition in range(repeat):
+            out = work / f"signed-{repetition}"
+            run = run_command([*ecoc_executable(), "sign", *files, "--out-dir", str(out), *keys], PROJECT, env)
+            if run.exit_code != 0:
+                raise BenchmarkError(f"`ecoc sign` of {len(files)} files failed:\n{run.stderr.strip()}")
+            result.sign_only.values.append(run.wall)
+            shutil.rmtree(out)
+        with NapSimulator(work / "nap", trust=[root_ca]) as nap:
+            settings = nap.settings(read_timeout=60.0).model_dump(mode="json", exclude_none=True)
+            for repetition in range(repeat):
+                repo = work / f"repo-{repetition}"
+                shutil.copytree(fleet, repo)
+                with (repo / "ecoc.yaml").open("a", encoding="utf-8") as handle:
+                    handle.write("\nrelease: " + json.dumps(settings) + "\n")
+                origin = work / f"origin-{repetition}.git"
+                _git(repo, "init", "-q", "-b", "main")
+                _git(repo, "add", "-A")
+                _git(repo, "commit", "-q", "-m", "fleet")
+                subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True, capture_output=True)
+                _git(repo, "remote", "add", "origin", str(origin))
+                _git(repo, "push", "-q", "origin", "main")
+                run = run_command([*ecoc_executable(), "-v", "--repo", str(repo), "release", *keys], PROJECT, env)
+                if run.exit_code != 0:
+                    raise BenchmarkError(f"`ecoc release` exited with {run.exit_code}:\n{run.stderr.strip()[-2000:]}")
+                if len(nap.accepted_ids) != RELEASED_VEHICLES * (repetition + 1):
+                    raise BenchmarkError(f"the NAP simulator took {len(nap.accepted_ids)} certificates")
+                result.release.values.append(run.wall)
+                found = _PHASES.search(run.stderr)
+                if found is not None:
+                    for name, value in zip(phases, found.groups(), strict=True):
+                        phases[name].append(float(value))
+                shutil.rmtree(repo)
+                shutil.rmtree(origin)
+    result.phases = {name: statistics.median(values) for name, values in phases.items() if values}
+    shutil.rmtree(fleet)
+    log(
+        f"release of {RELEASED_VEHICLES}: {result.release.median:.2f} s; "
+        f"ecoc sign of the same files: {result.sign_only.median:.2f} s"
+    )
+    return result
+
+
 def measure_startup(repeat: int) -> Series:
     """Time `ecoc --version`, which is interpreter start and ecoc's imports, the floor of every CLI run."""
     times = Series()
@@ -801,6 +897,7 @@ class Results:
     without_rules: Series | None = None
     base: BaseResult | None = None
     signing: SigningResult | None = None
+    release: ReleaseResult | None = None
     profiles: list[Profile] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -811,7 +908,8 @@ class Results:
 
 @dataclass
 class Target:
-    # Measurement kind: "cold", "warm", "render", "memory", "rules", "base", "base-scope", "sign" or "verify".
+    # Measurement kind: "cold", "warm", "render", "memory", "rules", "base", "base-scope", "sign", "verify"
+    # or "release".
     kind: str
     name: str
     value: float
@@ -838,6 +936,7 @@ class Target:
                 "render": "(a)",
                 "sign": "signing",
                 "verify": "verification",
+                "release": "the release",
             }[self.kind]
             return f"{missing:.0%} below the target; {subject} would have to be {self.goal / self.value:.2f}x as fast"
         if self.unit == "%":
@@ -918,6 +1017,18 @@ def targets_of(results: Results) -> list[Target]:
                 "ecoc verification against verifying with a pinned certificate (throughput)",
                 signing.pinned_verify.median / signing.ecoc_verify.median,
                 TARGET_VERIFY_VS_PINNED,
+                True,
+                "x",
+            )
+        )
+    if results.release is not None:
+        targets.append(
+            Target(
+                "release",
+                f"`ecoc release` of {results.release.vehicles:,} vehicles to the NAP simulator, against "
+                "`ecoc sign` of the same files (throughput)",
+                results.release.sign_only.median / results.release.release.median,
+                TARGET_RELEASE_VS_SIGN,
                 True,
                 "x",
             )
@@ -1034,6 +1145,18 @@ def results_table(results: Results) -> list[str]:
                 f"| {label} | {timing.median:.2f} s | {timing.spread()} | {format_rate(count_signed, timing.median)} "
                 f"| {versus} | {ratio} | |"
             )
+    if results.release is not None:
+        release = results.release
+        lines.append(
+            f"| (g) `ecoc sign` of {release.vehicles:,} rendered files, one command | {release.sign_only.median:.2f} s "
+            f"| {release.sign_only.spread()} | {format_rate(release.vehicles, release.sign_only.median)} | | | |"
+        )
+        lines.append(
+            f"| (h) `ecoc release` of the same {release.vehicles:,} vehicles to the NAP simulator | "
+            f"{release.release.median:.2f} s | {release.release.spread()} | "
+            f"{format_rate(release.vehicles, release.release.median)} | (g) | "
+            f"{release.sign_only.median / release.release.median:.2f}x | |"
+        )
     for memory in results.memory:
         run = memory.run
         lines.append(
@@ -1111,6 +1234,13 @@ def method_lines(results: Results) -> list[str]:
         "`ecoc.signing.sign`. (e) verifies each signed message with signxml, the certificate pinned; "
         "(f) verifies each with one `ecoc.signing.Verifier`: shape checks, the chain to the root once, "
         "then the pinned signature check.",
+        f"- Release: a fleet of {RELEASED_VEHICLES:,} records from the same generator, rendered once "
+        "with `ecoc render` (not timed). (g) signs the rendered files with one `ecoc sign FILE... --out-dir` "
+        "command. (h) copies the fleet into a new git repository on branch main with a bare remote, and runs "
+        "`ecoc -v release` with the default jobs: the readiness check of every record, render, "
+        "XSD validation, signing, the evidence files, two commits and two pushes, and one HTTPS delivery "
+        "per vehicle to the NAP simulator of the tests (tests/simulators.py, in the benchmark's process, "
+        "with TLS client certificates), which checks each signature before it accepts.",
         "- Rules: cold `ecoc check -j 1` once more per repetition with the fleet's rules/ folder "
         "moved aside, so that no readiness rule runs; the share is the cold time with rules over "
         "the cold time without, minus one.",
@@ -1135,6 +1265,17 @@ def target_lines(results: Results) -> list[str]:
 
 def miss_facts(results: Results, target: Target) -> list[str]:
     """List measured facts that bound or explain a missed target."""
+    if target.kind == "release" and results.release is not None:
+        phases = results.release.phases
+        if not phases:
+            return []
+        listed = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in phases.items())
+        return [
+            f"The release spends: {listed} (medians from its log); the rest is start-up and imports "
+            f"({results.startup.median:.2f} s for `ecoc --version`).",
+            f"The readiness check of every record alone takes {phases.get('check', 0):.2f} s, "
+            f"against {results.release.sign_only.median:.2f} s for the whole `ecoc sign` command.",
+        ]
     if target.kind == "rules" and results.without_rules is not None:
         added = results.checks[0].cold_times.median - results.without_rules.median
         return [f"The rules add {added / results.count * 1000:.3f} ms per record."]
@@ -1310,6 +1451,7 @@ def measure(options: argparse.Namespace) -> Results:
     render_result = measure_render(fleet, schema, options.repeat) if schema is not None else None
     base = measure_base(fleet, options.repeat, schema_path)
     signing = measure_signing(fleet, options.repeat)
+    release = measure_release(schema_path, options.repeat)
 
     results = Results(
         machine,
@@ -1327,6 +1469,7 @@ def measure(options: argparse.Namespace) -> Results:
         without_rules,
         base,
         signing,
+        release,
     )
     add_profiles(results, fleet, schema, schema_path)
     if options.memory_count:

@@ -4,10 +4,11 @@ Each issued version of each vehicle's certificate has a folder that is written o
 changed: `signed/<VIN>/stage-<S>/v<N>/`.
 
 - `certificate.xml`: the signed bytes exactly as they were delivered.
-- `manifest.json`: written with the certificate. It links the certificate to its source: VIN,
-  stage, IviVersionNumber, IviReferenceId, the record and approval files and their sha256 at the
-  source commit, the digests of the content, the rule set and the schema, the tool version, the
-  signer certificate, the signing time, the transport and the correction reason.
+- `manifest.json`: written with the certificate, to link it to its source. It names the VIN,
+  stage, IviVersionNumber and IviReferenceId, and the record and approval files with their sha256
+  at the source commit. It also gives the digests of the content, the rule set and the schema,
+  the tool version, the signer certificate, the signing time, the transport and the correction
+  reason.
 - `delivery-<n>.json`: one per delivery attempt that ended, with its status (`accepted`,
   `rejected` or `failed`), the authority's message and receipt id, and the receipt file's name and
   sha256. `receipt-<n>.<ext>` holds the authority's reply exactly as received.

@@ -6,8 +6,8 @@ commit (never one per vehicle) that is pushed before the next step starts:
 1. recover: receipts that an interrupted run wrote but did not commit are committed, evidence
    folders that were never committed (so never delivered) are removed, and commits that were
    not pushed are pushed;
-2. select: check every record with the rules and the evidence archive; a record is released when
-   nothing blocks it and no evidence exists for its content and IviVersionNumber;
+2. select: check every record with the rules and the evidence archive. A record is released when
+   nothing blocks it and the archive has no certificate of its content and IviVersionNumber;
 3. sign: render, validate and sign each, write certificate and manifest, append `signed` events
    to the ledger, commit and push;
 4. deliver: send every pending certificate (new ones, and those an earlier run could not
@@ -26,6 +26,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -113,6 +114,10 @@ class ReleaseReport:
     discarded: list[str] = field(default_factory=list)
     commits: list[str] = field(default_factory=list)
     pushed: bool = False
+    # Seconds spent in each phase: check, signing, delivery and git (commits and pushes).
+    seconds: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(("check", "signing", "delivery", "git"), 0.0)
+    )
 
     @property
     def failed(self) -> bool:
@@ -155,13 +160,16 @@ class Publisher:
             )
         self.push_enabled = present if push is None else push
         self.commits: list[str] = []
+        self.seconds = 0.0
 
     def commit(self, paths: list[str], events: list[dict[str, object]], subject: str, trailers: list[str]) -> str:
         """Append the step's events to the ledger and commit them with the step's files."""
+        start = time.perf_counter()
         append_ledger(self.root, events)
         sync()
         message = f"{subject}\n\nWritten by ecoc {__version__} release.\n\n" + "\n".join(trailers) + "\n"
         commit = gitinfo.commit_files(self.root, EVIDENCE_FOLDER, message)
+        self.seconds += time.perf_counter() - start
         self.commits.append(commit)
         log.info("committed %s: %s", commit[:12], subject)
         return commit
@@ -170,6 +178,13 @@ class Publisher:
         """Push the commits HEAD has that the remote lacks; replay them on the remote's new head if it moved."""
         if not self.push_enabled:
             return False
+        start = time.perf_counter()
+        try:
+            return self._publish()
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def _publish(self) -> bool:
         for _ in range(self.attempts):
             if gitinfo.push(self.root, self.remote, self.branch):
                 gitinfo.fetch(self.root, self.remote, self.branch)
@@ -483,17 +498,20 @@ def run_release(
     version_datetime = gitinfo.last_change_time(root, SOURCE_FOLDERS) or gitinfo.head_commit_time(root)
     assert version_datetime is not None
     results: list[RecordResult] = []
+    start = time.perf_counter()
     run = run_check(
         repository,
         RunOptions(None, schema, version_datetime, keep_render=True, jobs=options.jobs),
         sink=results.append,
     )
     select(results, run.findings, run.evidence, options, report)
+    report.seconds["check"] = time.perf_counter() - start
     if options.dry_run or (not report.planned and not report.resend):
         report.commits = publisher.commits
         return report
     with _opened(open_transport) as transport:
         if report.planned:
+            start = time.perf_counter()
             seal = load_seal()
             try:
                 files: list[str] = []
@@ -528,13 +546,21 @@ def run_release(
             finally:
                 if isinstance(seal.key, TokenKey):
                     seal.key.close()
+            report.seconds["signing"] = time.perf_counter() - start
             publisher.commit(files, events, f"Sign {len(report.planned)} certificate(s) for delivery", trailers)
             report.pushed = publisher.publish() or report.pushed
         entries: list[tuple[str, Evidence | Candidate]] = [(entry.folder, entry) for entry in report.resend]
         entries += [(evidence_folder(c.vin, c.stage, c.version), c) for c in report.planned]
+        start = time.perf_counter()
         files, events, trailers = deliver(root, entries, transport, report)
+        report.seconds["delivery"] = time.perf_counter() - start
     accepted = sum(1 for outcome in report.outcomes if outcome.status == "accepted")
     publisher.commit(files, events, f"Record {len(entries)} delivery result(s), {accepted} accepted", trailers)
     report.pushed = publisher.publish() or report.pushed
     report.commits = publisher.commits
+    report.seconds["git"] = publisher.seconds
+    log.info(
+        "release phases: check %.2f s, signing %.2f s, delivery %.2f s, git %.2f s",
+        *(report.seconds[phase] for phase in ("check", "signing", "delivery", "git")),
+    )
     return report
