@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
 
 from pki import Pki, make_pki
 
@@ -114,3 +117,22 @@ def repo(example_repo: Path, origin: Path, official_xsd: Path, monkeypatch: pyte
     git(example_repo, "remote", "add", "origin", str(origin))
     git(example_repo, "push", "-q", "origin", "main")
     return example_repo
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[webdriver.Chrome]:
+    chromium, driver = os.environ.get("ECOC_CHROMIUM"), os.environ.get("ECOC_CHROMEDRIVER")
+    if not (chromium and driver and Path(chromium).exists() and Path(driver).exists()):
+        message = "set ECOC_CHROMIUM and ECOC_CHROMEDRIVER to Chromium and its chromedriver (Debian chromium-driver)"
+        if os.environ.get("ECOC_REQUIRE_OFFICIAL") == "1":
+            pytest.fail(f"{message} (ECOC_REQUIRE_OFFICIAL=1 forbids skipping)")
+        pytest.skip(message)
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    session = webdriver.Chrome(service=Service(driver), options=options)
+    try:
+        yield session
+    finally:
+        session.quit()

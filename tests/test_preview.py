@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from lxml import etree
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from ecoc.cli import main
@@ -17,25 +14,6 @@ from test_check import OTHER_RECORD, RECORD, edit
 
 VIN = "XNHKH16S1TE100214"
 DATETIME = "2026-12-01T09:00:00+01:00"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[webdriver.Chrome]:
-    chromium, driver = os.environ.get("ECOC_CHROMIUM"), os.environ.get("ECOC_CHROMEDRIVER")
-    if not (chromium and driver and Path(chromium).exists() and Path(driver).exists()):
-        message = "set ECOC_CHROMIUM and ECOC_CHROMEDRIVER to Chromium and its chromedriver (Debian chromium-driver)"
-        if os.environ.get("ECOC_REQUIRE_OFFICIAL") == "1":
-            pytest.fail(f"{message} (ECOC_REQUIRE_OFFICIAL=1 forbids skipping)")
-        pytest.skip(message)
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(argument)
-    session = webdriver.Chrome(service=Service(driver), options=options)
-    try:
-        yield session
-    finally:
-        session.quit()
 
 
 def preview(repo: Path, out: Path, *args: str) -> int:

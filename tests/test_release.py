@@ -14,7 +14,7 @@ from lxml import etree
 from conftest import git
 from ecoc.cli import main
 from pki import Pki
-from simulators import NapSimulator
+from simulators import NapSimulator, VcaSimulator
 
 IVI = "{http://eu.ereg.initialvehicleinformation.v2}"
 VIN = "XNHKH16S1TE100214"
@@ -42,7 +42,7 @@ def log_of(repo: Path, ref: str = "HEAD") -> list[str]:
     return git(repo, "log", "--format=%s", ref).splitlines()
 
 
-def test_release_signs_delivers_and_commits_the_evidence(
+def test_release_commits_signs_and_delivers(
     repo: Path, seal: list[str], seal_pki: Pki, tmp_path: Path, origin: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     outbox = tmp_path / "outbox"
@@ -56,7 +56,9 @@ def test_release_signs_delivers_and_commits_the_evidence(
     manifest = json.loads((folder / "manifest.json").read_bytes())
     reference = manifest["reference_id"]
     assert (outbox / f"{reference}.xml").read_bytes() == certificate
-    assert manifest["vin"] == VIN and manifest["version"] == 1 and manifest["record"] == f"records/{VIN}.yaml"
+    assert manifest["vin"] == VIN
+    assert manifest["version"] == 1
+    assert manifest["record"] == f"records/{VIN}.yaml"
     assert manifest["digests"]["certificate"] == hashlib.sha256(certificate).hexdigest()
     assert manifest["source_commit"] == git(repo, "rev-parse", "HEAD~2").strip()
     assert manifest["signer"]["subject"].startswith("CN=Halvard Motors B.V. eCoC seal")
@@ -140,7 +142,7 @@ def findings_of(repo: Path, capsys: pytest.CaptureFixture[str]) -> list[dict[str
     return [f for f in json.loads(capsys.readouterr().out)["findings"] if f["severity"] == "error"]
 
 
-def test_changed_delivered_record_is_released_only_as_a_correction(
+def test_changed_record_is_released_as_a_correction(
     repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     outbox = tmp_path / "outbox"
@@ -192,9 +194,7 @@ def test_release_refuses_another_branch(
     assert "ecoc release runs on the main branch, and feature is checked out" in capsys.readouterr().err
 
 
-def test_push_that_loses_a_race_is_replayed_on_the_new_head(
-    repo: Path, seal: list[str], tmp_path: Path, origin: Path
-) -> None:
+def test_lost_push_race_is_replayed(repo: Path, seal: list[str], tmp_path: Path, origin: Path) -> None:
     other = tmp_path / "other"
     subprocess.run(["git", "clone", "-q", "-b", "main", str(origin), str(other)], check=True)
     (other / "README.txt").write_text("merged while the release ran\n", encoding="utf-8")
@@ -220,9 +220,9 @@ def test_release_without_transport_is_a_usage_error(
     assert "no transport for the certificates" in capsys.readouterr().err
 
 
-def configure_nap(repo: Path, nap: NapSimulator, **changes: object) -> None:
+def configure(repo: Path, service: NapSimulator | VcaSimulator, **changes: object) -> None:
     """Point release.* of ecoc.yaml at the simulator and commit it, as a release needs."""
-    settings = nap.settings(**changes).model_dump(mode="json", exclude_none=True)
+    settings = service.settings(**changes).model_dump(mode="json", exclude_none=True)
     with (repo / "ecoc.yaml").open("a", encoding="utf-8") as handle:
         handle.write("\nrelease: " + json.dumps(settings) + "\n")
     git(repo, "commit", "-q", "-am", "deliver to the NAP")
@@ -241,22 +241,26 @@ def nap(tmp_path: Path, seal_pki: Pki, official_xsd: Path) -> Iterator[NapSimula
 def test_release_delivers_to_a_nap_over_tls(
     repo: Path, seal: list[str], nap: NapSimulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    configure_nap(repo, nap)
+    configure(repo, nap)
     assert release_nap(repo, seal) == 0
     assert len(nap.accepted_ids) == RECORDS
     folder = repo / "signed" / VIN / "stage-1" / "v1"
     delivery = json.loads((folder / "delivery-1.json").read_bytes())
-    assert delivery["status"] == "accepted" and delivery["receipt_id"]
+    assert delivery["status"] == "accepted"
+    assert delivery["receipt_id"]
     receipt = (folder / delivery["receipt"]["file"]).read_bytes()
-    assert nap.received[-1].reference_id in {r.reference_id for r in nap.received}
-    assert delivery["receipt_id"].encode() in receipt
+    reference = json.loads((folder / "manifest.json").read_bytes())["reference_id"]
+    [received] = [entry for entry in nap.received if entry.reference_id == reference]
+    assert receipt == received.answer
+    assert received.document == (folder / "certificate.xml").read_bytes()
+    assert received.problems == []
     assert delivery["transport"] == "nap-soap"
 
 
-def test_rejected_delivery_stays_rejected_until_a_correction(
+def test_rejection_blocks_until_a_correction(
     repo: Path, seal: list[str], nap: NapSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    configure_nap(repo, nap)
+    configure(repo, nap)
     nap.scenario = "rejected"
     nap.reason = "ActualMass exceeds the technically permissible maximum laden mass"
     assert release_nap(repo, seal) == 1
@@ -287,10 +291,10 @@ def test_rejected_delivery_stays_rejected_until_a_correction(
 
 
 @pytest.mark.parametrize("scenario", ["server-error", "timeout", "malformed", "forbidden"])
-def test_failed_delivery_is_sent_again_by_the_next_release(
+def test_failed_delivery_is_sent_again(
     repo: Path, seal: list[str], nap: NapSimulator, capsys: pytest.CaptureFixture[str], scenario: str
 ) -> None:
-    configure_nap(repo, nap, read_timeout=0.5)
+    configure(repo, nap, read_timeout=0.5)
     nap.scenario = scenario
     assert release_nap(repo, seal, "--limit", "1") == 1
     out = capsys.readouterr().out
@@ -309,3 +313,43 @@ def test_failed_delivery_is_sent_again_by_the_next_release(
     assert attempts[1]["duplicate"] is (scenario == "timeout")
     reference = json.loads((folder / "manifest.json").read_bytes())["reference_id"]
     assert nap.accepted_ids.count(reference) == 1
+
+
+def test_release_delivers_to_the_vca_and_polls_the_status(
+    repo: Path,
+    seal: list[str],
+    seal_pki: Pki,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with VcaSimulator(tmp_path / "vca", trust=[seal_pki.root.certificate]) as vca:
+        monkeypatch.setenv(vca.secret_variable, vca.client_secret)
+        configure(repo, vca)
+        assert release_nap(repo, seal) == 0
+        assert len(vca.accepted_ids) == RECORDS
+        assert vca.tokens_issued == 1
+    folder = repo / "signed" / VIN / "stage-1" / "v1"
+    delivery = json.loads((folder / "delivery-1.json").read_bytes())
+    assert delivery["status"] == "accepted"
+    assert delivery["transport"] == "vca-rest"
+    receipt = json.loads((folder / delivery["receipt"]["file"]).read_bytes())
+    assert receipt["status"] == "Accepted"
+    captured = capsys.readouterr()
+    assert vca.client_secret not in captured.out + captured.err
+    assert vca.client_secret not in (repo / "signed" / "ledger.jsonl").read_text(encoding="utf-8")
+
+
+def test_evidence_is_never_rewritten(repo: Path, seal: list[str], tmp_path: Path) -> None:
+    outbox = tmp_path / "outbox"
+    assert release(repo, seal, outbox) == 0
+    before = {path: path.read_bytes() for path in (repo / "signed").rglob("*") if path.is_file()}
+    ledger_before = (repo / "signed" / "ledger.jsonl").read_bytes()
+    change_record(repo, b"ActualMass: 1478", b"ActualMass: 1482", reason="actual mass measured with the tow bar")
+    assert release(repo, seal, outbox) == 0
+    for path, data in before.items():
+        if path.name != "ledger.jsonl":
+            assert path.read_bytes() == data, f"{path} was rewritten"
+    ledger_after = (repo / "signed" / "ledger.jsonl").read_bytes()
+    assert ledger_after.startswith(ledger_before)
+    assert len(ledger(repo)) == 2 * RECORDS + 2

@@ -1,6 +1,6 @@
 """`ecoc release` killed at each step boundary, then run again: nothing is lost or sent twice.
 
-The release runs as its own process. A git hook stands in for the crash: it kills the process
+The release runs as its own process. A git hook plays the crash: it kills the process
 with SIGKILL at the chosen moment (when a commit is about to be recorded, right after one is,
 or while the remote receives a push), as a power cut or a cancelled runner would.
 """
@@ -110,7 +110,7 @@ def assert_complete(repo: Path, origin: Path, outbox: Path) -> None:
     ],
     ids=["after-signing", "after-the-signing-commit", "during-the-push", "after-delivery"],
 )
-def test_release_killed_at_a_step_boundary_completes_on_the_next_run(
+def test_killed_release_completes_on_rerun(
     repo: Path, origin: Path, seal: list[str], tmp_path: Path, where: str, name: str, condition: str
 ) -> None:
     outbox = tmp_path / "outbox"
@@ -130,7 +130,7 @@ def test_release_killed_at_a_step_boundary_completes_on_the_next_run(
     assert sum(1 for s in subjects if s.startswith("Sign ")) == 1
 
 
-def test_receipts_written_before_a_crash_are_kept(repo: Path, origin: Path, seal: list[str], tmp_path: Path) -> None:
+def test_crash_keeps_written_receipts(repo: Path, origin: Path, seal: list[str], tmp_path: Path) -> None:
     outbox = tmp_path / "outbox"
     pid_file = tmp_path / "release.pid"
     killer = hook(

@@ -32,6 +32,8 @@ from ecoc.report import format_json, format_text, summarize, summary_line
 # The model, the schema and the runner are imported where they are used, so that a check
 # whose inputs are unchanged (see ecoc.memo) starts without loading them.
 if TYPE_CHECKING:
+    from cryptography import x509
+
     from ecoc.check import ApprovalIndex
     from ecoc.config import Repository, SigningSettings
     from ecoc.formats import RecordChange, Report, RuleInfo
@@ -1090,7 +1092,7 @@ def verify(
             raise UsageError(f"--at {at_text}: not a date and time", "write it as 2026-12-04T10:00:00Z") from None
         if at.tzinfo is None:
             raise UsageError(f"--at {at_text}: the time has no time zone", "add an offset such as +01:00, or Z for UTC")
-    files = [path for given in paths for path in (sorted(given.rglob("*.xml")) if given.is_dir() else [given])]
+    files = [path for given in paths for path in (_signed_files(given) if given.is_dir() else [given])]
     if not anchors:
         raise UsageError("the --trust files contain no certificate", "pass PEM files with the trust anchors")
     verifier = Verifier(anchors, at, allow_weak)
@@ -1116,6 +1118,105 @@ def verify(
         click.echo(f"{path}: verified, signed by {verified.signer.subject.rfc4514_string()}{stamped}")
     click.echo(f"{len(files) - failed} of {_plural(len(files), 'file')} verified", err=True)
     return EXIT_FINDINGS if failed or not files else EXIT_CLEAN
+
+
+def _signed_files(folder: Path) -> list[Path]:
+    """The XML files below a folder, without the authorities' receipts kept in the evidence archive."""
+    return [path for path in sorted(folder.rglob("*.xml")) if not path.name.startswith("receipt-")]
+
+
+def _anchors(ctx: click.Context, trust: tuple[Path, ...]) -> list[x509.Certificate]:
+    from ecoc.signing import load_anchors
+
+    settings, root = _signing_settings(ctx)
+    if not trust and settings is not None:
+        trust = tuple(root / path for path in settings.trust)
+    if not trust:
+        raise UsageError("no trust anchors", "pass --trust PEM, or set signing.trust in ecoc.yaml")
+    anchors = load_anchors(list(trust))
+    if not anchors:
+        raise UsageError("the --trust files contain no certificate", "pass PEM files with the trust anchors")
+    return anchors
+
+
+@cli.command()
+@click.option("--vin", "vins", multiple=True, metavar="VIN", help="Audit only this vehicle's evidence; repeatable.")
+@click.option("--since", "since_text", metavar="DATE", help="Audit only evidence signed on or after DATE (ISO 8601).")
+@click.option(
+    "--trust",
+    "trust",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="PEM file of trust anchors; repeatable (default: signing.trust in ecoc.yaml).",
+)
+@click.option("--format", "format_", type=click.Choice(["text", "json", "html"]), default="text", show_default=True)
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="Write the report to this file.")
+@_jobs_option
+@click.pass_context
+def audit(
+    ctx: click.Context,
+    vins: tuple[str, ...],
+    since_text: str | None,
+    trust: tuple[Path, ...],
+    format_: str,
+    output: Path | None,
+    jobs: int | None,
+) -> int:
+    """Verify the evidence archive offline; exit 1 on any discrepancy.
+
+    Checks every signature and chain at its signing time, every manifest and receipt digest, the
+    ledger from its first line to its last, a receipt for each delivery, and that each signed
+    certificate, outside its signature, is the render of its record at the manifest's source commit.
+    """
+    from ecoc import audit as archive
+    from ecoc import gitinfo
+
+    repository = _repository(ctx)
+    anchors = _anchors(ctx, trust)
+    since = None
+    if since_text is not None:
+        try:
+            since = dt.datetime.fromisoformat(since_text.replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(
+                f"--since {since_text}: not a date", "write it as 2026-12-01 or 2026-12-01T09:00:00Z"
+            ) from None
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=dt.UTC)
+    if gitinfo.is_shallow(repository.root):
+        raise ConfigError(
+            f"{repository.root} is a shallow clone: the source commits of the evidence may be missing",
+            "fetch the full history first: git fetch --unshallow (or fetch-depth: 0 in actions/checkout)",
+        )
+    from ecoc.runner import default_jobs
+
+    report = archive.audit(repository.root, anchors, vins, since, jobs=jobs or default_jobs())
+    _emit(archive.format_report(report, format_, now_text(), repository.root), output)
+    return EXIT_FINDINGS if report.discrepancies else EXIT_CLEAN
+
+
+@cli.command()
+@click.argument("vin")
+@click.option(
+    "--format", "format_", type=click.Choice(["text", "json", "markdown", "html"]), default="text", show_default=True
+)
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="Write to this file, not stdout.")
+@click.pass_context
+def history(ctx: click.Context, vin: str, format_: str, output: Path | None) -> int:
+    """Print the timeline of one vehicle: every change of its data, rules and waivers, then its evidence."""
+    from ecoc import history as timeline
+
+    repository = _repository(ctx)
+    events = timeline.history(repository.root, vin)
+    if format_ == "html":
+        from ecoc.templating import render_page
+
+        text = render_page(repository.root, "history.html.j2", vin=vin, events=events, generated=now_text())
+    else:
+        writers = {"text": timeline.format_text, "json": timeline.format_json, "markdown": timeline.format_markdown}
+        text = writers[format_](vin, events)
+    _emit(text, output)
+    return EXIT_CLEAN
 
 
 STATUS_FORMATS = ("text", "markdown", "json", "html")

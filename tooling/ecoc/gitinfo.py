@@ -76,7 +76,10 @@ def _refusal(root: Path, completed: subprocess.CompletedProcess[bytes]) -> None:
             f"run: git config --global --add safe.directory {root}",
         )
     if "not a git repository" in stderr:
-        raise ConfigError(f"{root} is not a git repository", "--base needs the repository's git history")
+        raise ConfigError(
+            f"{root} is not a git repository",
+            "this command reads the repository's git history; run it in a clone of the repository",
+        )
 
 
 _SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
@@ -396,3 +399,36 @@ def own_commits(root: Path, upstream: str) -> list[tuple[str, dict[str, bytes], 
                 events.append(event)
         steps.append((message, files, events))
     return steps
+
+
+def commit_exists(root: Path, commit: str) -> bool:
+    """Whether the repository has this commit (a manifest names it; history may have been rewritten)."""
+    if not _SHA.fullmatch(commit):
+        return False
+    return _git(root, "cat-file", "-e", f"{commit}^{{commit}}").returncode == 0
+
+
+def is_shallow(root: Path) -> bool:
+    completed = _git(root, "rev-parse", "--is-shallow-repository")
+    _refusal(root, completed)
+    return _output(completed) == "true"
+
+
+def log_names(root: Path, paths: list[str]) -> bytes:
+    """One `git log -z --name-status` pass over the commits that changed `paths`, oldest first."""
+    completed = _git(
+        root,
+        "log",
+        "-z",
+        "--reverse",
+        "--no-renames",
+        "--name-status",
+        "--format=%x1e%H%x1f%P%x1f%an <%ae>%x1f%aI%x1f%B%x1f",
+        "HEAD",
+        "--",
+        *[f":(literal){path}" for path in paths],
+    )
+    _refusal(root, completed)
+    if completed.returncode != 0:
+        raise _failed("cannot read the history", completed, "check the repository (git log)")
+    return completed.stdout

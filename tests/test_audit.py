@@ -1,0 +1,222 @@
+"""`ecoc audit`: the evidence archive verified offline, and each way an insider could alter it found."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+
+from conftest import git
+from ecoc.cli import main
+from pki import Pki
+from test_release import RECORDS, VIN, release
+
+OTHER = "XNHKH16S8TE103871"
+
+
+@pytest.fixture
+def released(repo: Path, seal: list[str], tmp_path: Path, seal_pki: Pki) -> Path:
+    assert release(repo, seal, tmp_path / "outbox") == 0
+    (tmp_path / "root.pem").write_bytes(seal_pki.root.pem())
+    return repo
+
+
+def audit(repo: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, dict[str, object]]:
+    capsys.readouterr()
+    trust = repo.parent / "root.pem"
+    code = main(["--repo", str(repo), "audit", "--trust", str(trust), "--format", "json", *extra])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def located(report: dict[str, object]) -> list[tuple[str, str]]:
+    entries = report["entries"]
+    assert isinstance(entries, list)
+    problems = [*report["problems"], *(p for entry in entries for p in entry["problems"])]  # type: ignore[misc]
+    return sorted((str(p["file"]), str(p["check"])) for p in problems)
+
+
+def folder(vin: str) -> str:
+    return f"signed/{vin}/stage-1/v1"
+
+
+def test_untouched_archive_verifies(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = audit(released, capsys)
+    assert code == 0
+    assert report["discrepancies"] == 0
+    assert len(report["entries"]) == RECORDS  # type: ignore[arg-type]
+    assert report["ledger_lines"] == 2 * RECORDS
+
+
+def change_signed_bytes(repo: Path) -> None:
+    path = repo / folder(VIN) / "certificate.xml"
+    path.write_bytes(path.read_bytes().replace(b"<MaximumSpeed>178<", b"<MaximumSpeed>188<"))
+
+
+def edit_manifest(repo: Path) -> None:
+    path = repo / folder(VIN) / "manifest.json"
+    manifest = json.loads(path.read_bytes())
+    manifest["record"] = f"records/{OTHER}.yaml"
+    path.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+
+
+def ledger_lines(repo: Path, change: Callable[[list[bytes]], list[bytes]]) -> None:
+    path = repo / "signed" / "ledger.jsonl"
+    path.write_bytes(b"".join(line + b"\n" for line in change(path.read_bytes().splitlines())))
+
+
+def swap_receipts(repo: Path) -> None:
+    first, second = repo / folder(VIN) / "receipt-1.json", repo / folder(OTHER) / "receipt-1.json"
+    one, two = first.read_bytes(), second.read_bytes()
+    first.write_bytes(two)
+    second.write_bytes(one)
+
+
+def inserted_line(lines: list[bytes]) -> list[bytes]:
+    forged = json.loads(lines[3])
+    forged["vin"] = "XNHKH16S1TE999999"
+    return [*lines[:4], json.dumps(forged, sort_keys=True).encode(), *lines[4:]]
+
+
+@pytest.mark.parametrize(
+    ("tamper", "expected"),
+    [
+        (change_signed_bytes, (f"{folder(VIN)}/certificate.xml", "signature")),
+        (change_signed_bytes, (f"{folder(VIN)}/certificate.xml", "manifest")),
+        (change_signed_bytes, (f"{folder(VIN)}/certificate.xml", "ledger")),
+        (edit_manifest, (f"{folder(VIN)}/manifest.json", "ledger")),
+        (lambda repo: ledger_lines(repo, lambda lines: lines[:5] + lines[6:]), ("signed/ledger.jsonl:6", "ledger")),
+        (
+            lambda repo: ledger_lines(repo, lambda lines: [*lines[:2], lines[3], lines[2], *lines[4:]]),
+            ("signed/ledger.jsonl:3", "ledger"),
+        ),
+        (lambda repo: ledger_lines(repo, inserted_line), ("signed/ledger.jsonl:5", "ledger")),
+        (swap_receipts, (f"{folder(VIN)}/receipt-1.json", "receipt")),
+        (swap_receipts, (f"{folder(OTHER)}/receipt-1.json", "receipt")),
+        (
+            lambda repo: (repo / folder(VIN) / "delivery-1.json").unlink(),
+            (f"{folder(VIN)}/delivery-1.json", "ledger"),
+        ),
+        (
+            lambda repo: (repo / folder(VIN) / "extra.txt").write_text("added later\n"),
+            (f"{folder(VIN)}/extra.txt", "ledger"),
+        ),
+    ],
+    ids=[
+        "signed-bytes-signature",
+        "signed-bytes-manifest",
+        "signed-bytes-ledger",
+        "manifest",
+        "ledger-line-deleted",
+        "ledger-lines-reordered",
+        "ledger-line-inserted",
+        "receipts-swapped-first",
+        "receipts-swapped-second",
+        "delivery-deleted",
+        "file-added",
+    ],
+)
+def test_tampering_is_found_and_located(
+    released: Path,
+    capsys: pytest.CaptureFixture[str],
+    tamper: Callable[[Path], None],
+    expected: tuple[str, str],
+) -> None:
+    tamper(released)
+    code, report = audit(released, capsys)
+    assert code == 1
+    assert expected in located(report)
+
+
+def test_record_history_rewritten_after_signing_is_found(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = json.loads((released / folder(VIN) / "manifest.json").read_bytes())["source_commit"]
+    # Replace the whole history by one commit with the same files, and drop the old commits.
+    git(released, "checkout", "-q", "--orphan", "rewritten")
+    git(released, "commit", "-q", "-m", "history rewritten")
+    git(released, "branch", "-q", "-D", "main")
+    git(released, "branch", "-q", "-M", "main")
+    git(released, "remote", "remove", "origin")
+    git(released, "reflog", "expire", "--expire=now", "--all")
+    git(released, "gc", "-q", "--prune=now")
+    code, report = audit(released, capsys, "--vin", VIN)
+    assert code == 1
+    problems = report["entries"][0]["problems"]  # type: ignore[index]
+    assert [p["check"] for p in problems] == ["source"]
+    assert f"the source commit {source[:12]} is not in this repository" in problems[0]["message"]
+
+
+def test_record_changed_at_its_source_commit_is_found(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A forged manifest that names another commit, whose record differs from what was signed;
+    # the ledger would flag the manifest too, so the audit looks at the render on its own.
+    record = released / "records" / f"{VIN}.yaml"
+    record.write_bytes(record.read_bytes().replace(b"ActualMass: 1478", b"ActualMass: 1479"))
+    git(released, "commit", "-q", "-am", "change the mass after signing")
+    manifest_path = released / folder(VIN) / "manifest.json"
+    manifest = json.loads(manifest_path.read_bytes())
+    manifest["source_commit"] = git(released, "rev-parse", "HEAD").strip()
+    manifest_path.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    code, report = audit(released, capsys, "--vin", VIN)
+    assert code == 1
+    problems = report["entries"][0]["problems"]  # type: ignore[index]
+    source = [p for p in problems if p["check"] == "source"]
+    assert len(source) == 1
+    assert "ActualMass" in source[0]["message"]
+    assert source[0]["file"] == f"{folder(VIN)}/certificate.xml"
+
+
+def test_audit_of_some_vehicles_and_dates(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = audit(released, capsys, "--vin", VIN, "--vin", OTHER)
+    assert code == 0
+    assert sorted(entry["vin"] for entry in report["entries"]) == sorted([VIN, OTHER])  # type: ignore[union-attr]
+    code, report = audit(released, capsys, "--since", "2999-01-01")
+    assert code == 0
+    assert report["entries"] == []
+
+
+def test_audit_needs_the_full_history(released: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shallow = tmp_path / "shallow"
+    subprocess.run(
+        ["git", "clone", "-q", "--depth", "1", f"file://{released}", str(shallow)], check=True, capture_output=True
+    )
+    (tmp_path / "shallow-root.pem").write_bytes((released.parent / "root.pem").read_bytes())
+    code = main(["--repo", str(shallow), "audit", "--trust", str(released.parent / "root.pem")])
+    assert code == 3
+    assert "git fetch --unshallow" in capsys.readouterr().err
+
+
+def test_audit_report_as_html_and_text(
+    released: Path, capsys: pytest.CaptureFixture[str], browser: webdriver.Chrome
+) -> None:
+    change_signed_bytes(released)
+    trust = released.parent / "root.pem"
+    out = released.parent / "audit.html"
+    arguments = ["--repo", str(released), "audit", "--trust", str(trust), "--format", "html", "--output", str(out)]
+    assert main(arguments) == 1
+    browser.get(out.as_uri())
+    assert browser.find_element(By.ID, "verdict").text.endswith("discrepancies")
+    row = browser.find_element(By.ID, f"entry-{folder(VIN)}")
+    assert "signature:" in row.text
+    other = browser.find_element(By.ID, f"entry-{folder(OTHER)}")
+    assert other.text.endswith("verified")
+    capsys.readouterr()
+    assert main(["--repo", str(released), "audit", "--trust", str(trust)]) == 1
+    text = capsys.readouterr().out
+    assert f"{folder(VIN)}/certificate.xml: signature: " in text
+    assert text.rstrip().endswith("discrepancies")
+
+
+def test_parallel_audit_finds_the_same(
+    released: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    change_signed_bytes(released)
+    _, serial = audit(released, capsys, "-j", "1")
+    monkeypatch.setattr("ecoc.audit.PARALLEL_THRESHOLD", 0)
+    monkeypatch.setattr("ecoc.audit.CHUNK_SIZE", 5)
+    code, parallel = audit(released, capsys, "-j", "2")
+    assert code == 1
+    assert located(parallel) == located(serial)
+    assert [entry["folder"] for entry in parallel["entries"]] == [entry["folder"] for entry in serial["entries"]]  # type: ignore[union-attr]

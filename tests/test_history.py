@@ -1,0 +1,150 @@
+"""`ecoc history VIN`: a vehicle's timeline from one git log pass and the evidence ledger."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+
+from conftest import git
+from ecoc.cli import main
+from test_release import VIN, release
+
+
+def history(repo: Path, capsys: pytest.CaptureFixture[str], vin: str = VIN) -> list[dict[str, object]]:
+    capsys.readouterr()
+    assert main(["--repo", str(repo), "history", vin, "--format", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["vin"] == vin
+    return document["events"]  # type: ignore[no-any-return]
+
+
+def commit_as(repo: Path, author: str, message: str) -> None:
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(repo),
+            "-c",
+            f"user.name={author}",
+            "-c",
+            "user.email=people@halvard.invalid",
+            "commit",
+            "-q",
+            "-am",
+            message,
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_timeline_lists_changes_approvals_and_evidence(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = repo / "records" / f"{VIN}.yaml"
+    record.write_bytes(record.read_bytes().replace(b"ActualMass: 1478", b"ActualMass: 1480"))
+    commit_as(repo, "Ingrid Maas", "Weigh the vehicle again (#41)")
+    approval = repo / "approvals" / "e4-2018-858-04127-01.yaml"
+    approval.write_bytes(approval.read_bytes().replace(b"MaximumSpeed: 178", b"MaximumSpeed: 177", 1))
+    commit_as(repo, "Ruud Bakker", "Merge pull request #42 from halvard/top-speed\n\nCorrect the top speed")
+    assert release(repo, seal, tmp_path / "outbox") == 0
+    record.write_bytes(
+        record.read_bytes().replace(b"ActualMass: 1480", b"ActualMass: 1482")
+        + b"correction_reason: weighed with the tow bar fitted\n"
+    )
+    commit_as(repo, "Ingrid Maas", "Correct the actual mass (#43)")
+    assert release(repo, seal, tmp_path / "outbox") == 0
+
+    events = history(repo, capsys)
+    kinds = [event["kind"] for event in events]
+    assert kinds.count("record") == 3  # the first commit, and two changes
+    mass = [event for event in events if event["pull_request"] == 41]
+    assert len(mass) == 1
+    assert mass[0]["author"] == "Ingrid Maas <people@halvard.invalid>"
+    assert {
+        "file": f"records/{VIN}.yaml",
+        "path": "CocDataGroup.MassGroup.ActualMass",
+        "before": "1478",
+        "after": "1480",
+    } in mass[0]["changes"]  # type: ignore[operator]
+    speed = [event for event in events if event["pull_request"] == 42]
+    assert [event["kind"] for event in speed] == ["approval"]
+    assert any(change["before"] == "178" and change["after"] == "177" for change in speed[0]["changes"])  # type: ignore[union-attr]
+    evidence = [kind for kind in kinds if kind in ("signed", "delivered", "correction")]
+    assert evidence == ["signed", "delivered", "correction", "delivered"]
+    correction = next(event for event in events if event["kind"] == "correction")
+    assert "weighed with the tow bar fitted" in str(correction["summary"])
+
+    capsys.readouterr()
+    assert main(["--repo", str(repo), "history", VIN]) == 0
+    text = capsys.readouterr().out
+    assert f"records/{VIN}.yaml: CocDataGroup.MassGroup.ActualMass: 1480 -> 1482" in text
+    assert "(pull request #43)" in text
+    for format_ in ("markdown", "html"):
+        assert main(["--repo", str(repo), "history", VIN, "--format", format_]) == 0
+        assert "#42" in capsys.readouterr().out
+
+
+def test_record_with_an_unusual_file_name(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    unusual = f"records/{VIN}-Zoë «2CV» Ünïcode.yaml"
+    git(repo, "mv", f"records/{VIN}.yaml", unusual)
+    git(repo, "commit", "-q", "-m", "rename the record")
+    path = repo / unusual
+    path.write_bytes(path.read_bytes().replace(b"ActualMass: 1478", b"ActualMass: 1490"))
+    git(repo, "commit", "-q", "-am", "weigh again")
+    events = history(repo, capsys)
+    changes = [change for event in events for change in event["changes"]]  # type: ignore[attr-defined]
+    assert {"file": unusual, "path": "CocDataGroup.MassGroup.ActualMass", "before": "1478", "after": "1490"} in changes
+
+
+def test_shallow_clone_gets_the_fetch_hint(repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shallow = tmp_path / "shallow"
+    subprocess.run(
+        ["git", "clone", "-q", "--depth", "1", f"file://{repo}", str(shallow)], check=True, capture_output=True
+    )
+    assert main(["--repo", str(shallow), "history", VIN]) == 3
+    assert "git fetch --unshallow" in capsys.readouterr().err
+
+
+def test_text_that_is_not_a_vin_never_reaches_git(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--repo", str(repo), "history", "--", "--output=/tmp/x"]) == 2
+    assert "is not a VIN" in capsys.readouterr().err
+    assert main(["--repo", str(repo), "history", "XNHKH16S1TE999999"]) == 2
+    assert "no record holds VIN XNHKH16S1TE999999" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to give the folder away")
+def test_repository_of_another_owner_gets_the_safe_directory_hint(
+    repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(repo, other, symlinks=True)
+    subprocess.run(["chown", "-R", "65534:65534", str(other)], check=True)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    assert main(["--repo", str(other), "history", VIN]) == 3
+    err = capsys.readouterr().err
+    assert "safe.directory" in err
+
+
+def test_timeline_page_in_a_browser(repo: Path, tmp_path: Path, browser: webdriver.Chrome) -> None:
+    record = repo / "records" / f"{VIN}.yaml"
+    record.write_bytes(record.read_bytes().replace(b"ActualMass: 1478", b"ActualMass: 1480"))
+    commit_as(repo, "Ingrid Maas", "Weigh <the> vehicle again (#41)")
+    page = tmp_path / "history.html"
+    assert main(["--repo", str(repo), "history", VIN, "--format", "html", "--output", str(page)]) == 0
+    browser.get(page.as_uri())
+    rows = [row.text for row in browser.find_elements(By.CSS_SELECTOR, "tr.event")]
+    # The first commit adds the record, its approval and the rules; the second changes the record.
+    assert sorted(row.split()[1] for row in rows[:3]) == ["approval", "record", "rules"]
+    assert rows[-1].split()[1] == "record"
+    assert "#41" in rows[-1]
+    assert "Weigh <the> vehicle again" in rows[-1]
+    assert "CocDataGroup.MassGroup.ActualMass: 1478 → 1480" in rows[-1]

@@ -1,0 +1,458 @@
+"""`ecoc audit`: verify the evidence archive offline, entry by entry and as a whole.
+
+For each evidence folder the audit checks:
+
+- the manifest: readable, and naming the certificate's sha256 as it is;
+- the signature and the certificate chain, at the signing time (the RFC 3161 timestamp when the
+  signature has one, otherwise the signing time of the manifest);
+- each delivery result: its receipt file with the sha256 it names, the certificate it is about,
+  and a receipt for every accepted delivery;
+- the certificate outside its signature, byte for byte against a new render of the record at
+  the source commit the manifest names, with the header values the manifest gives.
+
+The ledger is checked from its first line to its last: each line must name the sha256 of the line
+before it, each file an event lists must still have its sha256, and every file of the archive
+must appear in the ledger. Nothing here needs a network.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from ecoc import gitinfo
+from ecoc.evidence import CERTIFICATE_NAME, EVIDENCE_FOLDER, LEDGER, LEDGER_START, sha256_hex
+from ecoc.files import MANIFEST_NAME
+
+SIGNATURE_START = b"<ds:Signature xmlns:ds="
+SIGNATURE_END = b"</ds:Signature>"
+
+
+@dataclass(frozen=True, slots=True)
+class Discrepancy:
+    """One thing in the archive that does not hold, with the file it is found in."""
+
+    file: str
+    check: str
+    message: str
+    vin: str | None = None
+
+
+@dataclass
+class EntryResult:
+    """The audit of one evidence folder."""
+
+    folder: str
+    vin: str | None
+    version: int | None
+    reference_id: str | None
+    signed_at: str | None
+    source_commit: str | None
+    delivery: str
+    signer: str | None = None
+    problems: list[Discrepancy] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class AuditReport:
+    entries: list[EntryResult] = field(default_factory=list)
+    ledger_lines: int = 0
+    # Problems of the archive as a whole: the ledger, files outside every event.
+    problems: list[Discrepancy] = field(default_factory=list)
+
+    @property
+    def discrepancies(self) -> list[Discrepancy]:
+        return [*self.problems, *(problem for entry in self.entries for problem in entry.problems)]
+
+
+def unsigned_bytes(signed: bytes) -> bytes | None:
+    """Return the document as it was before ecoc inserted its signature, or None when there is none."""
+    start = signed.rfind(SIGNATURE_START)
+    end = signed.rfind(SIGNATURE_END)
+    if start < 0 or end < start:
+        return None
+    return signed[:start] + signed[end + len(SIGNATURE_END) :]
+
+
+def _timestamp(text: str | None) -> dt.datetime | None:
+    if not text:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
+def check_ledger(root: Path, report: AuditReport) -> dict[str, dict[str, Any]]:
+    """Check the ledger's chain and the files its events list; return each listed file's last event."""
+    path = root / LEDGER
+    listed: dict[str, dict[str, Any]] = {}
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        if any((root / EVIDENCE_FOLDER).rglob(MANIFEST_NAME)):
+            report.problems.append(Discrepancy(LEDGER, "ledger", "the ledger is missing, but evidence exists"))
+        return listed
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    else:
+        report.problems.append(Discrepancy(LEDGER, "ledger", "the last line does not end with a line break"))
+    report.ledger_lines = len(lines)
+    previous = LEDGER_START
+    for number, line in enumerate(lines, start=1):
+        try:
+            event = json.loads(line)
+            assert isinstance(event, dict)
+        except (ValueError, AssertionError):
+            report.problems.append(Discrepancy(f"{LEDGER}:{number}", "ledger", "the line is not a JSON object"))
+            previous = sha256_hex(line)
+            continue
+        if event.get("prev") != previous:
+            report.problems.append(
+                Discrepancy(
+                    f"{LEDGER}:{number}",
+                    "ledger",
+                    "the line does not chain to the line before it: a line was deleted, inserted, reordered "
+                    "or changed at or before this one",
+                    event.get("vin"),
+                )
+            )
+        if event.get("seq") != number:
+            report.problems.append(
+                Discrepancy(
+                    f"{LEDGER}:{number}", "ledger", f"the line says it is number {event.get('seq')}", event.get("vin")
+                )
+            )
+        previous = sha256_hex(line)
+        files = event.get("files")
+        for name, digest in (files or {}).items() if isinstance(files, dict) else ():
+            listed[name] = {**event, "line": number, "digest": digest}
+    for name, event in listed.items():
+        target = root / name
+        if not target.is_file():
+            report.problems.append(
+                Discrepancy(name, "ledger", f"listed in ledger line {event['line']}, but missing", event.get("vin"))
+            )
+        elif sha256_hex(target.read_bytes()) != event["digest"]:
+            report.problems.append(
+                Discrepancy(
+                    name,
+                    "ledger",
+                    f"the file differs from the sha256 that ledger line {event['line']} gives for it",
+                    event.get("vin"),
+                )
+            )
+    for file in _archive_files(root):
+        if file not in listed:
+            report.problems.append(
+                Discrepancy(file, "ledger", "the file is in no ledger event: it was added outside a release")
+            )
+    return listed
+
+
+def _archive_files(root: Path) -> list[str]:
+    found = []
+    for folder, _, names in os.walk(root / EVIDENCE_FOLDER):
+        for name in names:
+            relative = (Path(folder) / name).relative_to(root).as_posix()
+            if relative != LEDGER:
+                found.append(relative)
+    return sorted(found)
+
+
+class Renderer:
+    """Renders records as they were at a commit, exporting each commit's sources once."""
+
+    def __init__(self, root: Path, workspace: Path) -> None:
+        self.root = root
+        self.workspace = workspace
+        self.exports: dict[str, Path] = {}
+        self.indexes: dict[str, Any] = {}
+        # Record files by (commit, path), read in one git call per commit.
+        self.records: dict[tuple[str, str], bytes] = {}
+
+    def prefetch(self, commit: str, paths: list[str]) -> None:
+        """Export the approvals at `commit` and read the record files, before worker processes fork."""
+        if commit not in self.exports:
+            folder = self.workspace / commit
+            folder.mkdir()
+            gitinfo.export(self.root, commit, ["approvals"], [], folder)
+            self.exports[commit] = folder
+        for path, data in gitinfo.read_at(self.root, commit, sorted(set(paths))).items():
+            self.records[(commit, path)] = data
+
+    def render(self, commit: str, record_path: str, manifest: dict[str, Any]) -> bytes:
+        from ecoc.check import load_approvals, resolve
+        from ecoc.files import list_yaml
+        from ecoc.ivi.render import render
+        from ecoc.model.effective import build_effective, set_issue
+        from ecoc.model.record import parse_record
+        from ecoc.yamlload import Source
+
+        if commit not in self.exports:
+            self.prefetch(commit, [record_path])
+        index = self.indexes.get(commit)
+        if index is None:
+            index = self.indexes[commit] = load_approvals(list_yaml(self.exports[commit], "approvals"))
+        data = self.records.get((commit, record_path))
+        if data is None:
+            raise LookupError(f"{record_path} does not exist at commit {commit[:12]}")
+        record = parse_record(data, Source(record_path), "")
+        resolved, _ = resolve(record, index)
+        if resolved is None:
+            raise LookupError(f"{record_path} at commit {commit[:12]} names no approval version that exists there")
+        approval, variant, version = resolved
+        effective, _ = build_effective(record, approval, variant, version, str(manifest["version_datetime"]))
+        set_issue(effective, int(manifest["version"]), str(manifest["reference_id"]), str(manifest["version_datetime"]))
+        return render(effective.header, effective.coc).data
+
+
+def _first_difference(left: bytes, right: bytes) -> str:
+    for number, (a, b) in enumerate(zip(left.splitlines(), right.splitlines(), strict=False), start=1):
+        if a != b:
+            shown = b.decode("utf-8", "replace").strip()[:120]
+            return f"line {number} reads {shown!r} in the signed document"
+    return "one of the two has more lines"
+
+
+def audit_entry(
+    root: Path,
+    folder: str,
+    manifest_data: bytes,
+    verifier: Any,
+    renderer: Renderer | None,
+    known_commits: dict[str, bool],
+) -> EntryResult:
+    from ecoc.signing import VerificationFailed, verify
+
+    manifest_path = f"{folder}/{MANIFEST_NAME}"
+    try:
+        manifest = json.loads(manifest_data)
+        assert isinstance(manifest, dict)
+    except (ValueError, AssertionError):
+        entry = EntryResult(folder, None, None, None, None, None, "unknown")
+        entry.problems.append(Discrepancy(manifest_path, "manifest", "the manifest is not a JSON object"))
+        return entry
+    vin = manifest.get("vin")
+    entry = EntryResult(
+        folder,
+        vin,
+        manifest.get("version"),
+        manifest.get("reference_id"),
+        manifest.get("signed_at"),
+        manifest.get("source_commit"),
+        "pending",
+        (manifest.get("signer") or {}).get("subject"),
+    )
+
+    def problem(file: str, check: str, message: str) -> None:
+        entry.problems.append(Discrepancy(file, check, message, vin))
+
+    certificate_path = f"{folder}/{CERTIFICATE_NAME}"
+    try:
+        signed = (root / certificate_path).read_bytes()
+    except OSError:
+        problem(certificate_path, "certificate", "the signed certificate is missing")
+        return entry
+    expected = (manifest.get("digests") or {}).get("certificate")
+    if sha256_hex(signed) != expected:
+        problem(certificate_path, "manifest", "the signed bytes differ from the sha256 the manifest gives")
+    verifier.at = _timestamp(entry.signed_at) or dt.datetime.now(dt.UTC)
+    try:
+        verified = verify(signed, verifier.anchors, None, False, verifier)
+    except VerificationFailed as exc:
+        problem(certificate_path, "signature", str(exc))
+        verified = None
+    if verified is not None:
+        header = verified.signed_xml.find("{http://eu.ereg.initialvehicleinformation.v2}Header")
+        reference = None
+        if header is not None:
+            reference = header.findtext("{http://eu.ereg.initialvehicleinformation.v2}IviReferenceId")
+        if reference != entry.reference_id:
+            problem(certificate_path, "manifest", f"the certificate carries IviReferenceId {reference}")
+        fingerprint = (manifest.get("signer") or {}).get("sha256")
+        from cryptography.hazmat.primitives import hashes
+
+        if fingerprint and verified.signer.fingerprint(hashes.SHA256()).hex() != fingerprint:
+            problem(certificate_path, "manifest", "the signing certificate is not the one the manifest names")
+    _audit_deliveries(root, folder, manifest, entry, problem)
+    commit = entry.source_commit
+    if renderer is not None and isinstance(commit, str):
+        if commit not in known_commits:
+            known_commits[commit] = gitinfo.commit_exists(root, commit)
+        if not known_commits[commit]:
+            problem(
+                manifest_path,
+                "source",
+                f"the source commit {commit[:12]} is not in this repository: its history was rewritten, or the "
+                "clone is shallow (git fetch --unshallow)",
+            )
+        else:
+            unsigned = unsigned_bytes(signed)
+            try:
+                rendered = renderer.render(commit, str(manifest.get("record")), manifest)
+            except (LookupError, KeyError, ValueError) as exc:
+                problem(manifest_path, "source", f"the record cannot be rendered at the source commit: {exc}")
+            else:
+                if unsigned != rendered:
+                    where = _first_difference(rendered, unsigned or b"")
+                    problem(
+                        certificate_path,
+                        "source",
+                        f"outside its signature, the certificate differs from {manifest.get('record')} rendered "
+                        f"at commit {commit[:12]}: {where}",
+                    )
+    return entry
+
+
+def _audit_deliveries(root: Path, folder: str, manifest: dict[str, Any], entry: EntryResult, problem: Any) -> None:
+    names = sorted(
+        (name for name in os.listdir(root / folder) if name.startswith("delivery-") and name.endswith(".json")),
+        key=lambda name: int(name[len("delivery-") : -len(".json")] or 0),
+    )
+    for name in names:
+        path = f"{folder}/{name}"
+        try:
+            attempt = json.loads((root / path).read_bytes())
+        except ValueError:
+            problem(path, "receipt", "the delivery result is not JSON")
+            continue
+        status = attempt.get("status")
+        if attempt.get("reference_id") not in (None, entry.reference_id):
+            problem(path, "receipt", f"the delivery result is about IviReferenceId {attempt.get('reference_id')}")
+        receipt = attempt.get("receipt")
+        if isinstance(receipt, dict):
+            receipt_path = f"{folder}/{receipt.get('file')}"
+            try:
+                data = (root / receipt_path).read_bytes()
+            except OSError:
+                problem(receipt_path, "receipt", "the receipt is missing")
+            else:
+                if sha256_hex(data) != receipt.get("sha256"):
+                    problem(receipt_path, "receipt", "the receipt differs from the sha256 its delivery result gives")
+                elif attempt.get("receipt_id") and str(attempt["receipt_id"]).encode() not in data:
+                    problem(receipt_path, "receipt", "the receipt does not name the receipt id of its result")
+        elif status in ("accepted", "rejected"):
+            problem(path, "receipt", f"the delivery was {status}, but no receipt was kept")
+        if status in ("accepted", "rejected") and entry.delivery == "pending":
+            entry.delivery = status
+
+
+# Set in the parent before worker processes fork, so that they inherit it.
+_WORKER: tuple[Path, Any, Renderer | None, dict[str, bool]] | None = None
+# Below this many entries, starting worker processes costs more than it saves.
+PARALLEL_THRESHOLD = 200
+CHUNK_SIZE = 50
+
+
+def _audit_chunk(chunk: list[tuple[str, bytes]]) -> list[EntryResult]:
+    assert _WORKER is not None
+    root, verifier, renderer, known_commits = _WORKER
+    return [audit_entry(root, folder, data, verifier, renderer, known_commits) for folder, data in chunk]
+
+
+def audit(
+    root: Path,
+    anchors: Sequence[x509.Certificate],
+    vins: Iterable[str] = (),
+    since: dt.datetime | None = None,
+    rerender: bool = True,
+    jobs: int = 1,
+) -> AuditReport:
+    """Audit the evidence archive below `root`, or the entries of some VINs signed since a time."""
+    import multiprocessing
+
+    from ecoc.signing import Verifier
+
+    global _WORKER
+    report = AuditReport()
+    check_ledger(root, report)
+    wanted = set(vins)
+    chosen: list[tuple[str, bytes]] = []
+    sources: dict[str, list[str]] = {}
+    for manifest in sorted((root / EVIDENCE_FOLDER).rglob(MANIFEST_NAME)):
+        data = manifest.read_bytes()
+        try:
+            peek = json.loads(data)
+            assert isinstance(peek, dict)
+        except (ValueError, AssertionError):
+            peek = {}
+        if wanted and peek.get("vin") not in wanted:
+            continue
+        signed_at = _timestamp(peek.get("signed_at"))
+        if since is not None and signed_at is not None and signed_at < since:
+            continue
+        chosen.append((manifest.parent.relative_to(root).as_posix(), data))
+        commit, record = peek.get("source_commit"), peek.get("record")
+        if isinstance(commit, str) and isinstance(record, str):
+            sources.setdefault(commit, []).append(record)
+    known_commits = {commit: gitinfo.commit_exists(root, commit) for commit in sources}
+    with tempfile.TemporaryDirectory(prefix="ecoc-audit-") as workspace:
+        renderer = Renderer(root, Path(workspace)) if rerender else None
+        if renderer is not None:
+            for commit, records in sources.items():
+                if known_commits[commit]:
+                    renderer.prefetch(commit, records)
+        _WORKER = (root, Verifier(anchors), renderer, known_commits)
+        chunks = [chosen[start : start + CHUNK_SIZE] for start in range(0, len(chosen), CHUNK_SIZE)]
+        try:
+            if jobs <= 1 or len(chosen) < PARALLEL_THRESHOLD:
+                for chunk in chunks:
+                    report.entries += _audit_chunk(chunk)
+            else:
+                with multiprocessing.get_context("fork").Pool(jobs) as pool:
+                    for results in pool.imap(_audit_chunk, chunks):
+                        report.entries += results
+        finally:
+            _WORKER = None
+    if wanted:
+        report.problems = [p for p in report.problems if p.vin is None or p.vin in wanted]
+    return report
+
+
+def format_report(report: AuditReport, format_: str, generated: str, root: Path) -> str:
+    """Format the audit as text (one line per discrepancy, then a summary), JSON or an HTML page."""
+    if format_ == "json":
+        document = {
+            "ledger_lines": report.ledger_lines,
+            "entries": [
+                {**asdict(entry), "ok": entry.ok, "problems": [asdict(problem) for problem in entry.problems]}
+                for entry in report.entries
+            ],
+            "problems": [asdict(problem) for problem in report.problems],
+            "discrepancies": len(report.discrepancies),
+        }
+        return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    if format_ == "html":
+        from ecoc.templating import render_page
+
+        entries = [{**asdict(entry), "ok": entry.ok, "problems_count": len(entry.problems)} for entry in report.entries]
+        return render_page(
+            root,
+            "audit.html.j2",
+            entries=entries,
+            problems=[asdict(problem) for problem in report.problems],
+            ledger_lines=report.ledger_lines,
+            generated=generated,
+        )
+    lines = [f"{problem.file}: {problem.check}: {problem.message}" for problem in report.discrepancies]
+    verified = sum(1 for entry in report.entries if entry.ok)
+    lines.append(
+        f"{verified} of {len(report.entries)} evidence entries verified, {report.ledger_lines} ledger lines; "
+        f"{len(report.discrepancies)} discrepancies"
+    )
+    return "\n".join(lines) + "\n"

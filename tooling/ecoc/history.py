@@ -1,0 +1,280 @@
+"""`ecoc history VIN`: the timeline of one vehicle, from git and the evidence archive.
+
+One `git log -z` pass lists every commit that changed the vehicle's record files, the approval
+files they name, the rule and waiver files, or the vehicle's evidence. For each change of a record
+or approval, the values before and after are compared key by key. The evidence events (signed,
+delivered, rejected, corrections) come from the ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ecoc import gitinfo
+from ecoc.errors import ConfigError, UsageError
+from ecoc.evidence import EVIDENCE_FOLDER, LEDGER
+
+# A squash merge ends its subject with (#123); a merge commit says "Merge pull request #123".
+_PULL_REQUEST = re.compile(r"\(#([0-9]+)\)\s*$|^Merge pull request #([0-9]+)")
+_VIN = re.compile(r"[A-HJ-NPR-Z0-9]{17}\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One value that a commit changed: its YAML path, and the value before and after (None when absent)."""
+
+    file: str
+    path: str
+    before: str | None
+    after: str | None
+
+
+@dataclass
+class Event:
+    """One entry of a vehicle's timeline."""
+
+    kind: str  # record, approval, rules, waivers, signed, delivered, rejected, delivery-failed, correction
+    date: str
+    summary: str
+    commit: str | None = None
+    author: str | None = None
+    pull_request: int | None = None
+    files: list[str] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    sha: str
+    parents: tuple[str, ...]
+    author: str
+    date: str
+    message: str
+    files: tuple[tuple[str, str], ...]
+
+    @property
+    def subject(self) -> str:
+        return self.message.split("\n", 1)[0]
+
+    @property
+    def pull_request(self) -> int | None:
+        match = _PULL_REQUEST.search(self.subject)
+        if match is None:
+            return None
+        return int(match.group(1) or match.group(2))
+
+
+def parse_log(output: bytes) -> Iterator[Commit]:
+    """Read `git log -z --name-status --format=%x1e%H%x1f%P%x1f%an <%ae>%x1f%aI%x1f%B%x1f`."""
+    for chunk in output.split(b"\x1e")[1:]:
+        parts = chunk.split(b"\x1f")
+        if len(parts) < 6:
+            continue
+        sha, parents, author, date, message = (part.decode("utf-8", "replace") for part in parts[:5])
+        names = b"\x1f".join(parts[5:]).strip(b"\0\n").split(b"\0")
+        files = tuple(
+            (names[i].decode("ascii", "replace"), names[i + 1].decode("utf-8", "surrogateescape"))
+            for i in range(0, len(names) - 1, 2)
+            if names[i]
+        )
+        yield Commit(sha, tuple(parents.split()), author, date, message.strip(), files)
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, str]:
+    """Flatten parsed YAML into YAML paths and the text of their values."""
+    out: dict[str, str] = {}
+    if isinstance(node, dict):
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            out.update(flatten(value, f"{prefix}[{index}]"))
+    elif node is not None:
+        out[prefix] = str(node)
+    return out
+
+
+def _plain(data: bytes | None) -> Any:
+    """Parse YAML into plain values, every scalar as its text (as ecoc reads it); None when unreadable."""
+    if data is None:
+        return None
+    from ecoc.yamlload import Mapping, Scalar, Sequence, Source, load_yaml
+
+    node, _ = load_yaml(data, Source("history"))
+
+    def plain(item: Any) -> Any:
+        if isinstance(item, Mapping):
+            return {key: plain(value) for key, value in item.items()}
+        if isinstance(item, Sequence):
+            return [plain(value) for value in item]
+        if isinstance(item, Scalar):
+            return item.text
+        return None
+
+    return plain(node)
+
+
+def value_changes(root: Path, commit: Commit, path: str, keep: Any = None) -> list[Change]:
+    """Compare a file at a commit with its first parent, value by value."""
+    after = gitinfo.read_at(root, commit.sha, [path]).get(path)
+    before = gitinfo.read_at(root, commit.parents[0], [path]).get(path) if commit.parents else None
+    old, new = flatten(_plain(before)), flatten(_plain(after))
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key) and (keep is None or keep(key)):
+            changes.append(Change(path, key, old.get(key), new.get(key)))
+    return changes
+
+
+def _record_files(root: Path, vin: str) -> set[str]:
+    """The record files that hold the VIN now, or that its evidence was signed from."""
+    files = set(gitinfo.grep_files(root, None, [f"vin: {vin}"], "records"))
+    for manifest in (root / EVIDENCE_FOLDER / vin).rglob("manifest.json"):
+        try:
+            files.add(str(json.loads(manifest.read_bytes())["record"]))
+        except (ValueError, KeyError, OSError):
+            continue
+    return files
+
+
+def history(root: Path, vin: str) -> list[Event]:
+    """Build the timeline of one vehicle, oldest first."""
+    if not _VIN.match(vin):
+        raise UsageError(f"{vin!r} is not a VIN", "give the 17 characters of the vehicle identification number")
+    if gitinfo.is_shallow(root):
+        raise ConfigError(
+            f"{root} is a shallow clone, so its history is incomplete",
+            "fetch the full history first: git fetch --unshallow (or fetch-depth: 0 in actions/checkout)",
+        )
+    records = _record_files(root, vin)
+    if not records:
+        raise UsageError(f"no record holds VIN {vin}, and signed/ has no evidence for it", "check the VIN")
+    approvals: dict[str, tuple[str | None, str | None]] = {}
+    from ecoc.check import load_approvals
+    from ecoc.files import list_yaml
+
+    index = load_approvals(list_yaml(root, "approvals"))
+    for record in records:
+        data = _plain((root / record).read_bytes()) if (root / record).is_file() else None
+        if isinstance(data, dict):
+            for path in index.paths_of(data.get("approval")):
+                approvals[path] = (data.get("variant"), data.get("version"))
+    paths = sorted(records) + sorted(approvals) + ["rules", f"{EVIDENCE_FOLDER}/{vin}"]
+    output = gitinfo.log_names(root, paths)
+    events: list[Event] = []
+    for commit in parse_log(output):
+        touched = [name for _, name in commit.files]
+        base = {"commit": commit.sha, "author": commit.author, "pull_request": commit.pull_request}
+        for name in touched:
+            if name in records:
+                changes = value_changes(root, commit, name)
+                events.append(
+                    Event("record", commit.date, commit.subject, files=[name], changes=changes, **base)  # type: ignore[arg-type]
+                )
+            elif name in approvals:
+                variant, version = approvals[name]
+                changes = value_changes(root, commit, name, keep=_within(variant, version))
+                if changes:
+                    events.append(
+                        Event("approval", commit.date, commit.subject, files=[name], changes=changes, **base)  # type: ignore[arg-type]
+                    )
+        rules = [name for name in touched if name.startswith("rules/")]
+        waivers = [name for name in rules if name.rsplit("/", 1)[-1].startswith("waivers")]
+        if waivers and any(vin.encode() in gitinfo.read_at(root, commit.sha, [w]).get(w, b"") for w in waivers):
+            events.append(Event("waivers", commit.date, commit.subject, files=waivers, **base))  # type: ignore[arg-type]
+        if [name for name in rules if name not in waivers]:
+            files = [name for name in rules if name not in waivers]
+            events.append(Event("rules", commit.date, commit.subject, files=files, **base))  # type: ignore[arg-type]
+    events.sort(key=lambda event: event.date)
+    events += _evidence_events(root, vin)
+    events.sort(key=lambda event: event.date)
+    return events
+
+
+def _within(variant: str | None, version: str | None) -> Any:
+    """Keep the paths of an approval that concern one variant and version."""
+
+    def keep(path: str) -> bool:
+        steps = path.split(".")
+        if steps[0] != "variants" or len(steps) < 2:
+            return True
+        if steps[1] != variant:
+            return False
+        return len(steps) < 4 or steps[2] != "versions" or steps[3] == version
+
+    return keep
+
+
+def _evidence_events(root: Path, vin: str) -> list[Event]:
+    events = []
+    try:
+        lines = (root / LEDGER).read_bytes().splitlines()
+    except FileNotFoundError:
+        return []
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("vin") != vin:
+            continue
+        version = event.get("version")
+        files = sorted(event.get("files") or {})
+        if event.get("event") == "signed":
+            kind = "signed" if version == 1 else "correction"
+            summary = f"IviVersionNumber {version} signed as IviReferenceId {event.get('reference_id')}"
+            manifest = root / str(event.get("folder")) / "manifest.json"
+            if kind == "correction" and manifest.is_file():
+                reason = json.loads(manifest.read_bytes()).get("correction_reason")
+                summary += f"; correction: {reason}"
+            events.append(Event(kind, str(event.get("at")), summary, files=files))
+        elif event.get("event") == "delivery":
+            status = event.get("status")
+            kind = {"accepted": "delivered", "rejected": "rejected"}.get(str(status), "delivery-failed")
+            message = ""
+            for name in files:
+                if name.rsplit("/", 1)[-1].startswith("delivery-") and (root / name).is_file():
+                    message = json.loads((root / name).read_bytes()).get("message", "")
+            events.append(Event(kind, str(event.get("at")), f"IviVersionNumber {version}: {message}", files=files))
+    return events
+
+
+def format_text(vin: str, events: list[Event]) -> str:
+    lines = [f"history of {vin}: {len(events)} event(s)"]
+    for event in events:
+        who = f" by {event.author}" if event.author else ""
+        commit = f" {event.commit[:12]}" if event.commit else ""
+        pull = f" (pull request #{event.pull_request})" if event.pull_request else ""
+        lines.append(f"{event.date}  {event.kind:<15}{commit}{who}{pull}: {event.summary}")
+        for change in event.changes:
+            lines.append(f"    {change.file}: {change.path}: {change.before!s} -> {change.after!s}")
+    return "\n".join(lines) + "\n"
+
+
+def format_json(vin: str, events: list[Event]) -> str:
+    return json.dumps({"vin": vin, "events": [asdict(event) for event in events]}, indent=2, ensure_ascii=False) + "\n"
+
+
+def format_markdown(vin: str, events: list[Event]) -> str:
+    from ecoc.formats import markdown_cell
+
+    lines = [
+        f"## History of {vin}",
+        "",
+        "| date | event | commit | author | pull request | what |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for event in events:
+        what = markdown_cell(event.summary)
+        if event.changes:
+            what += "<br>" + "<br>".join(markdown_cell(f"{c.path}: {c.before} → {c.after}") for c in event.changes)
+        lines.append(
+            f"| {event.date} | {event.kind} | {(event.commit or '')[:12]} | {markdown_cell(event.author or '')} | "
+            f"{'#' + str(event.pull_request) if event.pull_request else ''} | {what} |"
+        )
+    return "\n".join(lines) + "\n"
