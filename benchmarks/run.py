@@ -14,7 +14,9 @@ All measurements come from one run of this script, so their ratios compare like 
    bytes with `cryptography` alone, and verifying them against verifying with a pinned
    certificate;
 8. `ecoc release` of a fleet of 1,000 vehicles to the NAP simulator of the tests, a real HTTPS
-   server on 127.0.0.1, against `ecoc sign` of the same 1,000 rendered files in one command.
+   server on 127.0.0.1, against `ecoc sign` of the same 1,000 rendered files in one command;
+9. `ecoc audit` of the evidence of the whole fleet, against verifying the same signed files with
+   signxml and the certificate pinned, in-process.
 
 The fleets come from benchmarks/generate_fleet.py and are written to benchmarks/work/ (the
 larger one is deleted after use). XSD
@@ -86,6 +88,7 @@ SIGNED_MESSAGES = 1000
 TARGET_RELEASE_VS_SIGN = 0.5
 # Vehicles released in step 8.
 RELEASED_VEHICLES = 1000
+TARGET_AUDIT_VS_PINNED = 0.5
 
 PROFILE_ROWS = 8
 # ecoc functions whose cumulative time the profiles list, when they appear in the profile.
@@ -686,6 +689,76 @@ def measure_release(schema_path: Path | None, repeat: int) -> ReleaseResult | No
     return result
 
 
+@dataclass
+class AuditResult:
+    """Step 9: seconds for `ecoc audit` of `entries` evidence entries, and for verifying their signatures alone."""
+
+    entries: int
+    audit: Series
+    pinned: Series
+
+
+def measure_audit(fleet: Path, schema_path: Path | None, repeat: int) -> AuditResult | None:
+    """Release the fleet to an outbox (not timed), then audit its evidence against pinned verification."""
+    if schema_path is None:
+        log("audit: skipped, a release needs the official schema (ECOC_XSD)")
+        return None
+    from cryptography.hazmat.primitives import serialization
+    from signxml.verifier import XMLVerifier
+
+    root_ca, key, leaf = _test_seal()
+    result = AuditResult(0, Series(), Series())
+    with tempfile.TemporaryDirectory(prefix="ecoc-audit-") as folder:
+        work = Path(folder)
+        (work / "seal.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        (work / "seal.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+        (work / "root.pem").write_bytes(root_ca.public_bytes(serialization.Encoding.PEM))
+        repo = work / "repo"
+        shutil.copytree(fleet, repo)
+        _git(repo, "init", "-q", "-b", "main")
+        _git(repo, "add", "-A")
+        _git(repo, "commit", "-q", "-m", "fleet")
+        env = ecoc_environment(None, schema_path)
+        release = [
+            *ecoc_executable(),
+            "--repo",
+            str(repo),
+            "release",
+            "--transport",
+            "outbox",
+            "--outbox",
+            str(work / "outbox"),
+            "--key",
+            str(work / "seal.key"),
+            "--cert",
+            str(work / "seal.pem"),
+        ]
+        log("audit: releasing the fleet to an outbox to make its evidence")
+        run = run_command(release, PROJECT, env)
+        if run.exit_code != 0:
+            raise BenchmarkError(f"`ecoc release` of the fleet failed:\n{run.stderr.strip()[-2000:]}")
+        signed = [path.read_bytes() for path in sorted((repo / "signed").rglob("certificate.xml"))]
+        result.entries = len(signed)
+        leaf_pem = leaf.public_bytes(serialization.Encoding.PEM).decode("ascii")
+        audit = [*ecoc_executable(), "--repo", str(repo), "audit", "--trust", str(work / "root.pem")]
+        for _ in range(repeat):
+            gc.collect()
+            start = time.perf_counter()
+            for data in signed:
+                XMLVerifier().verify(data, x509_cert=leaf_pem)
+            result.pinned.values.append(time.perf_counter() - start)
+            run = run_command(audit, PROJECT, env)
+            if run.exit_code != 0:
+                raise BenchmarkError(f"`ecoc audit` found discrepancies or failed:\n{run.stderr.strip()[-2000:]}")
+            result.audit.values.append(run.wall)
+    log(f"audit of {result.entries}: {result.audit.median:.2f} s; pinned verification: {result.pinned.median:.2f} s")
+    return result
+
+
 def measure_startup(repeat: int) -> Series:
     """Time `ecoc --version`, which is interpreter start and ecoc's imports, the floor of every CLI run."""
     times = Series()
@@ -899,6 +972,7 @@ class Results:
     base: BaseResult | None = None
     signing: SigningResult | None = None
     release: ReleaseResult | None = None
+    audit: AuditResult | None = None
     profiles: list[Profile] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -938,6 +1012,7 @@ class Target:
                 "sign": "signing",
                 "verify": "verification",
                 "release": "the release",
+                "audit": "the audit",
             }[self.kind]
             return f"{missing:.0%} below the target; {subject} would have to be {self.goal / self.value:.2f}x as fast"
         if self.unit == "%":
@@ -1030,6 +1105,18 @@ def targets_of(results: Results) -> list[Target]:
                 "`ecoc sign` of the same files (throughput)",
                 results.release.sign_only.median / results.release.release.median,
                 TARGET_RELEASE_VS_SIGN,
+                True,
+                "x",
+            )
+        )
+    if results.audit is not None:
+        targets.append(
+            Target(
+                "audit",
+                f"`ecoc audit` of {results.audit.entries:,} evidence entries, against verifying their signatures "
+                "with the certificate pinned (throughput)",
+                results.audit.pinned.median / results.audit.audit.median,
+                TARGET_AUDIT_VS_PINNED,
                 True,
                 "x",
             )
@@ -1158,6 +1245,18 @@ def results_table(results: Results) -> list[str]:
             f"{format_rate(release.vehicles, release.release.median)} | (g) | "
             f"{release.sign_only.median / release.release.median:.2f}x | |"
         )
+    if results.audit is not None:
+        audit = results.audit
+        lines.append(
+            f"| (i) signxml verify of the {audit.entries:,} signed certificates, certificate pinned | "
+            f"{audit.pinned.median:.2f} s | {audit.pinned.spread()} | "
+            f"{format_rate(audit.entries, audit.pinned.median)} | | | |"
+        )
+        lines.append(
+            f"| (j) `ecoc audit` of the same {audit.entries:,} evidence entries | {audit.audit.median:.2f} s | "
+            f"{audit.audit.spread()} | {format_rate(audit.entries, audit.audit.median)} | (i) | "
+            f"{audit.pinned.median / audit.audit.median:.2f}x | |"
+        )
     for memory in results.memory:
         run = memory.run
         lines.append(
@@ -1242,6 +1341,12 @@ def method_lines(results: Results) -> list[str]:
         "XSD validation, signing, the evidence files, two commits and two pushes, and one HTTPS delivery "
         "per vehicle to the NAP simulator of the tests (tests/simulators.py, in the benchmark's process, "
         "with TLS client certificates), which checks each signature before it accepts.",
+        "- Audit: the timing fleet is committed to a new git repository and released once to an outbox "
+        "folder (not timed), which writes one evidence entry per record. (i) verifies each signed "
+        "certificate in-process with signxml, the certificate pinned, on one core. (j) runs `ecoc audit` "
+        "with the default jobs: the ledger chain and digests, every signature and chain at its signing "
+        "time, every manifest, delivery result and receipt, and a render of each record at its source "
+        "commit compared with the certificate.",
         "- Rules: cold `ecoc check -j 1` once more per repetition with the fleet's rules/ folder "
         "moved aside, so that no readiness rule runs; the share is the cold time with rules over "
         "the cold time without, minus one.",
@@ -1453,6 +1558,7 @@ def measure(options: argparse.Namespace) -> Results:
     base = measure_base(fleet, options.repeat, schema_path)
     signing = measure_signing(fleet, options.repeat)
     release = measure_release(schema_path, options.repeat)
+    audit = measure_audit(fleet, schema_path, options.repeat)
 
     results = Results(
         machine,
@@ -1471,6 +1577,7 @@ def measure(options: argparse.Namespace) -> Results:
         base,
         signing,
         release,
+        audit,
     )
     add_profiles(results, fleet, schema, schema_path)
     if options.memory_count:

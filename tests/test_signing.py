@@ -772,3 +772,16 @@ def test_many_files_sign_into_a_folder_or_not_at_all(
     assert code == 0
     assert main(["sign", *map(str, rendered[:2]), "--out", str(tmp_path / "one.xml"), *keys]) == 2
     assert "--out names one file" in capsys.readouterr().err
+
+
+def test_verified_chain_is_reused_only_within_its_validity(pki: Pki) -> None:
+    from ecoc.signing import VerificationFailed, Verifier
+
+    verifier = Verifier([pki.root.certificate])
+    certificates = [pki.signer.certificate, pki.intermediate.certificate]
+    assert verifier.chain(certificates, NOW)[0] == pki.intermediate.certificate
+    assert verifier.chain(certificates, NOW + 30 * DAY)[0] == pki.intermediate.certificate
+    with pytest.raises(VerificationFailed, match="expired"):
+        verifier.chain(certificates, NOW + 400 * DAY)
+    with pytest.raises(VerificationFailed, match="is not valid before"):
+        verifier.chain(certificates, NOW - 10 * DAY)

@@ -511,6 +511,8 @@ class Verifier:
         self.allow_weak = allow_weak
         # The chain, or the reason it fails, by the DER bytes of the certificates in KeyInfo and the time.
         self.chains: dict[tuple[bytes, ...], tuple[x509.Certificate, ...] | VerificationFailed] = {}
+        # Chains that verified, by the DER bytes of the certificates, with the period all their certificates are valid.
+        self.valid_chains: dict[tuple[bytes, ...], tuple[tuple[x509.Certificate, ...], dt.datetime, dt.datetime]] = {}
         # Whether the caller fixed the time; otherwise a signature timestamp decides it.
         self.fixed_time = at is not None
 
@@ -518,16 +520,23 @@ class Verifier:
         self, certificates: Sequence[x509.Certificate], at: dt.datetime | None = None
     ) -> tuple[x509.Certificate, ...]:
         moment = at or self.at
-        key = (
-            *(certificate.public_bytes(serialization.Encoding.DER) for certificate in certificates),
-            str(moment).encode(),
-        )
+        certificates_key = tuple(certificate.public_bytes(serialization.Encoding.DER) for certificate in certificates)
+        # A chain that holds at one moment holds at every moment all its certificates are valid.
+        valid = self.valid_chains.get(certificates_key)
+        if valid is not None and valid[1] <= moment <= valid[2]:
+            return valid[0]
+        key = (*certificates_key, str(moment).encode())
         known = self.chains.get(key)
         if known is None:
             try:
                 known = check_chain(certificates[0], certificates[1:], self.anchors, moment)
             except VerificationFailed as exc:
                 known = exc
+            else:
+                used = (certificates[0], *known)
+                start = max(certificate.not_valid_before_utc for certificate in used)
+                end = min(certificate.not_valid_after_utc for certificate in used)
+                self.valid_chains[certificates_key] = (known, start, end)
             self.chains[key] = known
         if isinstance(known, VerificationFailed):
             raise VerificationFailed(str(known))
