@@ -785,3 +785,23 @@ def test_verified_chain_is_reused_only_within_its_validity(pki: Pki) -> None:
         verifier.chain(certificates, NOW + 400 * DAY)
     with pytest.raises(VerificationFailed, match="is not valid before"):
         verifier.chain(certificates, NOW - 10 * DAY)
+
+
+def test_written_signature_matches_its_xml_serialisation(pki: Pki, unsigned: Path, tmp_path: Path) -> None:
+    _, out = sign(pki, unsigned, tmp_path)
+    signed = out.read_bytes()
+    start = signed.index(b"<ds:Signature ")
+    end = signed.index(b"</ds:Signature>") + len(b"</ds:Signature>")
+    signature = etree.fromstring(signed).find(f"{DS}Signature")
+    assert signature is not None
+    # The bytes ecoc writes are exactly lxml's serialisation of the element they parse into.
+    assert etree.tostring(etree.fromstring(signed[start:end])) == signed[start:end]
+    assert signed[:start] + signed[end:] == unsigned.read_bytes()
+    info = signature.find(f"{DS}SignedInfo")
+    assert info is not None
+    from ecoc.signing import RSA_SHA256, _plain_signed_info
+
+    digest = info.findtext(f"{DS}Reference/{DS}DigestValue")
+    assert digest is not None
+    canonical = etree.tostring(info, method="c14n", exclusive=True, with_comments=False)
+    assert canonical == _plain_signed_info(RSA_SHA256, digest, canonical=True).encode()

@@ -432,3 +432,24 @@ def log_names(root: Path, paths: list[str]) -> bytes:
     if completed.returncode != 0:
         raise _failed("cannot read the history", completed, "check the repository (git log)")
     return completed.stdout
+
+
+def read_many(root: Path, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
+    """Return the contents of (commit, path) pairs in one `git cat-file --batch` call; absent ones are left out."""
+    pairs = [(commit, path) for commit, path in wanted if "\n" not in path]
+    if not pairs:
+        return {}
+    request = "".join(f"{_sha(commit)}:{path}\n" for commit, path in pairs).encode("utf-8", "surrogateescape")
+    completed = _git(root, "cat-file", "--batch", stdin=request)
+    found: dict[tuple[str, str], bytes] = {}
+    output = completed.stdout
+    position = 0
+    for pair in pairs:
+        end = output.index(b"\n", position)
+        header = output[position:end].split()
+        position = end + 1
+        if len(header) == 3 and header[1] == b"blob":
+            size = int(header[2])
+            found[pair] = output[position : position + size]
+            position += size + 1
+    return found

@@ -119,10 +119,10 @@ def _plain(data: bytes | None) -> Any:
     return plain(node)
 
 
-def value_changes(root: Path, commit: Commit, path: str, keep: Any = None) -> list[Change]:
+def value_changes(contents: dict[tuple[str, str], bytes], commit: Commit, path: str, keep: Any = None) -> list[Change]:
     """Compare a file at a commit with its first parent, value by value."""
-    after = gitinfo.read_at(root, commit.sha, [path]).get(path)
-    before = gitinfo.read_at(root, commit.parents[0], [path]).get(path) if commit.parents else None
+    after = contents.get((commit.sha, path))
+    before = contents.get((commit.parents[0], path)) if commit.parents else None
     old, new = flatten(_plain(before)), flatten(_plain(after))
     changes = []
     for key in sorted(set(old) | set(new)):
@@ -165,27 +165,36 @@ def history(root: Path, vin: str) -> list[Event]:
             for path in index.paths_of(data.get("approval")):
                 approvals[path] = (data.get("variant"), data.get("version"))
     paths = sorted(records) + sorted(approvals) + ["rules", f"{EVIDENCE_FOLDER}/{vin}"]
-    output = gitinfo.log_names(root, paths)
+    commits = list(parse_log(gitinfo.log_names(root, paths)))
+    # Every version of every file the timeline compares or searches, read in one git call.
+    wanted = []
+    for commit in commits:
+        for _, name in commit.files:
+            if name in records or name in approvals or name.startswith("rules/"):
+                wanted.append((commit.sha, name))
+                if commit.parents and not name.startswith("rules/"):
+                    wanted.append((commit.parents[0], name))
+    contents = gitinfo.read_many(root, wanted)
     events: list[Event] = []
-    for commit in parse_log(output):
+    for commit in commits:
         touched = [name for _, name in commit.files]
         base = {"commit": commit.sha, "author": commit.author, "pull_request": commit.pull_request}
         for name in touched:
             if name in records:
-                changes = value_changes(root, commit, name)
+                changes = value_changes(contents, commit, name)
                 events.append(
                     Event("record", commit.date, commit.subject, files=[name], changes=changes, **base)  # type: ignore[arg-type]
                 )
             elif name in approvals:
                 variant, version = approvals[name]
-                changes = value_changes(root, commit, name, keep=_within(variant, version))
+                changes = value_changes(contents, commit, name, keep=_within(variant, version))
                 if changes:
                     events.append(
                         Event("approval", commit.date, commit.subject, files=[name], changes=changes, **base)  # type: ignore[arg-type]
                     )
         rules = [name for name in touched if name.startswith("rules/")]
         waivers = [name for name in rules if name.rsplit("/", 1)[-1].startswith("waivers")]
-        if waivers and any(vin.encode() in gitinfo.read_at(root, commit.sha, [w]).get(w, b"") for w in waivers):
+        if waivers and any(vin.encode() in contents.get((commit.sha, w), b"") for w in waivers):
             events.append(Event("waivers", commit.date, commit.subject, files=waivers, **base))  # type: ignore[arg-type]
         if [name for name in rules if name not in waivers]:
             files = [name for name in rules if name not in waivers]

@@ -144,6 +144,11 @@ class SigningKey:
         return tuple(c.public_bytes(serialization.Encoding.DER) for c in (self.certificate, *self.chain))
 
     @functools.cached_property
+    def base64_der(self) -> tuple[str, ...]:
+        """The certificates for KeyInfo as base64 text, the signing certificate first."""
+        return tuple(base64.b64encode(der).decode("ascii") for der in self.der)
+
+    @functools.cached_property
     def checked_chain(self) -> bool:
         """True once the certificate may sign and the chain issues it in order; InputError otherwise."""
         subject = self.certificate.subject.rfc4514_string()
@@ -221,6 +226,38 @@ def _check_seal(signing: SigningKey, at: dt.datetime) -> None:
             "sign with a current seal certificate",
         )
     signing.checked_chain  # noqa: B018 - checked once per key, raises InputError
+
+
+def _plain_signed_info(method: str, digest: str, canonical: bool) -> str:
+    """Return the SignedInfo of a plain XMLDSig signature as text: its exclusive canonical form, or as serialised.
+
+    The structure is fixed and holds no text that needs escaping (algorithm URIs and base64), so
+    both forms are written out directly; a test compares them with lxml's serialisation.
+    """
+
+    def empty(name: str, algorithm: str) -> str:
+        end = f"></ds:{name}>" if canonical else "/>"
+        return f'<ds:{name} Algorithm="{algorithm}"{end}'
+
+    opening = f'<ds:SignedInfo xmlns:ds="{DSIG}">' if canonical else "<ds:SignedInfo>"
+    return (
+        f"{opening}{empty('CanonicalizationMethod', EXC_C14N)}{empty('SignatureMethod', method)}"
+        f'<ds:Reference URI=""><ds:Transforms>{empty("Transform", ENVELOPED)}{empty("Transform", EXC_C14N)}'
+        f"</ds:Transforms>{empty('DigestMethod', SHA256)}<ds:DigestValue>{digest}</ds:DigestValue>"
+        "</ds:Reference></ds:SignedInfo>"
+    )
+
+
+def _plain_signature(signing: SigningKey, method: str, digest: str) -> bytes:
+    """Return a plain enveloped signature (no XAdES) as the bytes that go into the document."""
+    canonical = _plain_signed_info(method, digest, canonical=True).encode("ascii")
+    value = base64.b64encode(_signature_value(signing, canonical)).decode("ascii")
+    certificates = "".join(f"<ds:X509Certificate>{text}</ds:X509Certificate>" for text in signing.base64_der)
+    return (
+        f'<ds:Signature xmlns:ds="{DSIG}">{_plain_signed_info(method, digest, canonical=False)}'
+        f"<ds:SignatureValue>{value}</ds:SignatureValue><ds:KeyInfo><ds:X509Data>{certificates}"
+        "</ds:X509Data></ds:KeyInfo></ds:Signature>"
+    ).encode("ascii")
 
 
 def _der_length(size: int) -> bytes:
@@ -312,6 +349,15 @@ def sign(
         isinstance(signing.key, TokenKey) and signing.key.elliptic
     )
     method = ECDSA_SHA256 if elliptic else RSA_SHA256
+    # The document's own bytes stay as they are; the signature goes in before the root's end tag.
+    local = etree.QName(root).localname
+    name = (f"{root.prefix}:{local}" if root.prefix else local).encode("utf-8")
+    end = document.rfind(b"</")
+    utf8 = (root.getroottree().docinfo.encoding or "UTF-8").upper() in ("UTF-8", "UTF8")
+    in_place = utf8 and end >= 0 and document[end + 2 :].rstrip() == name + b">"
+    if not xades and in_place:
+        encoded = base64.b64encode(digest).decode("ascii")
+        return document[:end] + _plain_signature(signing, method, encoded) + document[end:]
     # Built apart from the document: exclusive canonicalisation gives the same SignedInfo either way.
     signature = etree.Element(_ds("Signature"), nsmap={"ds": DSIG})
     info = etree.SubElement(signature, _ds("SignedInfo"))
@@ -351,12 +397,7 @@ def sign(
         stamp = etree.SubElement(unsigned, _xades("SignatureTimeStamp"))
         etree.SubElement(stamp, _ds("CanonicalizationMethod"), Algorithm=EXC_C14N)
         etree.SubElement(stamp, _xades("EncapsulatedTimeStamp")).text = base64.b64encode(token).decode("ascii")
-    # The document's own bytes stay as they are; the signature goes in before the root's end tag.
-    local = etree.QName(root).localname
-    name = (f"{root.prefix}:{local}" if root.prefix else local).encode("utf-8")
-    end = document.rfind(b"</")
-    utf8 = (root.getroottree().docinfo.encoding or "UTF-8").upper() in ("UTF-8", "UTF8")
-    if utf8 and end >= 0 and document[end + 2 :].rstrip() == name + b">":
+    if in_place:
         return document[:end] + bytes(etree.tostring(signature)) + document[end:]
     root.append(signature)
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
