@@ -117,7 +117,7 @@ def test_text_that_is_not_a_vin_never_reaches_git(repo: Path, capsys: pytest.Cap
     assert main(["--repo", str(repo), "history", "--", "--output=/tmp/x"]) == 2
     assert "is not a VIN" in capsys.readouterr().err
     assert main(["--repo", str(repo), "history", "XNHKH16S1TE999999"]) == 2
-    assert "no record holds VIN XNHKH16S1TE999999" in capsys.readouterr().err
+    assert "VIN XNHKH16S1TE999999 not found" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to give the folder away")

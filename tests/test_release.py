@@ -353,3 +353,38 @@ def test_evidence_is_never_rewritten(repo: Path, seal: list[str], tmp_path: Path
     ledger_after = (repo / "signed" / "ledger.jsonl").read_bytes()
     assert ledger_after.startswith(ledger_before)
     assert len(ledger(repo)) == 2 * RECORDS + 2
+
+
+def test_release_keeps_unknown_files_in_signed(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert release(repo, seal, tmp_path / "outbox", "--limit", "1") == 0
+    stray = repo / "signed" / "notes.txt"
+    stray.write_text("auditor's working notes\n", encoding="utf-8")
+    head = git(repo, "rev-parse", "HEAD")
+    capsys.readouterr()
+    assert release(repo, seal, tmp_path / "outbox") == 3
+    err = capsys.readouterr().err
+    assert "signed/notes.txt (not a file the release writes)" in err
+    assert "move other files out of it" in err
+    assert stray.read_text(encoding="utf-8") == "auditor's working notes\n"
+    assert git(repo, "rev-parse", "HEAD") == head
+
+
+def test_release_keeps_edited_evidence_for_review(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert release(repo, seal, tmp_path / "outbox", "--limit", "1") == 0
+    manifest = next((repo / "signed").glob("*/stage-1/v1/manifest.json"))
+    edited = manifest.read_bytes().replace(b'"transport": "outbox"', b'"transport": "nap-soap"')
+    manifest.write_bytes(edited)
+    ledger_file = repo / "signed" / "ledger.jsonl"
+    ledger_file.write_bytes(ledger_file.read_bytes().splitlines(keepends=True)[0])
+    capsys.readouterr()
+    assert release(repo, seal, tmp_path / "outbox") == 3
+    err = capsys.readouterr().err
+    relative = manifest.relative_to(repo).as_posix()
+    assert f"{relative} (differs from its committed version)" in err
+    assert "signed/ledger.jsonl (lines changed or removed; the release only appends)" in err
+    assert manifest.read_bytes() == edited
+    assert len(ledger_file.read_bytes().splitlines()) == 1

@@ -10,8 +10,8 @@ For each evidence folder the audit checks:
 - the certificate outside its signature, byte for byte against a new render of the record at
   the source commit the manifest names, with the header values the manifest gives.
 
-The ledger is checked from its first line to its last: each line must name the sha256 of the line
-before it, each file an event lists must still have its sha256, and every file of the archive
+The ledger is checked from its first line to its last. Each line must name the sha256 of the line
+before it, and each file an event lists must still have its sha256. Every file of the archive
 must appear in the ledger. Nothing here needs a network.
 """
 
@@ -112,6 +112,7 @@ def check_ledger(root: Path, report: AuditReport) -> dict[str, dict[str, Any]]:
     else:
         report.problems.append(Discrepancy(LEDGER, "ledger", "the last line does not end with a line break"))
     report.ledger_lines = len(lines)
+
     previous = LEDGER_START
     for number, line in enumerate(lines, start=1):
         try:
@@ -141,6 +142,7 @@ def check_ledger(root: Path, report: AuditReport) -> dict[str, dict[str, Any]]:
         files = event.get("files")
         for name, digest in (files or {}).items() if isinstance(files, dict) else ():
             listed[name] = {**event, "line": number, "digest": digest}
+
     for name, event in listed.items():
         target = root / name
         if not target.is_file():
@@ -156,6 +158,7 @@ def check_ledger(root: Path, report: AuditReport) -> dict[str, dict[str, Any]]:
                     event.get("vin"),
                 )
             )
+
     for file in _archive_files(root):
         if file not in listed:
             report.problems.append(

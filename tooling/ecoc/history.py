@@ -19,7 +19,7 @@ from ecoc import gitinfo
 from ecoc.errors import ConfigError, UsageError
 from ecoc.evidence import EVIDENCE_FOLDER, LEDGER
 
-# A squash merge ends its subject with (#123); a merge commit says "Merge pull request #123".
+# A squash merge ends its subject with (#123), and a merge commit's subject is "Merge pull request #123 ...".
 _PULL_REQUEST = re.compile(r"\(#([0-9]+)\)\s*$|^Merge pull request #([0-9]+)")
 _VIN = re.compile(r"[A-HJ-NPR-Z0-9]{17}\Z")
 
@@ -132,7 +132,7 @@ def value_changes(contents: dict[tuple[str, str], bytes], commit: Commit, path: 
 
 
 def _record_files(root: Path, vin: str) -> set[str]:
-    """The record files that hold the VIN now, or that its evidence was signed from."""
+    """Return the record files that hold the VIN now, or that its evidence was signed from."""
     files = set(gitinfo.grep_files(root, None, [f"vin: {vin}"], "records"))
     for manifest in (root / EVIDENCE_FOLDER / vin).rglob("manifest.json"):
         try:
@@ -153,7 +153,9 @@ def history(root: Path, vin: str) -> list[Event]:
         )
     records = _record_files(root, vin)
     if not records:
-        raise UsageError(f"no record holds VIN {vin}, and signed/ has no evidence for it", "check the VIN")
+        raise UsageError(
+            f"VIN {vin} not found: no record holds it, and signed/ has no evidence for it", "check the VIN"
+        )
     approvals: dict[str, tuple[str | None, str | None]] = {}
     from ecoc.check import load_approvals
     from ecoc.files import list_yaml

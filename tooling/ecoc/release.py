@@ -26,6 +26,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -231,27 +232,80 @@ def _event(kind: str, entry: Evidence | Candidate, folder: str, files: list[str]
     }
 
 
+_OWN_FILE = re.compile(
+    rf"{EVIDENCE_FOLDER}/[^/]+/stage-[0-9]+/v[0-9]+/"
+    r"(?:certificate\.xml|manifest\.json|delivery-[0-9]+\.json|receipt-[0-9]+\.(?:json|xml|bin))\Z"
+)
+_OWN_PARTIAL = re.compile(rf"{EVIDENCE_FOLDER}/[^/]+/stage-[0-9]+/v[0-9]+/\.[^/]+\.partial\Z")
+
+
+def _own_ledger_tail(root: Path, committed: bytes | None) -> bool:
+    """Return whether the working ledger is the committed one plus lines a release appended."""
+    try:
+        data = (root / LEDGER).read_bytes()
+    except FileNotFoundError:
+        return committed is not None
+    if committed is not None and not data.startswith(committed):
+        return False
+    for line in data[len(committed or b"") :].split(b"\n"):
+        if not line:
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return False
+        if not isinstance(event, dict) or "seq" not in event or "prev" not in event:
+            return False
+    return True
+
+
+def _foreign_changes(root: Path, changed: list[str], in_head: set[str]) -> list[str]:
+    """List the changes below signed/ that no interrupted release can have made, each with its reason."""
+    foreign = []
+    for path in changed:
+        if path == LEDGER:
+            committed = gitinfo.read_at(root, "HEAD", [LEDGER]).get(LEDGER)
+            if not _own_ledger_tail(root, committed):
+                foreign.append(f"{path} (lines changed or removed; the release only appends)")
+        elif path in in_head:
+            if (root / path).exists():
+                foreign.append(f"{path} (differs from its committed version)")
+        elif not (_OWN_FILE.match(path) or _OWN_PARTIAL.match(path)):
+            foreign.append(f"{path} (not a file the release writes)")
+    return foreign
+
+
 def recover(repository: Repository, report: ReleaseReport) -> tuple[list[str], list[dict[str, object]]]:
     """Keep what an interrupted run received and remove what it signed but never committed.
 
-    Returns the recovered files (receipts, delivery results) with their ledger events, for the
-    next commit.
+    Only files the release itself writes are touched. Any other change below signed/ stops the
+    run before anything is removed, so no one's work is lost. Returns the recovered files
+    (receipts, delivery results) with their ledger events, for the next commit.
     """
     root = repository.root
     changed = gitinfo.uncommitted(root, (EVIDENCE_FOLDER,))
     if not changed:
         return [], []
+    in_head = gitinfo.tracked(root, changed)
+    foreign = _foreign_changes(root, changed, in_head)
+    if foreign:
+        listed = "\n  ".join(foreign[:10])
+        more = f"\n  and {len(foreign) - 10} more" if len(foreign) > 10 else ""
+        raise ConfigError(
+            f"{EVIDENCE_FOLDER}/ has changes the release did not make:\n  {listed}{more}",
+            f"only the release job writes {EVIDENCE_FOLDER}/: move other files out of it, and put back "
+            f"changed evidence with git checkout HEAD -- {EVIDENCE_FOLDER}",
+        )
     gitinfo.unstage(root, EVIDENCE_FOLDER)
     if LEDGER in changed:
         # Lines of a step that was not committed go; the step's events are written again.
-        if gitinfo.tracked(root, [LEDGER]):
+        if LEDGER in in_head:
             gitinfo.restore(root, [LEDGER])
         else:
             (root / LEDGER).unlink(missing_ok=True)
     committed_manifests = gitinfo.tracked(
         root, sorted({f"{path.rsplit('/', 1)[0]}/{MANIFEST_NAME}" for path in changed if "/" in path})
     )
-    in_head = gitinfo.tracked(root, changed)
     kept: dict[str, list[str]] = {}
     for path in changed:
         if path == LEDGER:
@@ -263,8 +317,8 @@ def recover(repository: Repository, report: ReleaseReport) -> tuple[list[str], l
             continue
         target = root / path
         if path in in_head:
+            # A committed evidence file that is missing comes back from git.
             gitinfo.restore(root, [path])
-            report.discarded.append(path)
         elif target.is_file():
             target.unlink()
             report.discarded.append(path)
