@@ -171,12 +171,17 @@ class _Server(http.server.ThreadingHTTPServer):
             _drain(connection)
             connection.close()
             return
-        with self.simulator.lock:
-            self.simulator.connections += 1
+        simulator = self.simulator
+        with simulator.lock:
+            simulator.connections += 1
+            simulator.open_connections += 1
+            simulator.peak_connections = max(simulator.peak_connections, simulator.open_connections)
         try:
             self.RequestHandlerClass(connection, client_address, self)
         finally:
             connection.close()
+            with simulator.lock:
+                simulator.open_connections -= 1
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that gave up (the timeout scenario) makes the late reply fail; anything else is a bug.
@@ -251,6 +256,9 @@ class _Simulator:
         self.received: list[Received] = []
         # TLS connections accepted, and the handshakes that failed (with the error).
         self.connections = 0
+        # Connections open now, and the most that were open at one time.
+        self.open_connections = 0
+        self.peak_connections = 0
         self.handshake_failures: list[str] = []
         # Tracebacks of handler errors: a test can assert that this stays empty.
         self.errors: list[str] = []

@@ -388,3 +388,28 @@ def test_release_keeps_edited_evidence_for_review(
     assert "signed/ledger.jsonl (lines changed or removed; the release only appends)" in err
     assert manifest.read_bytes() == edited
     assert len(ledger_file.read_bytes().splitlines()) == 1
+
+
+def test_release_delivers_over_parallel_connections(repo: Path, seal: list[str], nap: NapSimulator) -> None:
+    configure(repo, nap)
+    assert release_nap(repo, seal) == 0
+    assert len(nap.accepted_ids) == RECORDS
+    assert nap.peak_connections >= 2
+    assert nap.connections <= 4
+    states = [json.loads(path.read_bytes())["status"] for path in (repo / "signed").rglob("delivery-1.json")]
+    assert states == ["accepted"] * RECORDS
+    events = ledger(repo)
+    delivered = [event["vin"] for event in events if event["event"] == "delivery"]
+    signed = [event["vin"] for event in events if event["event"] == "signed"]
+    assert delivered == signed
+
+
+def test_one_connection_delivers_in_turn(repo: Path, seal: list[str], nap: NapSimulator) -> None:
+    settings = nap.settings().model_copy(update={"connections": 1}).model_dump(mode="json", exclude_none=True)
+    with (repo / "ecoc.yaml").open("a", encoding="utf-8") as handle:
+        handle.write("\nrelease: " + json.dumps(settings) + "\n")
+    git(repo, "commit", "-q", "-am", "deliver over one connection")
+    assert release_nap(repo, seal) == 0
+    assert len(nap.accepted_ids) == RECORDS
+    assert nap.connections == 1
+    assert nap.peak_connections == 1

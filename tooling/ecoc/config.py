@@ -125,6 +125,8 @@ class ReleaseSettings(pydantic.BaseModel):
     remote: Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Za-z0-9._][A-Za-z0-9._-]*$")] = "origin"
     # How often a push that lost a race to another push is tried again on the new head.
     push_attempts: int = pydantic.Field(5, ge=1, le=50)
+    # HTTPS connections that deliver at the same time; each sends one certificate at a time.
+    connections: int = pydantic.Field(4, ge=1, le=32)
 
 
 # Rules whose findings only inform (warnings and info); a repository may switch these off.
@@ -207,6 +209,12 @@ def open_repository(start: Path, explicit: bool = False) -> Repository:
         data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the file: {exc.strerror}") from None
+    return Repository(root, read_settings(data, root))
+
+
+def read_settings(data: bytes, root: Path) -> Settings:
+    """Parse the content of ecoc.yaml; raise ConfigError naming root/ecoc.yaml when it is invalid."""
+    path = root / CONFIG_NAME
     node, findings = load_yaml(data, Source(CONFIG_NAME))
     mapping, shape = require_mapping(node, CONFIG_NAME, CONFIG_NAME)
     findings += shape
@@ -223,4 +231,4 @@ def open_repository(start: Path, explicit: bool = False) -> Repository:
         raise ConfigError(
             f"{where}: invalid settings: {message}", first.hint if first else "see the README for the keys of ecoc.yaml"
         )
-    return Repository(root, settings)
+    return settings

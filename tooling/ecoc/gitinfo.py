@@ -284,10 +284,16 @@ def commit_files(root: Path, folder: str, message: str) -> str:
         raise _failed("cannot add the evidence to git", added, "check the repository (git status)")
     author = [] if _output(_git(root, "config", "user.email")) else ["-c", "user.name=ecoc release"]
     email = [] if author == [] else ["-c", "user.email=ecoc-release@localhost"]
+    # The release's commits start no background garbage collection, which would compete with the
+    # signing and delivery that follow. A CI clone is discarded after the job anyway.
     committed = _git(
         root,
         *author,
         *email,
+        "-c",
+        "gc.auto=0",
+        "-c",
+        "maintenance.auto=false",
         "commit",
         "--no-verify",
         "--quiet",

@@ -29,6 +29,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -463,34 +464,91 @@ def _opened(opener: Callable[[], Transport]) -> Iterator[Transport]:
         transport.close()
 
 
+def _sent(root: Path, folder: str, entry: Evidence | Candidate, transport: Transport) -> tuple[Delivery, str]:
+    signed = (root / folder / CERTIFICATE_NAME).read_bytes()
+    return transport.deliver(entry.reference_id or "", entry.vin, signed), _now()
+
+
+def _results(
+    root: Path, entries: list[tuple[str, Evidence | Candidate]], transport: Transport, connections: int
+) -> Iterator[tuple[int, Delivery, str]]:
+    """Yield (entry index, delivery result, time) as each result arrives, over up to `connections` at once."""
+    if connections <= 1 or len(entries) <= 1:
+        for index, (folder, entry) in enumerate(entries):
+            yield (index, *_sent(root, folder, entry, transport))
+        return
+
+    def send(index: int) -> tuple[int, Delivery, str]:
+        folder, entry = entries[index]
+        return (index, *_sent(root, folder, entry, transport))
+
+    failure: Exception | None = None
+    executor = ThreadPoolExecutor(max_workers=min(connections, len(entries)), thread_name_prefix="deliver")
+    try:
+        futures = [executor.submit(send, index) for index in range(len(entries))]
+        for future in as_completed(futures):
+            try:
+                result = future.result()
+            except CancelledError:
+                continue
+            except Exception as exc:
+                log.warning("delivery failed with %s: %s; sending no more certificates", type(exc).__name__, exc)
+                # Results of deliveries already under way are still written. Certificates not yet sent stay open.
+                if failure is None:
+                    failure = exc
+                    for waiting in futures:
+                        waiting.cancel()
+                continue
+            yield result
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+    if failure is not None:
+        raise failure
+
+
 def deliver(
-    root: Path, entries: list[tuple[str, Evidence | Candidate]], transport: Transport, report: ReleaseReport
+    root: Path,
+    entries: list[tuple[str, Evidence | Candidate]],
+    transport: Transport,
+    report: ReleaseReport,
+    connections: int = 1,
 ) -> tuple[list[str], list[dict[str, object]], list[str]]:
-    """Send each certificate and write its answer at once; return the files, ledger events and trailers."""
+    """Send each certificate and write its result the moment it arrives; return the files, ledger events and trailers.
+
+    With more than one connection, certificates go out in parallel. The events, trailers and
+    outcomes still follow the order of `entries`.
+    """
     files: list[str] = []
+    results: dict[int, tuple[Delivery, list[str]]] = {}
+    try:
+        for index, answer, at in _results(root, entries, transport, connections):
+            folder, entry = entries[index]
+            attempt = {
+                "status": answer.status,
+                "message": answer.message,
+                "receipt_id": answer.receipt_id,
+                "duplicate": answer.duplicate,
+                "transport": transport.name,
+                "reference_id": entry.reference_id,
+                "at": at,
+            }
+            written = write_attempt(root, folder, attempt, answer.receipt, answer.media_type)
+            files += written
+            results[index] = (answer, written)
+            log.info("%s v%d: %s: %s", entry.vin, entry.version, answer.status, answer.message)
+    finally:
+        report.outcomes += [
+            Outcome(entries[i][1].vin, entries[i][1].version, entries[i][1].reference_id or "", a.status, a.message)
+            for i, (a, _) in sorted(results.items())
+        ]
     events: list[dict[str, object]] = []
     trailers: list[str] = []
-    for folder, entry in entries:
-        signed = (root / folder / CERTIFICATE_NAME).read_bytes()
-        reference_id = entry.reference_id or ""
-        answer: Delivery = transport.deliver(reference_id, entry.vin, signed)
-        attempt = {
-            "status": answer.status,
-            "message": answer.message,
-            "receipt_id": answer.receipt_id,
-            "duplicate": answer.duplicate,
-            "transport": transport.name,
-            "reference_id": entry.reference_id,
-            "at": _now(),
-        }
-        written = write_attempt(root, folder, attempt, answer.receipt, answer.media_type)
-        files += written
+    for index, (answer, written) in sorted(results.items()):
+        folder, entry = entries[index]
         event = _event("delivery", entry, folder, written, root)
         event["status"] = answer.status
         events.append(event)
-        trailers.append(f"Ecoc-Delivery: {entry.vin} v{entry.version} {reference_id} {answer.status}")
-        report.outcomes.append(Outcome(entry.vin, entry.version, reference_id, answer.status, answer.message))
-        log.info("%s v%d: %s: %s", entry.vin, entry.version, answer.status, answer.message)
+        trailers.append(f"Ecoc-Delivery: {entry.vin} v{entry.version} {entry.reference_id or ''} {answer.status}")
     return files, events, trailers
 
 
@@ -606,7 +664,7 @@ def run_release(
         entries: list[tuple[str, Evidence | Candidate]] = [(entry.folder, entry) for entry in report.resend]
         entries += [(evidence_folder(c.vin, c.stage, c.version), c) for c in report.planned]
         start = time.perf_counter()
-        files, events, trailers = deliver(root, entries, transport, report)
+        files, events, trailers = deliver(root, entries, transport, report, repository.settings.release.connections)
         report.seconds["delivery"] = time.perf_counter() - start
     accepted = sum(1 for outcome in report.outcomes if outcome.status == "accepted")
     publisher.commit(files, events, f"Record {len(entries)} delivery result(s), {accepted} accepted", trailers)

@@ -10,8 +10,8 @@ Replies are hostile input: their size is capped, XML is parsed without DTDs or e
 text of a reply quoted in a message is shortened and stripped of control characters. Messages
 never contain a client secret, an access token, a key or a passphrase.
 
-A transport is meant for one thread; it keeps one HTTPS connection per server open between
-deliveries, because a release sends thousands of files.
+Several threads may deliver through one transport at the same time. Each thread keeps its own
+HTTPS connection per server open between deliveries, because a release sends thousands of files.
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ import secrets
 import socket
 import ssl
 import tempfile
+import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -256,6 +258,33 @@ _CLIENT_CERTIFICATE_ALERTS = {
     "CERTIFICATE_UNKNOWN": "the server could not use it",
     "ACCESS_DENIED": "the server denied access",
 }
+
+
+class _Connections:
+    """Keep-alive connections, one per thread and server, so that threads can deliver at the same time."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._opened: list[_Connection] = []
+
+    def get(self, key: tuple[str, int], opener: Callable[[], _Connection]) -> _Connection:
+        """Return this thread's connection to the server `key`, made with `opener` on first use."""
+        by_server: dict[tuple[str, int], _Connection] | None = getattr(self._local, "connections", None)
+        if by_server is None:
+            by_server = self._local.connections = {}
+        connection = by_server.get(key)
+        if connection is None:
+            connection = by_server[key] = opener()
+            with self._lock:
+                self._opened.append(connection)
+        return connection
+
+    def close(self) -> None:
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for connection in opened:
+            connection.close()
 
 
 class _Connection:
@@ -629,21 +658,25 @@ class NapTransport:
 
     def __init__(self, settings: NapSettings, context: ssl.SSLContext) -> None:
         self.settings = settings
-        host, port, self.target = _origin(settings.endpoint)
+        self.context = context
+        self.host, self.port, self.target = _origin(settings.endpoint)
         self.service = f"the NAP at {_display(settings.endpoint)}"
-        self.connection = _Connection(
-            host,
-            port,
-            context,
-            settings.connect_timeout,
-            settings.read_timeout,
+        self._connections = _Connections()
+
+    def close(self) -> None:
+        self._connections.close()
+
+    def _open(self) -> _Connection:
+        return _Connection(
+            self.host,
+            self.port,
+            self.context,
+            self.settings.connect_timeout,
+            self.settings.read_timeout,
             self.service,
             "release.nap.ca",
             "release.nap.client_cert",
         )
-
-    def close(self) -> None:
-        self.connection.close()
 
     def _nap(self, name: str) -> str:
         return f"{{{self.settings.namespace}}}{name}"
@@ -674,7 +707,8 @@ class NapTransport:
             "Accept": "text/xml",
         }
         try:
-            reply = self.connection.request("POST", self.target, body, headers)
+            connection = self._connections.get((self.host, self.port), self._open)
+            reply = connection.request("POST", self.target, body, headers)
             return self._judge(reference_id, reply)
         except _Failure as failure:
             return self._failed(reference_id, failure)
@@ -813,16 +847,16 @@ class VcaTransport:
         self._secrets = {client_secret}
         self._token: str | None = None
         self._renew_at: float | None = None
+        # Threads share the token: one of them fetches it while the others wait.
+        self._token_lock = threading.RLock()
         self.context = context
         self.service = f"the VCA at {_display(settings.base_url)}"
         self.token_service = f"the VCA token service at {_display(settings.token_url)}"
-        self._connections: dict[tuple[str, int], _Connection] = {}
+        self._connections = _Connections()
         self._submissions = settings.base_url.rstrip("/") + "/submissions"
 
     def close(self) -> None:
-        for connection in self._connections.values():
-            connection.close()
-        self._connections.clear()
+        self._connections.close()
 
     def deliver(self, reference_id: str, vin: str, signed: bytes) -> Delivery:
         try:
@@ -842,19 +876,21 @@ class VcaTransport:
         )
 
     def _redact(self, text: str) -> str:
-        for value in self._secrets:
+        with self._token_lock:
+            values = list(self._secrets)
+        for value in values:
             text = text.replace(value, "[redacted]")
         return text
 
     def _request(self, url: str, service: str, method: str, body: bytes | None, headers: dict[str, str]) -> _Reply:
         """Send a request on the kept-alive connection to the server of `url`."""
         host, port, target = _origin(url)
-        connection = self._connections.get((host, port))
-        if connection is None:
-            connection = _Connection(
+        connection = self._connections.get(
+            (host, port),
+            lambda: _Connection(
                 host, port, self.context, self.settings.timeout, self.settings.timeout, service, "release.vca.ca"
-            )
-            self._connections[(host, port)] = connection
+            ),
+        )
         # The token service and the API may share one server, and messages name the one asked.
         connection.service = service
         return connection.request(method, target, body, headers)
@@ -918,10 +954,18 @@ class VcaTransport:
                     f"release.vca.client_id, release.vca.scope and the secret in {self.settings.client_secret_env}"
                 )
             log.info("vca-rest: %s rejected the access token (HTTP 401); fetching a new one", self.service)
-            self._token = None
+            with self._token_lock:
+                # Another thread may have replaced the token already.
+                if self._token == token:
+                    self._token = None
         raise AssertionError("unreachable: the second attempt returns or raises")
 
     def _access_token(self) -> str:
+        with self._token_lock:
+            return self._fetch_token()
+
+    def _fetch_token(self) -> str:
+        """Return the kept token, or fetch a new one when there is none or it is about to expire."""
         if self._token is not None and (self._renew_at is None or time.monotonic() < self._renew_at):
             return self._token
         form = urllib.parse.urlencode(
