@@ -254,3 +254,71 @@ def test_first_commit_compares_with_an_empty_repository(tmp_path: Path, capsys: 
 def test_report_names_an_unknown_format(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--repo", str(example_repo), "check", "--report", "xml=out.xml"]) == 2
     assert "--report xml=out.xml: unknown format xml" in capsys.readouterr().err
+
+
+SLOW_RULE = (
+    "rules:\n"
+    "  - id: test.speed-below-175\n"
+    "    title: Slow vehicles only\n"
+    "    severity: error\n"
+    "{applies}"
+    "    when: has(coc.MaximumSpeed)\n"
+    "    check: coc.MaximumSpeed < 175.0\n"
+    "    message: maximum speed {{{{ coc.MaximumSpeed }}}} km/h\n"
+    "    path: CocDataGroup.MaximumSpeed\n"
+    "{doc}"
+    "    examples:\n"
+    "      pass: {{CocDataGroup: {{MaximumSpeed: 170}}}}\n"
+    "      fail: {{CocDataGroup: {{MaximumSpeed: 180}}}}\n"
+)
+ONE_APPROVAL = '    applies:\n      approval_number: "\\\\*04127\\\\*"\n'
+
+
+def test_rule_for_one_approval_checks_its_records(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rules = example_repo / "rules" / "extra.yaml"
+    rules.write_text(SLOW_RULE.format(applies=ONE_APPROVAL, doc=""), encoding="utf-8")
+    code, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    approval_records = [p for p in (example_repo / "records").glob("XNHKH16*.yaml")]
+    assert checked_files(document) == len(approval_records) == 4
+    changed = changes(document)
+    assert changed
+    assert all(Path(path).name.startswith("XNHKH16") for path in changed)
+    # The base is checked with its own rules, so the new rule's findings show as added.
+    assert all((c["before"], c["after"]) == ("ready", "blocked") for c in changed.values())
+    assert all([f["rule"] for f in c["added"]] == ["test.speed-below-175"] for c in changed.values())  # type: ignore[union-attr]
+    assert code == 1
+
+
+def test_rule_documentation_change_checks_no_record(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rules = example_repo / "rules" / "extra.yaml"
+    rules.write_text(SLOW_RULE.format(applies="", doc=""), encoding="utf-8")
+    commit(example_repo, "slow vehicles")
+    rules.write_text(
+        SLOW_RULE.format(applies="", doc="    doc: Fast vehicles need another approval.\n"), encoding="utf-8"
+    )
+    code, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    assert checked_files(document) == 0
+    assert changes(document) == {}
+    assert code == 0
+
+
+def test_rule_moved_to_another_file_checks_no_record(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (example_repo / "rules" / "extra.yaml").write_text(SLOW_RULE.format(applies="", doc=""), encoding="utf-8")
+    commit(example_repo, "slow vehicles")
+    (example_repo / "rules" / "extra.yaml").rename(example_repo / "rules" / "speed.yaml")
+    _, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    assert checked_files(document) == 0
+
+
+def test_owners_setting_change_checks_no_record(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, "ecoc.yaml", "@halvard-motors/homologation", "@halvard-motors/type-approval")
+    code, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    assert checked_files(document) == 0
+    assert code == 0
+
+
+def test_checked_setting_change_checks_every_record(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with (example_repo / "ecoc.yaml").open("a", encoding="utf-8") as handle:
+        handle.write("disable: [vin.check-digit]\n")
+    _, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    assert checked_files(document) == 12

@@ -1,9 +1,11 @@
 """`ecoc check --base REF`: check what a change touches, and compare readiness with the base.
 
 The records to check are the record files the change touches, every record of an approval file
-it touches, and the records that the VIN patterns of changed waivers name. A change to a rule
-file or to ecoc.yaml can concern any record, so it checks them all. The same selection is
-checked in a copy of the base taken from git, and each record's state and findings are
+it touches, and the records that the VIN patterns of changed waivers name. A changed rule
+concerns the records of the approvals its approval selectors (approval_number, frameworks)
+match, or every record when it has neither. A change to ecoc.yaml concerns every record unless
+it touches only settings that no check reads (owners, release, main_branch). The same selection
+is checked in a copy of the base taken from git, and each record's state and findings are
 compared, ignoring line numbers, which move with every edit.
 """
 
@@ -19,12 +21,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ecoc import gitinfo
-from ecoc.config import Repository, open_repository
+from ecoc.config import Repository, open_repository, read_settings
 from ecoc.errors import EcocError
 from ecoc.files import CONFIG_NAME, WAIVER_FILES, YAML_SUFFIXES
 from ecoc.findings import Finding
 from ecoc.formats import CheckedRecord, RecordChange, Report, affecting, state_of
 from ecoc.model.nodes import to_plain
+from ecoc.rules.catalogue import Catalogue, Rule, applies_to_approval, read_rules
 from ecoc.runner import CheckRun, RecordResult, RunOptions, run_check
 from ecoc.yamlload import Source, load_yaml
 
@@ -32,8 +35,10 @@ log = logging.getLogger(__name__)
 
 Sink = Callable[[RecordResult], None]
 
-# Folders and files whose change can concern every record.
-_EVERYTHING = ("rules/", CONFIG_NAME)
+# Settings of ecoc.yaml that no check reads: a change to them alone concerns no record.
+_UNCHECKED_SETTINGS = frozenset({"owners", "release", "main_branch"})
+# Keys of a rule left out when definitions are compared: examples and documentation change no finding.
+_UNCHECKED_RULE_KEYS = {"examples", "doc", "source"}
 _VIN_LINE = re.compile(rb"^vin:[ \t]*[\"']?([A-Za-z0-9]+)", re.MULTILINE)
 _NUMBER_LINE = re.compile(rb"^[ \t]*TypeApprovalNumber:[ \t]*[\"']?([^\"'\s#]+)", re.MULTILINE)
 
@@ -51,22 +56,29 @@ class Scope:
     approvals: tuple[str, ...]
     # The VINs of the changed records and the approval numbers of the changed approvals, on both sides.
     needles: tuple[str, ...]
-    # When only waivers changed: the VIN patterns of the waivers that differ.
+    # The VIN patterns of the waivers that differ.
     waived: tuple[str, ...] = ()
+    # Whether a rule file changed, so the base is checked with its own rules.
+    rules_changed: bool = False
 
 
 def scope_of(repository: Repository, base: str) -> Scope:
     root = repository.root
     commit = gitinfo.resolve_commit(root, base)
     changed = gitinfo.changed_files(root, commit)
-    everything = any(path == CONFIG_NAME or path.startswith(_EVERYTHING) for path in changed)
+    rule_files = [
+        p for p in changed if p.startswith("rules/") and p.endswith(YAML_SUFFIXES) and _name(p) not in WAIVER_FILES
+    ]
+    waiver_files = [p for p in changed if p.startswith("rules/") and _name(p) in WAIVER_FILES]
+    everything = CONFIG_NAME in changed and not _unchecked_settings_only(root, commit, changed)
     waived: tuple[str, ...] = ()
-    waiver_files = [p for p in changed if p.startswith("rules/") and p.rsplit("/", 1)[-1] in WAIVER_FILES]
-    if everything and CONFIG_NAME not in changed and len(waiver_files) == sum(p.startswith("rules/") for p in changed):
-        # Only waivers changed: they concern the records their VIN patterns name.
+    if waiver_files and not everything:
         patterns = _changed_waiver_patterns(root, commit, waiver_files, changed)
-        if patterns is not None:
-            everything, waived = False, patterns
+        everything, waived = (True, ()) if patterns is None else (False, patterns)
+    ruled: tuple[str, ...] = ()
+    if rule_files and not everything:
+        selected = _changed_rule_approvals(root, commit, rule_files, changed)
+        everything, ruled = (True, ()) if selected is None else (False, selected)
     records = tuple(p for p in changed if p.startswith("records/") and p.endswith(YAML_SUFFIXES))
     approvals = tuple(p for p in changed if p.startswith("approvals/") and p.endswith(YAML_SUFFIXES))
     before = gitinfo.read_at(root, commit, [p for p in (*records, *approvals) if changed[p] != "A"])
@@ -74,7 +86,70 @@ def scope_of(repository: Repository, base: str) -> Scope:
     vins = _needles([*(now[p] for p in records), *(before.get(p) for p in records)], _VIN_LINE)
     vins |= {_stem(path) for path in records}
     numbers = _needles([*(now[p] for p in approvals), *(before.get(p) for p in approvals)], _NUMBER_LINE)
-    return Scope(base, commit, changed, everything, records, approvals, tuple(sorted(vins | numbers)), waived)
+    needles = tuple(sorted(vins | numbers | set(ruled)))
+    return Scope(base, commit, changed, everything, records, approvals, needles, waived, bool(rule_files))
+
+
+def _name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def _unchecked_settings_only(root: Path, commit: str, changed: dict[str, str]) -> bool:
+    """Return whether the change to ecoc.yaml touches only settings that no check reads."""
+    if changed[CONFIG_NAME] != "M":
+        return False
+    before = gitinfo.read_at(root, commit, [CONFIG_NAME]).get(CONFIG_NAME)
+    now = gitinfo.read_working(root, CONFIG_NAME)
+    if before is None or now is None:
+        return False
+    try:
+        old = read_settings(before, root).model_dump(mode="json")
+        new = read_settings(now, root).model_dump(mode="json")
+    except EcocError:
+        return False
+    differing = {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
+    return differing <= _UNCHECKED_SETTINGS
+
+
+def _definitions(catalogue: Catalogue) -> dict[str, Rule]:
+    return {rule.id: rule for rule in catalogue.rules}
+
+
+def _same_definition(old: Rule | None, new: Rule | None) -> bool:
+    if old is None or new is None:
+        return old is new
+    return old.spec.model_dump(exclude=_UNCHECKED_RULE_KEYS) == new.spec.model_dump(exclude=_UNCHECKED_RULE_KEYS)
+
+
+def _changed_rule_approvals(
+    root: Path, commit: str, files: list[str], changed: dict[str, str]
+) -> tuple[str, ...] | None:
+    """Return the approval numbers that the rules changed in `files` can apply to.
+
+    None means any approval: a changed rule has no approval selector. A rule that moved to
+    another file unchanged is no change.
+    """
+    before = _definitions(read_rules(gitinfo.read_at(root, commit, [p for p in files if changed[p] != "A"])))
+    now_files = {path: data for path in files if (data := gitinfo.read_working(root, path)) is not None}
+    now = _definitions(read_rules(now_files))
+    rules = [
+        rule
+        for rule_id in sorted(before.keys() | now.keys())
+        if not _same_definition(before.get(rule_id), now.get(rule_id))
+        for rule in (before.get(rule_id), now.get(rule_id))
+        if rule is not None
+    ]
+    if any(not (rule.spec.applies.approval_number or rule.spec.applies.frameworks) for rule in rules):
+        return None
+    if not rules:
+        return ()
+    texts = [
+        gitinfo.read_working(root, path) for path in gitinfo.grep_files(root, None, ["TypeApprovalNumber"], "approvals")
+    ]
+    at_base = gitinfo.grep_files(root, commit, ["TypeApprovalNumber"], "approvals")
+    texts += list(gitinfo.read_at(root, commit, at_base).values())
+    numbers = _needles(texts, _NUMBER_LINE)
+    return tuple(sorted(number for number in numbers if any(applies_to_approval(rule, number) for rule in rules)))
 
 
 def _waiver_entries(text: bytes | None, source: str) -> list[str] | None:
@@ -252,7 +327,7 @@ def check_against_base(
         head = run_check(repository, _restricted(repository.root, scope, options, related), sink=here)
     with tempfile.TemporaryDirectory(prefix="ecoc-base-") as folder:
         try:
-            base_options = options if scope.everything else _same_rules(options, head)
+            base_options = options if scope.everything or scope.rules_changed else _same_rules(options, head)
             files = related_at_base(scope, related)
             base = _check_base(repository, scope, base_options, files, Path(folder), there)
         except EcocError as exc:

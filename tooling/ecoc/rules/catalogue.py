@@ -18,6 +18,7 @@ import pydantic
 
 from ecoc.files import WAIVER_FILES, digest, list_yaml
 from ecoc.findings import Finding, Severity
+from ecoc.identifiers import parse_approval_number
 from ecoc.model.nodes import require_mapping, validate_node
 from ecoc.rules.builtin import BUILTIN_RULES
 from ecoc.rules.celimport import cel
@@ -515,3 +516,22 @@ def load_catalogue(root: Any, folder: str = "rules") -> Catalogue:
         _load_file(data, Source(relative), catalogue, known)
     catalogue.digest = digest("\n".join(digests).encode())
     return catalogue
+
+
+def read_rules(files: dict[str, bytes]) -> Catalogue:
+    """Read and compile the rules of the given rule files (path to content), as `load_catalogue` reads a folder."""
+    catalogue = Catalogue()
+    known: dict[str, str] = {}
+    for relative, data in sorted(files.items()):
+        _load_file(data, Source(relative), catalogue, known)
+    return catalogue
+
+
+def applies_to_approval(rule: Rule, number: str) -> bool:
+    """Return whether `rule` may apply to records of the approval `number`, judged by its approval selectors alone."""
+    selectors = rule.spec.applies
+    if selectors.frameworks:
+        parsed = parse_approval_number(number)
+        if parsed is None or parsed.act not in selectors.frameworks:
+            return False
+    return not (selectors.approval_number and re.search(selectors.approval_number, number) is None)
