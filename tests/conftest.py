@@ -85,6 +85,8 @@ def example_repo(tmp_path: Path) -> Path:
     shutil.copytree(PROJECT / "approvals", root / "approvals")
     shutil.copytree(PROJECT / "records", root / "records")
     shutil.copytree(PROJECT / "rules", root / "rules")
+    (root / "signed").mkdir()
+    shutil.copy(PROJECT / "signed" / "README.md", root / "signed" / "README.md")
     git(root, "init", "-q")
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "example data")

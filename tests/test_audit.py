@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from collections.abc import Callable
@@ -141,7 +142,10 @@ def test_record_history_rewritten_after_signing_is_found(released: Path, capsys:
     git(released, "branch", "-q", "-M", "main")
     git(released, "remote", "remove", "origin")
     git(released, "reflog", "expire", "--expire=now", "--all")
-    git(released, "gc", "-q", "--prune=now")
+    # repack and prune do what gc --prune=now does, without gc's lock, which a background
+    # `git maintenance` started by an earlier command may still hold.
+    git(released, "repack", "-a", "-d", "-q")
+    git(released, "prune", "--expire=now")
     code, report = audit(released, capsys, "--vin", VIN)
     assert code == 1
     problems = report["entries"][0]["problems"]  # type: ignore[index]
@@ -220,3 +224,115 @@ def test_parallel_audit_finds_the_same(
     assert code == 1
     assert located(parallel) == located(serial)
     assert [entry["folder"] for entry in parallel["entries"]] == [entry["folder"] for entry in serial["entries"]]  # type: ignore[union-attr]
+
+
+def rechain(repo: Path) -> None:
+    """Rebuild the ledger's hash chain over the current files, as an insider with write access could."""
+    path = repo / "signed" / "ledger.jsonl"
+    previous = "0" * 64
+    out = []
+    for line in path.read_bytes().splitlines():
+        event = json.loads(line)
+        event["prev"] = previous
+        event["files"] = {
+            name: hashlib.sha256((repo / name).read_bytes()).hexdigest()
+            for name in event.get("files", {})
+            if (repo / name).is_file()
+        }
+        new = json.dumps(event, sort_keys=True).encode()
+        out.append(new + b"\n")
+        previous = hashlib.sha256(new).hexdigest()
+    path.write_bytes(b"".join(out))
+
+
+def test_archive_readme_is_no_discrepancy(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (released / "signed" / "README.md").is_file()
+    code, report = audit(released, capsys)
+    assert code == 0
+    assert report["discrepancies"] == 0
+
+
+def test_truncated_ledger_is_found_in_history(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ledger_lines(released, lambda lines: lines[:-2])
+    git(released, "commit", "-q", "-am", "tidy the ledger")
+    code, report = audit(released, capsys)
+    assert code == 1
+    kept = 2 * RECORDS - 2
+    assert (f"signed/ledger.jsonl:{kept + 1}", "history") in located(report)
+
+
+def test_rebuilt_chain_still_shows_the_edit(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    delivery = released / folder(VIN) / "delivery-1.json"
+    result = json.loads(delivery.read_bytes())
+    result["status"] = "rejected"
+    delivery.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    rechain(released)
+    git(released, "commit", "-q", "-am", "correct a delivery result")
+    code, report = audit(released, capsys)
+    assert code == 1
+    where = located(report)
+    assert (f"{folder(VIN)}/delivery-1.json", "history") in where
+    assert any(file.startswith("signed/ledger.jsonl:") and check == "history" for file, check in where)
+    [problem] = [p for p in report["problems"] if p["file"] == f"{folder(VIN)}/delivery-1.json"]  # type: ignore[union-attr]
+    assert "changed this file after it was committed" in problem["message"]
+
+
+def test_deleted_evidence_is_found_in_history(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for path in sorted((released / folder(VIN)).iterdir()):
+        path.unlink()
+    ledger_lines(released, lambda lines: [line for line in lines if VIN.encode() not in line])
+    rechain(released)
+    git(released, "commit", "-q", "-am", "remove a vehicle")
+    code, report = audit(released, capsys)
+    assert code == 1
+    assert (f"{folder(VIN)}/certificate.xml", "history") in located(report)
+
+
+def test_swapped_evidence_folders_are_found(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first, second = released / folder(VIN), released / folder(OTHER)
+    first.rename(released / "swap")
+    second.rename(first)
+    (released / "swap").rename(second)
+    code, report = audit(released, capsys)
+    assert code == 1
+    assert (f"{folder(VIN)}/manifest.json", "manifest") in located(report)
+    [entry] = [e for e in report["entries"] if e["folder"] == folder(VIN)]  # type: ignore[union-attr]
+    assert f"the manifest is about {OTHER} stage 1 version 1" in entry["problems"][0]["message"]
+
+
+def test_manifest_signer_edit_is_found(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = released / folder(VIN) / "manifest.json"
+    manifest = json.loads(path.read_bytes())
+    manifest["signer"]["subject"] = "CN=Someone Else"
+    path.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    code, report = audit(released, capsys, "--vin", VIN)
+    assert code == 1
+    messages = [p["message"] for p in report["entries"][0]["problems"]]  # type: ignore[index]
+    assert any(m.startswith("the manifest names signer CN=Someone Else, but CN=Halvard Motors") for m in messages)
+
+
+def test_manifest_record_digest_edit_is_found(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = released / folder(VIN) / "manifest.json"
+    manifest = json.loads(path.read_bytes())
+    manifest["digests"]["record"] = "0" * 64
+    path.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    code, report = audit(released, capsys, "--vin", VIN)
+    assert code == 1
+    messages = [p["message"] for p in report["entries"][0]["problems"]]  # type: ignore[index]
+    assert f"the record sha256 differs from records/{VIN}.yaml at commit" in " ".join(messages)
+
+
+def test_audit_of_a_vin_without_evidence(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = audit(released, capsys, "--vin", "XNHKH16S1TE100299")
+    assert code == 1
+    assert report["problems"][0]["message"] == "XNHKH16S1TE100299 has no evidence in signed/"  # type: ignore[index]
+    capsys.readouterr()
+    assert main(["--repo", str(released), "audit", "--vin", "nonsense"]) == 2
+    assert "--vin 'nonsense' is not a VIN" in capsys.readouterr().err
+
+
+def test_one_deleted_ledger_line_is_one_numbering_problem(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ledger_lines(released, lambda lines: lines[:5] + lines[6:])
+    _, report = audit(released, capsys)
+    numbering = [p for p in report["problems"] if "says it is number" in p["message"]]  # type: ignore[union-attr]
+    assert len(numbering) == 1

@@ -119,7 +119,19 @@ def test_preview_needs_an_empty_folder(example_repo: Path, tmp_path: Path, capsy
 
 
 def test_rule_change_previews_every_record(example_repo: Path, tmp_path: Path) -> None:
-    (example_repo / "rules" / "more.yaml").write_text("rules: []\n", encoding="utf-8")
+    (example_repo / "rules" / "more.yaml").write_text(
+        "rules:\n"
+        "  - id: test.speed-below-250\n"
+        "    title: Speed below 250 km/h\n"
+        "    severity: info\n"
+        "    check: coc.MaximumSpeed < 250.0\n"
+        "    message: maximum speed {{ coc.MaximumSpeed }} km/h\n"
+        "    path: CocDataGroup.MaximumSpeed\n"
+        "    examples:\n"
+        "      pass: {CocDataGroup: {MaximumSpeed: 170}}\n"
+        "      fail: {CocDataGroup: {MaximumSpeed: 260}}\n",
+        encoding="utf-8",
+    )
     out = tmp_path / "preview"
     assert preview(example_repo, out) == 0
     pages = sorted((out / "records").glob("*.html"))

@@ -12,7 +12,9 @@ For each evidence folder the audit checks:
 
 The ledger is checked from its first line to its last. Each line must name the sha256 of the line
 before it, and each file an event lists must still have its sha256. Every file of the archive
-must appear in the ledger. Nothing here needs a network.
+must appear in the ledger. Git history shows whether any commit ever changed or deleted a file
+of the archive, or took lines out of the ledger: a chain rebuilt after such an edit still holds,
+but the history keeps the edit. Nothing here needs a network.
 """
 
 from __future__ import annotations
@@ -29,7 +31,15 @@ from typing import Any
 from cryptography import x509
 
 from ecoc import gitinfo
-from ecoc.evidence import CERTIFICATE_NAME, EVIDENCE_FOLDER, LEDGER, LEDGER_START, sha256_hex
+from ecoc.evidence import (
+    ARCHIVE_NOTES,
+    CERTIFICATE_NAME,
+    EVIDENCE_FOLDER,
+    LEDGER,
+    LEDGER_START,
+    evidence_folder,
+    sha256_hex,
+)
 from ecoc.files import MANIFEST_NAME
 
 SIGNATURE_START = b"<ds:Signature xmlns:ds="
@@ -114,6 +124,8 @@ def check_ledger(root: Path, report: AuditReport) -> dict[str, dict[str, Any]]:
     report.ledger_lines = len(lines)
 
     previous = LEDGER_START
+    # A deleted or inserted line shifts the numbers of every later line, so only the shift is reported.
+    offset = 0
     for number, line in enumerate(lines, start=1):
         try:
             event = json.loads(line)
@@ -132,12 +144,13 @@ def check_ledger(root: Path, report: AuditReport) -> dict[str, dict[str, Any]]:
                     event.get("vin"),
                 )
             )
-        if event.get("seq") != number:
+        sequence = event.get("seq")
+        shift = sequence - number if isinstance(sequence, int) and not isinstance(sequence, bool) else None
+        if shift != offset:
             report.problems.append(
-                Discrepancy(
-                    f"{LEDGER}:{number}", "ledger", f"the line says it is number {event.get('seq')}", event.get("vin")
-                )
+                Discrepancy(f"{LEDGER}:{number}", "ledger", f"the line says it is number {sequence}", event.get("vin"))
             )
+            offset = shift if shift is not None else offset
         previous = sha256_hex(line)
         files = event.get("files")
         for name, digest in (files or {}).items() if isinstance(files, dict) else ():
@@ -172,9 +185,63 @@ def _archive_files(root: Path) -> list[str]:
     for folder, _, names in os.walk(root / EVIDENCE_FOLDER):
         for name in names:
             relative = (Path(folder) / name).relative_to(root).as_posix()
-            if relative != LEDGER:
+            if relative != LEDGER and relative not in ARCHIVE_NOTES:
                 found.append(relative)
     return sorted(found)
+
+
+def _vin_of(path: str) -> str | None:
+    parts = path.split("/")
+    return parts[1] if len(parts) > 2 else None
+
+
+def _common_lines(old: bytes, new: bytes) -> int:
+    """Count the leading lines that two versions of the ledger share."""
+    count = 0
+    for left, right in zip(old.split(b"\n"), new.split(b"\n"), strict=False):
+        if left != right:
+            break
+        count += 1
+    return count
+
+
+def check_history(root: Path, report: AuditReport) -> None:
+    """Find commits that changed or deleted evidence, or removed or changed ledger lines."""
+    from ecoc.history import parse_log
+
+    commits = list(parse_log(gitinfo.log_names(root, [EVIDENCE_FOLDER], merges=True)))
+    grown: list[tuple[str, str, str, str]] = []
+    for commit in commits:
+        committed_by = f"commit {commit.sha[:12]} by {commit.author} on {commit.date}"
+        for status, name in commit.files:
+            if name in ARCHIVE_NOTES or status.startswith("A"):
+                continue
+            if name == LEDGER and status.startswith("M") and commit.parents:
+                grown.append((commit.parents[0], commit.sha, committed_by, name))
+                continue
+            verb = "deleted" if status.startswith("D") else "changed"
+            report.problems.append(
+                Discrepancy(
+                    name,
+                    "history",
+                    f"{committed_by} {verb} this file after it was committed; evidence is never rewritten",
+                    _vin_of(name),
+                )
+            )
+    contents = gitinfo.read_many(
+        root, [pair for parent, sha, _, _ in grown for pair in ((parent, LEDGER), (sha, LEDGER))]
+    )
+    for parent, sha, committed_by, name in grown:
+        old, new = contents.get((parent, LEDGER), b""), contents.get((sha, LEDGER), b"")
+        if not new.startswith(old):
+            line = _common_lines(old, new) + 1
+            report.problems.append(
+                Discrepancy(
+                    f"{name}:{line}",
+                    "history",
+                    f"{committed_by} changed or removed ledger lines from line {line} on; the ledger only grows",
+                )
+            )
 
 
 class Renderer:
@@ -265,6 +332,18 @@ def audit_entry(
     def problem(file: str, check: str, message: str) -> None:
         entry.problems.append(Discrepancy(file, check, message, vin))
 
+    stage, version = manifest.get("stage", 1), manifest.get("version")
+    if isinstance(vin, str) and isinstance(stage, int) and isinstance(version, int):
+        expected_folder = evidence_folder(vin, stage, version)
+        if expected_folder != folder:
+            problem(
+                manifest_path,
+                "manifest",
+                f"the manifest is about {vin} stage {stage} version {version}, whose folder is {expected_folder}",
+            )
+    else:
+        problem(manifest_path, "manifest", "the manifest lacks the VIN, stage or version of its certificate")
+
     certificate_path = f"{folder}/{CERTIFICATE_NAME}"
     try:
         signed = (root / certificate_path).read_bytes()
@@ -292,6 +371,9 @@ def audit_entry(
 
         if fingerprint and verified.signer.fingerprint(hashes.SHA256()).hex() != fingerprint:
             problem(certificate_path, "manifest", "the signing certificate is not the one the manifest names")
+        subject = verified.signer.subject.rfc4514_string()
+        if entry.signer is not None and entry.signer != subject:
+            problem(manifest_path, "manifest", f"the manifest names signer {entry.signer}, but {subject} signed")
     _audit_deliveries(root, folder, manifest, entry, problem)
     commit = entry.source_commit
     if renderer is not None and isinstance(commit, str):
@@ -311,6 +393,14 @@ def audit_entry(
             except (LookupError, KeyError, ValueError) as exc:
                 problem(manifest_path, "source", f"the record cannot be rendered at the source commit: {exc}")
             else:
+                record_data = renderer.records.get((commit, str(manifest.get("record"))))
+                record_digest = (manifest.get("digests") or {}).get("record")
+                if record_data is not None and record_digest and sha256_hex(record_data) != record_digest:
+                    problem(
+                        manifest_path,
+                        "manifest",
+                        f"the record sha256 differs from {manifest.get('record')} at commit {commit[:12]}",
+                    )
                 if unsigned != rendered:
                     where = _first_difference(rendered, unsigned or b"")
                     problem(
@@ -384,9 +474,11 @@ def audit(
     global _WORKER
     report = AuditReport()
     check_ledger(root, report)
+    check_history(root, report)
     wanted = set(vins)
     chosen: list[tuple[str, bytes]] = []
     sources: dict[str, list[str]] = {}
+    archived: set[str] = set()
     for manifest in sorted((root / EVIDENCE_FOLDER).rglob(MANIFEST_NAME)):
         data = manifest.read_bytes()
         try:
@@ -394,6 +486,7 @@ def audit(
             assert isinstance(peek, dict)
         except (ValueError, AssertionError):
             peek = {}
+        archived.add(str(peek.get("vin")))
         if wanted and peek.get("vin") not in wanted:
             continue
         signed_at = _timestamp(peek.get("signed_at"))
@@ -424,6 +517,10 @@ def audit(
             _WORKER = None
     if wanted:
         report.problems = [p for p in report.problems if p.vin is None or p.vin in wanted]
+        report.problems += [
+            Discrepancy(EVIDENCE_FOLDER, "evidence", f"{vin} has no evidence in {EVIDENCE_FOLDER}/", vin)
+            for vin in sorted(wanted - archived)
+        ]
     return report
 
 
@@ -456,6 +553,6 @@ def format_report(report: AuditReport, format_: str, generated: str, root: Path)
     verified = sum(1 for entry in report.entries if entry.ok)
     lines.append(
         f"{verified} of {len(report.entries)} evidence entries verified, {report.ledger_lines} ledger lines; "
-        f"{len(report.discrepancies)} discrepancies"
+        + (f"{len(report.discrepancies)} discrepancies" if len(report.discrepancies) != 1 else "1 discrepancy")
     )
     return "\n".join(lines) + "\n"

@@ -1170,7 +1170,13 @@ def audit(
     """
     from ecoc import audit as archive
     from ecoc import gitinfo
+    from ecoc.history import VIN_SYNTAX
 
+    for vin in vins:
+        if not VIN_SYNTAX.match(vin):
+            raise UsageError(
+                f"--vin {vin!r} is not a VIN", "give the 17 characters of the vehicle identification number"
+            )
     repository = _repository(ctx)
     anchors = _anchors(ctx, trust)
     since = None

@@ -44,6 +44,8 @@ MANIFEST_FORMAT = "ecoc-evidence/1"
 DELIVERY_STATES = ("pending", "accepted", "rejected")
 # The `prev` of the first ledger line.
 LEDGER_START = "0" * 64
+# Files of the archive that document it: no ledger event lists them, and they may be edited.
+ARCHIVE_NOTES = frozenset({f"{EVIDENCE_FOLDER}/README.md"})
 _DELIVERY_FILE = re.compile(r"delivery-([0-9]+)\.json\Z")
 _RECEIPT_SUFFIXES = {"application/json": ".json", "text/xml": ".xml", "application/xml": ".xml"}
 

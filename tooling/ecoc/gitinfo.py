@@ -420,14 +420,19 @@ def is_shallow(root: Path) -> bool:
     return _output(completed) == "true"
 
 
-def log_names(root: Path, paths: list[str]) -> bytes:
-    """One `git log -z --name-status` pass over the commits that changed `paths`, oldest first."""
+def log_names(root: Path, paths: list[str], merges: bool = False) -> bytes:
+    """One `git log -z --name-status` pass over the commits that changed `paths`, oldest first.
+
+    With `merges`, a merge commit lists what it changed against its first parent, so a change
+    made in a merge shows too.
+    """
     completed = _git(
         root,
         "log",
         "-z",
         "--reverse",
         "--no-renames",
+        *(["--diff-merges=first-parent"] if merges else []),
         "--name-status",
         "--format=%x1e%H%x1f%P%x1f%an <%ae>%x1f%aI%x1f%B%x1f",
         "HEAD",

@@ -21,7 +21,7 @@ from ecoc.evidence import EVIDENCE_FOLDER, LEDGER
 
 # A squash merge ends its subject with (#123), and a merge commit's subject is "Merge pull request #123 ...".
 _PULL_REQUEST = re.compile(r"\(#([0-9]+)\)\s*$|^Merge pull request #([0-9]+)")
-_VIN = re.compile(r"[A-HJ-NPR-Z0-9]{17}\Z")
+VIN_SYNTAX = re.compile(r"[A-HJ-NPR-Z0-9]{17}\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +144,7 @@ def _record_files(root: Path, vin: str) -> set[str]:
 
 def history(root: Path, vin: str) -> list[Event]:
     """Build the timeline of one vehicle, oldest first."""
-    if not _VIN.match(vin):
+    if not VIN_SYNTAX.match(vin):
         raise UsageError(f"{vin!r} is not a VIN", "give the 17 characters of the vehicle identification number")
     if gitinfo.is_shallow(root):
         raise ConfigError(
@@ -207,6 +207,10 @@ def history(root: Path, vin: str) -> list[Event]:
     return events
 
 
+def _shown(value: str | None) -> str:
+    return "(none)" if value is None else value
+
+
 def _within(variant: str | None, version: str | None) -> Any:
     """Keep the paths of an approval that concern one variant and version."""
 
@@ -263,7 +267,7 @@ def format_text(vin: str, events: list[Event]) -> str:
         pull = f" (pull request #{event.pull_request})" if event.pull_request else ""
         lines.append(f"{event.date}  {event.kind:<15}{commit}{who}{pull}: {event.summary}")
         for change in event.changes:
-            lines.append(f"    {change.file}: {change.path}: {change.before!s} -> {change.after!s}")
+            lines.append(f"    {change.file}: {change.path}: {_shown(change.before)} -> {_shown(change.after)}")
     return "\n".join(lines) + "\n"
 
 
@@ -283,7 +287,9 @@ def format_markdown(vin: str, events: list[Event]) -> str:
     for event in events:
         what = markdown_cell(event.summary)
         if event.changes:
-            what += "<br>" + "<br>".join(markdown_cell(f"{c.path}: {c.before} → {c.after}") for c in event.changes)
+            what += "<br>" + "<br>".join(
+                markdown_cell(f"{c.path}: {_shown(c.before)} → {_shown(c.after)}") for c in event.changes
+            )
         lines.append(
             f"| {event.date} | {event.kind} | {(event.commit or '')[:12]} | {markdown_cell(event.author or '')} | "
             f"{'#' + str(event.pull_request) if event.pull_request else ''} | {what} |"
