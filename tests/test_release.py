@@ -108,7 +108,7 @@ def test_dry_run_lists_and_changes_nothing(
     assert captured.out.count("would sign and deliver") == RECORDS
     assert f"would sign and deliver {VIN} IviVersionNumber 1 from records/{VIN}.yaml" in captured.out
     assert git(repo, "rev-parse", "HEAD") == head
-    assert not (repo / "signed").exists()
+    assert not list((repo / "signed").rglob("manifest.json"))
     assert not (tmp_path / "outbox").exists()
 
 
@@ -413,3 +413,57 @@ def test_one_connection_delivers_in_turn(repo: Path, seal: list[str], nap: NapSi
     assert len(nap.accepted_ids) == RECORDS
     assert nap.connections == 1
     assert nap.peak_connections == 1
+
+
+def test_outbox_file_stops_the_release_before_signing(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "outbox"
+    blocker.write_text("not a folder\n", encoding="utf-8")
+    head = git(repo, "rev-parse", "HEAD")
+    assert release(repo, seal, blocker / "sub") == 3
+    assert f"the outbox {blocker / 'sub'} lies below the file {blocker}, not a folder" in capsys.readouterr().err
+    assert git(repo, "rev-parse", "HEAD") == head
+    assert not (repo / "signed" / VIN).exists()
+
+
+def test_named_remote_that_is_missing_stops_the_release(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with (repo / "ecoc.yaml").open("a", encoding="utf-8") as handle:
+        handle.write("\nrelease: {remote: upstream}\n")
+    git(repo, "commit", "-q", "-am", "push evidence to upstream")
+    assert release(repo, seal, tmp_path / "outbox") == 3
+    assert "the repository has no remote upstream to push the evidence to" in capsys.readouterr().err
+    assert not (tmp_path / "outbox").exists()
+
+
+def test_release_without_remote_says_the_evidence_stays(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    git(repo, "remote", "remove", "origin")
+    assert release(repo, seal, tmp_path / "outbox") == 0
+    assert "the repository has no remote origin, so the evidence stays in this clone" in capsys.readouterr().err
+
+
+def test_stale_index_lock_stops_the_release_before_signing(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lock = repo / ".git" / "index.lock"
+    lock.write_bytes(b"")
+    assert release(repo, seal, tmp_path / "outbox") == 3
+    err = capsys.readouterr().err
+    assert "git's index is locked" in err
+    assert f"delete {lock}" in err
+    assert not (repo / "signed" / VIN).exists()
+
+
+def test_push_to_a_missing_repository_names_the_reason(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    git(repo, "remote", "set-url", "origin", str(tmp_path / "gone.git"))
+    assert release(repo, seal, tmp_path / "outbox") == 3
+    err = capsys.readouterr().err
+    assert "cannot push to origin:" in err
+    assert "does not appear to be a git repository" in err
+    assert not (tmp_path / "outbox").exists()

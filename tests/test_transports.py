@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -177,14 +178,22 @@ def test_outbox_folder_is_created(tmp_path: Path, document: Document) -> None:
     assert (outbox / f"{document.reference_id}.xml").read_bytes() == document.signed
 
 
-def test_outbox_that_is_a_file_fails(tmp_path: Path, document: Document) -> None:
+def test_outbox_that_is_a_file_is_a_config_error(tmp_path: Path) -> None:
     outbox = tmp_path / "outbox"
     outbox.write_text("not a folder")
 
-    [delivery] = deliver(ReleaseSettings(transport="outbox", outbox=str(outbox)), tmp_path, document)
+    error = config_error(ReleaseSettings(transport="outbox", outbox=str(outbox)), tmp_path)
 
-    assert delivery.status == "failed"
-    assert delivery.message == f"the outbox {outbox} is not a folder"
+    assert error.message == f"the outbox {outbox} is a file, not a folder"
+
+
+def test_outbox_below_a_file_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    outbox = tmp_path / "file" / "outbox"
+
+    error = config_error(ReleaseSettings(transport="outbox", outbox=str(outbox)), tmp_path)
+
+    assert error.message == f"the outbox {outbox} lies below the file {tmp_path / 'file'}, not a folder"
 
 
 def test_outbox_without_write_permission_fails(tmp_path: Path, document: Document) -> None:
@@ -248,7 +257,9 @@ def test_missing_transport_is_a_config_error(tmp_path: Path) -> None:
 def test_outbox_transport_without_folder_is_a_config_error(tmp_path: Path) -> None:
     error = config_error(ReleaseSettings(transport="outbox"), tmp_path)
 
-    assert "release.outbox names no folder" in error.message
+    assert error.message == "the outbox transport has no folder"
+    assert error.hint is not None
+    assert "--outbox DIR" in error.hint
 
 
 def test_nap_without_settings_is_config_error(tmp_path: Path) -> None:
@@ -978,3 +989,22 @@ def test_no_secret_appears_in_any_message(
     for secret in secrets:
         for text in texts:
             assert secret not in text
+
+
+def test_outbox_drops_temporaries_of_killed_runs(tmp_path: Path) -> None:
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    stale = outbox / ".4b1f0f45-1c2d-4e5f-8a9b-0c1d2e3f4a5b.xml.fcbb04750d3e1c45.tmp"
+    fresh = outbox / ".5c2f0f45-1c2d-4e5f-8a9b-0c1d2e3f4a5b.xml.0123456789abcdef.tmp"
+    other = outbox / ".notes.tmp"
+    for path in (stale, fresh, other):
+        path.write_bytes(b"<partial")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+
+    open_transport(ReleaseSettings(transport="outbox", outbox=str(outbox)), tmp_path).close()
+
+    assert not stale.exists()
+    assert fresh.exists()
+    assert other.exists()

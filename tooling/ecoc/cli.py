@@ -1339,7 +1339,9 @@ def release(
     }
     click.echo(
         f"signed {report.signed}, delivered {len(report.outcomes)}: {counted['accepted']} accepted, "
-        f"{counted['rejected']} rejected, {counted['failed']} failed (kept for the next run); "
+        f"{counted['rejected']} rejected, {counted['failed']} failed"
+        + (" (sent again by the next run)" if counted["failed"] else "")
+        + "; "
         f"{report.blocked} blocked; {_plural(len(report.commits), 'commit')}" + (", pushed" if report.pushed else ""),
         err=True,
     )

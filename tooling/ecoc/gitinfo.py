@@ -256,8 +256,21 @@ def _failed(what: str, completed: subprocess.CompletedProcess[bytes], hint: str)
             f"{what}: git's index is locked (.git/index.lock), because another git process runs or one was killed",
             "when no git process runs in this repository, delete .git/index.lock and run the command again",
         )
-    detail = text.strip().splitlines()
-    return ConfigError(f"{what}: {detail[-1] if detail else 'git failed'}", hint)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # git's own reason is on its first fatal: or error: line; later lines only add advice.
+    reasons = [line.split(":", 1)[1].strip() for line in lines if line.startswith(("fatal:", "error:"))]
+    detail = reasons[0] if reasons else (lines[-1] if lines else "git failed")
+    return ConfigError(f"{what}: {detail}", hint)
+
+
+def index_lock(root: Path) -> Path | None:
+    """Return git's index lock file when it exists: another git process runs, or one was killed."""
+    completed = _git(root, "rev-parse", "--git-path", "index.lock")
+    path = _output(completed)
+    if completed.returncode != 0 or not path:
+        return None
+    lock = Path(path) if Path(path).is_absolute() else root / path
+    return lock if lock.exists() else None
 
 
 def head(root: Path) -> str | None:

@@ -155,11 +155,16 @@ class Publisher:
         self.branch = repository.settings.main_branch
         self.attempts = repository.settings.release.push_attempts
         present = gitinfo.has_remote(self.root, self.remote)
-        if push and not present:
+        named = "remote" in repository.settings.release.model_fields_set
+        # With --push (as the release workflow runs) or a remote that ecoc.yaml names, a missing remote
+        # is a mistake: evidence that is not pushed is lost with the runner.
+        if not present and (push or (push is None and named)):
             raise ConfigError(
                 f"the repository has no remote {self.remote} to push the evidence to",
-                "add the remote, set release.remote in ecoc.yaml, or pass --no-push",
+                "add the remote, set release.remote in ecoc.yaml, or pass --no-push to keep the evidence in this clone",
             )
+        if not present and push is None:
+            log.warning("the repository has no remote %s, so the evidence stays in this clone", self.remote)
         self.push_enabled = present if push is None else push
         self.commits: list[str] = []
         self.seconds = 0.0
@@ -188,7 +193,19 @@ class Publisher:
 
     def _publish(self) -> bool:
         for _ in range(self.attempts):
-            if gitinfo.push(self.root, self.remote, self.branch):
+            known = gitinfo.remote_head(self.root, self.remote, self.branch)
+            try:
+                pushed = gitinfo.push(self.root, self.remote, self.branch)
+            except ConfigError as failure:
+                # Two pushes at the same moment can fail with a lock error instead of a rejection.
+                try:
+                    gitinfo.fetch(self.root, self.remote, self.branch)
+                except ConfigError:
+                    raise failure from None
+                if gitinfo.remote_head(self.root, self.remote, self.branch) == known:
+                    raise
+                pushed = False
+            if pushed:
                 gitinfo.fetch(self.root, self.remote, self.branch)
                 return True
             log.warning("the push lost a race to another push; replaying the evidence on the new head")
@@ -565,6 +582,12 @@ def prepare(repository: Repository, options: ReleaseOptions) -> tuple[str, Publi
             f"ecoc release runs on the {main} branch, and {branch or 'a detached HEAD'} is checked out",
             f"check out {main}, or set main_branch in ecoc.yaml",
         )
+    lock = None if options.dry_run else gitinfo.index_lock(root)
+    if lock is not None:
+        raise ConfigError(
+            f"git's index is locked ({lock}), because another git process runs or one was killed",
+            f"when no git process runs in this repository, delete {lock} and run the release again",
+        )
     changed = gitinfo.uncommitted(root, SOURCE_FOLDERS)
     if changed and not options.dry_run:
         listed = ", ".join(changed[:3]) + (" …" if len(changed) > 3 else "")
@@ -601,7 +624,7 @@ def run_release(
             )
         if report.discarded:
             log.warning(
-                "removed %d evidence file(s) of an interrupted release that were never committed nor delivered",
+                "removed %d file(s) that an interrupted release wrote but never committed",
                 len(report.discarded),
             )
         if publisher.push_enabled and gitinfo.ahead_of(root, publisher.remote, publisher.branch) != 0:

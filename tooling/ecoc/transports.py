@@ -113,13 +113,14 @@ def open_transport(settings: ReleaseSettings, root: Path, outbox: Path | None = 
         )
     if settings.transport == "outbox":
         if outbox is not None:
-            return OutboxTransport(outbox)
+            return OutboxTransport(_usable_outbox(outbox))
         if not settings.outbox:
             raise ConfigError(
-                "release.transport is outbox, but release.outbox names no folder",
-                "set release.outbox to the folder that another system uploads from, or pass an outbox folder",
+                "the outbox transport has no folder",
+                "pass --outbox DIR, set ECOC_OUTBOX, or set release.outbox in ecoc.yaml to the folder that "
+                "another system uploads from",
             )
-        return OutboxTransport(_resolve(root, settings.outbox))
+        return OutboxTransport(_usable_outbox(_resolve(root, settings.outbox)))
     if settings.transport == "nap-soap":
         if settings.nap is None:
             raise ConfigError(
@@ -544,6 +545,47 @@ def _load_client_certificate(context: ssl.SSLContext, cert_path: Path, key: Priv
 
 
 # The outbox: a folder that another system uploads from.
+
+
+def _usable_outbox(folder: Path) -> Path:
+    """Return `folder` when it is, or can become, a writable folder; raise ConfigError before anything is signed."""
+    hint = "choose another outbox folder (--outbox, ECOC_OUTBOX or release.outbox)"
+    for existing in (folder, *folder.parents):
+        if not existing.exists():
+            continue
+        if not existing.is_dir():
+            where = "is a file" if existing == folder else f"lies below the file {existing}"
+            raise ConfigError(f"the outbox {folder} {where}, not a folder", hint)
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"the outbox {folder} cannot be written: {existing} is not writable", hint)
+        break
+    _remove_stale_temporaries(folder)
+    return folder
+
+
+# The temporary name OutboxTransport._write gives a certificate before it links it into place.
+_OUTBOX_TEMPORARY = re.compile(r"\.[A-Za-z0-9][A-Za-z0-9._-]*\.xml\.[0-9a-f]{16}\.tmp\Z")
+# A temporary file this old belongs to a run that was killed, not to one that is writing it now.
+STALE_TEMPORARY_SECONDS = 600
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Delete the partial certificates that killed runs left in the outbox under temporary names."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    limit = time.time() - STALE_TEMPORARY_SECONDS
+    for name in names:
+        if not _OUTBOX_TEMPORARY.match(name):
+            continue
+        path = folder / name
+        try:
+            if path.is_file() and path.stat().st_mtime < limit:
+                path.unlink()
+                log.info("outbox: removed %s, which a killed run left unfinished", path)
+        except OSError as exc:
+            log.warning("outbox: cannot remove %s: %s", path, exc.strerror)
 
 
 class OutboxTransport:
