@@ -45,7 +45,8 @@ def official_examples() -> list[Path]:
     return files
 
 
-def git(folder: Path, *args: str) -> str:
+def git(folder: Path, *args: str, check: bool = True) -> str:
+    """Run git in `folder`; with `check`, a failure raises with git's message."""
     completed = subprocess.run(
         [
             "git",
@@ -59,11 +60,13 @@ def git(folder: Path, *args: str) -> str:
             "commit.gpgsign=false",
             *args,
         ],
-        check=True,
+        check=False,
         capture_output=True,
         text=True,
     )
-    return completed.stdout
+    if check and completed.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed ({completed.returncode}): {completed.stderr.strip()}")
+    return completed.stdout if completed.returncode == 0 else ""
 
 
 @pytest.fixture

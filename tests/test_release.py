@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -467,3 +468,17 @@ def test_push_to_a_missing_repository_names_the_reason(
     assert "cannot push to origin:" in err
     assert "does not appear to be a git repository" in err
     assert not (tmp_path / "outbox").exists()
+
+
+def test_signed_commits_stay_signed(repo: Path, seal: list[str], tmp_path: Path) -> None:
+    if shutil.which("ssh-keygen") is None:
+        pytest.skip("install ssh-keygen (Debian openssh-client) to sign git commits")
+    key = tmp_path / "git-signing"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    git(repo, "config", "gpg.format", "ssh")
+    git(repo, "config", "user.signingkey", str(key))
+    git(repo, "config", "commit.gpgsign", "true")
+    assert release(repo, seal, tmp_path / "outbox") == 0
+    for ref in ("HEAD", "HEAD~1"):
+        assert log_of(repo, ref)[0].startswith(("Record ", "Sign "))
+        assert "-----BEGIN SSH SIGNATURE-----" in git(repo, "cat-file", "commit", ref)

@@ -98,7 +98,11 @@ def assert_complete(repo: Path, origin: Path, outbox: Path) -> None:
             '[ "$1" = prepared ] && grep -q " refs/heads/main$" && ! git cat-file -e HEAD:signed/ledger.jsonl',
         ),
         # The signing commit is recorded but not pushed.
-        ("repo", "post-commit", 'git log -1 --format=%s | grep -q "^Sign "'),
+        (
+            "repo",
+            "reference-transaction",
+            '[ "$1" = committed ] && grep -q " refs/heads/main$" && git log -1 --format=%s | grep -q "^Sign "',
+        ),
         # The push of the signing commit is reaching the remote.
         ("origin", "pre-receive", "true"),
         # Every certificate is delivered, and the commit of the results is about to be recorded.
@@ -121,7 +125,8 @@ def test_killed_release_completes_on_rerun(
     assert code == -9, "the hook did not stop the release"
     killer.unlink()
     delivered_before = len(list(outbox.glob("*.xml"))) if outbox.exists() else 0
-    if name != "reference-transaction" or "!" in condition:
+    after_delivery = condition.endswith("&& git cat-file -e HEAD:signed/ledger.jsonl")
+    if not after_delivery:
         # Before the signing commit reaches the remote, nothing may be delivered.
         assert delivered_before == 0
     assert run_release(repo, seal, outbox, pid_file) == 0

@@ -168,6 +168,7 @@ class Publisher:
         self.push_enabled = present if push is None else push
         self.commits: list[str] = []
         self.seconds = 0.0
+        self.signed_commits = gitinfo.signs_commits(self.root)
 
     def commit(self, paths: list[str], events: list[dict[str, object]], subject: str, trailers: list[str]) -> str:
         """Append the step's events to the ledger and commit them with the step's files."""
@@ -175,11 +176,17 @@ class Publisher:
         append_ledger(self.root, events)
         sync()
         message = f"{subject}\n\nWritten by ecoc {__version__} release.\n\n" + "\n".join(trailers) + "\n"
-        commit = gitinfo.commit_files(self.root, EVIDENCE_FOLDER, message)
+        commit = self._commit([*paths, LEDGER], message)
         self.seconds += time.perf_counter() - start
         self.commits.append(commit)
         log.info("committed %s: %s", commit[:12], subject)
         return commit
+
+    def _commit(self, paths: list[str], message: str) -> str:
+        if self.signed_commits:
+            # git fast-import cannot sign, so signed commits go through git add and git commit.
+            return gitinfo.commit_files(self.root, EVIDENCE_FOLDER, message)
+        return gitinfo.commit_paths(self.root, paths, message)
 
     def publish(self) -> bool:
         """Push the commits HEAD has that the remote lacks; replay them on the remote's new head if it moved."""
@@ -234,7 +241,7 @@ class Publisher:
                 target.write_bytes(data)
             append_ledger(self.root, events)
             sync()
-            gitinfo.commit_files(self.root, EVIDENCE_FOLDER, message)
+            self._commit([*files, LEDGER], message)
 
 
 def _event(kind: str, entry: Evidence | Candidate, folder: str, files: list[str], root: Path) -> dict[str, object]:
@@ -301,6 +308,10 @@ def recover(repository: Repository, report: ReleaseReport) -> tuple[list[str], l
     (receipts, delivery results) with their ledger events, for the next commit.
     """
     root = repository.root
+    # A run killed between moving HEAD and updating the index leaves the index behind HEAD, so the
+    # index is set to HEAD first and only the files themselves are compared.
+    if gitinfo.uncommitted(root, (EVIDENCE_FOLDER,)):
+        gitinfo.unstage(root, EVIDENCE_FOLDER)
     changed = gitinfo.uncommitted(root, (EVIDENCE_FOLDER,))
     if not changed:
         return [], []
@@ -314,7 +325,6 @@ def recover(repository: Repository, report: ReleaseReport) -> tuple[list[str], l
             f"only the release job writes {EVIDENCE_FOLDER}/: move other files out of it, and put back "
             f"changed evidence with git checkout HEAD -- {EVIDENCE_FOLDER}",
         )
-    gitinfo.unstage(root, EVIDENCE_FOLDER)
     if LEDGER in changed:
         # Lines of a step that was not committed go; the step's events are written again.
         if LEDGER in in_head:
