@@ -81,6 +81,13 @@ def test_timeline_lists_changes_approvals_and_evidence(
     assert evidence == ["signed", "delivered", "correction", "delivered"]
     correction = next(event for event in events if event["kind"] == "correction")
     assert "weighed with the tow bar fitted" in str(correction["summary"])
+    # Each evidence event names the release commit that published it.
+    signed = next(event for event in events if event["kind"] == "signed")
+    assert signed["commit"] == git(repo, "log", "-1", "--format=%H", "--grep=^Sign ", "HEAD~2").strip()
+    assert signed["author"]
+    dates = [str(event["date"]) for event in events]
+    assert all(date.endswith("Z") for date in dates)
+    assert dates == sorted(dates)
 
     capsys.readouterr()
     assert main(["--repo", str(repo), "history", VIN]) == 0
@@ -148,3 +155,12 @@ def test_timeline_page_in_a_browser(repo: Path, tmp_path: Path, browser: webdriv
     assert "#41" in rows[-1]
     assert "Weigh <the> vehicle again" in rows[-1]
     assert "CocDataGroup.MassGroup.ActualMass: 1478 → 1480" in rows[-1]
+
+
+def test_history_without_commits_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "fresh"
+    root.mkdir()
+    (root / "ecoc.yaml").write_text("version: 1\n", encoding="utf-8")
+    git(root, "init", "-q")
+    assert main(["--repo", str(root), "history", VIN]) == 3
+    assert "no commit yet, so there is no history to show" in capsys.readouterr().err

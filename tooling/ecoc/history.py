@@ -8,6 +8,7 @@ delivered, rejected, corrections) come from the ledger.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Iterator
@@ -146,6 +147,8 @@ def history(root: Path, vin: str) -> list[Event]:
     """Build the timeline of one vehicle, oldest first."""
     if not VIN_SYNTAX.match(vin):
         raise UsageError(f"{vin!r} is not a VIN", "give the 17 characters of the vehicle identification number")
+    if gitinfo.head(root) is None:
+        raise ConfigError(f"{root}: no commit yet, so there is no history to show", "commit the repository first")
     if gitinfo.is_shallow(root):
         raise ConfigError(
             f"{root} is a shallow clone, so its history is incomplete",
@@ -185,26 +188,39 @@ def history(root: Path, vin: str) -> list[Event]:
             if name in records:
                 changes = value_changes(contents, commit, name)
                 events.append(
-                    Event("record", commit.date, commit.subject, files=[name], changes=changes, **base)  # type: ignore[arg-type]
+                    Event("record", _utc(commit.date), commit.subject, files=[name], changes=changes, **base)  # type: ignore[arg-type]
                 )
             elif name in approvals:
                 variant, version = approvals[name]
                 changes = value_changes(contents, commit, name, keep=_within(variant, version))
                 if changes:
                     events.append(
-                        Event("approval", commit.date, commit.subject, files=[name], changes=changes, **base)  # type: ignore[arg-type]
+                        Event("approval", _utc(commit.date), commit.subject, files=[name], changes=changes, **base)  # type: ignore[arg-type]
                     )
         rules = [name for name in touched if name.startswith("rules/")]
         waivers = [name for name in rules if name.rsplit("/", 1)[-1].startswith("waivers")]
         if waivers and any(vin.encode() in contents.get((commit.sha, w), b"") for w in waivers):
-            events.append(Event("waivers", commit.date, commit.subject, files=waivers, **base))  # type: ignore[arg-type]
+            events.append(Event("waivers", _utc(commit.date), commit.subject, files=waivers, **base))  # type: ignore[arg-type]
         if [name for name in rules if name not in waivers]:
             files = [name for name in rules if name not in waivers]
-            events.append(Event("rules", commit.date, commit.subject, files=files, **base))  # type: ignore[arg-type]
+            events.append(Event("rules", _utc(commit.date), commit.subject, files=files, **base))  # type: ignore[arg-type]
     events.sort(key=lambda event: event.date)
-    events += _evidence_events(root, vin)
+    # The commit that added an evidence file is the one that published the event listing it.
+    added_by = {name: commit for commit in commits for status, name in commit.files if status.startswith("A")}
+    events += _evidence_events(root, vin, added_by)
     events.sort(key=lambda event: event.date)
     return events
+
+
+def _utc(text: str | None) -> str:
+    """Return an ISO 8601 time in UTC with a Z, so that times of any zone sort and read alike."""
+    try:
+        moment = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return str(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _shown(value: str | None) -> str:
@@ -225,7 +241,7 @@ def _within(variant: str | None, version: str | None) -> Any:
     return keep
 
 
-def _evidence_events(root: Path, vin: str) -> list[Event]:
+def _evidence_events(root: Path, vin: str, added_by: dict[str, Commit]) -> list[Event]:
     events = []
     try:
         lines = (root / LEDGER).read_bytes().splitlines()
@@ -240,6 +256,9 @@ def _evidence_events(root: Path, vin: str) -> list[Event]:
             continue
         version = event.get("version")
         files = sorted(event.get("files") or {})
+        published = next((added_by[name] for name in files if name in added_by), None)
+        origin = {"commit": published.sha, "author": published.author} if published else {}
+        at = _utc(event.get("at"))
         if event.get("event") == "signed":
             kind = "signed" if version == 1 else "correction"
             summary = f"IviVersionNumber {version} signed as IviReferenceId {event.get('reference_id')}"
@@ -247,7 +266,7 @@ def _evidence_events(root: Path, vin: str) -> list[Event]:
             if kind == "correction" and manifest.is_file():
                 reason = json.loads(manifest.read_bytes()).get("correction_reason")
                 summary += f"; correction: {reason}"
-            events.append(Event(kind, str(event.get("at")), summary, files=files))
+            events.append(Event(kind, at, summary, files=files, **origin))  # type: ignore[arg-type]
         elif event.get("event") == "delivery":
             status = event.get("status")
             kind = {"accepted": "delivered", "rejected": "rejected"}.get(str(status), "delivery-failed")
@@ -255,7 +274,7 @@ def _evidence_events(root: Path, vin: str) -> list[Event]:
             for name in files:
                 if name.rsplit("/", 1)[-1].startswith("delivery-") and (root / name).is_file():
                     message = json.loads((root / name).read_bytes()).get("message", "")
-            events.append(Event(kind, str(event.get("at")), f"IviVersionNumber {version}: {message}", files=files))
+            events.append(Event(kind, at, f"IviVersionNumber {version}: {message}", files=files, **origin))  # type: ignore[arg-type]
     return events
 
 
@@ -265,7 +284,7 @@ def format_text(vin: str, events: list[Event]) -> str:
         who = f" by {event.author}" if event.author else ""
         commit = f" {event.commit[:12]}" if event.commit else ""
         pull = f" (pull request #{event.pull_request})" if event.pull_request else ""
-        lines.append(f"{event.date}  {event.kind:<15}{commit}{who}{pull}: {event.summary}")
+        lines.append(f"{event.date}  {event.kind:<16}{commit}{who}{pull}: {event.summary}")
         for change in event.changes:
             lines.append(f"    {change.file}: {change.path}: {_shown(change.before)} -> {_shown(change.after)}")
     return "\n".join(lines) + "\n"
