@@ -272,7 +272,11 @@ def test_rebuilt_chain_still_shows_the_edit(released: Path, capsys: pytest.Captu
     where = located(report)
     assert (f"{folder(VIN)}/delivery-1.json", "history") in where
     assert any(file.startswith("signed/ledger.jsonl:") and check == "history" for file, check in where)
-    [problem] = [p for p in report["problems"] if p["file"] == f"{folder(VIN)}/delivery-1.json"]  # type: ignore[union-attr]
+    [problem] = [
+        p
+        for p in report["problems"]  # type: ignore[union-attr]
+        if p["file"] == f"{folder(VIN)}/delivery-1.json" and p["check"] == "history"
+    ]
     assert "changed this file after it was committed" in problem["message"]
 
 
@@ -335,3 +339,51 @@ def test_one_deleted_ledger_line_is_one_numbering_problem(released: Path, capsys
     _, report = audit(released, capsys)
     numbering = [p for p in report["problems"] if "says it is number" in p["message"]]  # type: ignore[union-attr]
     assert len(numbering) == 1
+
+
+def test_merge_that_drops_evidence_is_found(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A branch from before the delivery results, merged with "ours" and fast-forwarded: main moves on
+    # without a force push, and its tree no longer has the results.
+    git(released, "checkout", "-q", "-b", "evil", "HEAD~1")
+    git(released, "merge", "-q", "-s", "ours", "main", "-m", "Merge main")
+    git(released, "checkout", "-q", "main")
+    git(released, "merge", "-q", "--ff-only", "evil")
+    assert not (released / folder(VIN) / "delivery-1.json").exists()
+    code, report = audit(released, capsys)
+    assert code == 1
+    where = located(report)
+    assert (f"{folder(VIN)}/delivery-1.json", "history") in where
+    assert any(file.startswith("signed/ledger.jsonl:") and check == "history" for file, check in where)
+    [problem] = [
+        p
+        for p in report["problems"]  # type: ignore[union-attr]
+        if p["file"] == f"{folder(VIN)}/delivery-1.json" and p["check"] == "history"
+    ]
+    merge = git(released, "rev-parse", "HEAD").strip()
+    assert problem["message"].startswith(f"commit {merge[:12]} by ")
+    assert "deleted this file" in problem["message"]
+
+
+def test_ordinary_merges_after_a_release_verify(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A pull request branched before the release, and main merged into it, then merged back.
+    git(released, "checkout", "-q", "-b", "feature", "HEAD~2")
+    (released / "NOTES.txt").write_text("a reviewer's notes\n", encoding="utf-8")
+    git(released, "add", "NOTES.txt")
+    git(released, "commit", "-q", "-m", "Add notes")
+    git(released, "merge", "-q", "--no-ff", "main", "-m", "Merge main into feature")
+    git(released, "checkout", "-q", "main")
+    git(released, "merge", "-q", "--no-ff", "feature", "-m", "Merge pull request #7 from feature")
+    code, report = audit(released, capsys)
+    assert code == 0, located(report)
+
+
+def test_delivery_status_differing_from_its_ledger_line(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    delivery = released / folder(VIN) / "delivery-1.json"
+    result = json.loads(delivery.read_bytes())
+    result["status"] = "rejected"
+    delivery.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    rechain(released)
+    code, report = audit(released, capsys)
+    assert code == 1
+    messages = [p["message"] for p in report["problems"] if p["file"] == f"{folder(VIN)}/delivery-1.json"]  # type: ignore[union-attr]
+    assert any(m.startswith("the delivery result says rejected, but ledger line") for m in messages)

@@ -171,11 +171,30 @@ def check_ledger(root: Path, report: AuditReport) -> dict[str, dict[str, Any]]:
                     event.get("vin"),
                 )
             )
+        elif event.get("event") == "delivery" and name.rsplit("/", 1)[-1].startswith("delivery-"):
+            try:
+                status = json.loads(target.read_bytes()).get("status")
+            except (ValueError, AttributeError):
+                status = None
+            if status != event.get("status"):
+                report.problems.append(
+                    Discrepancy(
+                        name,
+                        "ledger",
+                        f"the delivery result says {status}, but ledger line {event['line']} says "
+                        f"{event.get('status')}",
+                        event.get("vin"),
+                    )
+                )
 
     for file in _archive_files(root):
         if file not in listed:
             report.problems.append(
-                Discrepancy(file, "ledger", "the file is in no ledger event: it was added outside a release")
+                Discrepancy(
+                    file,
+                    "ledger",
+                    "the file is in no ledger event: it was added outside a release, or its ledger lines were removed",
+                )
             )
     return listed
 
@@ -211,13 +230,17 @@ def check_history(root: Path, report: AuditReport) -> None:
 
     commits = list(parse_log(gitinfo.log_names(root, [EVIDENCE_FOLDER], merges=True)))
     grown: list[tuple[str, str, str, str]] = []
+    seen: set[tuple[str, str, str]] = set()
     for commit in commits:
         committed_by = f"commit {commit.sha[:12]} by {commit.author} on {commit.date}"
         for status, name in commit.files:
-            if name in ARCHIVE_NOTES or status.startswith("A"):
+            # A merge comes once per parent it differs from, with the same changes for each.
+            if name in ARCHIVE_NOTES or status.startswith("A") or (commit.sha, status, name) in seen:
                 continue
-            if name == LEDGER and status.startswith("M") and commit.parents:
-                grown.append((commit.parents[0], commit.sha, committed_by, name))
+            seen.add((commit.sha, status, name))
+            if name == LEDGER and status.startswith("M"):
+                # Every parent's ledger must be the start of the new one; a merge has several.
+                grown += [(parent, commit.sha, committed_by, name) for parent in commit.parents]
                 continue
             verb = "deleted" if status.startswith("D") else "changed"
             report.problems.append(
@@ -231,7 +254,7 @@ def check_history(root: Path, report: AuditReport) -> None:
     contents = gitinfo.read_many(
         root, [pair for parent, sha, _, _ in grown for pair in ((parent, LEDGER), (sha, LEDGER))]
     )
-    for parent, sha, committed_by, name in grown:
+    for parent, sha, committed_by, name in dict.fromkeys(grown):
         old, new = contents.get((parent, LEDGER), b""), contents.get((sha, LEDGER), b"")
         if not new.startswith(old):
             line = _common_lines(old, new) + 1

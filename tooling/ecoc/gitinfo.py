@@ -39,10 +39,14 @@ def head_commit_time(root: Path) -> str | None:
     return completed.stdout.strip() or None
 
 
-def uncommitted(root: Path, folders: tuple[str, ...]) -> list[str]:
-    """Files below `folders` that differ from HEAD (changed, added, deleted or untracked)."""
+def uncommitted(root: Path, folders: tuple[str, ...], ignored: bool = False) -> list[str]:
+    """Files below `folders` that differ from HEAD (changed, added, deleted or untracked).
+
+    With `ignored`, files that .gitignore or .git/info/exclude hide are listed too.
+    """
+    shown = ["--ignored=matching"] if ignored else []
     completed = subprocess.run(
-        ["git", "-C", str(root), "status", "--porcelain=v1", "-z", "--untracked-files=all", "--", *folders],
+        ["git", "-C", str(root), "status", "--porcelain=v1", "-z", "--untracked-files=all", *shown, "--", *folders],
         capture_output=True,
         check=False,
         timeout=120,
@@ -508,8 +512,8 @@ def is_shallow(root: Path) -> bool:
 def log_names(root: Path, paths: list[str], merges: bool = False) -> bytes:
     """Read one `git log -z --name-status` pass over the commits that changed `paths`, oldest first.
 
-    With `merges`, a merge commit lists what it changed against its first parent, so a change
-    made in a merge shows too.
+    With `merges`, every merge is listed with what it changed against each of its parents, and no
+    side of a merge is left out of the walk, so a merge that drops a file one parent had shows.
     """
     completed = _git(
         root,
@@ -517,7 +521,7 @@ def log_names(root: Path, paths: list[str], merges: bool = False) -> bytes:
         "-z",
         "--reverse",
         "--no-renames",
-        *(["--diff-merges=first-parent"] if merges else []),
+        *(["--full-history", "--diff-merges=separate"] if merges else []),
         "--name-status",
         "--format=%x1e%H%x1f%P%x1f%an <%ae>%x1f%aI%x1f%B%x1f",
         "HEAD",
