@@ -482,3 +482,43 @@ def test_signed_commits_stay_signed(repo: Path, seal: list[str], tmp_path: Path)
     for ref in ("HEAD", "HEAD~1"):
         assert log_of(repo, ref)[0].startswith(("Record ", "Sign "))
         assert "-----BEGIN SSH SIGNATURE-----" in git(repo, "cat-file", "commit", ref)
+
+
+def test_receipt_without_result_gets_the_next_attempt(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A run killed between writing the receipt and its delivery result leaves receipt-1 alone.
+    assert release(repo, seal, tmp_path / "outbox") == 0
+    folder = repo / "signed" / VIN / "stage-1" / "v1"
+    git(repo, "rm", "-q", str(folder / "delivery-1.json"))
+    git(repo, "commit", "-q", "-m", "lose a delivery result")
+    assert release(repo, seal, tmp_path / "outbox") == 0
+    assert (folder / "receipt-1.json").is_file()
+    result = json.loads((folder / "delivery-2.json").read_bytes())
+    assert result["status"] == "accepted"
+    assert result["duplicate"] is True
+    assert result["receipt"]["file"] == "receipt-2.json"
+
+
+def test_release_keeps_a_certificate_no_manifest_names(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stray = repo / "signed" / VIN / "stage-1" / "v1" / "certificate.xml"
+    stray.parent.mkdir(parents=True)
+    stray.write_text("<draft/>\n", encoding="utf-8")
+    assert release(repo, seal, tmp_path / "outbox") == 3
+    assert f"signed/{VIN}/stage-1/v1/certificate.xml (no manifest beside it names this certificate)" in (
+        capsys.readouterr().err
+    )
+    assert stray.read_text(encoding="utf-8") == "<draft/>\n"
+
+
+def test_release_sees_ignored_files_in_signed(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (repo / ".git" / "info" / "exclude").write_text("signed/scratch*\n", encoding="utf-8")
+    scratch = repo / "signed" / "scratch.txt"
+    scratch.write_text("kept out of git\n", encoding="utf-8")
+    assert release(repo, seal, tmp_path / "outbox") == 3
+    assert "signed/scratch.txt (not a file the release writes)" in capsys.readouterr().err
+    assert scratch.is_file()

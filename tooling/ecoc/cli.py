@@ -1175,7 +1175,8 @@ def audit(
     for vin in vins:
         if not VIN_SYNTAX.match(vin):
             raise UsageError(
-                f"--vin {vin!r} is not a VIN", "give the 17 characters of the vehicle identification number"
+                f"--vin {vin!r} is not a VIN",
+                "give the 17 characters of the vehicle identification number in capitals (no I, O or Q)",
             )
     repository = _repository(ctx)
     anchors = _anchors(ctx, trust)

@@ -47,6 +47,7 @@ LEDGER_START = "0" * 64
 # Files of the archive that document it: no ledger event lists them, and they may be edited.
 ARCHIVE_NOTES = frozenset({f"{EVIDENCE_FOLDER}/README.md"})
 _DELIVERY_FILE = re.compile(r"delivery-([0-9]+)\.json\Z")
+_ATTEMPT_FILE = re.compile(r"(?:delivery|receipt)-([0-9]+)\.[a-z]+\Z")
 _RECEIPT_SUFFIXES = {"application/json": ".json", "text/xml": ".xml", "application/xml": ".xml"}
 
 
@@ -212,13 +213,17 @@ def _json_bytes(data: Mapping[str, Any]) -> bytes:
 
 
 def write_certificate(root: Path, folder: str, signed: bytes, manifest: Mapping[str, Any]) -> list[str]:
-    """Write a signed certificate and its manifest into a new evidence folder; return their paths."""
+    """Write a signed certificate and its manifest into a new evidence folder; return their paths.
+
+    The manifest comes first, so a certificate file without a manifest naming its sha256 is never
+    the release's own, and recovery after a crash leaves it alone.
+    """
     certificate = f"{folder}/{CERTIFICATE_NAME}"
-    _write_new(root / certificate, signed)
     record = dict(manifest)
     record["format"] = MANIFEST_FORMAT
     record.setdefault("digests", {})["certificate"] = sha256_hex(signed)
     _write_new(root / folder / MANIFEST_NAME, _json_bytes(record))
+    _write_new(root / certificate, signed)
     return [certificate, f"{folder}/{MANIFEST_NAME}"]
 
 
@@ -227,7 +232,8 @@ def next_attempt(root: Path, folder: str) -> int:
         names = os.listdir(root / folder)
     except OSError:
         return 1
-    numbers = [int(m.group(1)) for name in names if (m := _DELIVERY_FILE.match(name))]
+    # A killed run can leave a receipt whose delivery result it never wrote, so both count.
+    numbers = [int(m.group(1)) for name in names if (m := _ATTEMPT_FILE.match(name))]
     return max(numbers, default=0) + 1
 
 

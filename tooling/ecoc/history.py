@@ -146,7 +146,10 @@ def _record_files(root: Path, vin: str) -> set[str]:
 def history(root: Path, vin: str) -> list[Event]:
     """Build the timeline of one vehicle, oldest first."""
     if not VIN_SYNTAX.match(vin):
-        raise UsageError(f"{vin!r} is not a VIN", "give the 17 characters of the vehicle identification number")
+        raise UsageError(
+            f"{vin!r} is not a VIN",
+            "give the 17 characters of the vehicle identification number in capitals (no I, O or Q)",
+        )
     if gitinfo.head(root) is None:
         raise ConfigError(f"{root}: no commit yet, so there is no history to show", "commit the repository first")
     if gitinfo.is_shallow(root):

@@ -159,9 +159,10 @@ class Publisher:
         # With --push (as the release workflow runs) or a remote that ecoc.yaml names, a missing remote
         # is a mistake: evidence that is not pushed is lost with the runner.
         if not present and (push or (push is None and named)):
+            where = "correct release.remote in ecoc.yaml" if named else "set release.remote in ecoc.yaml"
             raise ConfigError(
                 f"the repository has no remote {self.remote} to push the evidence to",
-                "add the remote, set release.remote in ecoc.yaml, or pass --no-push to keep the evidence in this clone",
+                f"add the remote, {where}, or pass --no-push to keep the evidence in this clone",
             )
         if not present and push is None:
             log.warning("the repository has no remote %s, so the evidence stays in this clone", self.remote)
@@ -284,9 +285,23 @@ def _own_ledger_tail(root: Path, committed: bytes | None) -> bool:
     return True
 
 
+def _own_certificate(root: Path, folder: str) -> bool:
+    """Return whether the certificate in `folder` is the one the manifest beside it names."""
+    try:
+        manifest = json.loads((root / folder / MANIFEST_NAME).read_bytes())
+        certificate = (root / folder / CERTIFICATE_NAME).read_bytes()
+    except (OSError, ValueError):
+        return False
+    digests = manifest.get("digests") if isinstance(manifest, dict) else None
+    return isinstance(digests, dict) and digests.get("certificate") == sha256_hex(certificate)
+
+
 def _foreign_changes(root: Path, changed: list[str], in_head: set[str]) -> list[str]:
     """List the changes below signed/ that no interrupted release can have made, each with its reason."""
     foreign = []
+    committed_manifests = gitinfo.tracked(
+        root, sorted({f"{path.rsplit('/', 1)[0]}/{MANIFEST_NAME}" for path in changed if "/" in path})
+    )
     for path in changed:
         if path == LEDGER:
             committed = gitinfo.read_at(root, "HEAD", [LEDGER]).get(LEDGER)
@@ -297,6 +312,13 @@ def _foreign_changes(root: Path, changed: list[str], in_head: set[str]) -> list[
                 foreign.append(f"{path} (differs from its committed version)")
         elif not (_OWN_FILE.match(path) or _OWN_PARTIAL.match(path)):
             foreign.append(f"{path} (not a file the release writes)")
+        else:
+            folder, _, name = path.rpartition("/")
+            answer = name.startswith(("delivery-", "receipt-"))
+            if name == CERTIFICATE_NAME and not _own_certificate(root, folder):
+                foreign.append(f"{path} (no manifest beside it names this certificate)")
+            elif answer and f"{folder}/{MANIFEST_NAME}" not in committed_manifests:
+                foreign.append(f"{path} (a delivery file of a certificate that was never committed)")
     return foreign
 
 
@@ -312,7 +334,7 @@ def recover(repository: Repository, report: ReleaseReport) -> tuple[list[str], l
     # index is set to HEAD first and only the files themselves are compared.
     if gitinfo.uncommitted(root, (EVIDENCE_FOLDER,)):
         gitinfo.unstage(root, EVIDENCE_FOLDER)
-    changed = gitinfo.uncommitted(root, (EVIDENCE_FOLDER,))
+    changed = gitinfo.uncommitted(root, (EVIDENCE_FOLDER,), ignored=True)
     if not changed:
         return [], []
     in_head = gitinfo.tracked(root, changed)
@@ -347,6 +369,7 @@ def recover(repository: Repository, report: ReleaseReport) -> tuple[list[str], l
         if path in in_head:
             # A committed evidence file that is missing comes back from git.
             gitinfo.restore(root, [path])
+            log.warning("%s was deleted; it is evidence, so it was put back from the last commit", path)
         elif target.is_file():
             target.unlink()
             report.discarded.append(path)
