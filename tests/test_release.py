@@ -522,3 +522,27 @@ def test_release_sees_ignored_files_in_signed(
     assert release(repo, seal, tmp_path / "outbox") == 3
     assert "signed/scratch.txt (not a file the release writes)" in capsys.readouterr().err
     assert scratch.is_file()
+
+
+def test_dry_run_names_the_blocked_records(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = repo / "records" / f"{VIN}.yaml"
+    path.write_bytes(path.read_bytes().replace(b"ActualMass: 1478", b"ActualMass: 99999"))
+    git(repo, "commit", "-q", "-am", "too heavy")
+    assert release(repo, seal, tmp_path / "outbox", "--dry-run") == 0
+    captured = capsys.readouterr()
+    assert f"blocked records/{VIN}.yaml: mass." in captured.out
+    assert f"{RECORDS - 1} certificates to sign, 0 to deliver again, 1 blocked" in captured.err
+
+
+def test_summary_counts_duplicate_deliveries(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert release(repo, seal, tmp_path / "outbox") == 0
+    folder = repo / "signed" / VIN / "stage-1" / "v1"
+    git(repo, "rm", "-q", str(folder / "delivery-1.json"))
+    git(repo, "commit", "-q", "-m", "lose a delivery result")
+    capsys.readouterr()
+    assert release(repo, seal, tmp_path / "outbox") == 0
+    assert "delivered 1: 1 accepted (1 of them already there), 0 rejected, 0 failed;" in capsys.readouterr().err

@@ -1327,6 +1327,8 @@ def release(
             )
         for entry in report.resend:
             click.echo(f"would deliver again {entry.vin} IviVersionNumber {entry.version} ({entry.folder})")
+        for relative, reason in report.blocked_records:
+            click.echo(f"blocked {relative}: {reason}")
         click.echo(
             f"{_plural(len(report.planned), 'certificate')} to sign, {len(report.resend)} to deliver again, "
             f"{report.blocked} blocked",
@@ -1338,12 +1340,18 @@ def release(
     counted = {
         state: sum(1 for o in report.outcomes if o.status == state) for state in ("accepted", "rejected", "failed")
     }
+    duplicates = sum(1 for o in report.outcomes if o.duplicate)
     click.echo(
-        f"signed {report.signed}, delivered {len(report.outcomes)}: {counted['accepted']} accepted, "
+        f"signed {report.signed}, delivered {len(report.outcomes)}: {counted['accepted']} accepted"
+        + (f" ({duplicates} of them already there)" if duplicates else "")
+        + ", "
         f"{counted['rejected']} rejected, {counted['failed']} failed"
         + (" (sent again by the next run)" if counted["failed"] else "")
         + "; "
-        f"{report.blocked} blocked; {_plural(len(report.commits), 'commit')}" + (", pushed" if report.pushed else ""),
+        f"{report.blocked} blocked"
+        + (" (ecoc release --dry-run lists them)" if report.blocked else "")
+        + f"; {_plural(len(report.commits), 'commit')}"
+        + (", pushed" if report.pushed else ""),
         err=True,
     )
     return EXIT_FINDINGS if report.failed else EXIT_CLEAN

@@ -102,6 +102,8 @@ class Outcome:
     reference_id: str
     status: str
     message: str
+    # Whether the authority already had this certificate (a resend of an earlier attempt).
+    duplicate: bool = False
 
 
 @dataclass
@@ -112,6 +114,8 @@ class ReleaseReport:
     signed: int = 0
     outcomes: list[Outcome] = field(default_factory=list)
     blocked: int = 0
+    # Each blocked record file with the first reason it is blocked.
+    blocked_records: list[tuple[str, str]] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
     discarded: list[str] = field(default_factory=list)
     commits: list[str] = field(default_factory=list)
@@ -427,6 +431,10 @@ def select(
         blocked = vin in blocked_vins or any(f.blocking for f in summary.findings)
         if blocked or result.rendered is None or result.version_number is None:
             report.blocked += 1
+            own = [f for f in summary.findings if f.blocking]
+            cause = own[0] if own else next((f for f in findings if f.blocking and vin in f.records), None)
+            reason = f"{cause.rule}: {cause.message}" if cause else "its certificate cannot be rendered"
+            report.blocked_records.append((result.relative, reason))
             continue
         if (vin, summary.stage, result.version_number) in issued or not in_shard(vin, options.shard):
             continue
@@ -588,7 +596,14 @@ def deliver(
             log.info("%s v%d: %s: %s", entry.vin, entry.version, answer.status, answer.message)
     finally:
         report.outcomes += [
-            Outcome(entries[i][1].vin, entries[i][1].version, entries[i][1].reference_id or "", a.status, a.message)
+            Outcome(
+                entries[i][1].vin,
+                entries[i][1].version,
+                entries[i][1].reference_id or "",
+                a.status,
+                a.message,
+                a.duplicate,
+            )
             for i, (a, _) in sorted(results.items())
         ]
     events: list[dict[str, object]] = []

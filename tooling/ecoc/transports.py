@@ -161,7 +161,7 @@ def open_transport(settings: ReleaseSettings, root: Path, outbox: Path | None = 
 
 def _resolve(root: Path, value: str) -> Path:
     path = Path(value).expanduser()
-    return path if path.is_absolute() else root / path
+    return Path(os.path.normpath(path if path.is_absolute() else root / path))
 
 
 def _check_url(url: str, setting: str) -> None:
