@@ -387,3 +387,84 @@ def test_delivery_status_differing_from_its_ledger_line(released: Path, capsys: 
     assert code == 1
     messages = [p["message"] for p in report["problems"] if p["file"] == f"{folder(VIN)}/delivery-1.json"]  # type: ignore[union-attr]
     assert any(m.startswith("the delivery result says rejected, but ledger line") for m in messages)
+
+
+def test_uncommitted_removal_is_found(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for path in sorted((released / folder(VIN)).iterdir()):
+        path.unlink()
+    ledger_lines(released, lambda lines: [line for line in lines if VIN.encode() not in line])
+    rechain(released)
+    code, report = audit(released, capsys)
+    assert code == 1
+    assert (f"{folder(VIN)}/certificate.xml", "git") in located(report)
+
+
+def test_entry_with_a_rewritten_file_is_not_verified(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    delivery = released / folder(VIN) / "delivery-1.json"
+    result = json.loads(delivery.read_bytes())
+    result["message"] = "accepted after a second look"
+    delivery.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    rechain(released)
+    git(released, "commit", "-q", "-am", "reword a result", "--author", "Rel Bot <bot@halvard.invalid>")
+    code, report = audit(released, capsys)
+    assert code == 1
+    [entry] = [e for e in report["entries"] if e["folder"] == folder(VIN)]  # type: ignore[union-attr]
+    assert entry["ok"] is False
+    assert entry["elsewhere"] >= 1
+    [problem] = [
+        p
+        for p in report["problems"]  # type: ignore[union-attr]
+        if p["file"] == f"{folder(VIN)}/delivery-1.json" and p["check"] == "history"
+    ]
+    assert " by Rel Bot <bot@halvard.invalid> on " in problem["message"]
+    assert "(committed by ecoc tests <tests@ecoc.invalid> on " in problem["message"]
+    capsys.readouterr()
+    main(["--repo", str(released), "audit", "--trust", str(released.parent / "root.pem")])
+    out = capsys.readouterr().out
+    assert f"{RECORDS - 1} of {RECORDS} evidence entries verified" in out
+
+
+def test_report_names_the_audited_commit_and_branch(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    head = git(released, "rev-parse", "HEAD").strip()
+    code, report = audit(released, capsys)
+    assert code == 0
+    assert report["commit"] == head
+    assert report["branch"] == "main"
+    git(released, "checkout", "-q", "-b", "audit-old", "HEAD~2")
+    capsys.readouterr()
+    main(["--repo", str(released), "audit", "--trust", str(released.parent / "root.pem")])
+    captured = capsys.readouterr()
+    assert "this audits the archive of branch audit-old, not of main" in captured.err
+    assert f"audited signed/ at commit {git(released, 'rev-parse', 'HEAD').strip()[:12]} on branch audit-old" in (
+        captured.out
+    )
+
+
+def test_appended_line_without_a_release_trailer(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Forged evidence that only appends: a second, rejected delivery with a properly chained line.
+    target = released / folder(VIN)
+    forged = {"status": "rejected", "message": "invalid", "attempt": 2, "receipt": None, "reference_id": None}
+    (target / "delivery-2.json").write_text(json.dumps(forged), encoding="utf-8")
+    path = released / "signed" / "ledger.jsonl"
+    lines = path.read_bytes().splitlines()
+    event = {
+        "event": "delivery",
+        "status": "rejected",
+        "vin": VIN,
+        "stage": 1,
+        "version": 1,
+        "folder": folder(VIN),
+        "files": {
+            f"{folder(VIN)}/delivery-2.json": hashlib.sha256((target / "delivery-2.json").read_bytes()).hexdigest()
+        },
+        "seq": len(lines) + 1,
+        "prev": hashlib.sha256(lines[-1]).hexdigest(),
+    }
+    path.write_bytes(path.read_bytes() + json.dumps(event, sort_keys=True).encode() + b"\n")
+    git(released, "add", "-A")
+    git(released, "commit", "-q", "-m", "Record 1 delivery result(s), 0 accepted")
+    code, report = audit(released, capsys)
+    assert code == 1
+    [problem] = [p for p in report["problems"] if p["check"] == "history"]  # type: ignore[union-attr]
+    assert problem["file"] == f"signed/ledger.jsonl:{len(lines) + 1}"
+    assert f"without the trailer 'Ecoc-Delivery: {VIN} v1  rejected'" in problem["message"]

@@ -164,3 +164,36 @@ def test_history_without_commits_is_a_config_error(tmp_path: Path, capsys: pytes
     git(root, "init", "-q")
     assert main(["--repo", str(root), "history", VIN]) == 3
     assert "no commit yet, so there is no history to show" in capsys.readouterr().err
+
+
+def test_commit_of_a_merged_pull_request_names_it(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    git(repo, "checkout", "-q", "-b", "halvard/colour")
+    record = repo / "records" / f"{VIN}.yaml"
+    record.write_bytes(record.read_bytes().replace(b"ActualMass: 1478", b"ActualMass: 1481"))
+    commit_as(repo, "Paula Verhoef", "Weigh with the spare wheel")
+    git(repo, "checkout", "-q", "main")
+    (repo / "NOTES.txt").write_text("unrelated work on main\n", encoding="utf-8")
+    git(repo, "add", "NOTES.txt")
+    git(repo, "commit", "-q", "-m", "Add notes")
+    git(repo, "merge", "-q", "--no-ff", "halvard/colour", "-m", "Merge pull request #12 from halvard/colour")
+    events = history(repo, capsys)
+    [weighed] = [event for event in events if event["summary"] == "Weigh with the spare wheel"]
+    assert weighed["pull_request"] == 12
+    assert weighed["author"] == "Paula Verhoef <people@halvard.invalid>"
+    first = [event for event in events if event["kind"] == "record" and event is not weighed]
+    assert all(event["pull_request"] is None for event in first)
+
+
+def test_unreadable_ledger_is_named_in_history(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert release(repo, seal, tmp_path / "outbox") == 0
+    (repo / "signed" / "ledger.jsonl").write_text("this is not json\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["--repo", str(repo), "history", VIN]) == 0
+    assert "1 line(s) of signed/ledger.jsonl are not JSON, so their events are left out" in capsys.readouterr().err
+    (repo / "signed" / "ledger.jsonl").write_text("", encoding="utf-8")
+    assert main(["--repo", str(repo), "history", VIN]) == 0
+    assert f"signed/ledger.jsonl lists no event of {VIN}, though signed/{VIN} holds evidence" in (
+        capsys.readouterr().err
+    )

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from conftest import git
+from ecoc.cli import main
+from pki import Pki
 from test_release import RECORDS, ledger, log_of
 
 # Kills the release whose process id the test wrote to $PID_FILE, then fails the hook.
@@ -75,7 +77,7 @@ def evidence_state(repo: Path) -> dict[str, list[str]]:
     return states
 
 
-def assert_complete(repo: Path, origin: Path, outbox: Path) -> None:
+def assert_complete(repo: Path, origin: Path, outbox: Path, seal_pki: Pki) -> None:
     states = evidence_state(repo)
     assert len(states) == RECORDS
     # Exactly one delivery per certificate, accepted.
@@ -86,6 +88,10 @@ def assert_complete(repo: Path, origin: Path, outbox: Path) -> None:
     assert sum(1 for e in events if e["event"] == "delivery") == RECORDS
     assert git(repo, "status", "--porcelain") == ""
     assert git(repo, "rev-parse", "HEAD") == git(origin, "rev-parse", "main")
+    # The archive a killed and finished release leaves passes the audit, recovery commits included.
+    trust = repo.parent / "audit-root.pem"
+    trust.write_bytes(seal_pki.root.pem())
+    assert main(["--repo", str(repo), "audit", "--trust", str(trust)]) == 0
 
 
 @pytest.mark.parametrize(
@@ -115,7 +121,14 @@ def assert_complete(repo: Path, origin: Path, outbox: Path) -> None:
     ids=["after-signing", "after-the-signing-commit", "during-the-push", "after-delivery"],
 )
 def test_killed_release_completes_on_rerun(
-    repo: Path, origin: Path, seal: list[str], tmp_path: Path, where: str, name: str, condition: str
+    repo: Path,
+    origin: Path,
+    seal: list[str],
+    seal_pki: Pki,
+    tmp_path: Path,
+    where: str,
+    name: str,
+    condition: str,
 ) -> None:
     outbox = tmp_path / "outbox"
     pid_file = tmp_path / "release.pid"
@@ -130,12 +143,12 @@ def test_killed_release_completes_on_rerun(
         # Before the signing commit reaches the remote, nothing may be delivered.
         assert delivered_before == 0
     assert run_release(repo, seal, outbox, pid_file) == 0
-    assert_complete(repo, origin, outbox)
+    assert_complete(repo, origin, outbox, seal_pki)
     subjects = log_of(repo)
     assert sum(1 for s in subjects if s.startswith("Sign ")) == 1
 
 
-def test_crash_keeps_written_receipts(repo: Path, origin: Path, seal: list[str], tmp_path: Path) -> None:
+def test_crash_keeps_written_receipts(repo: Path, origin: Path, seal: list[str], seal_pki: Pki, tmp_path: Path) -> None:
     outbox = tmp_path / "outbox"
     pid_file = tmp_path / "release.pid"
     killer = hook(
@@ -151,4 +164,4 @@ def test_crash_keeps_written_receipts(repo: Path, origin: Path, seal: list[str],
     assert run_release(repo, seal, outbox, pid_file) == 0
     assert log_of(repo)[0] == f"Record the delivery results of {RECORDS} certificate(s) from an interrupted release"
     assert sorted(p.name for p in outbox.glob("*.xml")) == written
-    assert_complete(repo, origin, outbox)
+    assert_complete(repo, origin, outbox, seal_pki)

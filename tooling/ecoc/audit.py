@@ -14,7 +14,9 @@ The ledger is checked from its first line to its last. Each line must name the s
 before it, and each file an event lists must still have its sha256. Every file of the archive
 must appear in the ledger. Git history shows whether any commit ever changed or deleted a file
 of the archive, or took lines out of the ledger: a chain rebuilt after such an edit still holds,
-but the history keeps the edit. Nothing here needs a network.
+but the history keeps the edit. Each ledger line must also come with the commit trailer that the
+release writes for it. The archive audited is the checked-out commit's: uncommitted changes
+below signed/ are reported. Nothing here needs a network.
 """
 
 from __future__ import annotations
@@ -69,10 +71,12 @@ class EntryResult:
     delivery: str
     signer: str | None = None
     problems: list[Discrepancy] = field(default_factory=list)
+    # Problems of the archive as a whole (ledger, git history) found in this entry's files.
+    elsewhere: int = 0
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.elsewhere
 
 
 @dataclass
@@ -81,6 +85,10 @@ class AuditReport:
     ledger_lines: int = 0
     # Problems of the archive as a whole: the ledger, files outside every event.
     problems: list[Discrepancy] = field(default_factory=list)
+    # The commit and branch whose archive was audited, and how many commits of signed/ were read.
+    commit: str | None = None
+    branch: str | None = None
+    commits_read: int = 0
 
     @property
     def discrepancies(self) -> list[Discrepancy]:
@@ -209,6 +217,20 @@ def _archive_files(root: Path) -> list[str]:
     return sorted(found)
 
 
+def check_uncommitted(root: Path, report: AuditReport) -> None:
+    """Report each file below signed/ that differs from the commit audited, ignored files included."""
+    for path in gitinfo.uncommitted(root, (EVIDENCE_FOLDER,), ignored=True):
+        report.problems.append(
+            Discrepancy(
+                path,
+                "git",
+                "differs from the commit audited (changed, added or deleted, and not committed); the "
+                "archive is the committed one, so commit or undo the change",
+                _vin_of(path),
+            )
+        )
+
+
 def _vin_of(path: str) -> str | None:
     parts = path.split("/")
     return parts[1] if len(parts) > 2 else None
@@ -224,16 +246,35 @@ def _common_lines(old: bytes, new: bytes) -> int:
     return count
 
 
+def _expected_trailers(event: dict[str, Any]) -> list[str]:
+    """Return the commit trailers with which a release commits a ledger event."""
+    if event.get("recovered"):
+        return [f"Ecoc-Recovered: {name}" for name in sorted(event.get("files") or {})]
+    vin, version, reference = event.get("vin"), event.get("version"), event.get("reference_id") or ""
+    if event.get("event") == "signed":
+        return [f"Ecoc-Signed: {vin} v{version} {reference}"]
+    if event.get("event") == "delivery":
+        return [f"Ecoc-Delivery: {vin} v{version} {reference} {event.get('status')}"]
+    return []
+
+
 def check_history(root: Path, report: AuditReport) -> None:
-    """Find commits that changed or deleted evidence, or removed or changed ledger lines."""
-    from ecoc.history import parse_log
+    """Find commits that changed or deleted evidence, removed or changed ledger lines, or added foreign lines."""
+    from ecoc.history import Commit, parse_log
 
     commits = list(parse_log(gitinfo.log_names(root, [EVIDENCE_FOLDER], merges=True)))
+    report.commits_read = len({commit.sha for commit in commits})
     grown: list[tuple[str, str, str, str]] = []
+    # Commits with one parent that added ledger lines, whose messages must carry the release's trailers.
+    appended: dict[str, tuple[str, Commit, str]] = {}
     seen: set[tuple[str, str, str]] = set()
     for commit in commits:
         committed_by = f"commit {commit.sha[:12]} by {commit.author} on {commit.date}"
+        if (commit.committer, commit.committed) != (commit.author, commit.date):
+            committed_by += f" (committed by {commit.committer} on {commit.committed})"
         for status, name in commit.files:
+            if name == LEDGER and len(commit.parents) <= 1 and status[:1] in ("A", "M"):
+                appended[commit.sha] = (commit.parents[0] if commit.parents else "", commit, committed_by)
             # A merge comes once per parent it differs from, with the same changes for each.
             if name in ARCHIVE_NOTES or status.startswith("A") or (commit.sha, status, name) in seen:
                 continue
@@ -251,9 +292,11 @@ def check_history(root: Path, report: AuditReport) -> None:
                     _vin_of(name),
                 )
             )
-    contents = gitinfo.read_many(
-        root, [pair for parent, sha, _, _ in grown for pair in ((parent, LEDGER), (sha, LEDGER))]
-    )
+    wanted = {pair for parent, sha, _, _ in grown for pair in ((parent, LEDGER), (sha, LEDGER))}
+    wanted |= {
+        pair for sha, (parent, _, _) in appended.items() for pair in ((parent, LEDGER), (sha, LEDGER)) if pair[0]
+    }
+    contents = gitinfo.read_many(root, sorted(wanted))
     for parent, sha, committed_by, name in dict.fromkeys(grown):
         old, new = contents.get((parent, LEDGER), b""), contents.get((sha, LEDGER), b"")
         if not new.startswith(old):
@@ -265,6 +308,30 @@ def check_history(root: Path, report: AuditReport) -> None:
                     f"{committed_by} changed or removed ledger lines from line {line} on; the ledger only grows",
                 )
             )
+    for sha, (parent, commit, committed_by) in appended.items():
+        old, new = contents.get((parent, LEDGER), b""), contents.get((sha, LEDGER), b"")
+        if not new.startswith(old):
+            continue
+        trailers = {line.strip() for line in commit.message.splitlines()}
+        first = old.count(b"\n") + 1
+        for offset, added in enumerate(new[len(old) :].splitlines()):
+            try:
+                event = json.loads(added)
+            except ValueError:
+                continue
+            if not isinstance(event, dict):
+                continue
+            missing = [trailer for trailer in _expected_trailers(event) if trailer not in trailers]
+            if missing:
+                report.problems.append(
+                    Discrepancy(
+                        f"{LEDGER}:{first + offset}",
+                        "history",
+                        f"{committed_by} added this ledger line without the trailer {missing[0]!r} that a "
+                        "release commits it with, so no release wrote it",
+                        event.get("vin") if isinstance(event.get("vin"), str) else None,
+                    )
+                )
 
 
 class Renderer:
@@ -495,7 +562,8 @@ def audit(
     from ecoc.signing import Verifier
 
     global _WORKER
-    report = AuditReport()
+    report = AuditReport(commit=gitinfo.head(root), branch=gitinfo.current_branch(root))
+    check_uncommitted(root, report)
     check_ledger(root, report)
     check_history(root, report)
     wanted = set(vins)
@@ -538,6 +606,9 @@ def audit(
                         report.entries += results
         finally:
             _WORKER = None
+    for entry in report.entries:
+        inside = entry.folder + "/"
+        entry.elsewhere = sum(1 for problem in report.problems if problem.file.startswith(inside))
     if wanted:
         report.problems = [p for p in report.problems if p.vin is None or p.vin in wanted]
         report.problems += [
@@ -551,6 +622,9 @@ def format_report(report: AuditReport, format_: str, generated: str, root: Path)
     """Format the audit as text (one line per discrepancy, then a summary), JSON or an HTML page."""
     if format_ == "json":
         document = {
+            "commit": report.commit,
+            "branch": report.branch,
+            "commits_read": report.commits_read,
             "ledger_lines": report.ledger_lines,
             "entries": [
                 {**asdict(entry), "ok": entry.ok, "problems": [asdict(problem) for problem in entry.problems]}
@@ -570,10 +644,19 @@ def format_report(report: AuditReport, format_: str, generated: str, root: Path)
             entries=entries,
             problems=[asdict(problem) for problem in report.problems],
             ledger_lines=report.ledger_lines,
+            commit=report.commit,
+            branch=report.branch,
+            commits_read=report.commits_read,
             generated=generated,
         )
     lines = [f"{problem.file}: {problem.check}: {problem.message}" for problem in report.discrepancies]
     verified = sum(1 for entry in report.entries if entry.ok)
+    where = f"commit {report.commit[:12]}" if report.commit else "a repository without commits"
+    lines.append(
+        f"audited {EVIDENCE_FOLDER}/ at {where}"
+        + (f" on branch {report.branch}" if report.branch else "")
+        + f", with {report.commits_read} commits of its history"
+    )
     lines.append(
         f"{verified} of {len(report.entries)} evidence entries verified, {report.ledger_lines} ledger lines; "
         + (f"{len(report.discrepancies)} discrepancies" if len(report.discrepancies) != 1 else "1 discrepancy")

@@ -1198,6 +1198,14 @@ def audit(
     from ecoc.runner import default_jobs
 
     report = archive.audit(repository.root, anchors, vins, since, jobs=jobs or default_jobs())
+    main_branch = repository.settings.main_branch
+    if report.branch != main_branch:
+        shown = f"branch {report.branch}" if report.branch else "a detached HEAD"
+        log.warning(
+            "this audits the archive of %s, not of %s; check out %s to audit it", shown, main_branch, main_branch
+        )
+    if not (repository.root / "signed").is_dir():
+        log.warning("there is no signed/ folder: nothing was released from this repository")
     _emit(archive.format_report(report, format_, now_text(), repository.root), output)
     return EXIT_FINDINGS if report.discrepancies else EXIT_CLEAN
 

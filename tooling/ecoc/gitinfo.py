@@ -523,7 +523,7 @@ def log_names(root: Path, paths: list[str], merges: bool = False) -> bytes:
         "--no-renames",
         *(["--full-history", "--diff-merges=separate"] if merges else []),
         "--name-status",
-        "--format=%x1e%H%x1f%P%x1f%an <%ae>%x1f%aI%x1f%B%x1f",
+        "--format=%x1e%H%x1f%P%x1f%an <%ae>%x1f%aI%x1f%cn <%ce>%x1f%cI%x1f%B%x1f",
         "HEAD",
         "--",
         *[f":(literal){path}" for path in paths],
@@ -532,6 +532,19 @@ def log_names(root: Path, paths: list[str], merges: bool = False) -> bytes:
     if completed.returncode != 0:
         raise _failed("cannot read the history", completed, "check the repository (git log)")
     return completed.stdout
+
+
+def commit_graph(root: Path) -> list[tuple[str, tuple[str, ...], str]]:
+    """Return every commit HEAD reaches as (commit, parents, subject), newest first, from one git call."""
+    completed = _git(root, "log", "--format=%H%x1f%P%x1f%s%x1e", "HEAD", "--")
+    if completed.returncode != 0:
+        raise _failed("cannot read the history", completed, "check the repository (git log)")
+    graph = []
+    for chunk in completed.stdout.decode("utf-8", "replace").split("\x1e"):
+        parts = chunk.strip("\n").split("\x1f")
+        if len(parts) == 3:
+            graph.append((parts[0], tuple(parts[1].split()), parts[2]))
+    return graph
 
 
 def read_many(root: Path, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], bytes]:

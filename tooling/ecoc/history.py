@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -21,6 +22,8 @@ from ecoc.errors import ConfigError, UsageError
 from ecoc.evidence import EVIDENCE_FOLDER, LEDGER
 
 # A squash merge ends its subject with (#123), and a merge commit's subject is "Merge pull request #123 ...".
+log = logging.getLogger(__name__)
+
 _PULL_REQUEST = re.compile(r"\(#([0-9]+)\)\s*$|^Merge pull request #([0-9]+)")
 VIN_SYNTAX = re.compile(r"[A-HJ-NPR-Z0-9]{17}\Z")
 
@@ -57,6 +60,8 @@ class Commit:
     date: str
     message: str
     files: tuple[tuple[str, str], ...]
+    committer: str = ""
+    committed: str = ""
 
     @property
     def subject(self) -> str:
@@ -64,26 +69,64 @@ class Commit:
 
     @property
     def pull_request(self) -> int | None:
-        match = _PULL_REQUEST.search(self.subject)
-        if match is None:
-            return None
-        return int(match.group(1) or match.group(2))
+        return pull_request_of(self.subject)
+
+
+def pull_request_of(subject: str) -> int | None:
+    """Return the pull-request number a squash or merge subject carries, or None."""
+    match = _PULL_REQUEST.search(subject)
+    if match is None:
+        return None
+    return int(match.group(1) or match.group(2))
+
+
+def merged_pull_requests(root: Path) -> dict[str, int]:
+    """Map each commit that a pull-request merge brought in to the number of that pull request.
+
+    The first-parent line of HEAD is walked from the oldest commit on. At each merge, the commits
+    its other parents reach, and no earlier commit of the line reaches, came in with that merge.
+    """
+    graph = gitinfo.commit_graph(root)
+    parents = {sha: commit_parents for sha, commit_parents, _ in graph}
+    subjects = {sha: subject for sha, _, subject in graph}
+    line = []
+    current = graph[0][0] if graph else None
+    while current is not None:
+        line.append(current)
+        first = parents.get(current, ())
+        current = first[0] if first else None
+    reached: set[str] = set()
+    found: dict[str, int] = {}
+    for sha in reversed(line):
+        number = pull_request_of(subjects[sha])
+        waiting = [parent for parent in parents[sha][1:] if parent not in reached]
+        while waiting:
+            commit = waiting.pop()
+            if commit in reached:
+                continue
+            reached.add(commit)
+            if number is not None:
+                found[commit] = number
+            waiting.extend(parent for parent in parents.get(commit, ()) if parent not in reached)
+        reached.add(sha)
+    return found
 
 
 def parse_log(output: bytes) -> Iterator[Commit]:
-    """Read `git log -z --name-status --format=%x1e%H%x1f%P%x1f%an <%ae>%x1f%aI%x1f%B%x1f`."""
+    """Read `git log -z --name-status` in the format of `gitinfo.log_names`."""
     for chunk in output.split(b"\x1e")[1:]:
         parts = chunk.split(b"\x1f")
-        if len(parts) < 6:
+        if len(parts) < 8:
             continue
-        sha, parents, author, date, message = (part.decode("utf-8", "replace") for part in parts[:5])
-        names = b"\x1f".join(parts[5:]).strip(b"\0\n").split(b"\0")
+        fields = [part.decode("utf-8", "replace") for part in parts[:7]]
+        sha, parents, author, date, committer, committed, message = fields
+        names = b"\x1f".join(parts[7:]).strip(b"\0\n").split(b"\0")
         files = tuple(
             (names[i].decode("ascii", "replace"), names[i + 1].decode("utf-8", "surrogateescape"))
             for i in range(0, len(names) - 1, 2)
             if names[i]
         )
-        yield Commit(sha, tuple(parents.split()), author, date, message.strip(), files)
+        yield Commit(sha, tuple(parents.split()), author, date, message.strip(), files, committer, committed)
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, str]:
@@ -174,6 +217,7 @@ def history(root: Path, vin: str) -> list[Event]:
                 approvals[path] = (data.get("variant"), data.get("version"))
     paths = sorted(records) + sorted(approvals) + ["rules", f"{EVIDENCE_FOLDER}/{vin}"]
     commits = list(parse_log(gitinfo.log_names(root, paths)))
+    merged = merged_pull_requests(root)
     # Every version of every file the timeline compares or searches, read in one git call.
     wanted = []
     for commit in commits:
@@ -186,7 +230,8 @@ def history(root: Path, vin: str) -> list[Event]:
     events: list[Event] = []
     for commit in commits:
         touched = [name for _, name in commit.files]
-        base = {"commit": commit.sha, "author": commit.author, "pull_request": commit.pull_request}
+        pull_request = commit.pull_request or merged.get(commit.sha)
+        base = {"commit": commit.sha, "author": commit.author, "pull_request": pull_request}
         for name in touched:
             if name in records:
                 changes = value_changes(contents, commit, name)
@@ -246,16 +291,21 @@ def _within(variant: str | None, version: str | None) -> Any:
 
 def _evidence_events(root: Path, vin: str, added_by: dict[str, Commit]) -> list[Event]:
     events = []
+    has_evidence = (root / EVIDENCE_FOLDER / vin).is_dir()
     try:
         lines = (root / LEDGER).read_bytes().splitlines()
     except FileNotFoundError:
+        if has_evidence:
+            log.warning("%s is missing, so the evidence of %s is left out; run ecoc audit", LEDGER, vin)
         return []
+    unreadable = 0
     for line in lines:
         try:
             event = json.loads(line)
         except ValueError:
+            unreadable += 1
             continue
-        if event.get("vin") != vin:
+        if not isinstance(event, dict) or event.get("vin") != vin:
             continue
         version = event.get("version")
         files = sorted(event.get("files") or {})
@@ -278,6 +328,12 @@ def _evidence_events(root: Path, vin: str, added_by: dict[str, Commit]) -> list[
                 if name.rsplit("/", 1)[-1].startswith("delivery-") and (root / name).is_file():
                     message = json.loads((root / name).read_bytes()).get("message", "")
             events.append(Event(kind, at, f"IviVersionNumber {version}: {message}", files=files, **origin))  # type: ignore[arg-type]
+    if unreadable:
+        log.warning("%d line(s) of %s are not JSON, so their events are left out; run ecoc audit", unreadable, LEDGER)
+    elif has_evidence and not events:
+        log.warning(
+            "%s lists no event of %s, though %s/%s holds evidence; run ecoc audit", LEDGER, vin, EVIDENCE_FOLDER, vin
+        )
     return events
 
 
