@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -468,3 +469,25 @@ def test_appended_line_without_a_release_trailer(released: Path, capsys: pytest.
     [problem] = [p for p in report["problems"] if p["check"] == "history"]  # type: ignore[union-attr]
     assert problem["file"] == f"signed/ledger.jsonl:{len(lines) + 1}"
     assert f"without the trailer 'Ecoc-Delivery: {VIN} v1  rejected'" in problem["message"]
+
+
+def test_forged_delivery_entry_is_not_verified(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    test_appended_line_without_a_release_trailer(released, capsys)
+    _, report = audit(released, capsys)
+    [entry] = [e for e in report["entries"] if e["folder"] == folder(VIN)]  # type: ignore[union-attr]
+    assert entry["ok"] is False
+    assert report["trust_anchors"]
+    assert "files that differ from the commit" in report["checks"]  # type: ignore[operator]
+
+
+def test_uncommitted_removal_of_signed_keeps_the_summary_honest(
+    released: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.rmtree(released / "signed")
+    capsys.readouterr()
+    assert main(["--repo", str(released), "audit", "--trust", str(released.parent / "root.pem")]) == 1
+    captured = capsys.readouterr()
+    assert "nothing was released from this repository" not in captured.err
+    assert "file(s) below signed/ differ from the commit; the counts below are of the files as they are now" in (
+        captured.out
+    )

@@ -44,6 +44,18 @@ from ecoc.evidence import (
 )
 from ecoc.files import MANIFEST_NAME
 
+# What the audit checks, as its reports list it.
+CHECKS = (
+    "signatures and certificate chains at the signing time",
+    "manifests against their folder, certificate, signer and record",
+    "delivery results and receipts",
+    "each certificate against a new render of its record at the source commit",
+    "the ledger's hash chain and digests",
+    "files no ledger event lists",
+    "git history: changed or deleted evidence, removed ledger lines, lines without a release trailer",
+    "files that differ from the commit",
+)
+
 SIGNATURE_START = b"<ds:Signature xmlns:ds="
 SIGNATURE_END = b"</ds:Signature>"
 
@@ -56,6 +68,8 @@ class Discrepancy:
     check: str
     message: str
     vin: str | None = None
+    # The evidence folder a ledger line is about, when the finding is located in the ledger.
+    folder: str | None = None
 
 
 @dataclass
@@ -89,6 +103,10 @@ class AuditReport:
     commit: str | None = None
     branch: str | None = None
     commits_read: int = 0
+    # Files below signed/ that differ from the commit; the entry and ledger counts are of the files as they are.
+    uncommitted: int = 0
+    # Subjects of the trust anchors the chains were checked against.
+    anchors: list[str] = field(default_factory=list)
 
     @property
     def discrepancies(self) -> list[Discrepancy]:
@@ -219,7 +237,9 @@ def _archive_files(root: Path) -> list[str]:
 
 def check_uncommitted(root: Path, report: AuditReport) -> None:
     """Report each file below signed/ that differs from the commit audited, ignored files included."""
-    for path in gitinfo.uncommitted(root, (EVIDENCE_FOLDER,), ignored=True):
+    changed = gitinfo.uncommitted(root, (EVIDENCE_FOLDER,), ignored=True)
+    report.uncommitted = len(changed)
+    for path in changed:
         report.problems.append(
             Discrepancy(
                 path,
@@ -330,6 +350,7 @@ def check_history(root: Path, report: AuditReport) -> None:
                         f"{committed_by} added this ledger line without the trailer {missing[0]!r} that a "
                         "release commits it with, so no release wrote it",
                         event.get("vin") if isinstance(event.get("vin"), str) else None,
+                        event.get("folder") if isinstance(event.get("folder"), str) else None,
                     )
                 )
 
@@ -562,7 +583,11 @@ def audit(
     from ecoc.signing import Verifier
 
     global _WORKER
-    report = AuditReport(commit=gitinfo.head(root), branch=gitinfo.current_branch(root))
+    report = AuditReport(
+        commit=gitinfo.head(root),
+        branch=gitinfo.current_branch(root),
+        anchors=[anchor.subject.rfc4514_string() for anchor in anchors],
+    )
     check_uncommitted(root, report)
     check_ledger(root, report)
     check_history(root, report)
@@ -608,7 +633,9 @@ def audit(
             _WORKER = None
     for entry in report.entries:
         inside = entry.folder + "/"
-        entry.elsewhere = sum(1 for problem in report.problems if problem.file.startswith(inside))
+        entry.elsewhere = sum(
+            1 for problem in report.problems if problem.file.startswith(inside) or problem.folder == entry.folder
+        )
     if wanted:
         report.problems = [p for p in report.problems if p.vin is None or p.vin in wanted]
         report.problems += [
@@ -625,6 +652,9 @@ def format_report(report: AuditReport, format_: str, generated: str, root: Path)
             "commit": report.commit,
             "branch": report.branch,
             "commits_read": report.commits_read,
+            "uncommitted": report.uncommitted,
+            "trust_anchors": report.anchors,
+            "checks": list(CHECKS),
             "ledger_lines": report.ledger_lines,
             "entries": [
                 {**asdict(entry), "ok": entry.ok, "problems": [asdict(problem) for problem in entry.problems]}
@@ -655,8 +685,15 @@ def format_report(report: AuditReport, format_: str, generated: str, root: Path)
     lines.append(
         f"audited {EVIDENCE_FOLDER}/ at {where}"
         + (f" on branch {report.branch}" if report.branch else "")
-        + f", with {report.commits_read} commits of its history"
+        + f", with {report.commits_read} commits of its history, against "
+        + ("; ".join(report.anchors) or "no trust anchor")
     )
+    lines.append("checked: " + ", ".join(CHECKS))
+    if report.uncommitted:
+        lines.append(
+            f"{report.uncommitted} file(s) below {EVIDENCE_FOLDER}/ differ from the commit; the counts below are of "
+            "the files as they are now"
+        )
     lines.append(
         f"{verified} of {len(report.entries)} evidence entries verified, {report.ledger_lines} ledger lines; "
         + (f"{len(report.discrepancies)} discrepancies" if len(report.discrepancies) != 1 else "1 discrepancy")

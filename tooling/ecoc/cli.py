@@ -1204,7 +1204,7 @@ def audit(
         log.warning(
             "this audits the archive of %s, not of %s; check out %s to audit it", shown, main_branch, main_branch
         )
-    if not (repository.root / "signed").is_dir():
+    if not (repository.root / "signed").is_dir() and not report.uncommitted:
         log.warning("there is no signed/ folder: nothing was released from this repository")
     _emit(archive.format_report(report, format_, now_text(), repository.root), output)
     return EXIT_FINDINGS if report.discrepancies else EXIT_CLEAN
@@ -1359,7 +1359,8 @@ def release(
         f"{report.blocked} blocked"
         + (" (ecoc release --dry-run lists them)" if report.blocked else "")
         + f"; {_plural(len(report.commits), 'commit')}"
-        + (", pushed" if report.pushed else ""),
+        + (", pushed" if report.pushed and report.commits else "")
+        + (", pushed the commits of an earlier run" if report.pushed and not report.commits else ""),
         err=True,
     )
     return EXIT_FINDINGS if report.failed else EXIT_CLEAN

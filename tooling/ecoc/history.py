@@ -326,7 +326,10 @@ def _evidence_events(root: Path, vin: str, added_by: dict[str, Commit]) -> list[
             message = ""
             for name in files:
                 if name.rsplit("/", 1)[-1].startswith("delivery-") and (root / name).is_file():
-                    message = json.loads((root / name).read_bytes()).get("message", "")
+                    result = json.loads((root / name).read_bytes())
+                    message = result.get("message", "")
+                    # A killed run's result is logged by the next run; the result keeps the real time.
+                    at = _utc(result.get("at") or at)
             events.append(Event(kind, at, f"IviVersionNumber {version}: {message}", files=files, **origin))  # type: ignore[arg-type]
     if unreadable:
         log.warning("%d line(s) of %s are not JSON, so their events are left out; run ecoc audit", unreadable, LEDGER)
