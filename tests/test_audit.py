@@ -245,6 +245,30 @@ def rechain(repo: Path) -> None:
     path.write_bytes(b"".join(out))
 
 
+def edit_delivery(repo: Path, key: str, value: str) -> None:
+    """Change one field of VIN's first delivery result and rebuild the ledger chain over it."""
+    delivery = repo / folder(VIN) / "delivery-1.json"
+    result = json.loads(delivery.read_bytes())
+    result[key] = value
+    delivery.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    rechain(repo)
+
+
+def history_finding_on_the_result(repo: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    """Audit, expect history findings on VIN's delivery result and the ledger, and return the first."""
+    code, report = audit(repo, capsys)
+    assert code == 1
+    where = located(report)
+    assert (f"{folder(VIN)}/delivery-1.json", "history") in where
+    assert any(file.startswith("signed/ledger.jsonl:") and check == "history" for file, check in where)
+    [problem] = [
+        p
+        for p in report["problems"]  # type: ignore[union-attr]
+        if p["file"] == f"{folder(VIN)}/delivery-1.json" and p["check"] == "history"
+    ]
+    return problem  # type: ignore[no-any-return]
+
+
 def test_archive_readme_is_no_discrepancy(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (released / "signed" / "README.md").is_file()
     code, report = audit(released, capsys)
@@ -262,22 +286,9 @@ def test_truncated_ledger_is_found_in_history(released: Path, capsys: pytest.Cap
 
 
 def test_rebuilt_chain_still_shows_the_edit(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    delivery = released / folder(VIN) / "delivery-1.json"
-    result = json.loads(delivery.read_bytes())
-    result["status"] = "rejected"
-    delivery.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    rechain(released)
+    edit_delivery(released, "status", "rejected")
     git(released, "commit", "-q", "-am", "correct a delivery result")
-    code, report = audit(released, capsys)
-    assert code == 1
-    where = located(report)
-    assert (f"{folder(VIN)}/delivery-1.json", "history") in where
-    assert any(file.startswith("signed/ledger.jsonl:") and check == "history" for file, check in where)
-    [problem] = [
-        p
-        for p in report["problems"]  # type: ignore[union-attr]
-        if p["file"] == f"{folder(VIN)}/delivery-1.json" and p["check"] == "history"
-    ]
+    problem = history_finding_on_the_result(released, capsys)
     assert "changed this file after it was committed" in problem["message"]
 
 
@@ -350,16 +361,7 @@ def test_merge_that_drops_evidence_is_found(released: Path, capsys: pytest.Captu
     git(released, "checkout", "-q", "main")
     git(released, "merge", "-q", "--ff-only", "evil")
     assert not (released / folder(VIN) / "delivery-1.json").exists()
-    code, report = audit(released, capsys)
-    assert code == 1
-    where = located(report)
-    assert (f"{folder(VIN)}/delivery-1.json", "history") in where
-    assert any(file.startswith("signed/ledger.jsonl:") and check == "history" for file, check in where)
-    [problem] = [
-        p
-        for p in report["problems"]  # type: ignore[union-attr]
-        if p["file"] == f"{folder(VIN)}/delivery-1.json" and p["check"] == "history"
-    ]
+    problem = history_finding_on_the_result(released, capsys)
     merge = git(released, "rev-parse", "HEAD").strip()
     assert problem["message"].startswith(f"commit {merge[:12]} by ")
     assert "deleted this file" in problem["message"]
@@ -379,11 +381,7 @@ def test_ordinary_merges_after_a_release_verify(released: Path, capsys: pytest.C
 
 
 def test_delivery_status_differing_from_its_ledger_line(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    delivery = released / folder(VIN) / "delivery-1.json"
-    result = json.loads(delivery.read_bytes())
-    result["status"] = "rejected"
-    delivery.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    rechain(released)
+    edit_delivery(released, "status", "rejected")
     code, report = audit(released, capsys)
     assert code == 1
     messages = [p["message"] for p in report["problems"] if p["file"] == f"{folder(VIN)}/delivery-1.json"]  # type: ignore[union-attr]
@@ -401,11 +399,7 @@ def test_uncommitted_removal_is_found(released: Path, capsys: pytest.CaptureFixt
 
 
 def test_entry_with_a_rewritten_file_is_not_verified(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    delivery = released / folder(VIN) / "delivery-1.json"
-    result = json.loads(delivery.read_bytes())
-    result["message"] = "accepted after a second look"
-    delivery.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    rechain(released)
+    edit_delivery(released, "message", "accepted after a second look")
     git(released, "commit", "-q", "-am", "reword a result", "--author", "Rel Bot <bot@halvard.invalid>")
     code, report = audit(released, capsys)
     assert code == 1

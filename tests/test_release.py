@@ -484,14 +484,20 @@ def test_signed_commits_stay_signed(repo: Path, seal: list[str], tmp_path: Path)
         assert "-----BEGIN SSH SIGNATURE-----" in git(repo, "cat-file", "commit", ref)
 
 
-def test_receipt_without_result_gets_the_next_attempt(
-    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # A run killed between writing the receipt and its delivery result leaves receipt-1 alone.
+def release_and_lose_a_result(repo: Path, seal: list[str], tmp_path: Path) -> Path:
+    """Release everything, then commit the loss of VIN's delivery result; return its evidence folder."""
     assert release(repo, seal, tmp_path / "outbox") == 0
     folder = repo / "signed" / VIN / "stage-1" / "v1"
     git(repo, "rm", "-q", str(folder / "delivery-1.json"))
     git(repo, "commit", "-q", "-m", "lose a delivery result")
+    return folder
+
+
+def test_receipt_without_result_gets_the_next_attempt(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A run killed between writing the receipt and its delivery result leaves receipt-1 alone.
+    folder = release_and_lose_a_result(repo, seal, tmp_path)
     assert release(repo, seal, tmp_path / "outbox") == 0
     assert (folder / "receipt-1.json").is_file()
     result = json.loads((folder / "delivery-2.json").read_bytes())
@@ -539,10 +545,7 @@ def test_dry_run_names_the_blocked_records(
 def test_summary_counts_duplicate_deliveries(
     repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert release(repo, seal, tmp_path / "outbox") == 0
-    folder = repo / "signed" / VIN / "stage-1" / "v1"
-    git(repo, "rm", "-q", str(folder / "delivery-1.json"))
-    git(repo, "commit", "-q", "-m", "lose a delivery result")
+    release_and_lose_a_result(repo, seal, tmp_path)
     capsys.readouterr()
     assert release(repo, seal, tmp_path / "outbox") == 0
     assert "delivered 1: 1 accepted (1 of them already there), 0 rejected, 0 failed;" in capsys.readouterr().err
