@@ -701,7 +701,9 @@ def run_release(
                 events: list[dict[str, object]] = []
                 trailers: list[str] = []
                 assert run.index is not None and run.catalogue is not None
-                for candidate in report.planned:
+                index, rules_digest = run.index, run.catalogue.digest
+
+                def sign_one(candidate: Candidate) -> tuple[str, list[str]]:
                     signed = sign(
                         candidate.rendered,
                         seal,
@@ -714,18 +716,26 @@ def run_release(
                         repository,
                         head,
                         version_datetime,
-                        run.index.paths_of(candidate.approval_number),
-                        run.catalogue.digest,
+                        index.paths_of(candidate.approval_number),
+                        rules_digest,
                         schema,
                         seal,
                         transport_name,
                         options,
                     )
-                    written = write_certificate(root, folder, signed, manifest)
-                    files += written
-                    events.append(_event("signed", candidate, folder, written, root))
-                    trailers.append(f"Ecoc-Signed: {candidate.vin} v{candidate.version} {candidate.reference_id}")
-                    report.signed += 1
+                    return folder, write_certificate(root, folder, signed, manifest)
+
+                # RSA and ECDSA signing, a TSA's answer and file writes all let other threads run, so
+                # certificates are signed in parallel. A PKCS#11 session serves one thread at a time.
+                workers = 1 if isinstance(seal.key, TokenKey) else max(1, options.jobs)
+                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sign") as executor:
+                    for candidate, (folder, written) in zip(
+                        report.planned, executor.map(sign_one, report.planned), strict=True
+                    ):
+                        files += written
+                        events.append(_event("signed", candidate, folder, written, root))
+                        trailers.append(f"Ecoc-Signed: {candidate.vin} v{candidate.version} {candidate.reference_id}")
+                        report.signed += 1
             finally:
                 if isinstance(seal.key, TokenKey):
                     seal.key.close()
