@@ -1348,8 +1348,9 @@ def method_lines(results: Results) -> list[str]:
         "folder (not timed), which writes one evidence entry per record. (i) verifies each signed "
         "certificate in-process with signxml, the certificate pinned, on one core. (j) runs `ecoc audit` "
         "with the default jobs: the ledger chain and digests, every signature and chain at its signing "
-        "time, every manifest, delivery result and receipt, and a render of each record at its source "
-        "commit compared with the certificate.",
+        "time, every manifest, delivery result and receipt, a render of each record at its source "
+        "commit compared with the certificate, and the git history of signed/ with the commit trailer "
+        "of each ledger line.",
         "- Rules: cold `ecoc check -j 1` once more per repetition with the fleet's rules/ folder "
         "moved aside, so that no readiness rule runs; the share is the cold time with rules over "
         "the cold time without, minus one.",
