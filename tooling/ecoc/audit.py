@@ -237,15 +237,22 @@ def _archive_files(root: Path) -> list[str]:
 
 def check_uncommitted(root: Path, report: AuditReport) -> None:
     """Report each file below signed/ that differs from the commit audited, ignored files included."""
-    changed = gitinfo.uncommitted(root, (EVIDENCE_FOLDER,), ignored=True)
+    changed = gitinfo.uncommitted_status(root, (EVIDENCE_FOLDER,), ignored=True)
     report.uncommitted = len(changed)
-    for path in changed:
+    for status, path in changed:
+        if status == "!!":
+            what = "added, and ignored by git"
+        elif status == "??":
+            what = "added and not committed"
+        elif "D" in status:
+            what = "deleted and not committed"
+        else:
+            what = "changed and not committed"
         report.problems.append(
             Discrepancy(
                 path,
                 "git",
-                "differs from the commit audited (changed, added or deleted, and not committed); the "
-                "archive is the committed one, so commit or undo the change",
+                f"{what}; the archive is the committed one, so commit or undo the change",
                 _vin_of(path),
             )
         )

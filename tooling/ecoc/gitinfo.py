@@ -44,6 +44,11 @@ def uncommitted(root: Path, folders: tuple[str, ...], ignored: bool = False) -> 
 
     With `ignored`, files that .gitignore or .git/info/exclude hide are listed too.
     """
+    return [path for _, path in uncommitted_status(root, folders, ignored)]
+
+
+def uncommitted_status(root: Path, folders: tuple[str, ...], ignored: bool = False) -> list[tuple[str, str]]:
+    """Return `uncommitted`'s files with git's two-letter status (` M`, `D `, `??`, `!!` and so on)."""
     shown = ["--ignored=matching"] if ignored else []
     completed = subprocess.run(
         ["git", "-C", str(root), "status", "--porcelain=v1", "-z", "--untracked-files=all", *shown, "--", *folders],
@@ -54,7 +59,7 @@ def uncommitted(root: Path, folders: tuple[str, ...], ignored: bool = False) -> 
     if completed.returncode != 0:
         return []
     entries = [entry for entry in completed.stdout.decode("utf-8", "replace").split("\0") if entry]
-    return [entry[3:] for entry in entries if len(entry) > 3]
+    return [(entry[:2], entry[3:]) for entry in entries if len(entry) > 3]
 
 
 def _git(root: Path, *args: str, stdin: bytes | None = None, timeout: int = 600) -> subprocess.CompletedProcess[bytes]:
