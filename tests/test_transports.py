@@ -178,7 +178,7 @@ def test_outbox_folder_is_created(tmp_path: Path, document: Document) -> None:
     assert (outbox / f"{document.reference_id}.xml").read_bytes() == document.signed
 
 
-def test_outbox_that_is_a_file_is_a_config_error(tmp_path: Path) -> None:
+def test_outbox_file_is_a_config_error(tmp_path: Path) -> None:
     outbox = tmp_path / "outbox"
     outbox.write_text("not a folder")
 
