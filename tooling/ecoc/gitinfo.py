@@ -194,21 +194,28 @@ def read_working(root: Path, path: str) -> bytes | None:
 def read_at(root: Path, commit: str, paths: list[str]) -> dict[str, bytes]:
     """Return the contents of `paths` at `commit`, leaving out paths that do not exist there."""
     wanted = [p for p in paths if "\n" not in p]
-    if not wanted:
-        return {}
-    request = "".join(f"{commit}:{path}\n" for path in wanted).encode("utf-8", "surrogateescape")
-    completed = _git(root, "cat-file", "--batch", stdin=request)
-    found: dict[str, bytes] = {}
-    output = completed.stdout
+    blobs = _blobs(root, [f"{commit}:{path}" for path in wanted])
+    return {path: data for path, data in zip(wanted, blobs, strict=True) if data is not None}
+
+
+def _blobs(root: Path, names: list[str]) -> list[bytes | None]:
+    """Read the blobs `commit:path` names, in one `git cat-file --batch` call; None where one is absent."""
+    if not names:
+        return []
+    request = "".join(f"{name}\n" for name in names).encode("utf-8", "surrogateescape")
+    output = _git(root, "cat-file", "--batch", stdin=request).stdout
+    found: list[bytes | None] = []
     position = 0
-    for path in wanted:
+    for _ in names:
         end = output.index(b"\n", position)
         header = output[position:end].split()
         position = end + 1
         if len(header) == 3 and header[1] == b"blob":
             size = int(header[2])
-            found[path] = output[position : position + size]
+            found.append(output[position : position + size])
             position += size + 1
+        else:
+            found.append(None)
     return found
 
 
@@ -366,7 +373,7 @@ def commit_paths(root: Path, paths: list[str], message: str) -> str:
 
     A release commits thousands of files at a time, so git fast-import writes the new objects as
     one pack, where `git add` and `git commit` would write one loose object file per file. HEAD
-    moves only if nobody else moved it meanwhile. Returns the new commit.
+    moves only if no other process moved it meanwhile. Returns the new commit.
     """
     parent = head(root)
     if parent is None:
@@ -555,19 +562,5 @@ def commit_graph(root: Path) -> list[tuple[str, tuple[str, ...], str]]:
 def read_many(root: Path, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
     """Return the contents of (commit, path) pairs in one `git cat-file --batch` call; absent ones are left out."""
     pairs = [(commit, path) for commit, path in wanted if "\n" not in path]
-    if not pairs:
-        return {}
-    request = "".join(f"{_sha(commit)}:{path}\n" for commit, path in pairs).encode("utf-8", "surrogateescape")
-    completed = _git(root, "cat-file", "--batch", stdin=request)
-    found: dict[tuple[str, str], bytes] = {}
-    output = completed.stdout
-    position = 0
-    for pair in pairs:
-        end = output.index(b"\n", position)
-        header = output[position:end].split()
-        position = end + 1
-        if len(header) == 3 and header[1] == b"blob":
-            size = int(header[2])
-            found[pair] = output[position : position + size]
-            position += size + 1
-    return found
+    blobs = _blobs(root, [f"{_sha(commit)}:{path}" for commit, path in pairs])
+    return {pair: data for pair, data in zip(pairs, blobs, strict=True) if data is not None}

@@ -300,12 +300,9 @@ def _own_certificate(root: Path, folder: str) -> bool:
     return isinstance(digests, dict) and digests.get("certificate") == sha256_hex(certificate)
 
 
-def _foreign_changes(root: Path, changed: list[str], in_head: set[str]) -> list[str]:
+def _foreign_changes(root: Path, changed: list[str], in_head: set[str], committed_manifests: set[str]) -> list[str]:
     """List the changes below signed/ that no interrupted release can have made, each with its reason."""
     foreign = []
-    committed_manifests = gitinfo.tracked(
-        root, sorted({f"{path.rsplit('/', 1)[0]}/{MANIFEST_NAME}" for path in changed if "/" in path})
-    )
     for path in changed:
         if path == LEDGER:
             committed = gitinfo.read_at(root, "HEAD", [LEDGER]).get(LEDGER)
@@ -342,7 +339,10 @@ def recover(repository: Repository, report: ReleaseReport) -> tuple[list[str], l
     if not changed:
         return [], []
     in_head = gitinfo.tracked(root, changed)
-    foreign = _foreign_changes(root, changed, in_head)
+    committed_manifests = gitinfo.tracked(
+        root, sorted({f"{path.rsplit('/', 1)[0]}/{MANIFEST_NAME}" for path in changed if "/" in path})
+    )
+    foreign = _foreign_changes(root, changed, in_head, committed_manifests)
     if foreign:
         listed = "\n  ".join(foreign[:10])
         more = f"\n  and {len(foreign) - 10} more" if len(foreign) > 10 else ""
@@ -357,9 +357,6 @@ def recover(repository: Repository, report: ReleaseReport) -> tuple[list[str], l
             gitinfo.restore(root, [LEDGER])
         else:
             (root / LEDGER).unlink(missing_ok=True)
-    committed_manifests = gitinfo.tracked(
-        root, sorted({f"{path.rsplit('/', 1)[0]}/{MANIFEST_NAME}" for path in changed if "/" in path})
-    )
     kept: dict[str, list[str]] = {}
     for path in changed:
         if path == LEDGER:
@@ -725,7 +722,7 @@ def run_release(
                     )
                     return folder, write_certificate(root, folder, signed, manifest)
 
-                # RSA and ECDSA signing, a TSA's answer and file writes all let other threads run, so
+                # RSA and ECDSA signing, a TSA's response and file writes all let other threads run, so
                 # certificates are signed in parallel. A PKCS#11 session serves one thread at a time.
                 workers = 1 if isinstance(seal.key, TokenKey) else max(1, options.jobs)
                 with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sign") as executor:
