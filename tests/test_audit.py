@@ -281,8 +281,8 @@ def test_truncated_ledger_is_found_in_history(released: Path, capsys: pytest.Cap
     git(released, "commit", "-q", "-am", "tidy the ledger")
     code, report = audit(released, capsys)
     assert code == 1
-    kept = 2 * RECORDS - 2
-    assert (f"signed/ledger.jsonl:{kept + 1}", "history") in located(report)
+    remaining = 2 * RECORDS - 2
+    assert (f"signed/ledger.jsonl:{remaining + 1}", "history") in located(report)
 
 
 def test_rebuilt_chain_still_shows_the_edit(released: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -194,6 +194,6 @@ def test_unreadable_ledger_is_named_in_history(
     assert "1 line(s) of signed/ledger.jsonl are not JSON, so their events are left out" in capsys.readouterr().err
     (repo / "signed" / "ledger.jsonl").write_text("", encoding="utf-8")
     assert main(["--repo", str(repo), "history", VIN]) == 0
-    assert f"signed/ledger.jsonl lists no event of {VIN}, though signed/{VIN} holds evidence" in (
+    assert f"signed/ledger.jsonl lists no event of {VIN}, though signed/{VIN} contains evidence" in (
         capsys.readouterr().err
     )

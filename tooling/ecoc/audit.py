@@ -44,7 +44,7 @@ from ecoc.evidence import (
 )
 from ecoc.files import MANIFEST_NAME
 
-# What the audit checks, as its reports list it.
+# The checks the audit runs, as its reports list them.
 CHECKS = (
     "signatures and certificate chains at the signing time",
     "manifests against their folder, certificate, signer and record",

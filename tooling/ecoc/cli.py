@@ -1200,9 +1200,9 @@ def audit(
     report = archive.audit(repository.root, anchors, vins, since, jobs=jobs or default_jobs())
     main_branch = repository.settings.main_branch
     if report.branch != main_branch:
-        shown = f"branch {report.branch}" if report.branch else "a detached HEAD"
+        checked_out = f"branch {report.branch}" if report.branch else "a detached HEAD"
         log.warning(
-            "this audits the archive of %s, not of %s; check out %s to audit it", shown, main_branch, main_branch
+            "this audits the archive of %s, not of %s; check out %s to audit it", checked_out, main_branch, main_branch
         )
     if not (repository.root / "signed").is_dir() and not report.uncommitted:
         log.warning("there is no signed/ folder: nothing was released from this repository")

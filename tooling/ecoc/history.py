@@ -203,7 +203,7 @@ def history(root: Path, vin: str) -> list[Event]:
     records = _record_files(root, vin)
     if not records:
         raise UsageError(
-            f"VIN {vin} not found: no record holds it, and signed/ has no evidence for it", "check the VIN"
+            f"VIN {vin} not found: no record contains it, and signed/ has no evidence for it", "check the VIN"
         )
     approvals: dict[str, tuple[str | None, str | None]] = {}
     from ecoc.check import load_approvals
@@ -335,7 +335,7 @@ def _evidence_events(root: Path, vin: str, added_by: dict[str, Commit]) -> list[
         log.warning("%d line(s) of %s are not JSON, so their events are left out; run ecoc audit", unreadable, LEDGER)
     elif has_evidence and not events:
         log.warning(
-            "%s lists no event of %s, though %s/%s holds evidence; run ecoc audit", LEDGER, vin, EVIDENCE_FOLDER, vin
+            "%s lists no event of %s, though %s/%s contains evidence; run ecoc audit", LEDGER, vin, EVIDENCE_FOLDER, vin
         )
     return events
 
