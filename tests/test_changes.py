@@ -322,3 +322,22 @@ def test_checked_setting_change_checks_every_record(example_repo: Path, capsys: 
         handle.write("disable: [vin.check-digit]\n")
     _, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
     assert checked_files(document) == 12
+
+
+def test_unreadable_base_settings_still_check_the_change(
+    example_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = example_repo / "ecoc.yaml"
+    good = settings.read_text(encoding="utf-8")
+    settings.write_text(good + "disable: [unclosed\n", encoding="utf-8")
+    commit(example_repo, "break the settings")
+    settings.write_text(good, encoding="utf-8")
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 99999")
+    code, document, err = base_check(example_repo, capsys, "--base", "HEAD")
+    assert checked_files(document) == 12
+    problem = document["base"]["problem"]  # type: ignore[index]
+    assert problem.startswith("the base HEAD cannot be checked: ")
+    assert "ecoc.yaml" in problem
+    assert changes(document)[RECORD]["before"] == "absent"
+    assert "cannot be checked" in err
+    assert code == 1

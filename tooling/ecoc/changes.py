@@ -17,6 +17,7 @@ import re
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from ecoc.files import CONFIG_NAME, WAIVER_FILES, YAML_SUFFIXES
 from ecoc.findings import Finding
 from ecoc.formats import CheckedRecord, RecordChange, Report, affecting, state_of
 from ecoc.model.nodes import to_plain
-from ecoc.rules.catalogue import Catalogue, Rule, applies_to_approval, read_rules
+from ecoc.rules.catalogue import Catalogue, Rule, applies_to_approval, load_catalogue, read_rules
 from ecoc.runner import CheckRun, RecordResult, RunOptions, run_check
 from ecoc.yamlload import Source, load_yaml
 
@@ -318,23 +319,51 @@ def check_against_base(
     """Check the selection of `scope` here and in the base, and compare the two.
 
     `sinks` receive each record's result here and in the base, as `run_check` gives them.
+    git searches the records and writes the copy of the base on a second thread while the rules
+    load on this one: git runs as its own process, so the two overlap.
     """
-    related = set() if scope.everything else related_records(repository, scope)
     here, there = sinks
-    if scope.everything:
-        head = run_check(repository, options, sink=here)
-    else:
-        head = run_check(repository, _restricted(repository.root, scope, options, related), sink=here)
-    with tempfile.TemporaryDirectory(prefix="ecoc-base-") as folder:
+    with tempfile.TemporaryDirectory(prefix="ecoc-base-") as folder, ThreadPoolExecutor(max_workers=1) as pool:
+        copy = Path(folder)
+        prepared = pool.submit(_prepare, repository, scope, copy)
+        if options.rules and options.catalogue is None:
+            options = replace(options, catalogue=load_catalogue(repository.root))
+        related, problem = prepared.result()
+        if scope.everything:
+            head = run_check(repository, options, sink=here)
+        else:
+            head = run_check(repository, _restricted(repository.root, scope, options, related), sink=here)
+        if problem is not None:
+            log.warning("%s", problem)
+            return Comparison(head, None, *compare(head, None), problem)
         try:
-            base_options = options if scope.everything or scope.rules_changed else _same_rules(options, head)
-            files = related_at_base(scope, related)
-            base = _check_base(repository, scope, base_options, files, Path(folder), there)
+            # The base runs with its own rules when the change touched rules/, else with these.
+            base_options = replace(options, catalogue=None) if scope.rules_changed else options
+            base = _check_base(scope, base_options, related_at_base(scope, related), copy, there)
         except EcocError as exc:
             problem = f"the base {scope.base} cannot be checked: {exc.message}"
             log.warning("%s", problem)
             return Comparison(head, None, *compare(head, None), problem)
     return Comparison(head, base, *compare(head, base))
+
+
+def _prepare(repository: Repository, scope: Scope, copy: Path) -> tuple[set[str], str | None]:
+    """Find the related records, and write the base's files into `copy`.
+
+    The second value says why the base cannot be checked, when git cannot give it.
+    """
+    related = set() if scope.everything else related_records(repository, scope)
+    if scope.commit == gitinfo.EMPTY_TREE:
+        return related, None
+    wanted = [CONFIG_NAME, "approvals", "rules"]
+    try:
+        if scope.everything:
+            gitinfo.export(repository.root, scope.commit, [*wanted, "records"], [], copy)
+        else:
+            gitinfo.export(repository.root, scope.commit, wanted, sorted(related_at_base(scope, related)), copy)
+    except EcocError as exc:
+        return related, f"the base {scope.base} cannot be checked: {exc.message}"
+    return related, None
 
 
 def _restricted(root: Path, scope: Scope, options: RunOptions, files: set[str]) -> RunOptions:
@@ -344,19 +373,10 @@ def _restricted(root: Path, scope: Scope, options: RunOptions, files: set[str]) 
     return replace(options, selection=selection or [root / "records" / ".none"], files=frozenset(files))
 
 
-def _check_base(
-    repository: Repository, scope: Scope, options: RunOptions, files: set[str], copy: Path, sink: Sink | None
-) -> CheckRun:
-    wanted = [CONFIG_NAME, "approvals", "rules"]
+def _check_base(scope: Scope, options: RunOptions, files: set[str], copy: Path, sink: Sink | None) -> CheckRun:
+    """Check the base copy that `_prepare` wrote."""
     if scope.commit == gitinfo.EMPTY_TREE:
         return CheckRun([], 0, 0)
     if scope.everything:
-        gitinfo.export(repository.root, scope.commit, [*wanted, "records"], [], copy)
         return run_check(open_repository(copy, explicit=True), options, sink=sink)
-    gitinfo.export(repository.root, scope.commit, wanted, sorted(files), copy)
     return run_check(open_repository(copy, explicit=True), _restricted(copy, scope, options, files), sink=sink)
-
-
-def _same_rules(options: RunOptions, head: CheckRun) -> RunOptions:
-    """The options for the base run, reusing the head's rules: the change left rules/ alone."""
-    return replace(options, catalogue=head.catalogue)
