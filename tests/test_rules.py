@@ -763,3 +763,23 @@ def test_waiver_for_a_file_check_says_to_fix_the_file(example_repo: Path, capsys
     _, findings = check_json(example_repo, capsys)
     [refused] = [f for f in findings if f["rule"] == "waiver.not-waivable"]
     assert "fix the file the finding names" in str(refused["hint"])
+
+
+def test_ctrl_c_inside_a_rule_function_stops_the_check(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cel.stdlib
+
+    from ecoc.rules import evaluate
+
+    def interrupted(*_: object) -> object:
+        raise KeyboardInterrupt
+
+    # Ctrl-C arrives while the CEL library runs a function written in Python, as `replace` is.
+    monkeypatch.setitem(cel.stdlib.EXTENSIONS["strings"], "replace", interrupted)
+    monkeypatch.setattr(evaluate, "_CONTEXTS", [])
+    code = main(["--repo", str(example_repo), "check", "--no-cache", "--format", "json"])
+    captured = capsys.readouterr()
+    assert code == 3
+    assert "aborted" in captured.err
+    assert captured.out == ""

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -153,7 +154,8 @@ def _check_all(items: list[tuple[str, str]], jobs: int) -> Iterator[RecordResult
             yield _check_one(path, relative)
         return
     context = multiprocessing.get_context("fork")
-    with context.Pool(jobs) as pool:
+    # Ctrl-C reaches the whole process group: the parent stops the pool, so workers ignore it.
+    with context.Pool(jobs, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
         for results in pool.imap(_check_chunk, _chunks(items, CHUNK_SIZE)):
             yield from results
 

@@ -168,6 +168,21 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+def _execute(program: Any, context: Any) -> Any:
+    """Run a compiled expression, letting Ctrl-C through.
+
+    The CEL library turns an exception raised inside a Python function, such as KeyboardInterrupt
+    during `replace`, into a RuntimeError; treated as a broken rule, an interrupt would block one
+    record and let the command go on.
+    """
+    try:
+        return program.execute(context)
+    except RuntimeError as exc:
+        if "KeyboardInterrupt" in str(exc):
+            raise KeyboardInterrupt from exc
+        raise
+
+
 def _fill(parts: list[str | Any], context: Any) -> tuple[str, bool]:
     """Join text and placeholder values up to the first placeholder that cannot be evaluated.
 
@@ -179,7 +194,7 @@ def _fill(parts: list[str | Any], context: Any) -> tuple[str, bool]:
             filled.append(part)
             continue
         try:
-            filled.append(_show(part.execute(context)))
+            filled.append(_show(_execute(part, context)))
         except Exception:
             return "".join(filled), False
     return "".join(filled), True
@@ -220,7 +235,7 @@ def _message(rule: Rule, context: Any) -> str:
             shown.append(part)
             continue
         try:
-            shown.append(_show(part.execute(context)))
+            shown.append(_show(_execute(part, context)))
         except Exception as exc:
             shown.append("?")
             if _GAPS is not None:
@@ -298,13 +313,13 @@ def _run(rule: Rule, effective: Effective, context: Any) -> Finding | None:
     key = "when"
     try:
         if rule.condition is not None:
-            result = rule.condition.execute(context)
+            result = _execute(rule.condition, context)
             if result is not True:
                 if result is False:
                     return None
                 return _broken(rule, "when", f"the when expression gave {_kind(result)}, not true or false", effective)
         key = "check"
-        result = rule.assertion.execute(context)
+        result = _execute(rule.assertion, context)
     except KeyError:
         return None  # the rule reads an element the certificate does not have: it does not apply
     except Exception as exc:
