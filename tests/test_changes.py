@@ -341,3 +341,89 @@ def test_unreadable_base_settings_still_check_the_change(
     assert changes(document)[RECORD]["before"] == "absent"
     assert "cannot be checked" in err
     assert code == 1
+
+
+def _waiver(example_repo: Path, records: str, expires: str, rule: str = "vin.check-digit") -> None:
+    (example_repo / "rules" / "waivers.yaml").write_text(
+        "waivers:\n"
+        "  - id: W-9\n"
+        f"    rule: {rule}\n"
+        f"    records: [{records}]\n"
+        "    reason: accepted in writing by the authority\n"
+        '    approved_by: "@halvard-motors/compliance-review"\n'
+        f"    expires: {expires}\n",
+        encoding="utf-8",
+    )
+
+
+def test_waiver_that_blocks_every_record_checks_every_record(
+    example_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The waiver names no record, but an expired waiver blocks them all.
+    _waiver(example_repo, '"ZZZ*"', "2020-01-01")
+    code, document, err = base_check(example_repo, capsys, "--base", "HEAD")
+    assert checked_files(document) == 12
+    assert len(changes(document)) == 12
+    assert all((c["before"], c["after"]) == ("ready", "blocked") for c in changes(document).values())
+    assert "12 newly blocked" in err
+    assert code == 1
+
+
+def test_new_waiver_that_accepts_nothing_is_reported_unused(
+    example_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _waiver(example_repo, '"XNHDR*"', "2099-01-01")
+    code, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    repository = document["base"]["repository"]  # type: ignore[index]
+    assert [(f["rule"], f["file"]) for f in repository["added"]] == [("waiver.unused", "rules/waivers.yaml")]
+    assert code == 0
+
+
+def test_check_that_cannot_run_says_so_in_the_annotations_and_comment(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with (example_repo / "ecoc.yaml").open("a", encoding="utf-8") as handle:
+        handle.write("xsd: [\n")
+    comment, sarif = tmp_path / "report" / "comment.md", tmp_path / "report" / "ecoc.sarif"
+    code = main(
+        [
+            *("--repo", str(example_repo), "check", "--base", "HEAD", "--format", "github"),
+            *("--report", f"markdown={comment}", "--report", f"sarif={sarif}"),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 3
+    assert captured.out.startswith("::error title=ecoc check could not run::")
+    assert "ecoc.yaml" in captured.out
+    text = comment.read_text(encoding="utf-8")
+    assert text.startswith("<!-- ecoc-readiness-report -->\n### ecoc could not check this change")
+    assert "ecoc.yaml" in text
+    # A SARIF report without the findings would read as a clean result.
+    assert not sarif.exists()
+
+
+def test_report_path_that_is_a_folder_writes_no_report(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "folder").mkdir()
+    comment, output = tmp_path / "comment.md", tmp_path / "out.md"
+    code = main(
+        [
+            *("--repo", str(example_repo), "check", "--base", "HEAD", "--output", str(output)),
+            *("--report", f"markdown={comment}", "--report", f"sarif={tmp_path / 'folder'}"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"--report sarif={tmp_path / 'folder'}: {tmp_path / 'folder'} is a folder" in err
+    assert not comment.exists() and not output.exists()
+
+
+def test_report_path_below_a_file_names_that_file(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "plain").write_text("", encoding="utf-8")
+    code = main(["--repo", str(example_repo), "check", "--output", str(tmp_path / "plain" / "out.md")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"lies below {tmp_path / 'plain'}, which is a file" in err

@@ -161,3 +161,46 @@ def test_release_runs_protected_and_is_never_cancelled() -> None:
     secrets = re.findall(r"\$\{\{ secrets\.([A-Z_]+) \}\}", text)
     assert secrets and all(f"${{{{ secrets.{name} }}}}" in step["env"].values() for name in secrets)
     assert "ecoc release --push" in step["run"]
+
+
+def _check_step() -> dict[str, Any]:
+    return next(s for s in steps(workflow("pr-readiness.yml")) if s.get("name", "").startswith("Check the changes"))
+
+
+def _run_check_step(repo: Path, path: str, tmp_path: Path) -> tuple[int, str]:
+    step = _check_step()
+    summary = tmp_path / "summary.md"
+    environment = {
+        **os.environ,
+        "PATH": path,
+        "BASE_REF": "main",
+        "NUMBER": "7",
+        "COMMIT": "0" * 40,
+        "RUN_URL": "https://ci.invalid/run/1",
+        "GITHUB_STEP_SUMMARY": str(summary),
+    }
+    completed = subprocess.run(
+        ["bash", "-e", "-c", step["run"]], cwd=repo, env=environment, capture_output=True, text=True, check=False
+    )
+    return completed.returncode, (repo / "report" / "comment.md").read_text(encoding="utf-8")
+
+
+def test_readiness_comment_is_replaced_when_the_check_cannot_run(example_repo: Path, tmp_path: Path) -> None:
+    step = _check_step()
+    # The step runs after a failed rules test or owners check too, so no old comment stays.
+    assert step["if"] == "${{ !cancelled() && steps.install.outcome == 'success' }}"
+    ecoc = Path(sys.executable).parent
+    git_folder = Path(shutil.which("git") or "/usr/bin/git").parent
+    with (example_repo / "ecoc.yaml").open("a", encoding="utf-8") as handle:
+        handle.write("xsd: [\n")
+    code, comment = _run_check_step(example_repo, f"{ecoc}{os.pathsep}{git_folder}", tmp_path)
+    assert code == 3
+    assert comment.startswith(f"{MARKDOWN_MARKER}\n### ecoc could not check this change")
+    assert "ecoc.yaml" in comment
+    # Without any comment from ecoc, as when it cannot start, the comment links the run.
+    (example_repo / "report" / "comment.md").unlink()
+    code, comment = _run_check_step(example_repo, str(git_folder), tmp_path)
+    assert code == 127
+    assert comment.startswith(f"{MARKDOWN_MARKER}\n### ecoc could not check this change")
+    assert "https://ci.invalid/run/1" in comment
+    assert (tmp_path / "summary.md").read_text(encoding="utf-8").endswith(comment)

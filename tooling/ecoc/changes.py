@@ -344,7 +344,19 @@ def check_against_base(
             problem = f"the base {scope.base} cannot be checked: {exc.message}"
             log.warning("%s", problem)
             return Comparison(head, None, *compare(head, None), problem)
+    if not scope.everything and _blocking_everywhere(head) != _blocking_everywhere(base):
+        # A finding that blocks every record came or went, as with an expired waiver or a broken
+        # rule file: every record's readiness can change, so every record is checked.
+        log.info("the change adds or resolves a finding that blocks every record, so every record is checked")
+        return check_against_base(repository, replace(scope, everything=True), options, sinks)
     return Comparison(head, base, *compare(head, base))
+
+
+def _blocking_everywhere(run: CheckRun) -> Counter[tuple[object, ...]]:
+    """The blocking findings of a run that concern no checked record, which block every record."""
+    records = [CheckedRecord(file, vin) for file, vin in run.checked]
+    _, general = affecting(Report(run.findings, {}, records))
+    return Counter(_finding_key(finding) for finding in general if finding.blocking)
 
 
 def _prepare(repository: Repository, scope: Scope, copy: Path) -> tuple[set[str], str | None]:
@@ -370,7 +382,12 @@ def _restricted(root: Path, scope: Scope, options: RunOptions, files: set[str]) 
     """Check the changed approvals and the related records, and read no other record file."""
     selection = [root / path for path in (*scope.approvals, *sorted(files)) if (root / path).exists()]
     # No selection at all would mean every record, while a path without records selects nothing.
-    return replace(options, selection=selection or [root / "records" / ".none"], files=frozenset(files))
+    return replace(
+        options,
+        selection=selection or [root / "records" / ".none"],
+        files=frozenset(files),
+        complete_patterns=frozenset(scope.waived),
+    )
 
 
 def _check_base(scope: Scope, options: RunOptions, files: set[str], copy: Path, sink: Sink | None) -> CheckRun:

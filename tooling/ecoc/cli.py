@@ -6,6 +6,7 @@ internal error.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import difflib
 import errno
@@ -248,8 +249,25 @@ def check(
 
     Exits 0 when nothing blocks, 1 when there are errors.
     """
-    root = _root(ctx)
     outputs = _Outputs(format_, output, _report_files(reports))
+    outputs.check_destinations()
+    try:
+        return _check(ctx, paths, outputs, base, no_cache, xsd, jobs)
+    except EcocError as exc:
+        outputs.write_failure(exc)
+        raise
+
+
+def _check(
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    outputs: _Outputs,
+    base: str | None,
+    no_cache: bool,
+    xsd: Path | None,
+    jobs: int | None,
+) -> int:
+    root = _root(ctx)
     if base is not None:
         if paths:
             raise UsageError("--base checks what changed since the base, so it takes no PATHS", "leave out PATHS")
@@ -315,10 +333,47 @@ class _Outputs:
     def formats(self) -> set[str]:
         return {self.format_, *(format_ for format_, _ in self.reports)}
 
+    def check_destinations(self) -> None:
+        """Raise a UsageError for an output file that cannot be written, before the check runs."""
+        if self.output is not None:
+            _check_destination(self.output, "--output:")
+        for format_, path in self.reports:
+            _check_destination(path, f"--report {format_}={path}:")
+
     def write(self, report: Report) -> None:
         _emit(_formatted(report, self.format_), self.output)
         for format_, path in self.reports:
             _write(path, _formatted(report, format_))
+
+    def write_failure(self, error: EcocError) -> None:
+        """Write to the github and markdown outputs that the check could not run.
+
+        Otherwise a pull request keeps the annotations and comment of an earlier run. The other
+        formats are not written, so that no report looks like a clean result.
+        """
+        from ecoc.formats import MARKDOWN_MARKER, _command_data
+
+        texts = {
+            "github": f"::error title=ecoc check could not run::{_command_data(error.diagnostics())}\n",
+            "markdown": f"{MARKDOWN_MARKER}\n### ecoc could not check this change\n\n{error.message}\n"
+            + (f"\n{error.hint}\n" if error.hint else ""),
+        }
+        for format_, path in ((self.format_, self.output), *self.reports):
+            if format_ in texts:
+                # The error that stopped the check is the one to report, not a failed write.
+                with contextlib.suppress(EcocError):
+                    _emit(texts[format_], path)
+
+
+def _check_destination(path: Path, option: str) -> None:
+    """Raise a UsageError when `path` names a folder, or lies below a file."""
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a folder", f"name a file, such as {path / 'report'}")
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{option} {path} lies below {parent}, which is a file", "choose a path in a folder")
+            return
 
 
 def _report_files(reports: tuple[str, ...]) -> tuple[tuple[str, Path], ...]:

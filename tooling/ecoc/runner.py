@@ -97,6 +97,9 @@ class RunOptions:
     files: frozenset[str] | None = None
     # Rules already loaded from the same rule files, to use instead of loading rules/ again.
     catalogue: Catalogue | None = None
+    # VIN patterns whose every record is in the selection: a waiver that names only these can
+    # be judged unused by a run over the selection.
+    complete_patterns: frozenset[str] = frozenset()
 
 
 # Set in the parent before worker processes fork, so that they inherit it.
@@ -465,8 +468,12 @@ class _Run:
 
             run.findings.extend(self.waive(signing_findings(self.repository, self.index, dt.datetime.now(dt.UTC))))
         if self.chosen is None:
-            # Only a run over every record can tell that a waiver accepts nothing.
+            # Only a run over every record can tell that a waiver accepts nothing ...
             run.findings.extend(self.waivers.unused())
+        elif self.options.complete_patterns:
+            # ... or a run over every record that the waiver's VIN patterns can match.
+            patterns = self.options.complete_patterns
+            run.findings.extend(self.waivers.unused(lambda waiver: set(waiver.spec.records) <= patterns))
         disabled = set(self.repository.settings.disable)
         run.findings = merge_duplicates([f for f in run.findings if f.rule not in disabled])
         if self.cache is not None:

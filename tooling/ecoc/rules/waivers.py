@@ -23,6 +23,7 @@ import datetime
 import difflib
 import fnmatch
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Annotated
 
@@ -146,8 +147,11 @@ class WaiverSet:
             parts.append(replace(finding, records=tuple(open_records)))
         return parts
 
-    def unused(self) -> list[Finding]:
-        """A warning for each valid waiver that accepted no finding in this run."""
+    def unused(self, judged: Callable[[Waiver], bool] | None = None) -> list[Finding]:
+        """A warning for each valid waiver that accepted no finding in this run.
+
+        `judged` limits the warnings to the waivers it accepts, when the run saw only some records.
+        """
         return [
             Finding(
                 "waiver.unused",
@@ -161,7 +165,7 @@ class WaiverSet:
             )
             for waivers in self.by_rule.values()
             for w in waivers
-            if not w.used
+            if not w.used and (judged is None or judged(w))
         ]
 
 
