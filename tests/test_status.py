@@ -179,3 +179,50 @@ def test_broken_template_is_a_configuration_error(repo: Path, capsys: pytest.Cap
     err = capsys.readouterr().err
     assert "status.html.j2:" in err
     assert "the template is not valid Jinja2" in err
+
+
+def test_record_blocked_by_a_waiver_goes_to_the_reviewers(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (repo / "rules" / "waivers.yaml").write_text(
+        "waivers:\n"
+        "  - id: W-3\n"
+        "    rule: vin.check-digit\n"
+        "    records: [XNHKH16S1TE100214]\n"
+        "    reason: accepted in writing by the authority\n"
+        '    approved_by: "@halvard-motors/compliance-review"\n'
+        "    expires: 2020-01-01\n",
+        encoding="utf-8",
+    )
+    _, rows = status(repo, capsys)
+    row = rows[VIN]
+    assert row["state"] == "blocked"
+    assert str(row["next_action"]).startswith("fix the waiver: ")
+    assert row["owners"] == ["@halvard-motors/compliance-review"]
+
+
+def test_expired_seal_goes_to_the_release_owners(
+    repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pki import DAY, NOW, issue
+
+    root = issue("Halvard Test Root CA", ca=True)
+    seal = issue("Halvard Motors B.V. eCoC seal", root, not_before=NOW - 400 * DAY, not_after=NOW - 5 * DAY)
+    (tmp_path / "seal.pem").write_bytes(seal.pem())
+    with (repo / "ecoc.yaml").open("a", encoding="utf-8") as handle:
+        handle.write(f"signing:\n  cert: {tmp_path / 'seal.pem'}\n")
+    _, rows = status(repo, capsys)
+    row = rows[VIN]
+    assert row["state"] == "blocked"
+    assert str(row["next_action"]).startswith("fix the seal: ")
+    assert row["owners"] == ["@halvard-motors/ecoc-release"]
+
+
+def test_remote_main_stands_for_a_missing_main(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A CI checkout: the reviewed data is on origin/main, and no local main exists.
+    git(repo, "update-ref", "refs/remotes/origin/main", "HEAD")
+    git(repo, "checkout", "-q", "--detach")
+    git(repo, "branch", "-D", "main")
+    code = main(["--repo", str(repo), "status", "--format", "json"])
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)["records"]
+    assert {row["state"] for row in rows} == {"approved"}
+    assert code == 0

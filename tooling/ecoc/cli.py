@@ -1508,8 +1508,9 @@ def _merged(
 ) -> frozenset[str] | None:
     """Record files that are on the main branch as they are here, with their approval files.
 
-    A main branch that cannot be read is an error when --main named it, and a warning
-    otherwise: then no record counts as approved.
+    A main branch that cannot be read is an error when --main named it. Otherwise the remote's
+    branch (origin/<main>) is used, and when it is missing too, a warning says that no record
+    counts as approved.
     """
     from ecoc import gitinfo
 
@@ -1518,8 +1519,20 @@ def _merged(
     except EcocError as exc:
         if explicit:
             raise
-        log.warning("no record counts as approved, because the main branch %s cannot be read: %s", main, exc.message)
-        return None
+        # A CI checkout often has the remote's branch only, as origin/main.
+        remote = f"origin/{main}"
+        try:
+            commit = gitinfo.resolve_commit(root, remote, "--main")
+        except EcocError:
+            log.warning(
+                "no record counts as approved, because the main branch %s cannot be read: %s; "
+                "pass --main with the branch that holds the reviewed data, such as --main origin/%s",
+                main,
+                exc.message,
+                main,
+            )
+            return None
+        log.info("the branch %s is missing here, so %s stands for the main branch", main, remote)
     differing = set(gitinfo.changed_files(root, commit))
     merged = set()
     for file, number in approval_of.items():

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from ecoc.evidence import Evidence
+from ecoc.files import CONFIG_NAME
 from ecoc.findings import Finding
 from ecoc.formats import CheckedRecord, Report, affecting, markdown_cell
 from ecoc.model.approval import Owners
@@ -53,7 +54,8 @@ def _missing(findings: Sequence[Finding]) -> tuple[str, ...]:
     blocking = [f for f in findings if f.blocking]
     listed = [f"{f.rule} ({f.file}:{f.line})" if f.file else f.rule for f in blocking[:LISTED_FINDINGS]]
     if len(blocking) > LISTED_FINDINGS:
-        listed.append(f"{len(blocking) - LISTED_FINDINGS} more errors")
+        more = len(blocking) - LISTED_FINDINGS
+        listed.append(f"{more} more error" + ("" if more == 1 else "s"))
     return tuple(listed)
 
 
@@ -63,6 +65,22 @@ def _owners(facts: Facts, approval: str | None, role: str) -> tuple[str, ...]:
     if not chosen and role == "release":
         chosen = owners.review or facts.default_owners.review
     return chosen
+
+
+def _blocker(finding: Finding) -> tuple[str, str]:
+    """Name what a blocking finding asks to fix, and the owners' role that fixes it.
+
+    The seal and the release settings belong to the release owners, and rules and waivers to
+    the reviewers who approve them; everything else is the approval's or record's data.
+    """
+    file = finding.file or ""
+    if finding.rule.startswith("signing."):
+        return "the seal", "release"
+    if file.startswith("rules/"):
+        return ("the waiver" if finding.rule.startswith("waiver.") else "the rule"), "review"
+    if file == CONFIG_NAME:
+        return "ecoc.yaml", "review"
+    return "the data", "data"
 
 
 def status_of(record: CheckedRecord, approval: str | None, findings: Sequence[Finding], facts: Facts) -> RecordStatus:
@@ -91,8 +109,9 @@ def status_of(record: CheckedRecord, approval: str | None, findings: Sequence[Fi
         return row("signed", ("the authority's receipt",), "the release job delivers the certificate", "release")
     if blocking:
         first = blocking[0]
-        action = f"fix the data: {first.hint}" if first.hint else f"fix the data: {first.message}"
-        return row("blocked", _missing(blocking), action, "data")
+        what, role = _blocker(first)
+        action = f"fix {what}: {first.hint}" if first.hint else f"fix {what}: {first.message}"
+        return row("blocked", _missing(blocking), action, role)
     if facts.merged is not None and record.file in facts.merged:
         return row("approved", ("a signed certificate",), "the release job signs and delivers it", "release")
     return row("ready", ("review and merge",), "review and merge the pull request", "review")
