@@ -783,3 +783,18 @@ def test_ctrl_c_inside_a_rule_function_stops_the_check(
     assert code == 3
     assert "aborted" in captured.err
     assert captured.out == ""
+
+
+@pytest.mark.parametrize(
+    ("rule_id", "severity"),
+    [
+        ("release.rejected", "error"),
+        ("release.correction-required", "error"),
+        ("signing.certificate-expiring", "warning"),
+    ],
+)
+def test_release_and_seal_checks_are_explained(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], rule_id: str, severity: str
+) -> None:
+    assert main(["--repo", str(example_repo), "rules", "explain", rule_id]) == 0
+    assert f"{rule_id} ({severity}, not waivable)" in capsys.readouterr().out

@@ -37,6 +37,9 @@ BUILTIN_DESCRIPTIONS = {
     "record.signed-elsewhere": "the evidence archive holds the VIN as signed from another record file",
     "record.variant-unknown": "the record names a variant its approval does not have",
     "record.version-unknown": "the record names a version its variant does not have",
+    "release.correction-required": "a delivered record's data changed, and the record gives no correction_reason "
+    "for the corrected certificate",
+    "release.rejected": "the authority rejected the record's last certificate, and no correction has been released",
     "rules.example": "a rule's pass or fail example gives the wrong result (reported by ecoc rules test)",
     "rules.failed": "a rule could not be evaluated on a record, or gave something other than true or false",
     "rules.invalid": "a rule file with an unknown field, a wrong value or an expression that does not compile",
@@ -76,6 +79,7 @@ BUILTIN_SEVERITIES = {
     "model.number-like-code": "warning",
     "model.table-replaced": "info",
     "record.file-name": "warning",
+    "signing.certificate-expiring": "warning",
     "vin.check-digit": "warning",
     "waiver.unused": "warning",
 }
