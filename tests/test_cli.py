@@ -179,7 +179,8 @@ def test_output_under_a_file(example_repo: Path, tmp_path: Path, capsys: pytest.
     blocker.write_text("x")
     code, _, err = run(capsys, "--repo", str(example_repo), "check", "--output", str(blocker / "out.json"))
     assert code == 2
-    assert "cannot write" in err and "Traceback" not in err
+    assert f"lies below {blocker}, which is a file" in err
+    assert "Traceback" not in err
 
 
 def test_cache_folder_ignores_itself(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -282,3 +283,18 @@ def test_full_disk_on_stdout_is_an_error() -> None:
     assert completed.returncode == 3
     assert "cannot write the output: No space left on device" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_settings_errors_each_name_their_line(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = example_repo / "ecoc.yaml"
+    text = settings.read_text(encoding="utf-8").replace("\nversion: 1\n", "\nversion: 2\n")
+    settings.write_text(text + "bogus_key: 3\n", encoding="utf-8")
+    lines = text.splitlines()
+    version_line = lines.index("version: 2") + 1
+    code, _, err = run(capsys, "--repo", str(example_repo), "check")
+    assert code == 3
+    path = example_repo / "ecoc.yaml"
+    assert f"{path}:{version_line}:10: invalid settings: version 2 is above the maximum 1 (version)" in err
+    # An unknown key is reported at the key, on a line of its own.
+    assert f"\n{path}:{len(lines) + 1}:1: unknown key bogus_key (bogus_key); known keys: version," in err
+    assert "Input should" not in err

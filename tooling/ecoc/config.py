@@ -225,10 +225,18 @@ def read_settings(data: bytes, root: Path) -> Settings:
         )
         findings += invalid
     if findings or settings is None:
-        first = findings[0] if findings else None
-        where = f"{root / CONFIG_NAME}:{first.line}:{first.column}" if first else str(path)
-        message = "; ".join(f.message + (f" ({f.path})" if f.path else "") for f in findings) or "the file is empty"
-        raise ConfigError(
-            f"{where}: invalid settings: {message}", first.hint if first else "see the README for the keys of ecoc.yaml"
-        )
+        if not findings:
+            raise ConfigError(
+                f"{path}: invalid settings: the file is empty", "see the README for the keys of ecoc.yaml"
+            )
+        # Each problem on its own line, at its own position, with the hint of each after the first.
+        lines = [
+            f"{path}:{f.line}:{f.column}: "
+            + ("invalid settings: " if n == 0 else "")
+            + f.message
+            + (f" ({f.path})" if f.path else "")
+            + (f"; {f.hint}" if n > 0 and f.hint else "")
+            for n, f in enumerate(findings)
+        ]
+        raise ConfigError("\n".join(lines), findings[0].hint)
     return settings

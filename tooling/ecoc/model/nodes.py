@@ -43,6 +43,15 @@ def node_at(node: Node, location: tuple[int | str, ...]) -> tuple[Node, Mapping 
     return node, None, None
 
 
+# pydantic's number limits, as words before the limit.
+_LIMITS = {
+    "less_than_equal": "is above the maximum",
+    "less_than": "is not below",
+    "greater_than_equal": "is below the minimum",
+    "greater_than": "is not above",
+}
+
+
 def validate_node(
     model: type[ModelT], node: Node, path: str, hint: str = "see the README for the keys this file takes"
 ) -> tuple[ModelT | None, list[Finding]]:
@@ -64,6 +73,11 @@ def validate_node(
                 line, column = parent.key_position(key)
             else:
                 line, column = target.line, target.column
+            if error["type"] == "extra_forbidden" and location:
+                # An unknown key is reported where the key is written, not at its value.
+                holder, _, _ = node_at(node, location[:-1])
+                if isinstance(holder, Mapping) and str(location[-1]) in holder.key_positions:
+                    line, column = holder.key_position(str(location[-1]))
             message = error["msg"].removeprefix("Value error, ")
             error_hint = hint
             if field is not None and field.description:
@@ -90,6 +104,15 @@ def validate_node(
             elif error["type"] == "literal_error":
                 expected = error.get("ctx", {}).get("expected", "")
                 message = f"{error['input']!r} is not allowed here: use {expected}"
+            elif error["type"] in _LIMITS:
+                limit = next(iter(error.get("ctx", {}).values()), "")
+                message = (
+                    f"{location[-1] if location else 'the value'} {error['input']} {_LIMITS[error['type']]} {limit}"
+                )
+            elif error["type"] in ("int_parsing", "int_type", "int_from_float"):
+                message = f"{location[-1] if location else 'the value'} needs a whole number, not {error['input']}"
+            elif error["type"] in ("bool_parsing", "bool_type"):
+                message = f"{location[-1] if location else 'the value'} needs true or false, not {error['input']}"
             elif error["type"] == "string_pattern_mismatch":
                 message = f"{error['input']!r} is not a valid {location[-1]}"
             findings.append(
