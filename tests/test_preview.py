@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,12 @@ from lxml import etree
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
+from conftest import git
 from ecoc.cli import main
-from test_check import OTHER_RECORD, RECORD, edit
+from ecoc.ivi.items import label
+from ecoc.preview import page_nodes
+from ecoc.schemas import exported
+from test_check import APPROVAL, OTHER_RECORD, RECORD, edit
 
 VIN = "XNHKH16S1TE100214"
 DATETIME = "2026-12-01T09:00:00+01:00"
@@ -183,3 +188,123 @@ def test_page_lists_what_changed(example_repo: Path, tmp_path: Path, browser: we
     assert preview(example_repo, out) == 0
     open_page(browser, out / "records" / f"{VIN}.html")
     assert browser.find_element(By.ID, "changes").text == "Actual mass: 1478 → 1479"
+
+
+def test_removed_table_row_is_the_row_that_was_removed(
+    example_repo: Path, tmp_path: Path, browser: webdriver.Chrome
+) -> None:
+    edit(example_repo, APPROVAL, "    - AdvancedSafetySystem: ISA\n", "")
+    out = tmp_path / "preview"
+    assert preview(example_repo, out) == 0
+    diff = (out / "records" / f"{VIN}.diff").read_text(encoding="utf-8")
+    assert "-        <AdvancedSafetySystem>ISA</AdvancedSafetySystem>\n" in diff
+    open_page(browser, out / "index.html")
+    assert browser.find_element(By.ID, f"record-{VIN}").find_element(By.CLASS_NAME, "values").text == "1"
+    open_page(browser, out / "records" / f"{VIN}.html")
+    assert browser.find_element(By.ID, "removed").text == "Advanced safety system: ISA"
+    assert browser.find_elements(By.CSS_SELECTOR, "tr.changed") == []
+    assert browser.find_elements(By.ID, "changes") == []
+    systems = browser.find_elements(By.CSS_SELECTOR, "tr[data-element='AdvancedSafetySystem'] .now")
+    assert [system.text for system in systems] == ["AEBS", "ELKS", "DDAW", "ADDW", "EDR", "ESS", "AIF", "TPMS", "eCall"]
+
+
+def _certificate(*rows: str) -> bytes:
+    groups = "".join(f"<Row>{row}</Row>" for row in rows)
+    return (
+        '<InitialVehicleInformation xmlns="urn:test">'
+        f"<CocDataGroup><TyreTable>{groups}</TyreTable></CocDataGroup>"
+        "</InitialVehicleInformation>"
+    ).encode()
+
+
+def _tyre(size: str, rim: str) -> str:
+    return f"<TyreSize>{size}</TyreSize><RimSize>{rim}</RimSize>"
+
+
+def test_added_table_row_is_the_only_change() -> None:
+    base = _certificate(_tyre("195/65R15", "6J"), _tyre("205/55R16", "7J"))
+    now = _certificate(_tyre("195/65R15", "6J"), _tyre("225/45R17", "7.5J"), _tyre("205/55R16", "7J"))
+    nodes, removed = page_nodes(now, base)
+    rows = nodes[0].children[0].children
+    assert [row.changed for row in rows] == [False, True, False]
+    assert [(value.value, value.before) for value in rows[1].children] == [("225/45R17", None), ("7.5J", None)]
+    assert removed == []
+
+
+def test_table_rows_pair_by_shared_values() -> None:
+    base = _certificate(_tyre("195/65R15", "6J"), _tyre("205/55R16", "7J"), _tyre("225/45R17", "7.5J"))
+    now = _certificate(_tyre("195/65R15", "6J"), _tyre("225/45R17", "8J"))
+    nodes, removed = page_nodes(now, base)
+    rows = nodes[0].children[0].children
+    assert [row.changed for row in rows] == [False, True]
+    assert [(value.value, value.before) for value in rows[1].children if value.changed] == [("8J", "7.5J")]
+    assert [(value.label, value.before) for value in removed] == [("Tyre size", "205/55R16"), ("Rim size", "7J")]
+
+
+def test_unrenderable_record_lists_its_blocking_findings(
+    example_repo: Path, tmp_path: Path, browser: webdriver.Chrome
+) -> None:
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: heavy")
+    out = tmp_path / "preview"
+    assert preview(example_repo, out) == 0
+    assert sorted(path.name for path in (out / "records").iterdir()) == [f"{VIN}.html"]
+    open_page(browser, out / "index.html")
+    row = browser.find_element(By.ID, f"record-{VIN}")
+    assert row.find_element(By.CLASS_NAME, "values").text == "cannot be rendered: 1 blocking finding"
+    assert row.find_element(By.CLASS_NAME, "files").text == "none"
+    row.find_element(By.CLASS_NAME, "page").click()
+    blocking = browser.find_element(By.ID, "blocking").text
+    assert "error model.integer: ActualMass: 'heavy' is not a whole number" in blocking
+    assert f"({RECORD}:13:17, at CocDataGroup.MassGroup.ActualMass)" in blocking
+    assert "cannot render" in browser.find_element(By.ID, "readiness").text
+    assert browser.find_elements(By.ID, "certificate") == []
+
+
+def test_record_unrenderable_at_base_gets_no_diff(
+    example_repo: Path, tmp_path: Path, browser: webdriver.Chrome
+) -> None:
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: heavy")
+    git(example_repo, "commit", "-q", "-am", "break the record")
+    edit(example_repo, RECORD, "ActualMass: heavy", "ActualMass: 1478")
+    out = tmp_path / "preview"
+    assert preview(example_repo, out) == 0
+    assert sorted(path.name for path in (out / "records").iterdir()) == [f"{VIN}.html", f"{VIN}.xml"]
+    open_page(browser, out / "index.html")
+    row = browser.find_element(By.ID, f"record-{VIN}")
+    assert row.find_element(By.CLASS_NAME, "values").text == "not rendered at HEAD"
+    assert row.find_element(By.CLASS_NAME, "files").text == "XML"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("VehicleCertified155Indicator", "Vehicle certified 155 indicator"),
+        ("ManufacturerAddressLine1", "Manufacturer address line 1"),
+        ("Maximum30MinutesPower", "Maximum 30 minutes power"),
+        ("TestWltpType1Group", "Test WLTP type 1 group"),
+        ("LocationVin23Wheel", "Location VIN 23 wheel"),
+        ("Iso7638ConnectorIndicator", "ISO 7638 connector indicator"),
+        ("WltpCo2Combined", "WLTP CO2 combined"),
+        ("WhtcCh4", "WHTC CH4"),
+        ("TypeIHcNox", "Type I HC NOx"),
+        ("WltpRoadLoadCoefficientF0", "WLTP road load coefficient F0"),
+        ("MassInRunningOrder", "Mass in running order"),
+    ],
+)
+def test_label_keeps_numbers_apart_from_words(name: str, expected: str) -> None:
+    assert label(name) == expected
+
+
+def test_schema_description_uses_spaced_label() -> None:
+    schema = json.loads(exported()["record.schema.json"])
+    described = json.dumps(schema)
+    assert '"CoC item 0.5: Manufacturer address line 1"' in described
+    assert "line1" not in described
+
+
+def test_removed_value_shows_item_and_label(example_repo: Path, tmp_path: Path, browser: webdriver.Chrome) -> None:
+    edit(example_repo, RECORD, "            WltpCo2ExtraHigh: 133\n", "")
+    out = tmp_path / "preview"
+    assert preview(example_repo, out) == 0
+    open_page(browser, out / "records" / f"{VIN}.html")
+    assert browser.find_element(By.ID, "removed").text == "49 WLTP CO2 extra high: 133"

@@ -8,6 +8,9 @@ For every record that `ecoc check --base` selects, the preview folder gets, belo
   changed marked with their value at the base, and the record's findings on top;
 
 and `index.html` lists every previewed record with its readiness change and links to the three.
+A record that ecoc cannot render gets no XML and no diff. Its page lists the blocking
+findings that keep it from being rendered. A record that could not be rendered at the base gets
+no diff either.
 Both sides render with the same IviVersionDateTime, so the diff shows changes of data only.
 """
 
@@ -39,6 +42,7 @@ class Node:
     label: str
     item: str | None
     # A value: its text, and its text at the base when that differs (None: unchanged or new).
+    # A value removed since the base has no text and keeps its text at the base in `before`.
     value: str | None = None
     changed: bool = False
     before: str | None = None
@@ -61,14 +65,37 @@ class Page:
     resolved: int
     rendered: bytes | None
     base_rendered: bytes | None
+    # Whether the record file exists now, and whether it existed in the checked base.
+    present: bool = True
+    at_base: bool = False
     nodes: list[Node] = field(default_factory=list)
-    # Values the base had that are gone now, as (path, label, value).
-    removed: list[tuple[str, str, str]] = field(default_factory=list)
+    # The values the base had that are gone now.
+    removed: list[Node] = field(default_factory=list)
 
     @property
     def new(self) -> bool:
         """Whether the record has no render at the base, so that every value is new."""
         return self.rendered is not None and self.base_rendered is None
+
+    @property
+    def unrendered(self) -> bool:
+        """Whether the record file exists but ecoc cannot render it, because of blocking findings."""
+        return self.present and self.rendered is None
+
+    @property
+    def unrendered_at_base(self) -> bool:
+        """Whether the record file existed at the base but ecoc could not render it there."""
+        return self.at_base and self.base_rendered is None
+
+    @property
+    def has_diff(self) -> bool:
+        """Whether the diff compares the record's renders: it does not when one side cannot be rendered."""
+        return not self.unrendered and not self.unrendered_at_base
+
+    @property
+    def blocking(self) -> list[Finding]:
+        """The findings that block the record, which include the reason when it cannot be rendered."""
+        return [finding for finding in self.findings if finding.blocking]
 
     @property
     def changes(self) -> list[Node]:
@@ -97,62 +124,143 @@ def _local(element: etree._Element) -> str:
     return str(etree.QName(element).localname)
 
 
-def _leaves(element: etree._Element, path: str, into: dict[str, str]) -> None:
-    children = [child for child in element if isinstance(child.tag, str)]
+def _children(element: etree._Element) -> list[etree._Element]:
+    return [child for child in element if isinstance(child.tag, str)]
+
+
+def _content(element: etree._Element) -> tuple[object, ...]:
+    """Return the names and texts of everything below an element, to compare rows by content."""
+    children = _children(element)
     if not children:
-        into[path] = element.text or ""
-        return
-    counts: dict[str, int] = {}
+        return (element.text or "",)
+    return tuple((_local(child), _content(child)) for child in children)
+
+
+def _leaf_texts(element: etree._Element, path: str = "") -> set[tuple[str, str]]:
+    """Return the (names of the path below the element, text) of each value below it."""
+    children = _children(element)
+    if not children:
+        return {(path, element.text or "")}
+    texts: set[tuple[str, str]] = set()
     for child in children:
-        name = _local(child)
-        counts[name] = counts.get(name, 0) + 1
-        _leaves(child, f"{path}/{name}[{counts[name]}]", into)
+        texts |= _leaf_texts(child, f"{path}/{_local(child)}")
+    return texts
 
 
-def leaf_values(rendered: bytes | None) -> dict[str, str]:
-    """Map every value of a rendered certificate by its path, as in /CocDataGroup[1]/MaximumSpeed[1]."""
-    values: dict[str, str] = {}
-    if rendered is not None:
-        root = parse_xml_bytes(rendered, "the rendered certificate").getroot()
-        for child in root:
-            if isinstance(child.tag, str):
-                _leaves(child, f"/{_local(child)}[1]", values)
-    return values
+def _pair_in_order(base: list[etree._Element], now: list[etree._Element]) -> list[tuple[int, int]]:
+    """Pair every element of the shorter list with one of the longer, in order, sharing the most values.
+
+    Returns (index in base, index in now) pairs. The elements of the longer list that get no
+    partner were added or removed.
+    """
+    if len(base) == len(now):
+        return [(index, index) for index in range(len(base))]
+    shorter, longer = (base, now) if len(base) < len(now) else (now, base)
+    shorter_texts = [_leaf_texts(element) for element in shorter]
+    longer_texts = [_leaf_texts(element) for element in longer]
+    # score[i][j]: the most values that the first i elements of `shorter` can share when paired
+    # in order with i of the first j elements of `longer`.
+    score = [[0] * (len(longer) + 1) for _ in range(len(shorter) + 1)]
+    for i in range(1, len(shorter) + 1):
+        score[i][i] = score[i - 1][i - 1] + len(shorter_texts[i - 1] & longer_texts[i - 1])
+        for j in range(i + 1, len(longer) + 1):
+            paired = score[i - 1][j - 1] + len(shorter_texts[i - 1] & longer_texts[j - 1])
+            score[i][j] = max(paired, score[i][j - 1])
+    pairs: list[tuple[int, int]] = []
+    i, j = len(shorter), len(longer)
+    while i > 0:
+        if j > i and score[i][j] == score[i][j - 1]:
+            j -= 1
+            continue
+        pairs.append((i - 1, j - 1))
+        i, j = i - 1, j - 1
+    pairs.reverse()
+    return pairs if shorter is base else [(b, n) for n, b in pairs]
 
 
-def _nodes(element: etree._Element, path: str, base: Mapping[str, str], known_base: bool) -> Node:
-    name = _local(element)
-    node = Node(name, label(name), item(name))
-    children = [child for child in element if isinstance(child.tag, str)]
+def _align(
+    base: list[etree._Element], now: list[etree._Element]
+) -> tuple[list[etree._Element | None], list[etree._Element]]:
+    """Align the elements of one name at the base and now by their content.
+
+    Returns the base element of each element now (None for an added one) and the base elements
+    that are gone. Rows that are equal pair first, as lines do in a diff. Between them, rows pair
+    in order by the values they share, so that a row whose value changed shows as changed.
+    """
+    matcher = difflib.SequenceMatcher(None, [_content(e) for e in base], [_content(e) for e in now], autojunk=False)
+    partners: list[etree._Element | None] = [None] * len(now)
+    gone: list[etree._Element] = []
+    for _tag, base_start, base_end, now_start, now_end in matcher.get_opcodes():
+        base_run, now_run = base[base_start:base_end], now[now_start:now_end]
+        paired: set[int] = set()
+        for base_index, now_index in _pair_in_order(base_run, now_run):
+            partners[now_start + now_index] = base_run[base_index]
+            paired.add(base_index)
+        gone += [element for index, element in enumerate(base_run) if index not in paired]
+    return partners, gone
+
+
+def _removed_values(element: etree._Element) -> list[Node]:
+    """List every value below a base element that is gone now."""
+    children = _children(element)
     if not children:
-        node.value = element.text or ""
-        old = base.get(path)
+        name = _local(element)
+        return [Node(name, label(name), item(name), changed=True, before=element.text or "")]
+    return [node for child in children for node in _removed_values(child)]
+
+
+def _compare_children(
+    now: list[etree._Element], base: list[etree._Element], known_base: bool, removed: list[Node]
+) -> list[Node]:
+    """Build nodes for the children of an element, each marked against its partner at the base."""
+    partners: list[etree._Element | None] = [None] * len(now)
+    for name in dict.fromkeys(_local(child) for child in [*now, *base]):
+        positions = [index for index, child in enumerate(now) if _local(child) == name]
+        matched, gone = _align([child for child in base if _local(child) == name], [now[i] for i in positions])
+        for position, partner in zip(positions, matched, strict=True):
+            partners[position] = partner
+        for element in gone:
+            removed += _removed_values(element)
+    return [_compare(child, partner, known_base, removed) for child, partner in zip(now, partners, strict=True)]
+
+
+def _compare(now: etree._Element, base: etree._Element | None, known_base: bool, removed: list[Node]) -> Node:
+    name = _local(now)
+    node = Node(name, label(name), item(name))
+    children = _children(now)
+    if base is not None and bool(_children(base)) != bool(children):
+        # A value became a group, or the other way round: nothing of the base carries over.
+        removed += _removed_values(base)
+        base = None
+    if not children:
+        node.value = now.text or ""
+        old = (base.text or "") if base is not None else None
         node.changed = known_base and old != node.value
         node.before = old if node.changed else None
         return node
     node.kind = "table" if name.endswith("Table") else "group"
-    counts: dict[str, int] = {}
-    for child in children:
-        child_name = _local(child)
-        counts[child_name] = counts.get(child_name, 0) + 1
-        node.children.append(_nodes(child, f"{path}/{child_name}[{counts[child_name]}]", base, known_base))
+    base_children = _children(base) if base is not None else []
+    node.children = _compare_children(children, base_children, known_base, removed)
     node.changed = any(child.changed for child in node.children)
     return node
 
 
-def page_nodes(rendered: bytes, base_rendered: bytes | None) -> tuple[list[Node], list[tuple[str, str, str]]]:
-    """Build the Header and CocDataGroup of a render as nodes marked against the base, and list removed values."""
-    base = leaf_values(base_rendered)
-    now = leaf_values(rendered)
+def _certificate_parts(rendered: bytes) -> list[etree._Element]:
+    """Return the Header and CocDataGroup of a render: every part but the signature."""
     root = parse_xml_bytes(rendered, "the rendered certificate").getroot()
-    nodes = [
-        _nodes(child, f"/{_local(child)}[1]", base, base_rendered is not None)
-        for child in root
-        if isinstance(child.tag, str) and _local(child) != "Signature"
-    ]
-    removed = [
-        (path, label(path.rsplit("/", 1)[-1].split("[")[0]), value) for path, value in base.items() if path not in now
-    ]
+    return [child for child in _children(root) if _local(child) != "Signature"]
+
+
+def page_nodes(rendered: bytes, base_rendered: bytes | None) -> tuple[list[Node], list[Node]]:
+    """Build the Header and CocDataGroup of a render as nodes marked against the base, and list removed values.
+
+    Repeated elements, such as the rows of a table, are matched with the base by content. So a
+    row removed from the middle of a table is reported as that row, not as a shift of every
+    row after it.
+    """
+    removed: list[Node] = []
+    base = _certificate_parts(base_rendered) if base_rendered is not None else []
+    nodes = _compare_children(_certificate_parts(rendered), base, base_rendered is not None, removed)
     return nodes, removed
 
 
@@ -201,6 +309,8 @@ def pages(comparison: Comparison, rendered: Mapping[str, bytes], base_rendered: 
             len(change.resolved) if change else 0,
             rendered.get(file),
             base_rendered.get(file),
+            present=file in here,
+            at_base=file in there,
         )
         if page.rendered is not None:
             page.nodes, page.removed = page_nodes(page.rendered, page.base_rendered)
@@ -228,8 +338,11 @@ def write_preview(
     for page in previews:
         if page.rendered is not None:
             files[folder / f"{page.name}.xml"] = page.rendered
-        files[folder / f"{page.name}.diff"] = unified_diff(page.name, base, page.rendered, page.base_rendered)
-        if page.rendered is not None:
+        # A record that cannot be rendered on one side gets no diff, because the diff would
+        # show every line as added or deleted.
+        if page.has_diff:
+            files[folder / f"{page.name}.diff"] = unified_diff(page.name, base, page.rendered, page.base_rendered)
+        if page.present:
             files[folder / f"{page.name}.html"] = render_page(root, "coc.html.j2", page=page, base=base)
     files[out / "index.html"] = render_page(
         root, "preview-index.html.j2", pages=previews, base=base, base_problem=base_problem

@@ -85,7 +85,8 @@ ITEMS: dict[str, str] = {
     "Remark": "52",
 }
 
-# Words of element names that the field writes in capitals or its own way.
+# Words of element names that the field writes in capitals or its own way. A word with digits
+# listed here (a chemical formula) keeps them, and other words are written apart from their digits.
 _SPELLING = {
     "Wltp": "WLTP",
     "Co2": "CO2",
@@ -95,27 +96,50 @@ _SPELLING = {
     "Ivi": "IVI",
     "Xsd": "XSD",
     "Vin": "VIN",
+    "Iso": "ISO",
     "Nox": "NOx",
     "Thc": "THC",
     "Nmhc": "NMHC",
+    "Hc": "HC",
+    "Ch4": "CH4",
     "Nh3": "NH3",
     "Pm": "PM",
     "Pn": "PN",
     "Co": "CO",
     "Atct": "ATCT",
+    "Whsc": "WHSC",
+    "Whtc": "WHTC",
+    "Nrsc": "NRSC",
+    "Nrtc": "NRTC",
     "Coc": "CoC",
+    "Dc": "Dc",
+    "Id": "ID",
 }
 _WORD = re.compile(r"[A-Z]{2,}(?=[A-Z][a-z]|[0-9]|$)|[A-Z][a-z]+[0-9]*|[A-Z][0-9]*|[0-9]+[a-z]*|[a-z]+")
-_PLAIN = re.compile(r"[A-Z][a-z]+[0-9]*")
+# A capitalised word and the number after it, as in Line1 or Certified155. A capital letter with
+# digits (F0, M3) is a symbol and stays as it is.
+_WORD_AND_NUMBER = re.compile(r"([A-Z][a-z]+)([0-9]*)")
+
+
+def _spell(word: str, first: bool) -> list[str]:
+    if word in _SPELLING:
+        return [_SPELLING[word]]
+    parts = _WORD_AND_NUMBER.fullmatch(word)
+    if parts is None:
+        return [word]
+    text, number = parts.groups()
+    spelled = _SPELLING.get(text, text if first else text.lower())
+    return [spelled, number] if number else [spelled]
 
 
 def label(name: str) -> str:
-    """Spell an element name out, as in MassInRunningOrder: "Mass in running order"."""
+    """Spell an element name out, as in MassInRunningOrder: "Mass in running order".
+
+    Numbers stand apart from words (ManufacturerAddressLine1: "Manufacturer address line 1"),
+    except in the formulae of _SPELLING such as CO2.
+    """
     words = _WORD.findall(name) or [name]
-    spelled = [
-        _SPELLING.get(word, word.lower() if index and _PLAIN.fullmatch(word) else word)
-        for index, word in enumerate(words)
-    ]
+    spelled = [part for index, word in enumerate(words) for part in _spell(word, index == 0)]
     return " ".join(spelled)
 
 
