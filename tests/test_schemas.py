@@ -76,6 +76,18 @@ def test_schema_catches_typing_mistakes(tmp_path: Path, old: str, new: str, expe
     assert expected in messages[0]
 
 
+@pytest.mark.parametrize("value", ["'1478'", '"1478"'])
+def test_schema_accepts_quoted_numbers_that_check_accepts(
+    tmp_path: Path, example_repo: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    record = "records/XNHKH16S1TE100214.yaml"
+    text = (example_repo / record).read_text(encoding="utf-8").replace("ActualMass: 1478", f"ActualMass: {value}")
+    (example_repo / record).write_text(text, encoding="utf-8")
+    assert main(["--repo", str(example_repo), "check", "--no-cache", str(example_repo / record)]) == 0
+    capsys.readouterr()
+    assert [error.message for error in validator("record").iter_errors(as_editor_reads(example_repo / record))] == []
+
+
 def test_schema_describes_entries_with_item_numbers() -> None:
     schema = json.loads((PROJECT / "schemas" / "record.schema.json").read_text(encoding="utf-8"))
     coc = schema["properties"]["CocDataGroup"]["properties"]

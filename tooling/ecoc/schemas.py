@@ -43,6 +43,9 @@ def _simple(simple: SimpleType) -> dict[str, Any]:
             schema["minimum"] = _number(simple.min_inclusive)
         if simple.max_inclusive is not None:
             schema["maximum"] = _number(simple.max_inclusive)
+        # A quoted number such as '1478' is valid too: ecoc reads every value as text.
+        digits = "^[+-]?[0-9]+$" if simple.kind == "integer" else "^[+-]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)$"
+        return {"anyOf": [schema, {"type": "string", "pattern": digits}, {"type": "null"}]}
     elif simple.kind == "date":
         schema = {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}
     else:
