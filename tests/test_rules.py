@@ -798,3 +798,17 @@ def test_release_and_seal_checks_are_explained(
 ) -> None:
     assert main(["--repo", str(example_repo), "rules", "explain", rule_id]) == 0
     assert f"{rule_id} ({severity}, not waivable)" in capsys.readouterr().out
+
+
+def test_waiver_findings_point_at_the_key(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    waive(example_repo, "mass.running-order-within-maximum", "XNHKH16S1TE100214")
+    lines = (example_repo / "rules" / "waivers.yaml").read_text(encoding="utf-8").splitlines()
+    _, findings = check_json(example_repo, capsys)
+    [refused] = findings
+    assert (refused["rule"], refused["path"]) == ("waiver.not-waivable", "waivers[0].rule")
+    assert lines[int(refused["line"]) - 1].lstrip(" -").startswith("rule:")  # type: ignore[call-overload]
+    waive(example_repo, "vin.check-digit", "XNHKH16S1TE100214", expires="2020-01-01")
+    _, findings = check_json(example_repo, capsys)
+    [expired] = findings
+    assert (expired["rule"], expired["path"]) == ("waiver.expired", "waivers[0].expires")
+    assert lines[int(expired["line"]) - 1].lstrip(" -").startswith("expires:")  # type: ignore[call-overload]

@@ -106,6 +106,12 @@ class WaiverSpec(pydantic.BaseModel):
     expires: Annotated[str, pydantic.BeforeValidator(_date_text)]
 
 
+WAIVER_KEYS = (
+    "a waiver has the keys id, rule, records (VIN patterns such as XNHKH16*), reason, approved_by "
+    "and expires (YYYY-MM-DD); see Waivers in the README"
+)
+
+
 @dataclass(eq=False)
 class Waiver:
     spec: WaiverSpec
@@ -116,6 +122,14 @@ class Waiver:
     # Where the waiver names its rule, for findings about the rule.
     rule_line: int | None = None
     rule_column: int | None = None
+    # The waiver's YAML path, as in waivers[2], and the (line, column) of each of its keys.
+    path: str | None = None
+    keys: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def at(self, key: str) -> tuple[int, int, str | None]:
+        """Return the line, column and YAML path of one of the waiver's keys, or of the waiver."""
+        line, column = self.keys.get(key, (self.line, self.column))
+        return line, column, f"{self.path}.{key}" if self.path is not None else None
 
     def covers(self, vin: str) -> bool:
         return any(fnmatch.fnmatchcase(vin, pattern) for pattern in self.spec.records)
@@ -160,7 +174,7 @@ class WaiverSet:
                 w.file,
                 w.line,
                 w.column,
-                None,
+                w.path,
                 "remove the waiver, or check that its rule and records are right",
             )
             for waivers in self.by_rule.values()
@@ -169,8 +183,8 @@ class WaiverSet:
         ]
 
 
-def _problem(rule: str, message: str, waiver: Waiver, hint: str) -> Finding:
-    return Finding(rule, Severity.ERROR, message, waiver.file, waiver.line, waiver.column, None, hint)
+def _problem(rule: str, message: str, waiver: Waiver, hint: str, key: str) -> Finding:
+    return Finding(rule, Severity.ERROR, message, waiver.file, *waiver.at(key), hint)
 
 
 def _closest(name: str, known: list[str]) -> str:
@@ -183,15 +197,12 @@ def _admit(waiver: Waiver, catalogue: Catalogue, builtin: frozenset[str], today:
     spec = waiver.spec
     rules = catalogue.by_id()
     if spec.rule not in rules and spec.rule not in builtin:
-        return Finding(
+        return _problem(
             "waiver.unknown-rule",
-            Severity.ERROR,
             f"waiver {spec.id} names the unknown rule {spec.rule}",
-            waiver.file,
-            waiver.rule_line or waiver.line,
-            waiver.rule_column or waiver.column,
-            None,
+            waiver,
             _closest(spec.rule, [*rules, *builtin]) or "use a rule id from ecoc rules list",
+            "rule",
         )
     waivable = rules[spec.rule].spec.waivable if spec.rule in rules else spec.rule in WAIVABLE_BUILTIN
     if not waivable:
@@ -202,6 +213,7 @@ def _admit(waiver: Waiver, catalogue: Catalogue, builtin: frozenset[str], today:
             "fix the data instead; this rule guards something an authority never accepts"
             if not spec.rule.startswith(("waiver.", "rules.", "yaml.", "io."))
             else "fix the file the finding names; findings about waivers, rules and files cannot be waived",
+            "rule",
         )
     if spec.expires < today:
         return _problem(
@@ -209,6 +221,7 @@ def _admit(waiver: Waiver, catalogue: Catalogue, builtin: frozenset[str], today:
             f"waiver {spec.id} for rule {spec.rule} expired on {spec.expires}",
             waiver,
             "fix the findings it covered, or renew the waiver with a new approval",
+            "expires",
         )
     return None
 
@@ -253,17 +266,26 @@ def _load_file(
         return
     seen = waivers.ids
     for index, item in enumerate(items):
-        spec, invalid = validate_node(WaiverSpec, item, f"waivers[{index}]", "see Waivers in the README")
+        spec, invalid = validate_node(WaiverSpec, item, f"waivers[{index}]", WAIVER_KEYS)
         waivers.findings.extend(replace(f, rule="waiver.invalid") for f in invalid)
         if spec is None or not isinstance(item, Mapping):
             continue
         rule_node = item.get("rule", item)
         waiver = Waiver(
-            spec, source.path, item.line, item.column, rule_line=rule_node.line, rule_column=rule_node.column
+            spec,
+            source.path,
+            item.line,
+            item.column,
+            rule_line=rule_node.line,
+            rule_column=rule_node.column,
+            path=f"waivers[{index}]",
+            keys={key: item.key_position(key) for key in item.key_positions},
         )
         if spec.id in seen:
             waivers.findings.append(
-                _problem("waiver.invalid", f"waiver id {spec.id} is used twice", waiver, "give every waiver its own id")
+                _problem(
+                    "waiver.invalid", f"waiver id {spec.id} is used twice", waiver, "give every waiver its own id", "id"
+                )
             )
             continue
         seen.add(spec.id)
