@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 from lxml import etree
 
+from conftest import git
 from ecoc.cli import main
 from ecoc.findings import Finding, Severity
 from ecoc.formats import (
@@ -19,10 +20,16 @@ from ecoc.formats import (
     CheckedRecord,
     RecordChange,
     Report,
+    changes_text,
     format_github,
+    format_junit,
     format_markdown,
 )
-from test_check import APPROVAL, RECORD, edit
+from ecoc.report import summary_line
+from test_changes import commit
+from test_check import APPROVAL, OTHER_RECORD, RECORD, edit
+
+VIN = "XNHKH16S1TE100214"
 
 SARIF_SCHEMA = "@microsoft/jest-sarif/lib/schemas/sarif-2.1.0-rtm.5.json"
 
@@ -102,8 +109,6 @@ def test_junit_has_a_test_case_per_record(example_repo: Path, capsys: pytest.Cap
 def test_junit_holds_control_characters_of_the_data(tmp_path: Path) -> None:
     finding = Finding("model.control-character", Severity.ERROR, "text with \x07 bell", "records/A.yaml", 3, 4)
     report = Report([finding], {"errors": 1}, [CheckedRecord("records/A.yaml", "A")])
-    from ecoc.formats import format_junit
-
     root = etree.fromstring(format_junit(report).encode())
     failure = root.find(".//failure")
     assert failure is not None and "\\x07" in (failure.text or "")
@@ -171,11 +176,11 @@ def test_markdown_shows_a_shared_error_before_thousands_of_changes() -> None:
     text = format_markdown(report)
     assert len(text) <= 65_000
     blocking = text.split("### Blocking findings")[1].split("###")[0]
-    assert "| `model.integer` | `approvals/a.yaml:153` | 1465.5 is not a whole number | 3000 |" in blocking
+    assert "| **new** | `model.integer` | `approvals/a.yaml:153` | 1465.5 is not a whole number | 3000 |" in blocking
     assert re.search(
         r"cut to stay within GitHub's size limit: \d+ changed records, \d+ record sections are not shown", text
     )
-    assert "Run `ecoc check --base origin/main --format markdown --output report.md`" in text
+    assert "Run `ecoc check --base origin/main --output report.txt`" in text
 
 
 def test_markdown_escapes_what_the_data_says() -> None:
@@ -203,3 +208,158 @@ def test_one_check_writes_several_reports(
 def test_report_option_needs_a_format_and_a_file(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--repo", str(example_repo), "check", "--report", "sarif"]) == 2
     assert "--report sarif: expected FORMAT=FILE" in capsys.readouterr().err
+
+
+def markdown_since_head(repo: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    main(["--repo", str(repo), "check", "--no-cache", "--base", "HEAD", "--format", "markdown"])
+    return capsys.readouterr().out
+
+
+def record_section(text: str, vin: str) -> str:
+    start = text.index(f"<summary><b>{vin}</b>")
+    return text[start : text.index("</details>", start)]
+
+
+def test_markdown_cut_note_names_a_complete_format() -> None:
+    records = [CheckedRecord(f"records/V{n:04}.yaml", f"V{n:04}") for n in range(400)]
+    findings = [
+        Finding("test.rule", Severity.ERROR, "x" * 300, f"records/V{n:04}.yaml", 1, 1, records=(f"V{n:04}",))
+        for n in range(400)
+    ]
+    summary = {"errors": 400, "warnings": 0, "info": 0, "waived": 0, "records": 400, "approvals": 0}
+    report = Report(findings, summary, records, base="origin/main", changes=[])
+    note = format_markdown(report).split("\n---\n")[1]
+    assert "--format markdown" not in note
+    assert "Run `ecoc check --base origin/main --output report.txt` to write every finding" in note
+    assert "add `--format json` to write JSON" in note
+
+
+def test_markdown_names_the_files_of_a_renamed_record(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    git(example_repo, "mv", RECORD, "records/foo.yaml")
+    text = markdown_since_head(example_repo, capsys)
+    assert f"| {VIN} (`{RECORD}`) | ready | **absent** |" in text
+    assert f"| {VIN} (`records/foo.yaml`) | absent | **ready** |" in text
+
+
+def test_markdown_marks_findings_the_change_added(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    break_two_things(example_repo)
+    commit(example_repo, "too heavy and too fast")
+    edit(example_repo, APPROVAL, "MaximumSpeed: 260", "MaximumSpeed: 178")
+    edit(example_repo, RECORD, f"vin: {VIN}", "vin: XNHKH16S2TE100214")
+    text = markdown_since_head(example_repo, capsys)
+    section = record_section(text, "XNHKH16S2TE100214")
+    assert "| change | severity | rule | where | message |" in section
+    assert "|  | error | `mass.actual-within-maximum` |" in section
+    assert "| **new** | warning | `vin.check-digit` |" in section
+    resolved = section.split("Resolved since the base:")[1]
+    assert "| error | `tyre.speed-category-covers-maximum-speed` | `approvals/e4-2018-858-04127-01.yaml` |" in resolved
+    assert "mass.actual-within-maximum" not in resolved
+    other = record_section(text, "XNHKH16S8TE103871")
+    assert "(since the base: 1 resolved)" in other
+    assert "`tyre.speed-category-covers-maximum-speed`" in other.split("Resolved since the base:")[1]
+
+
+BROKEN_WAIVERS = "waivers: [unclosed\n"
+
+
+def test_markdown_points_blocked_records_to_repository_findings(
+    example_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (example_repo / "rules" / "waivers.yaml").write_text(BROKEN_WAIVERS, encoding="utf-8")
+    code, text = run(example_repo, capsys, "--format", "markdown")
+    section = record_section(text, VIN)
+    assert code == 1
+    assert "no findings of its own, blocked by repository findings" in section
+    assert "| severity |" not in section
+    assert "A repository finding blocks every record (see Repository findings): `yaml.syntax` at" in section
+    assert "`rules/waivers.yaml:2`" in section
+
+
+def test_junit_fails_records_blocked_by_repository_findings(
+    example_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (example_repo / "rules" / "waivers.yaml").write_text(BROKEN_WAIVERS, encoding="utf-8")
+    _, out = run(example_repo, capsys, "--format", "junit")
+    records = etree.fromstring(out.encode()).find("testsuite[@name='records']")
+    assert records is not None
+    assert records.get("failures") == "12"
+    for case in records.findall("testcase"):
+        failure = case.find("failure")
+        assert failure is not None, case.get("name")
+        assert failure.get("message") == "blocked by the repository finding yaml.syntax in rules/waivers.yaml:2"
+        assert "rules/waivers.yaml:2:1: error yaml.syntax" in (failure.text or "")
+
+
+def add_waiver(repo: Path) -> None:
+    """Make both records of the approval too heavy, commit, then waive the WLTP warning of one of them."""
+    edit(repo, RECORD, "ActualMass: 1478", "ActualMass: 99999")
+    edit(repo, OTHER_RECORD, "ActualMass: 1496", "ActualMass: 99999")
+    commit(repo, "too heavy")
+    (repo / "rules" / "waivers.yaml").write_text(
+        "waivers:\n"
+        "  - id: W-7\n"
+        "    rule: wltp.test-mass-not-below-actual-mass\n"
+        "    records: [XNHKH16S1*]\n"
+        "    reason: ballast for the type test, accepted in writing\n"
+        '    approved_by: "@halvard-motors/compliance-review"\n'
+        "    expires: 2099-01-01\n",
+        encoding="utf-8",
+    )
+
+
+def test_text_diff_says_a_finding_is_now_waived(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    add_waiver(example_repo)
+    main(["--repo", str(example_repo), "check", "--no-cache", "--base", "HEAD"])
+    diff = capsys.readouterr().out.split("readiness since HEAD:\n")[1]
+    assert f"  {RECORD}: blocked\n    ~ warning wltp.test-mass-not-below-actual-mass: WLTP test mass" in diff
+    assert diff.rstrip().endswith("(now waived by W-7)")
+    assert "+ warning" not in diff
+    assert "- warning" not in diff
+
+
+def test_markdown_counts_a_waived_finding_once(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    add_waiver(example_repo)
+    text = markdown_since_head(example_repo, capsys)
+    assert f"| {VIN} | blocked | blocked | 1 now waived |" in text
+    section = record_section(text, VIN)
+    assert "(since the base: 1 now waived)" in section
+    assert "| now waived by W-7 | warning (waived: W-7) | `wltp.test-mass-not-below-actual-mass` |" in section
+    assert "Resolved since the base" not in section
+
+
+def test_text_diff_says_a_waiver_no_longer_applies() -> None:
+    waived = Finding("test.rule", Severity.ERROR, "problem", "records/A.yaml", 3, 1, records=("A",), waiver="W-1")
+    unwaived = Finding("test.rule", Severity.ERROR, "problem", "records/A.yaml", 3, 1, records=("A",))
+    change = RecordChange("records/A.yaml", "A", "ready", "blocked", added=(unwaived,), resolved=(waived,))
+    report = Report([unwaived], SUMMARY, [CheckedRecord("records/A.yaml", "A")], base="main", changes=[change])
+    assert "    ~ error test.rule: problem (no longer waived by W-1)\n" in changes_text(report)
+    assert "| A | ready | **blocked** | 1 no longer waived |" in format_markdown(report)
+
+
+def test_count_phrases_agree_in_number() -> None:
+    long = Finding("test.rule", Severity.WARNING, "x" * 5000, "records/A.yaml", 1, 1, records=("A",))
+    summary = {"errors": 0, "warnings": 1, "info": 0, "waived": 0, "records": 1, "approvals": 1}
+    text = format_markdown(Report([long], summary, [CheckedRecord("records/A.yaml", "A")]), limit=3000)
+    assert "## eCoC readiness: 0 of 1 record blocked" in text
+    assert "size limit: 1 record section is not shown." in text
+    assert summary_line(summary) == "0 errors, 1 warning, 0 info in 1 record and 1 approval"
+
+
+def test_findings_of_an_unparsable_record_name_it(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: [2031")
+    base = ("--base", "HEAD")
+    _, text = run(example_repo, capsys, *base, "--format", "markdown")
+    _, document = run(example_repo, capsys, *base, "--format", "json")
+    _, junit = run(example_repo, capsys, *base, "--format", "junit")
+    blocking = text.split("### Blocking findings")[1].split("###")[0]
+    row = next(line for line in blocking.splitlines() if "`yaml.syntax`" in line)
+    assert row.endswith("| 1 |")
+    assert f"<summary><b>{VIN}</b> ({RECORD})" in text
+    finding = next(f for f in json.loads(document)["findings"] if f["rule"] == "yaml.syntax")
+    assert finding["file"] == RECORD
+    assert finding["record"] == VIN
+    assert finding["records"] == [VIN]
+    change = json.loads(document)["base"]["changes"][0]
+    assert change["added"][0]["records"] == [VIN]
+    cases = etree.fromstring(junit.encode()).findall("testsuite[@name='records']/testcase")
+    assert [case.get("name") for case in cases] == [VIN]

@@ -6,16 +6,19 @@ after `ecoc check --base`, what changed in each record's readiness since the bas
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
+import shlex
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence, Set
+from dataclasses import dataclass, field, replace
 
 from ecoc import __version__
 from ecoc.findings import Finding, Severity
-from ecoc.report import format_text, summary_line
+from ecoc.report import MAX_LISTED_RECORDS, count_phrase, format_text, summary_line
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 SARIF_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
@@ -83,33 +86,152 @@ class Report:
     full_report: str | None = None
 
 
+def record_vins(report: Report) -> dict[str, str]:
+    """Return the VIN of each record file, as read here or, after `ecoc check --base`, at the base."""
+    vins = {change.file: change.vin for change in report.changes or () if change.vin is not None}
+    vins.update({record.file: record.vin for record in report.records if record.vin is not None})
+    return vins
+
+
+def _attribute(finding: Finding, vins: Mapping[str, str]) -> Finding:
+    if finding.records or finding.file is None or finding.file not in vins:
+        return finding
+    return replace(finding, records=(vins[finding.file],))
+
+
+def attributed(report: Report) -> Report:
+    """Return the report with the VIN on each finding about a record file that names no record.
+
+    A record file that cannot be read, such as one with a YAML syntax error, yields findings
+    without a VIN. They concern that file's record, whose VIN is the one read here or, when the
+    file cannot be read here either, the one at the base.
+    """
+    vins = record_vins(report)
+    changes = report.changes
+    if changes is not None:
+        changes = [
+            replace(
+                change,
+                added=tuple(_attribute(f, vins) for f in change.added),
+                resolved=tuple(_attribute(f, vins) for f in change.resolved),
+            )
+            for change in changes
+        ]
+    return dataclasses.replace(report, findings=[_attribute(f, vins) for f in report.findings], changes=changes)
+
+
 def json_extra(report: Report) -> dict[str, object]:
-    """Return the readiness changes for JSON output, after `ecoc check --base`."""
+    """Return the keys that JSON output adds to or replaces in the document of `format_json`.
+
+    They are the findings, when a finding gets the VIN of its record file here, and after
+    `ecoc check --base` the readiness changes.
+    """
+    named = attributed(report)
+    extra: dict[str, object] = {}
+    if list(named.findings) != list(report.findings):
+        extra["findings"] = [f.to_dict() for f in named.findings]
     if report.base is None:
-        return {}
-    return {
-        "base": {
-            "ref": report.base,
-            "problem": report.base_problem,
-            "changes": [
-                {
-                    "file": change.file,
-                    "record": change.vin,
-                    "before": change.before,
-                    "after": change.after,
-                    "added": [f.to_dict() for f in change.added],
-                    "resolved": [f.to_dict() for f in change.resolved],
-                }
-                for change in report.changes or ()
-            ],
-            "repository": {
-                "added": [f.to_dict() for f in report.repository_change.added] if report.repository_change else [],
-                "resolved": [f.to_dict() for f in report.repository_change.resolved]
-                if report.repository_change
-                else [],
-            },
-        }
+        return extra
+    repository = report.repository_change
+    extra["base"] = {
+        "ref": report.base,
+        "problem": report.base_problem,
+        "changes": [
+            {
+                "file": change.file,
+                "record": change.vin,
+                "before": change.before,
+                "after": change.after,
+                "added": [f.to_dict() for f in change.added],
+                "resolved": [f.to_dict() for f in change.resolved],
+            }
+            for change in named.changes or ()
+        ],
+        "repository": {
+            "added": [f.to_dict() for f in repository.added] if repository else [],
+            "resolved": [f.to_dict() for f in repository.resolved] if repository else [],
+        },
     }
+    return extra
+
+
+@dataclass(frozen=True, slots=True)
+class FindingDiff:
+    """The findings a change added and resolved, with each change of waiver as one pair.
+
+    When a waiver starts or stops accepting a finding, the comparison with the base finds the
+    waived finding on one side and the unwaived one on the other. Reports show such a pair as
+    one finding whose waiver changed, instead of as an added and a resolved finding.
+    """
+
+    added: tuple[Finding, ...] = ()
+    resolved: tuple[Finding, ...] = ()
+    # Pairs of the finding here and the same finding at the base, with different waivers.
+    rewaived: tuple[tuple[Finding, Finding], ...] = ()
+
+    @classmethod
+    def of(cls, change: RecordChange | None) -> FindingDiff:
+        if change is None:
+            return cls()
+        waiting: dict[tuple[object, ...], list[int]] = {}
+        for index, old in enumerate(change.resolved):
+            waiting.setdefault(_waiver_free_key(old), []).append(index)
+        added: list[Finding] = []
+        pairs: list[tuple[Finding, Finding]] = []
+        paired: set[int] = set()
+        for new in change.added:
+            candidates = waiting.get(_waiver_free_key(new), [])
+            match = next((i for i in candidates if i not in paired and change.resolved[i].waiver != new.waiver), None)
+            if match is None:
+                added.append(new)
+                continue
+            paired.add(match)
+            pairs.append((new, change.resolved[match]))
+        resolved = tuple(old for index, old in enumerate(change.resolved) if index not in paired)
+        return cls(tuple(added), resolved, tuple(pairs))
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.resolved or self.rewaived)
+
+    def phrase(self, added_word: str = "added") -> str:
+        """Count the changes, such as "1 added, 2 resolved, 1 now waived", or return "none"."""
+        waived = sum(1 for new, _ in self.rewaived if new.waiver is not None)
+        counts = (
+            (len(self.added), added_word),
+            (len(self.resolved), "resolved"),
+            (waived, "now waived"),
+            (len(self.rewaived) - waived, "no longer waived"),
+        )
+        return ", ".join(f"{count} {word}" for count, word in counts if count) or "none"
+
+
+def _waiver_free_key(finding: Finding) -> tuple[object, ...]:
+    return (finding.rule, finding.severity, finding.message, finding.file, finding.path)
+
+
+def waiver_note(new: Finding, old: Finding) -> str:
+    """Say how the waiver of a finding changed since the base, such as "now waived by W-7"."""
+    if new.waiver is None:
+        return f"no longer waived by {old.waiver}"
+    if old.waiver is None:
+        return f"now waived by {new.waiver}"
+    return f"now waived by {new.waiver} instead of {old.waiver}"
+
+
+def _diff_line(finding: Finding) -> str:
+    waived = f" (waived by {finding.waiver})" if finding.waiver else ""
+    return f"{finding.severity.value} {finding.rule}: {finding.message}{waived}"
+
+
+def _diff_lines(change: RecordChange | None) -> list[str]:
+    """Format the findings a change added (+), resolved (-), or gave another waiver (~) as text lines."""
+    diff = FindingDiff.of(change)
+    lines = [f"    + {_diff_line(f)}" for f in diff.added]
+    lines += [f"    - {_diff_line(f)}" for f in diff.resolved]
+    lines += [
+        f"    ~ {new.severity.value} {new.rule}: {new.message} ({waiver_note(new, old)})" for new, old in diff.rewaived
+    ]
+    return lines
 
 
 def changes_text(report: Report) -> str:
@@ -121,16 +243,14 @@ def changes_text(report: Report) -> str:
         lines.append(f"  {report.base_problem}; every checked record counts as new")
     if report.repository_change is not None:
         lines.append("  repository findings (rule files, waivers, settings):")
-        lines += [f"    + {f.severity.value} {f.rule}: {f.message}" for f in report.repository_change.added]
-        lines += [f"    - {f.severity.value} {f.rule}: {f.message}" for f in report.repository_change.resolved]
+        lines += _diff_lines(report.repository_change)
     if not report.changes:
         lines.append("  no record changed its readiness or findings")
     for change in report.changes or ():
         name = change.file + (f" ({change.vin})" if change.vin and change.vin not in change.file else "")
         state = change.after if change.before == change.after else f"{change.before} -> {change.after}"
         lines.append(f"  {name}: {state}")
-        lines += [f"    + {f.severity.value} {f.rule}: {f.message}" for f in change.added]
-        lines += [f"    - {f.severity.value} {f.rule}: {f.message}" for f in change.resolved]
+        lines += _diff_lines(change)
     return "\n".join(lines) + "\n"
 
 
@@ -185,6 +305,7 @@ def _sarif_rule(rule_id: str, info: RuleInfo | None) -> dict[str, object]:
 
 
 def format_sarif(report: Report) -> str:
+    report = attributed(report)
     rule_ids = sorted({f.rule for f in report.findings})
     index = {rule_id: position for position, rule_id in enumerate(rule_ids)}
     results = []
@@ -246,32 +367,66 @@ def _xml(text: str) -> str:
     return _NOT_XML.sub(lambda match: f"\\x{ord(match.group(0)):02x}", text)
 
 
-def _testcase(suite: ET.Element, classname: str, name: str, file: str | None, findings: list[Finding]) -> bool:
-    """Add one test case; it fails when a finding blocks. Return whether it failed."""
+def _finding_names(findings: Sequence[Finding]) -> str:
+    """Name findings by rule and place, such as "yaml.syntax in rules/waivers.yaml:2", the first few only."""
+    names = []
+    for finding in findings[:MAX_LISTED_RECORDS]:
+        name = finding.rule
+        if finding.file:
+            name += f" in {finding.file}"
+        if finding.file and finding.line is not None:
+            name += f":{finding.line}"
+        names.append(name)
+    more = len(findings) - MAX_LISTED_RECORDS
+    return ", ".join(names) + (f" and {more} more" if more > 0 else "")
+
+
+def _testcase(
+    suite: ET.Element,
+    classname: str,
+    name: str,
+    file: str | None,
+    findings: list[Finding],
+    blocked_by: Sequence[Finding] = (),
+) -> bool:
+    """Add one test case, which fails when a finding blocks. Return whether it failed.
+
+    `blocked_by` holds the findings outside the case's file that block it, such as a broken
+    waiver file, which blocks every record.
+    """
     case = ET.SubElement(suite, "testcase", classname=classname, name=_xml(name))
     if file:
         case.set("file", _xml(file))
     blocking = [f for f in findings if f.blocking]
-    if blocking:
-        count = len(blocking)
-        failure = ET.SubElement(
-            case, "failure", type="readiness", message=f"{count} blocking finding{'s' if count != 1 else ''}"
-        )
-        failure.text = _xml(format_text(blocking))
+    if blocking or blocked_by:
+        reasons = [count_phrase(len(blocking), "blocking finding")] if blocking else []
+        if blocked_by:
+            reasons.append(
+                f"blocked by {'the repository finding' if len(blocked_by) == 1 else 'the repository findings'} "
+                + _finding_names(blocked_by)
+            )
+        failure = ET.SubElement(case, "failure", type="readiness", message=_xml(", ".join(reasons)))
+        failure.text = _xml(format_text([*blocking, *blocked_by]))
     others = [f for f in findings if not f.blocking]
     if others:
         ET.SubElement(case, "system-out").text = _xml(format_text(others))
-    return bool(blocking)
+    return bool(blocking or blocked_by)
 
 
 def format_junit(report: Report) -> str:
+    report = attributed(report)
     grouped, general = affecting(report)
+    general_blocking = [f for f in general if f.blocking]
+    vins = record_vins(report)
     root = ET.Element("testsuites", name="ecoc check")
     suites = []
     records = ET.Element("testsuite", name="records")
     failed = 0
     for record in report.records:
-        failed += _testcase(records, "records", record.vin or record.file, record.file, grouped.get(record.file, []))
+        name = vins.get(record.file) or record.file
+        failed += _testcase(
+            records, "records", name, record.file, grouped.get(record.file, []), blocked_by=general_blocking
+        )
     suites.append((records, len(report.records), failed))
     by_file: dict[str, list[Finding]] = {}
     for finding in general:
@@ -340,6 +495,7 @@ def format_github(report: Report) -> str:
     Findings on lines this change touched come first, so that the annotations GitHub keeps are
     the ones a reviewer of the change needs.
     """
+    report = attributed(report)
     changed = report.changed_lines or {}
 
     def order(finding: Finding) -> tuple[int, int]:
@@ -399,8 +555,15 @@ def _place(finding: Finding, link_base: str | None) -> str:
 _ICON = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "info"}
 
 
-def _finding_table(findings: Sequence[Finding], link_base: str | None) -> list[str]:
-    lines = ["| severity | rule | where | message |", "| --- | --- | --- | --- |"]
+def _finding_table(
+    findings: Sequence[Finding], link_base: str | None, notes: Mapping[Finding, str] | None = None
+) -> list[str]:
+    """Build the rows of a findings table. With `notes`, a first column shows what the change did to each finding."""
+    change_column = notes is not None
+    lines = [
+        ("| change " if change_column else "") + "| severity | rule | where | message |",
+        ("| --- " if change_column else "") + "| --- | --- | --- | --- |",
+    ]
     for finding in findings:
         severity = _ICON[finding.severity] + (f" (waived: {markdown_cell(finding.waiver)})" if finding.waiver else "")
         message = markdown_cell(finding.message)
@@ -408,8 +571,35 @@ def _finding_table(findings: Sequence[Finding], link_base: str | None) -> list[s
             message += f"<br>at `{finding.path.replace('`', '')}`"
         if finding.hint:
             message += f"<br>hint: {markdown_cell(finding.hint)}"
-        lines.append(f"| {severity} | `{finding.rule}` | {_place(finding, link_base)} | {message} |")
+        change = f"| {notes.get(finding, '')} " if notes is not None else ""
+        lines.append(f"{change}| {severity} | `{finding.rule}` | {_place(finding, link_base)} | {message} |")
     return lines
+
+
+def _resolved_table(findings: Sequence[Finding]) -> list[str]:
+    """Build the rows of a table of resolved findings, without line numbers, because those are the base's."""
+    return _finding_table([replace(f, line=None, hint=None) for f in findings], None)
+
+
+def _change_notes(diff: FindingDiff) -> dict[Finding, str]:
+    """Return the Markdown note of each finding that a change added or gave another waiver."""
+    notes = {finding: "**new**" for finding in diff.added}
+    notes.update({new: markdown_cell(waiver_note(new, old)) for new, old in diff.rewaived})
+    return notes
+
+
+def _shared_notes(grouped: Mapping[str, Sequence[Finding]], diffs: Mapping[str, FindingDiff]) -> dict[Finding, str]:
+    """Return the note of each record finding that has the same note in every record it concerns.
+
+    A finding in an approval file concerns every record of the approval. It is new only when
+    it is new in each of them.
+    """
+    seen: dict[Finding, set[str]] = {}
+    for file, findings in grouped.items():
+        notes = _change_notes(diffs[file]) if file in diffs else {}
+        for finding in findings:
+            seen.setdefault(finding, set()).add(notes.get(finding, ""))
+    return {finding: next(iter(found)) for finding, found in seen.items() if len(found) == 1}
 
 
 def _counts(findings: Sequence[Finding]) -> str:
@@ -417,7 +607,7 @@ def _counts(findings: Sequence[Finding]) -> str:
     for severity, word in ((Severity.ERROR, "error"), (Severity.WARNING, "warning"), (Severity.INFO, "info")):
         count = sum(1 for f in findings if f.severity is severity and f.waiver is None)
         if count:
-            parts.append(f"{count} {word}{'s' if count != 1 and word != 'info' else ''}")
+            parts.append(count_phrase(count, word, "info" if word == "info" else None))
     waived = sum(1 for f in findings if f.waiver is not None)
     if waived:
         parts.append(f"{waived} waived")
@@ -442,33 +632,146 @@ def _capped(rows: Sequence[str], room: int) -> tuple[list[str], int]:
     return kept, len(rows) - len(kept)
 
 
-def _blocking_rows(findings: Sequence[Finding], link_base: str | None) -> list[str]:
+def _affected(finding: Finding, record_files: Set[str]) -> int | None:
+    """Return the number of records a finding concerns, or None for every record."""
+    if finding.records:
+        return len(finding.records)
+    # A record file that cannot be read yields findings without a VIN.
+    return 1 if finding.file in record_files else None
+
+
+def _blocking_table(
+    findings: Sequence[Finding], link_base: str | None, record_files: Set[str], notes: Mapping[Finding, str] | None
+) -> tuple[str, list[str]]:
+    """Build the header and the rows of the blocking findings table, with findings for every record first."""
+    header = "| rule | where | message | records |\n| --- | --- | --- | ---: |"
+    if notes is not None:
+        header = "| change | rule | where | message | records |\n| --- | --- | --- | --- | ---: |"
+
+    def order(finding: Finding) -> tuple[object, ...]:
+        affected = _affected(finding, record_files)
+        return (-(len(record_files) + 1 if affected is None else affected), *finding.sort_key())
+
     rows = []
-    for finding in findings:
-        affected = f"{len(finding.records)}" if finding.records else "all"
+    for finding in sorted(findings, key=order):
+        affected = _affected(finding, record_files)
+        change = f"| {notes.get(finding, '')} " if notes is not None else ""
         rows.append(
-            f"| `{finding.rule}` | {_place(finding, link_base)} | {markdown_cell(finding.message)} | {affected} |"
+            f"{change}| `{finding.rule}` | {_place(finding, link_base)} | {markdown_cell(finding.message)} "
+            f"| {'all' if affected is None else affected} |"
         )
-    return rows
+    return header, rows
+
+
+def _record_name(file: str, vin: str | None, files_per_vin: Mapping[str, int]) -> str:
+    """Name a record by its VIN, and by its file where the VIN is unknown or other files have it too."""
+    code = f"`{file.replace('`', '')}`"
+    if vin is None:
+        return code
+    if files_per_vin.get(vin, 0) > 1:
+        return f"{markdown_cell(vin)} ({code})"
+    return markdown_cell(vin)
+
+
+def _record_section(
+    record: CheckedRecord,
+    vin: str | None,
+    findings: Sequence[Finding],
+    diff: FindingDiff | None,
+    blocked_by: Sequence[Finding],
+    report: Report,
+    opened: bool,
+) -> str:
+    """Format one record's findings as a `<details>` element, with what the change did to them.
+
+    `blocked_by` holds the repository findings that block every record. The section names them
+    when no finding of the record's own blocks it.
+    """
+    only_blocked_by = blocked_by if not any(f.blocking for f in findings) else ()
+    summary = _counts(findings) if findings else "no findings of its own"
+    if only_blocked_by:
+        summary += ", blocked by repository findings"
+    if diff:
+        summary += f" (since the base: {diff.phrase('new')})"
+    parts = [
+        f"<details{' open' if opened else ''}><summary><b>{markdown_cell(vin or record.file)}</b> "
+        f"({markdown_cell(record.file)}): {summary}</summary>"
+    ]
+    if findings:
+        notes = _change_notes(diff or FindingDiff()) if report.base is not None else None
+        parts.append("\n".join(_finding_table(findings, report.link_base, notes)))
+    if only_blocked_by:
+        named = [
+            f"`{f.rule}`" + (f" at {_place(f, report.link_base)}" if f.file else "")
+            for f in only_blocked_by[:MAX_LISTED_RECORDS]
+        ]
+        more = len(only_blocked_by) - MAX_LISTED_RECORDS
+        blockers = (
+            "A repository finding blocks"
+            if len(only_blocked_by) == 1
+            else f"{len(only_blocked_by)} repository findings block"
+        )
+        parts.append(
+            f"No finding of this record blocks it. {blockers} every record (see Repository findings): "
+            f"{', '.join(named)}{f' and {more} more' if more > 0 else ''}."
+        )
+    if diff is not None and diff.resolved:
+        parts.append("Resolved since the base:\n\n" + "\n".join(_resolved_table(diff.resolved)))
+    parts.append("</details>")
+    return "\n\n".join(parts)
+
+
+def _repository_section(general: Sequence[Finding], diff: FindingDiff, report: Report) -> str:
+    parts = ["\n### Repository findings (rule files, waivers, settings)"]
+    if general:
+        notes = _change_notes(diff) if report.base is not None else None
+        parts.append("\n".join(_finding_table(sorted(general, key=Finding.sort_key), report.link_base, notes)))
+    if diff.resolved:
+        parts.append("Resolved since the base:\n\n" + "\n".join(_resolved_table(diff.resolved)))
+    return "\n\n".join(parts)
+
+
+def _cut_note(left: Sequence[tuple[int, str]], report: Report, full_report: str | None) -> str:
+    """Return the closing note of a cut comment: what it leaves out, and the command that writes all of it."""
+    missing = ", ".join(count_phrase(count, noun) for count, noun in left)
+    verb = "is" if len(left) == 1 and left[0][0] == 1 else "are"
+    where = f" The full report is {full_report}." if full_report else ""
+    # The text and JSON formats have no size limit, so they list everything this comment leaves out.
+    command = "ecoc check" + (f" --base {shlex.quote(report.base)}" if report.base else "") + " --output report.txt"
+    contents = "every finding and readiness change" if report.base is not None else "every finding"
+    return (
+        f"\n\n---\nThis comment was cut to stay within GitHub's size limit: {missing} {verb} not shown.{where} "
+        f"Run `{command.replace('`', '')}` to write {contents} as text, or add `--format json` to write JSON."
+    )
 
 
 def format_markdown(report: Report, limit: int = MARKDOWN_LIMIT, full_report: str | None = None) -> str:
     """A pull-request comment: the summary, the blocking findings, the changes, then each record.
 
     The blocking findings come first, each once with the number of records it blocks, because a
-    reviewer must see them even when thousands of records changed. The comment stays under
-    `limit` characters; what it leaves out is counted in a closing note that names where the
-    full report is (`full_report`, such as a workflow artifact).
+    reviewer must see them even when thousands of records changed. After `ecoc check --base`,
+    the tables mark the findings the change added and the waivers it changed, and each record
+    lists the findings the change resolved. The comment stays under `limit` characters; what it
+    leaves out is counted in a closing note that names where the full report is (`full_report`,
+    such as a workflow artifact) and a command that writes it.
     """
     full_report = full_report or report.full_report
+    report = attributed(report)
     grouped, general = affecting(report)
     general_blocking = [f for f in general if f.blocking]
+    vins = record_vins(report)
+    diffs = {change.file: FindingDiff.of(change) for change in report.changes or ()}
+    repository_diff = FindingDiff.of(report.repository_change)
     states = {record.file: state_of([*grouped.get(record.file, ()), *general_blocking]) for record in report.records}
     blocked = [r for r in report.records if states[r.file] == "blocked"]
-    noted = [r for r in report.records if states[r.file] == "ready" and grouped.get(r.file)]
+    noted = [
+        r
+        for r in report.records
+        if states[r.file] == "ready" and (grouped.get(r.file) or diffs.get(r.file, FindingDiff()).resolved)
+    ]
     head = [
         MARKDOWN_MARKER,
-        f"## eCoC readiness: {len(blocked)} of {len(report.records)} records blocked"
+        f"## eCoC readiness: {len(blocked)} of {count_phrase(len(report.records), 'record')} blocked"
         + (", because repository findings block every record" if general_blocking else ""),
         "",
         "| records checked | blocked | ready | errors | warnings | info | waived |",
@@ -483,77 +786,59 @@ def format_markdown(report: Report, limit: int = MARKDOWN_LIMIT, full_report: st
         head += ["", markdown_cell(report.base_problem) + "; every checked record counts as new."]
     # The closing note must always fit after what was kept.
     room = limit - 800 - sum(len(line) + 1 for line in head)
-    left: list[str] = []
+    left: list[tuple[int, str]] = []
     blocks = ["\n".join(head)]
 
-    blocking = sorted([f for f in report.findings if f.blocking], key=lambda f: (-len(f.records), *f.sort_key()))
+    blocking = [f for f in report.findings if f.blocking]
     if blocking:
-        rows, missing = _capped(_blocking_rows(blocking, report.link_base), int(room * _FINDINGS_SHARE))
-        blocks.append(
-            "\n### Blocking findings\n\n| rule | where | message | records |\n| --- | --- | --- | ---: |\n"
-            + "\n".join(rows)
-        )
+        notes = {**_shared_notes(grouped, diffs), **_change_notes(repository_diff)} if report.base is not None else None
+        record_files = {record.file for record in report.records}
+        header, all_rows = _blocking_table(blocking, report.link_base, record_files, notes)
+        rows, missing = _capped(all_rows, int(room * _FINDINGS_SHARE))
+        blocks.append("\n### Blocking findings\n\n" + header + "\n" + "\n".join(rows))
         room -= sum(len(row) + 1 for row in rows) + 120
         if missing:
-            left.append(f"{missing} blocking finding{'s' if missing != 1 else ''}")
+            left.append((missing, "blocking finding"))
     if report.changes is not None:
-        repository = report.repository_change
-        if repository is not None:
-            blocks.append(
-                f"\nRepository findings since the base: {len(repository.added)} added, "
-                f"{len(repository.resolved)} resolved (see below)."
-            )
+        if report.repository_change is not None:
+            blocks.append(f"\nRepository findings since the base: {repository_diff.phrase()} (see below).")
         if not report.changes:
             blocks.append("\n### Changes since the base\n\nNo record's readiness or findings changed.")
         else:
+            files_per_vin = Counter(vins.values())
             change_rows = []
             for change in report.changes:
                 arrow = f"**{change.after}**" if change.before != change.after else change.after
-                change_rows.append(
-                    f"| {markdown_cell(change.vin or change.file)} | {change.before} | {arrow} "
-                    f"| {len(change.added)} | {len(change.resolved)} |"
-                )
+                name = _record_name(change.file, vins.get(change.file), files_per_vin)
+                change_rows.append(f"| {name} | {change.before} | {arrow} | {diffs[change.file].phrase()} |")
             rows, missing = _capped(change_rows, int(room * _CHANGES_SHARE / (1 - _FINDINGS_SHARE)))
             blocks.append(
                 "\n### Changes since the base\n\n"
-                "| record | before | after | findings added | findings resolved |\n| --- | --- | --- | ---: | ---: |\n"
-                + "\n".join(rows)
+                "| record | before | after | findings |\n| --- | --- | --- | --- |\n" + "\n".join(rows)
             )
             room -= sum(len(row) + 1 for row in rows) + 150
             if missing:
-                left.append(f"{missing} changed record{'s' if missing != 1 else ''}")
+                left.append((missing, "changed record"))
     sections: list[str] = []
-    if general:
-        sections.append(
-            "\n### Repository findings (rule files, waivers, settings)\n\n"
-            + "\n".join(_finding_table(sorted(general, key=Finding.sort_key), report.link_base))
-        )
-    for title, records in (("Blocked records", blocked), ("Ready records with findings", noted)):
+    if general or repository_diff.resolved:
+        sections.append(_repository_section(general, repository_diff, report))
+    for title, records in (("Blocked records", blocked), ("Ready records with findings or resolved findings", noted)):
         for position, record in enumerate(records):
-            findings = grouped.get(record.file, [])
-            summary = (
-                f"<b>{markdown_cell(record.vin or record.file)}</b> ({markdown_cell(record.file)}): {_counts(findings)}"
+            section = _record_section(
+                record,
+                vins.get(record.file),
+                grouped.get(record.file, []),
+                diffs.get(record.file),
+                general_blocking,
+                report,
+                opened=records is blocked and position < 5,
             )
-            lines = [
-                *([f"\n### {title}\n"] if position == 0 else []),
-                f"<details{' open' if title.startswith('Blocked') and position < 5 else ''}>"
-                f"<summary>{summary}</summary>\n",
-                *_finding_table(findings, report.link_base),
-                "\n</details>",
-            ]
-            sections.append("\n".join(lines))
+            sections.append((f"\n### {title}\n\n" if position == 0 else "") + section)
     kept, missing = _capped(sections, room)
     blocks += kept
     if missing:
-        left.append(f"{missing} record section{'s' if missing != 1 else ''}")
+        left.append((missing, "record section"))
     text = "\n".join(blocks)
     if left:
-        where = f" The full report is {full_report}." if full_report else ""
-        command = (
-            "ecoc check" + (f" --base {report.base}" if report.base else "") + " --format markdown --output report.md"
-        )
-        text += (
-            f"\n\n---\nThis comment was cut to stay within GitHub's size limit: {', '.join(left)} "
-            f"are not shown.{where} Run `{command.replace('`', '')}` to write it in full."
-        )
+        text += _cut_note(left, report, full_report)
     return text + "\n"

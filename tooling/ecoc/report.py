@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import cast
 
 from ecoc.findings import Finding, Severity
 
 MAX_LISTED_RECORDS = 3
+
+
+def count_phrase(count: int, noun: str, plural: str | None = None) -> str:
+    """Return the count with its noun in agreeing number, such as "1 record" or "2 records"."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
 
 
 def _records_note(finding: Finding) -> str:
@@ -38,6 +44,7 @@ def format_text(findings: Sequence[Finding]) -> str:
 
 
 def format_json(findings: Sequence[Finding], summary: dict[str, object], extra: dict[str, object] | None = None) -> str:
+    """Write the summary and the findings as JSON. Keys of `extra` follow them or replace them in place."""
     document = {"summary": summary, "findings": [f.to_dict() for f in findings], **(extra or {})}
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
@@ -62,12 +69,11 @@ def summarize(findings: Sequence[Finding], records: int, approvals: int) -> dict
 
 
 def summary_line(summary: dict[str, object]) -> str:
-    def plural(count: object, word: str) -> str:
-        return f"{count} {word}{'' if count == 1 else 's'}"
+    def plural(key: str, noun: str) -> str:
+        return count_phrase(cast(int, summary[key]), noun)
 
     waived = f", {summary['waived']} waived" if summary.get("waived") else ""
     return (
-        f"{plural(summary['errors'], 'error')}{waived}, {plural(summary['warnings'], 'warning')}, "
-        f"{summary['info']} info in {plural(summary['records'], 'record')} "
-        f"and {plural(summary['approvals'], 'approval')}"
+        f"{plural('errors', 'error')}{waived}, {plural('warnings', 'warning')}, "
+        f"{summary['info']} info in {plural('records', 'record')} and {plural('approvals', 'approval')}"
     )
