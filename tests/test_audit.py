@@ -487,3 +487,18 @@ def test_uncommitted_removal_of_signed_keeps_the_summary_honest(
     assert "file(s) below signed/ differ from the commit; the counts below are of the files as they are now" in (
         captured.out
     )
+
+
+def test_receipt_of_an_interrupted_release_says_to_run_it_again(
+    released: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A release killed after a delivery leaves its files uncommitted and in no ledger event.
+    (released / folder(VIN) / "receipt-2.json").write_bytes(b"{}")
+    code, report = audit(released, capsys)
+    assert code == 1
+    problems = [p for p in report["problems"] if p["file"] == f"{folder(VIN)}/receipt-2.json"]  # type: ignore[union-attr]
+    assert sorted(p["check"] for p in problems) == ["git", "ledger"]
+    [uncommitted] = [p for p in problems if p["check"] == "git"]
+    assert "run ecoc release again to finish that release" in uncommitted["message"]
+    [unlisted] = [p for p in problems if p["check"] == "ledger"]
+    assert unlisted["message"].endswith("it is not committed either, as with the files of an interrupted release")

@@ -105,6 +105,8 @@ class AuditReport:
     commits_read: int = 0
     # Files below signed/ that differ from the commit; the entry and ledger counts are of the files as they are.
     uncommitted: int = 0
+    # Files below signed/ that are new and not committed, as an interrupted release leaves them.
+    added: set[str] = field(default_factory=set)
     # Subjects of the trust anchors the chains were checked against.
     anchors: list[str] = field(default_factory=list)
 
@@ -215,13 +217,12 @@ def check_ledger(root: Path, report: AuditReport) -> dict[str, dict[str, Any]]:
 
     for file in _archive_files(root):
         if file not in listed:
-            report.problems.append(
-                Discrepancy(
-                    file,
-                    "ledger",
-                    "the file is in no ledger event: it was added outside a release, or its ledger lines were removed",
-                )
+            why = (
+                "it is not committed either, as with the files of an interrupted release"
+                if file in report.added
+                else "it was added outside a release, or its ledger lines were removed"
             )
+            report.problems.append(Discrepancy(file, "ledger", f"the file is in no ledger event: {why}"))
     return listed
 
 
@@ -243,7 +244,17 @@ def check_uncommitted(root: Path, report: AuditReport) -> None:
         if status == "!!":
             what = "added, and ignored by git"
         elif status == "??":
-            what = "added and not committed"
+            report.added.add(path)
+            report.problems.append(
+                Discrepancy(
+                    path,
+                    "git",
+                    "added and not committed, as an interrupted ecoc release leaves its files; run ecoc release "
+                    "again to finish that release, or delete the file if no release wrote it",
+                    _vin_of(path),
+                )
+            )
+            continue
         elif "D" in status:
             what = "deleted and not committed"
         else:
