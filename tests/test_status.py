@@ -226,3 +226,51 @@ def test_remote_main_stands_for_a_missing_main(repo: Path, capsys: pytest.Captur
     rows = json.loads(captured.out)["records"]
     assert {row["state"] for row in rows} == {"approved"}
     assert code == 0
+
+
+def _version_findings(repo: Path, capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
+    main(["--repo", str(repo), "check", "--no-cache", "--format", "json"])
+    findings = json.loads(capsys.readouterr().out)["findings"]
+    return [f for f in findings if f["rule"] == "record.version-number"]
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        (
+            1,
+            "Header.IviVersionNumber 1 is not used: the evidence archive holds IviVersionNumber 1, so the "
+            "correction is released as 2",
+        ),
+        (5, "Header.IviVersionNumber 5 skips IviVersionNumber 2 to 4: the evidence archive holds 1 as the latest"),
+    ],
+)
+def test_written_version_number_that_the_release_overrides_is_reported(
+    repo: Path, capsys: pytest.CaptureFixture[str], written: int, expected: str
+) -> None:
+    issue(repo, VIN, {"status": "accepted"}, digest="0" * 64)
+    edit(
+        repo,
+        RECORD,
+        "  IntendedCountryRegistration: NL\n",
+        f"  IntendedCountryRegistration: NL\n  IviVersionNumber: {written}\n",
+    )
+    with (repo / RECORD).open("a", encoding="utf-8") as handle:
+        handle.write("correction_reason: actual mass was measured without the tow bar\n")
+    [finding] = _version_findings(repo, capsys)
+    assert finding["message"] == expected
+    assert (finding["severity"], finding["path"], finding["line"]) == ("warning", "Header.IviVersionNumber", 8)
+
+
+def test_written_version_number_of_unchanged_data_is_reported(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    issue(repo, VIN, {"status": "accepted"})
+    edit(
+        repo,
+        RECORD,
+        "  IntendedCountryRegistration: NL\n",
+        "  IntendedCountryRegistration: NL\n  IviVersionNumber: 3\n",
+    )
+    [finding] = _version_findings(repo, capsys)
+    assert str(finding["message"]).startswith(
+        "Header.IviVersionNumber 3 is not used: the data equals IviVersionNumber 1"
+    )

@@ -240,6 +240,54 @@ def check_issued(effective: Effective) -> list[Finding]:
     ]
 
 
+def _version_note(effective: Effective, issued: int, released: int) -> list[Finding]:
+    """Warn when the record's own Header.IviVersionNumber is not the version the release uses.
+
+    The evidence archive decides the version: unchanged data keeps the issued version, and a
+    correction takes the next one, or the record's number when that is higher, which skips some.
+    """
+    header = effective.record.header
+    written = header.get("IviVersionNumber") if header is not None else None
+    if not isinstance(written, Scalar) or not isinstance(written.value, int):
+        return []
+    if written.value == released and released > issued + 1:
+        skipped = f"{issued + 1}" if released == issued + 2 else f"{issued + 1} to {released - 1}"
+        message = (
+            f"Header.IviVersionNumber {written.text} skips IviVersionNumber {skipped}: the evidence archive "
+            f"holds {issued} as the latest"
+        )
+        hint = f"set it to {issued + 1}, unless the skipped versions were issued outside ecoc"
+    elif written.value == released:
+        return []
+    elif released == issued:
+        message = (
+            f"Header.IviVersionNumber {written.text} is not used: the data equals IviVersionNumber {issued} "
+            "in the evidence archive, which keeps its number"
+        )
+        hint = f"remove IviVersionNumber from the record, or set it to {issued}"
+    elif written.value < released:
+        message = (
+            f"Header.IviVersionNumber {written.text} is not used: the evidence archive holds IviVersionNumber "
+            f"{issued}, so the correction is released as {released}"
+        )
+        hint = f"remove IviVersionNumber from the record, or set it to {released}"
+    else:
+        return []
+    return [
+        Finding(
+            "record.version-number",
+            Severity.WARNING,
+            message,
+            effective.record.source.path,
+            written.line,
+            written.column,
+            "Header.IviVersionNumber",
+            hint,
+            (effective.vin,),
+        )
+    ]
+
+
 def apply_evidence(effective: Effective, issued: Sequence[Evidence], version_datetime: str) -> list[Finding]:
     """Give the record the version the evidence archive calls for, or block a change that needs a correction.
 
@@ -260,10 +308,12 @@ def apply_evidence(effective: Effective, issued: Sequence[Evidence], version_dat
     assert where is not None
     what = {"accepted": "delivered", "rejected": "rejected by the authority", "pending": "signed"}[previous.delivery]
     if data == previous.data_digest:
+        notes = _version_note(effective, previous.version, previous.version)
         set_issue(effective, previous.version, previous.reference_id, previous.version_datetime)
         if previous.delivery != "rejected":
-            return []
+            return notes
         return [
+            *notes,
             Finding(
                 "release.rejected",
                 Severity.ERROR,
@@ -276,13 +326,14 @@ def apply_evidence(effective: Effective, issued: Sequence[Evidence], version_dat
                 f"correct the data and give a new correction_reason; the release job then issues IviVersionNumber "
                 f"{previous.version + 1}",
                 (vin,),
-            )
+            ),
         ]
     reason = record.correction_reason
     if reason is not None and reason.text.strip() and reason.text != previous.correction_reason:
         number = max(effective.version_number, previous.version + 1)
+        notes = _version_note(effective, previous.version, number)
         set_issue(effective, number, reference_id(vin, effective.stage, number), version_datetime)
-        return []
+        return notes
     if reason is not None and reason.text == previous.correction_reason:
         message = (
             f"the data differs from IviVersionNumber {previous.version}, which was {what}, and the "

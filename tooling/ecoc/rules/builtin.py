@@ -35,6 +35,8 @@ BUILTIN_DESCRIPTIONS = {
     "record.issued-changed": "the data differs from the certificate issued with the same IviVersionNumber",
     "record.issued-version": "the record's IviVersionNumber is below the one it was issued with",
     "record.signed-elsewhere": "the evidence archive holds the VIN as signed from another record file",
+    "record.version-number": "the record's Header.IviVersionNumber is not the version the evidence archive calls "
+    "for, or skips versions",
     "record.variant-unknown": "the record names a variant its approval does not have",
     "record.version-unknown": "the record names a version its variant does not have",
     "release.correction-required": "a delivered record's data changed, and the record gives no correction_reason "
@@ -79,6 +81,7 @@ BUILTIN_SEVERITIES = {
     "model.number-like-code": "warning",
     "model.table-replaced": "info",
     "record.file-name": "warning",
+    "record.version-number": "warning",
     "signing.certificate-expiring": "warning",
     "vin.check-digit": "warning",
     "waiver.unused": "warning",
