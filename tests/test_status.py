@@ -30,7 +30,13 @@ def status(repo: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[
     return code, {row["vin"]: row for row in document["records"]}
 
 
-def issue(repo: Path, vin: str, delivery: dict[str, str] | None = None, digest: str | None = None) -> None:
+def issue(
+    repo: Path,
+    vin: str,
+    delivery: dict[str, str] | None = None,
+    digest: str | None = None,
+    digests: dict[str, object] | None = None,
+) -> None:
     """Write the evidence the release job would write for the record's current data."""
     results: dict[str, RecordResult] = {}
     record = f"records/{vin}.yaml"
@@ -50,6 +56,8 @@ def issue(repo: Path, vin: str, delivery: dict[str, str] | None = None, digest: 
         "content_digest": digest or result.content_digest,
         "data_digest": digest or result.data_digest,
     }
+    if digests is not None:
+        manifest["digests"] = digests
     folder = f"signed/{vin}/stage-1/v1"
     write_certificate(repo, folder, b"<signed/>", manifest)
     if delivery is not None:
@@ -273,4 +281,19 @@ def test_written_version_number_of_unchanged_data_is_reported(repo: Path, capsys
     [finding] = _version_findings(repo, capsys)
     assert str(finding["message"]).startswith(
         "Header.IviVersionNumber 3 is not used: the data equals IviVersionNumber 1"
+    )
+
+
+def test_correction_names_the_approval_file_that_changed(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import hashlib
+
+    record_sha = hashlib.sha256((repo / RECORD).read_bytes()).hexdigest()
+    digests = {"record": record_sha, "approval": {APPROVAL: "0" * 64}}
+    issue(repo, VIN, {"status": "accepted"}, digest="0" * 64, digests=digests)
+    main(["--repo", str(repo), "check", "--no-cache", "--format", "json"])
+    findings = json.loads(capsys.readouterr().out)["findings"]
+    [finding] = [f for f in findings if f["rule"] == "release.correction-required"]
+    assert str(finding["message"]).endswith(f"; changed since it was signed: {APPROVAL}")
+    assert str(finding["hint"]).endswith(
+        "the record file is as it was signed, so the change came from its approval file"
     )

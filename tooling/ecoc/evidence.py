@@ -89,6 +89,8 @@ class Evidence:
     data_digest: str | None = None
     correction_reason: str | None = None
     attempts: tuple[Attempt, ...] = ()
+    # (path, sha256) of the record and approval files the certificate was signed from.
+    sources: tuple[tuple[str, str], ...] = ()
 
     @property
     def folder(self) -> str:
@@ -132,6 +134,20 @@ def _state(attempts: list[Attempt]) -> tuple[str, str | None]:
     return "pending", None
 
 
+def _sources(manifest: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Return (path, sha256) of the files a manifest says its certificate was signed from."""
+    digests = manifest.get("digests")
+    if not isinstance(digests, dict):
+        return ()
+    sources = []
+    if isinstance(digests.get("record"), str):
+        sources.append((str(manifest["record"]), digests["record"]))
+    approvals = digests.get("approval")
+    if isinstance(approvals, dict):
+        sources += [(str(path), sha) for path, sha in approvals.items() if isinstance(sha, str)]
+    return tuple(sources)
+
+
 def read_evidence(root: Path) -> tuple[dict[str, list[Evidence]], list[Finding]]:
     """Read every manifest below signed/, by VIN and in (stage, IviVersionNumber) order, and report unreadable ones."""
     by_vin: dict[str, list[Evidence]] = {}
@@ -156,6 +172,7 @@ def read_evidence(root: Path) -> tuple[dict[str, list[Evidence]], list[Finding]]
                 str(data["data_digest"]) if data.get("data_digest") else None,
                 str(data["correction_reason"]) if data.get("correction_reason") else None,
                 tuple(attempts),
+                _sources(data),
             )
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             findings.append(
