@@ -36,6 +36,7 @@ def issue(
     delivery: dict[str, str] | None = None,
     digest: str | None = None,
     digests: dict[str, object] | None = None,
+    transport: str | None = None,
 ) -> None:
     """Write the evidence the release job would write for the record's current data."""
     results: dict[str, RecordResult] = {}
@@ -58,6 +59,8 @@ def issue(
     }
     if digests is not None:
         manifest["digests"] = digests
+    if transport is not None:
+        manifest["transport"] = transport
     folder = f"signed/{vin}/stage-1/v1"
     write_certificate(repo, folder, b"<signed/>", manifest)
     if delivery is not None:
@@ -297,3 +300,13 @@ def test_correction_names_the_approval_file_that_changed(repo: Path, capsys: pyt
     assert str(finding["hint"]).endswith(
         "the record file is as it was signed, so the change came from its approval file"
     )
+
+
+def test_outbox_delivery_is_not_called_the_authoritys_acceptance(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    issue(repo, VIN, {"status": "accepted"}, transport="outbox")
+    _, rows = status(repo, capsys)
+    assert rows[VIN]["state"] == "delivered"
+    assert "the certificate is in the outbox" in str(rows[VIN]["next_action"])
+    assert "accepted" not in str(rows[VIN]["next_action"])

@@ -91,6 +91,8 @@ class Evidence:
     attempts: tuple[Attempt, ...] = ()
     # (path, sha256) of the record and approval files the certificate was signed from.
     sources: tuple[tuple[str, str], ...] = ()
+    # The transport the release delivered through: outbox, nap-soap or vca-rest.
+    transport: str | None = None
 
     @property
     def folder(self) -> str:
@@ -173,6 +175,7 @@ def read_evidence(root: Path) -> tuple[dict[str, list[Evidence]], list[Finding]]
                 str(data["correction_reason"]) if data.get("correction_reason") else None,
                 tuple(attempts),
                 _sources(data),
+                str(data["transport"]) if data.get("transport") else None,
             )
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             findings.append(

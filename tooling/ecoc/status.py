@@ -96,6 +96,15 @@ def status_of(record: CheckedRecord, approval: str | None, findings: Sequence[Fi
         return RecordStatus(record.file, record.vin, approval, state, missing, action, owners)
 
     if latest is not None and not blocking:
+        if latest.delivery == "accepted" and latest.transport == "outbox":
+            # The outbox took the file; the authority's answer reaches the system that uploads it.
+            return row(
+                "delivered",
+                (),
+                "none for ecoc: the certificate is in the outbox, and the system that uploads it "
+                "receives the authority's answer",
+                None,
+            )
         if latest.delivery == "accepted":
             return row("delivered", (), "none: the authority accepted the certificate", None)
         if latest.delivery == "rejected":
