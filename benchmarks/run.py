@@ -638,7 +638,10 @@ def measure_release(schema_path: Path | None, repeat: int) -> ReleaseResult | No
             )
         )
         (seal / "seal.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+        (seal / "root.pem").write_bytes(root_ca.public_bytes(serialization.Encoding.PEM))
         keys = ["--key", str(seal / "seal.key"), "--cert", str(seal / "seal.pem")]
+        # The release checks that the seal's chain reaches a trust anchor before it signs.
+        trust = "\nsigning: " + json.dumps({"trust": [str(seal / "root.pem")]}) + "\n"
         env = ecoc_environment(None, schema_path)
         rendered = work / "rendered"
         render_run = run_command(
@@ -661,7 +664,7 @@ def measure_release(schema_path: Path | None, repeat: int) -> ReleaseResult | No
                 repo = work / f"repo-{repetition}"
                 shutil.copytree(fleet, repo)
                 with (repo / "ecoc.yaml").open("a", encoding="utf-8") as handle:
-                    handle.write("\nrelease: " + json.dumps(settings) + "\n")
+                    handle.write("\nrelease: " + json.dumps(settings) + "\n" + trust)
                 origin = work / f"origin-{repetition}.git"
                 _git(repo, "init", "-q", "-b", "main")
                 _git(repo, "add", "-A")
@@ -720,6 +723,8 @@ def measure_audit(fleet: Path, schema_path: Path | None, repeat: int) -> AuditRe
         (work / "root.pem").write_bytes(root_ca.public_bytes(serialization.Encoding.PEM))
         repo = work / "repo"
         shutil.copytree(fleet, repo)
+        with (repo / "ecoc.yaml").open("a", encoding="utf-8") as handle:
+            handle.write("\nsigning: " + json.dumps({"trust": [str(work / "root.pem")]}) + "\n")
         _git(repo, "init", "-q", "-b", "main")
         _git(repo, "add", "-A")
         _git(repo, "commit", "-q", "-m", "fleet")

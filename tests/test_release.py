@@ -14,7 +14,7 @@ from lxml import etree
 
 from conftest import git
 from ecoc.cli import main
-from pki import Pki
+from pki import DAY, NOW, Pki, make_pki
 from simulators import NapSimulator, VcaSimulator
 
 IVI = "{http://eu.ereg.initialvehicleinformation.v2}"
@@ -22,8 +22,20 @@ VIN = "XNHKH16S1TE100214"
 RECORDS = 12
 
 
-def release(repo: Path, seal: list[str], outbox: Path, *extra: str) -> int:
+def merge(repo: Path) -> None:
+    """Push the local main branch to origin, as merging the reviewed changes would put them there."""
+    git(repo, "push", "-q", "origin", "main", check=False)
+
+
+def run(repo: Path, seal: list[str], outbox: Path, *extra: str) -> int:
+    """Run ecoc release to the outbox with the repository as it is."""
     return main(["--repo", str(repo), "release", "--transport", "outbox", "--outbox", str(outbox), *seal, *extra])
+
+
+def release(repo: Path, seal: list[str], outbox: Path, *extra: str) -> int:
+    """Run ecoc release to the outbox after the local commits reached origin's main, as a release runs after a merge."""
+    merge(repo)
+    return run(repo, seal, outbox, *extra)
 
 
 def ledger(repo: Path) -> list[dict[str, object]]:
@@ -195,13 +207,35 @@ def test_release_refuses_another_branch(
     assert "ecoc release runs on the main branch, and feature is checked out" in capsys.readouterr().err
 
 
-def test_lost_push_race_is_replayed(repo: Path, seal: list[str], tmp_path: Path, origin: Path) -> None:
-    other = tmp_path / "other"
+# Pushes the other clone's commit once, right after the release recorded its signing commit.
+PUSH_WHILE_SIGNING = """#!/bin/sh
+[ "$1" = committed ] || exit 0
+grep -q " refs/heads/main$" || exit 0
+git log -1 --format=%s | grep -q "^Sign " || exit 0
+rm -f "$0"
+unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE
+git -C "{other}" push -q origin main
+"""
+
+
+def merge_while_signing(repo: Path, origin: Path, path: str, old: bytes, new: bytes) -> Path:
+    """Commit a change of `path` in another clone, and return the clone, which pushes it while `repo` signs."""
+    other = repo.parent / "other"
     subprocess.run(["git", "clone", "-q", "-b", "main", str(origin), str(other)], check=True)
-    (other / "README.txt").write_text("merged while the release ran\n", encoding="utf-8")
-    git(other, "add", "README.txt")
+    target = other / path
+    data = target.read_bytes() if target.exists() else b""
+    assert old in data
+    target.write_bytes(data.replace(old, new, 1) if old else data + new)
+    git(other, "add", path)
     git(other, "commit", "-q", "-m", "merge another pull request")
-    git(other, "push", "-q", "origin", "main")
+    hook = repo / ".git" / "hooks" / "reference-transaction"
+    hook.write_text(PUSH_WHILE_SIGNING.format(other=other), encoding="utf-8")
+    hook.chmod(0o755)
+    return other
+
+
+def test_lost_push_race_is_replayed(repo: Path, seal: list[str], tmp_path: Path, origin: Path) -> None:
+    merge_while_signing(repo, origin, "README.txt", b"", b"merged while the release ran\n")
 
     assert release(repo, seal, tmp_path / "outbox") == 0
     subjects = log_of(origin, "main")
@@ -230,6 +264,7 @@ def configure(repo: Path, service: NapSimulator | VcaSimulator, **changes: objec
 
 
 def release_nap(repo: Path, seal: list[str], *extra: str) -> int:
+    merge(repo)
     return main(["--repo", str(repo), "release", *seal, *extra])
 
 
@@ -465,7 +500,7 @@ def test_push_to_a_missing_repository_names_the_reason(
     git(repo, "remote", "set-url", "origin", str(tmp_path / "gone.git"))
     assert release(repo, seal, tmp_path / "outbox") == 3
     err = capsys.readouterr().err
-    assert "cannot push to origin:" in err
+    assert "cannot fetch main from origin:" in err
     assert "does not appear to be a git repository" in err
     assert not (tmp_path / "outbox").exists()
 
@@ -549,3 +584,233 @@ def test_summary_counts_duplicate_deliveries(
     capsys.readouterr()
     assert release(repo, seal, tmp_path / "outbox") == 0
     assert "delivered 1: 1 accepted (1 of them already there), 0 rejected, 0 failed;" in capsys.readouterr().err
+
+
+def test_seal_without_its_issuer_is_refused_before_signing(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    without_chain = seal[:4]
+    assert without_chain[0::2] == ["--key", "--cert"]
+    head = git(repo, "rev-parse", "HEAD")
+    issuer = "CN=Halvard Test Issuing CA,O=Halvard Motors B.V.,C=NL"
+    for extra in ((), ("--dry-run",)):
+        assert release(repo, without_chain, tmp_path / "outbox", *extra) == 3
+        err = capsys.readouterr().err
+        assert f"the seal's chain lacks {issuer}, the issuer of CN=Halvard Motors B.V. eCoC seal" in err
+        assert f"pass the PEM certificates of {issuer} and of the CAs above it with --chain" in err
+    assert git(repo, "rev-parse", "HEAD") == head
+    assert not (repo / "signed" / VIN).exists()
+    assert not (tmp_path / "outbox").exists()
+
+
+def test_seal_outside_signing_trust_is_refused_before_signing(
+    repo: Path, seal: list[str], seal_pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Another root with the same name, which only its key distinguishes.
+    (repo / "trust.pem").write_bytes(make_pki().root.pem())
+    with (repo / "ecoc.yaml").open("a", encoding="utf-8") as handle:
+        handle.write("\nsigning: {trust: [trust.pem]}\n")
+    git(repo, "add", "trust.pem", "ecoc.yaml")
+    git(repo, "commit", "-q", "-m", "trust the seal's root")
+    head = git(repo, "rev-parse", "HEAD")
+    assert release(repo, seal, tmp_path / "outbox") == 3
+    err = capsys.readouterr().err
+    assert "the seal's chain lacks CN=Halvard Test Root CA,O=Halvard Motors B.V.,C=NL" in err
+    assert git(repo, "rev-parse", "HEAD") == head
+    assert not (repo / "signed" / VIN).exists()
+
+    (repo / "trust.pem").write_bytes(seal_pki.root.pem())
+    git(repo, "commit", "-q", "-am", "trust the right root")
+    assert release(repo, seal, tmp_path / "outbox") == 0
+    assert len(list((tmp_path / "outbox").glob("*.xml"))) == RECORDS
+
+
+def test_stale_clone_is_refused_before_signing(
+    repo: Path, seal: list[str], tmp_path: Path, origin: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other"
+    subprocess.run(["git", "clone", "-q", "-b", "main", str(origin), str(other)], check=True)
+    change_record(other, b"ActualMass: 1478", b"ActualMass: 1482")
+    git(other, "push", "-q", "origin", "main")
+    head = git(repo, "rev-parse", "HEAD")
+
+    assert run(repo, seal, tmp_path / "outbox") == 3
+    err = capsys.readouterr().err
+    assert "origin/main has 1 commit(s) that HEAD lacks, so this clone would sign old data" in err
+    assert "git pull --ff-only origin main" in err
+    assert git(repo, "rev-parse", "HEAD") == head
+    assert not (repo / "signed" / VIN).exists()
+    assert not (tmp_path / "outbox").exists()
+
+    git(repo, "pull", "-q", "--ff-only", "origin", "main")
+    assert run(repo, seal, tmp_path / "outbox") == 0
+    manifest = json.loads((repo / "signed" / VIN / "stage-1" / "v1" / "manifest.json").read_bytes())
+    record = (repo / "records" / f"{VIN}.yaml").read_bytes()
+    assert b"ActualMass: 1482" in record
+    assert manifest["digests"]["record"] == hashlib.sha256(record).hexdigest()
+
+
+def test_data_changed_while_signing_is_not_delivered(
+    repo: Path, seal: list[str], tmp_path: Path, origin: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = f"records/{VIN}.yaml"
+    other = merge_while_signing(repo, origin, path, b"ActualMass: 1478", b"ActualMass: 1482")
+    outbox = tmp_path / "outbox"
+
+    assert release(repo, seal, outbox) == 3
+    err = capsys.readouterr().err
+    assert "while the release ran, origin/main received changes to the data of certificates" in err
+    assert f"signed here: {path}" in err
+    assert f"the {RECORDS} certificate(s) signed and not yet delivered were dropped" in err
+    assert "run the release again to sign the new data" in err
+    assert not list(outbox.glob("*.xml"))
+    assert git(origin, "rev-parse", "main") == git(other, "rev-parse", "HEAD")
+    assert not [subject for subject in log_of(origin, "main") if subject.startswith("Sign ")]
+    assert git(repo, "rev-parse", "HEAD") == git(other, "rev-parse", "HEAD")
+    assert git(repo, "status", "--porcelain") == ""
+    assert not (repo / "signed" / VIN).exists()
+
+    assert release(repo, seal, outbox) == 0
+    manifest = json.loads((repo / "signed" / VIN / "stage-1" / "v1" / "manifest.json").read_bytes())
+    assert manifest["source_commit"] == git(other, "rev-parse", "HEAD").strip()
+    assert manifest["digests"]["record"] == hashlib.sha256((repo / path).read_bytes()).hexdigest()
+    assert len(list(outbox.glob("*.xml"))) == RECORDS
+    assert len(ledger(repo)) == 2 * RECORDS
+
+
+def test_unpushed_local_commit_is_refused_before_signing(
+    repo: Path, seal: list[str], tmp_path: Path, origin: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    change_record(repo, b"ActualMass: 1478", b"ActualMass: 1482")
+    head = git(repo, "rev-parse", "HEAD")
+    pushed = git(origin, "rev-parse", "main")
+
+    assert run(repo, seal, tmp_path / "outbox") == 3
+    err = capsys.readouterr().err
+    assert f"HEAD has 1 commit(s) that origin/main lacks, first {head[:12]} (change a record)" in err
+    assert "push them through review first" in err
+    assert git(repo, "rev-parse", "HEAD") == head
+    assert git(origin, "rev-parse", "main") == pushed
+    assert not (repo / "signed" / VIN).exists()
+    assert not (tmp_path / "outbox").exists()
+
+
+def expired_seal(folder: Path) -> list[str]:
+    files = make_pki(not_before=NOW - 400 * DAY, not_after=NOW - DAY).write(folder)
+    return ["--key", str(files["key"]), "--cert", str(files["cert"]), "--chain", str(files["chain"])]
+
+
+def break_release(repo: Path, case: str) -> None:
+    """Set up a condition that stops a release before anything is signed."""
+    if case == "another branch":
+        git(repo, "checkout", "-q", "-b", "feature")
+    elif case == "uncommitted record":
+        path = repo / "records" / f"{VIN}.yaml"
+        path.write_bytes(path.read_bytes().replace(b"ActualMass: 1478", b"ActualMass: 1482"))
+    elif case == "index lock":
+        (repo / ".git" / "index.lock").write_bytes(b"")
+
+
+@pytest.mark.parametrize(
+    ("case", "message", "code"),
+    [
+        ("another branch", "ecoc release runs on the main branch, and feature is checked out", 3),
+        ("uncommitted record", f"1 file(s) differ from the last commit (records/{VIN}.yaml)", 3),
+        ("index lock", "git's index is locked", 3),
+        ("expired seal", "is valid from", 3),
+        ("no key", "no signing key", 2),
+        ("no transport", "no transport for the certificates", 2),
+    ],
+)
+def test_dry_run_fails_where_the_release_fails(
+    repo: Path,
+    seal: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    case: str,
+    message: str,
+    code: int,
+) -> None:
+    break_release(repo, case)
+    options = ["--outbox", str(tmp_path / "outbox")]
+    if case != "no transport":
+        options = ["--transport", "outbox", *options]
+    if case == "expired seal":
+        options += expired_seal(tmp_path / "expired")
+    elif case != "no key":
+        options += seal
+    head = git(repo, "rev-parse", "HEAD")
+    capsys.readouterr()
+
+    assert main(["--repo", str(repo), "release", "--dry-run", *options]) == code
+    dry = capsys.readouterr()
+    assert message in dry.err
+    assert dry.out.count("would sign and deliver") == RECORDS
+    assert "1 problem would stop the release" in dry.err
+    assert main(["--repo", str(repo), "release", *options]) == code
+    assert message in capsys.readouterr().err
+    assert git(repo, "rev-parse", "HEAD") == head
+    assert not (repo / "signed" / VIN).exists()
+    assert not (tmp_path / "outbox").exists()
+
+
+def test_dry_run_lists_every_problem(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for case in ("another branch", "uncommitted record", "index lock"):
+        break_release(repo, case)
+    assert run(repo, expired_seal(tmp_path / "expired"), tmp_path / "outbox", "--dry-run") == 3
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 4
+    assert "4 problems would stop the release" in err
+
+
+def test_unusable_outbox_is_refused_before_signing(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The kernel's process file system takes no new folder, not even from root.
+    outbox = Path("/proc/nope")
+    head = git(repo, "rev-parse", "HEAD")
+    for extra in (("--dry-run",), ()):
+        assert release(repo, seal, outbox, *extra) == 3
+        err = capsys.readouterr().err
+        assert f"--outbox: the outbox {outbox} cannot be created: No such file or directory" in err
+        assert "pass --outbox with a folder that can be created and written" in err
+    assert git(repo, "rev-parse", "HEAD") == head
+    assert not (repo / "signed" / VIN).exists()
+
+
+def test_certificate_of_another_key_names_cert_and_key(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = make_pki().write(tmp_path / "other")
+    mismatched = [*seal[:3], str(other["cert"]), *seal[4:]]
+    assert release(repo, mismatched, tmp_path / "outbox") == 3
+    err = capsys.readouterr().err
+    assert f"{other['cert']}: the certificate does not belong to the key {seal[1]}" in err
+    assert "pass the seal's certificate with --cert and its private key with --key" in err
+    assert not (repo / "signed" / VIN).exists()
+
+
+def test_outbox_of_the_environment_is_named(
+    repo: Path, seal: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "afile").write_text("not a folder\n", encoding="utf-8")
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setenv("ECOC_OUTBOX", "../afile")
+    assert main(["--repo", str(repo), "release", "--transport", "outbox", *seal]) == 3
+    err = capsys.readouterr().err
+    assert f"ECOC_OUTBOX: the outbox {tmp_path / 'afile'} is a file, not a folder" in err
+    assert "set ECOC_OUTBOX to a folder that can be created and written, or unset it" in err
+    assert "--outbox" not in err
+
+
+def test_missing_chain_file_names_the_chain_option(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing-chain.pem"
+    assert release(repo, [*seal[:5], str(missing)], tmp_path / "outbox") == 3
+    err = capsys.readouterr().err
+    assert f"{missing}: cannot read the --chain certificate file: No such file or directory" in err
+    assert "pass --chain (or set signing.chain in ecoc.yaml) with the PEM file of the intermediate CA" in err

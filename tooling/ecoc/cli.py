@@ -1293,7 +1293,12 @@ STATUS_FORMATS = ("text", "markdown", "json", "html")
 
 
 @cli.command()
-@click.option("--dry-run", is_flag=True, help="List what would be signed and delivered; change nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="List what would be signed and delivered, and every check that would stop the release; "
+    "sign, commit, push and deliver nothing.",
+)
 @click.option("--limit", type=click.IntRange(min=1), help="Sign at most this many certificates in this run.")
 @click.option("--shard", "shard_text", metavar="K/N", help="Release only shard K of N (by a hash of the VIN).")
 @click.option(
@@ -1304,7 +1309,9 @@ STATUS_FORMATS = ("text", "markdown", "json", "html")
 )
 @click.option(
     "--outbox",
-    type=click.Path(path_type=Path, file_okay=False),
+    # The release checks the folder itself, so that its message names --outbox or ECOC_OUTBOX.
+    type=click.Path(path_type=Path),
+    metavar="DIRECTORY",
     envvar="ECOC_OUTBOX",
     help="Folder for the outbox transport (default: release.outbox; env ECOC_OUTBOX).",
 )
@@ -1340,7 +1347,10 @@ def release(
     Each step commits its evidence to signed/ and pushes it before the next starts: signing,
     then delivery with the authority's receipts. A run that was interrupted is completed by the
     next one, and nothing is delivered twice. Exits 1 when a delivery was rejected or failed.
+    A dry run exits with the code of the first problem that would stop the release.
     """
+    from click.core import ParameterSource
+
     from ecoc.release import ReleaseOptions, parse_shard, run_release
     from ecoc.runner import default_jobs
     from ecoc.transports import open_transport
@@ -1356,10 +1366,14 @@ def release(
     release_settings = settings.release
     if transport is not None:
         release_settings = release_settings.model_copy(update={"transport": transport})
-    if release_settings.transport is None and not dry_run:
-        raise UsageError(
+    problems: list[EcocError] = []
+    if release_settings.transport is None:
+        missing = UsageError(
             "no transport for the certificates", "pass --transport outbox --outbox DIR, or set release.transport"
         )
+        if not dry_run:
+            raise missing
+        problems.append(missing)
     signing = settings.signing
     options = ReleaseOptions(
         dry_run=dry_run,
@@ -1371,14 +1385,25 @@ def release(
         timestamp_url=signing.timestamp_url,
     )
     outbox_path = outbox.resolve() if outbox is not None else None
-    report = run_release(
-        repository,
-        options,
-        schema,
-        lambda: _load_seal(signing, repository.root, key_source, cert_path, chain_path),
-        lambda: open_transport(release_settings, repository.root, outbox_path),
-        release_settings.transport or "",
-    )
+    from_environment = ctx.get_parameter_source("outbox") == ParameterSource.ENVIRONMENT
+    outbox_source = "ECOC_OUTBOX" if from_environment else "--outbox"
+    try:
+        report = run_release(
+            repository,
+            options,
+            schema,
+            lambda: _load_seal(signing, repository.root, key_source, cert_path, chain_path),
+            lambda: open_transport(release_settings, repository.root, outbox_path, outbox_source),
+            release_settings.transport or "",
+        )
+    except KeyboardInterrupt:
+        if not dry_run:
+            click.echo(
+                "\ninterrupted: run ecoc release again; it finishes what this run started, "
+                "and delivers no certificate twice",
+                err=True,
+            )
+        raise
     for path in report.recovered:
         click.echo(f"recovered {path}")
     if dry_run:
@@ -1392,12 +1417,16 @@ def release(
             click.echo(f"would deliver again {entry.vin} IviVersionNumber {entry.version} ({entry.folder})")
         for relative, reason in report.blocked_records:
             click.echo(f"blocked {relative}: {reason}")
+        problems += report.problems
+        for problem in problems:
+            click.echo(f"error: {problem.diagnostics()}", err=True)
+        stopped = f"; {_plural(len(problems), 'problem')} would stop the release" if problems else ""
         click.echo(
             f"{_plural(len(report.planned), 'certificate')} to sign, {len(report.resend)} to deliver again, "
-            f"{report.blocked} blocked",
+            f"{report.blocked} blocked{stopped}",
             err=True,
         )
-        return EXIT_CLEAN
+        return problems[0].exit_code if problems else EXIT_CLEAN
     for outcome in report.outcomes:
         click.echo(f"{outcome.vin} v{outcome.version} {outcome.reference_id}: {outcome.status}: {outcome.message}")
     counted = {

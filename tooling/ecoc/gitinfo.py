@@ -262,6 +262,22 @@ def export(root: Path, commit: str, folders: list[str], files: list[str], destin
             target.write_bytes(data)
 
 
+def git_text(root: Path, failure: str, *args: str) -> str:
+    """Run git with a fixed argument list and return its output, or raise ConfigError that starts with `failure`."""
+    completed = _git(root, *args)
+    if completed.returncode != 0:
+        raise _failed(failure, completed, "check the repository (git status)")
+    return completed.stdout.decode("utf-8", "surrogateescape")
+
+
+def changed_between(root: Path, base: str, tip: str, paths: tuple[str, ...]) -> list[str]:
+    """List the files below `paths` that differ between the commits `base` and `tip`."""
+    output = git_text(
+        root, "cannot compare two commits", "diff", "--name-only", "-z", "--no-renames", base, tip, "--", *paths
+    )
+    return [name for name in output.split("\0") if name]
+
+
 def _output(completed: subprocess.CompletedProcess[bytes]) -> str:
     return completed.stdout.decode("utf-8", "replace").strip()
 

@@ -1,7 +1,10 @@
 """`ecoc release`: sign, deliver and archive the certificates that are ready, safe against crashes.
 
-The job runs on the main branch after a merge. It works in steps, and each step ends in one
-commit (never one per vehicle) that is pushed before the next step starts:
+The job runs on the main branch after a merge. Before anything else, it checks the branch, git's
+index, the sources and the remote: HEAD must have the commits of the remote's main branch and no
+others but the evidence commits of an interrupted run. A dry run makes the same checks and reports
+each failure. Then the job works in steps, and each step ends in one commit (never one per
+vehicle) that is pushed before the next step starts:
 
 1. recover: receipts that an interrupted run wrote but did not commit are committed, evidence
    folders that were never committed (so never delivered) are removed, and commits that were
@@ -17,7 +20,9 @@ commit (never one per vehicle) that is pushed before the next step starts:
 A certificate is only delivered once its evidence is committed and pushed, so a crash can lose
 at most a signature that nobody received. A crash after a delivery and before its commit leads
 to a second send with the same IviReferenceId, which the authority answers as a duplicate. When
-a push loses a race to another push, the job's commits are replayed on the new head.
+a push loses a race to another push, the job's commits are replayed on the new head. If the new
+head changed the data of a certificate that was signed and not yet delivered, the signed and
+undelivered certificates are dropped instead, and the run stops, so the next one signs the new data.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from typing import TYPE_CHECKING
 
 from ecoc import __version__, gitinfo
 from ecoc.config import Repository
-from ecoc.errors import ConfigError, UsageError
+from ecoc.errors import ConfigError, EcocError, UsageError
 from ecoc.evidence import (
     CERTIFICATE_NAME,
     EVIDENCE_FOLDER,
@@ -120,6 +125,8 @@ class ReleaseReport:
     discarded: list[str] = field(default_factory=list)
     commits: list[str] = field(default_factory=list)
     pushed: bool = False
+    # What would stop a real run, found by a dry run, in the order a real run meets them.
+    problems: list[EcocError] = field(default_factory=list)
     # Seconds spent in each phase: check, signing, delivery and git (commits and pushes).
     seconds: dict[str, float] = field(
         default_factory=lambda: dict.fromkeys(("check", "signing", "delivery", "git"), 0.0)
@@ -229,11 +236,20 @@ class Publisher:
         )
 
     def replay(self) -> None:
-        """Re-create the local evidence commits on top of the remote branch's new head."""
+        """Re-create the local evidence commits on top of the remote branch's new head.
+
+        The new head may have changed the data of a certificate that was signed and not yet
+        delivered. Then the certificates signed and not delivered are dropped without being pushed,
+        and ConfigError stops the run, so that the next run signs the new data.
+        """
         new_head = gitinfo.remote_head(self.root, self.remote, self.branch)
         assert new_head is not None
         steps = gitinfo.own_commits(self.root, new_head)
+        unsent = _unsent_certificates(steps)
+        changed = _changed_sources(self.root, unsent, new_head)
         gitinfo.reset_to(self.root, new_head)
+        if changed:
+            steps = _without_certificates(steps, unsent)
         for message, files, events in steps:
             for path, data in files.items():
                 target = self.root / path
@@ -247,6 +263,64 @@ class Publisher:
             append_ledger(self.root, events)
             sync()
             self._commit([*files, LEDGER], message)
+        if changed:
+            listed = ", ".join(changed[:3]) + (" …" if len(changed) > 3 else "")
+            raise ConfigError(
+                f"while the release ran, {self.remote}/{self.branch} received changes to the data of "
+                f"certificates that were signed here: {listed}",
+                f"the {len(unsent)} certificate(s) signed and not yet delivered were dropped without being pushed "
+                "or delivered; run the release again to sign the new data",
+            )
+
+
+Step = tuple[str, dict[str, bytes], list[dict[str, object]]]
+
+
+def _unsent_certificates(steps: list[Step]) -> dict[str, dict[str, object]]:
+    """Return the manifest of each certificate that `steps` sign and that has no delivery result, by folder."""
+    signed = {str(e["folder"]) for _, _, events in steps for e in events if e.get("event") == "signed"}
+    answered = {str(e["folder"]) for _, _, events in steps for e in events if e.get("event") in ("delivery", "receipt")}
+    manifests = {}
+    for folder in sorted(signed - answered):
+        name = f"{folder}/{MANIFEST_NAME}"
+        manifests[folder] = json.loads(next(files[name] for _, files, _ in steps if name in files))
+    return manifests
+
+
+def _changed_sources(root: Path, manifests: dict[str, dict[str, object]], new_head: str) -> list[str]:
+    """List the sources of the certificates of `manifests` that differ between their source commit and `new_head`.
+
+    A certificate's sources are its record file, its approval files, rules/ and ecoc.yaml.
+    """
+    changed: set[str] = set()
+    by_commit: dict[str, list[dict[str, object]]] = {}
+    for manifest in manifests.values():
+        by_commit.setdefault(str(manifest.get("source_commit")), []).append(manifest)
+    for commit, group in by_commit.items():
+        if not gitinfo.commit_exists(root, commit):
+            # Without the commit nothing shows that the data stayed the same.
+            changed.update(str(manifest["record"]) for manifest in group)
+            continue
+        paths = gitinfo.changed_between(root, commit, new_head, SOURCE_FOLDERS)
+        for manifest in group:
+            approvals = manifest.get("approval")
+            sources = {str(manifest["record"]), *(approvals if isinstance(approvals, list) else [])}
+            # Every certificate depends on rules/ and ecoc.yaml, the other paths that the diff lists.
+            changed.update(path for path in paths if path in sources or not path.startswith(("records/", "approvals/")))
+    return sorted(changed)
+
+
+def _without_certificates(steps: list[Step], manifests: dict[str, dict[str, object]]) -> list[Step]:
+    """Remove the files, ledger events and trailers of the certificates of `manifests`, and the steps left empty."""
+    trailers = {f"Ecoc-Signed: {m['vin']} v{m['version']} {m['reference_id']}" for m in manifests.values()}
+    remaining = []
+    for message, files, events in steps:
+        files = {path: data for path, data in files.items() if path.rsplit("/", 1)[0] not in manifests}
+        events = [event for event in events if event.get("folder") not in manifests]
+        if files or events:
+            lines = [line for line in message.split("\n") if line not in trailers]
+            remaining.append(("\n".join(lines), files, events))
+    return remaining
 
 
 def _event(kind: str, entry: Evidence | Candidate, folder: str, files: list[str], root: Path) -> dict[str, object]:
@@ -323,21 +397,14 @@ def _foreign_changes(root: Path, changed: list[str], in_head: set[str], committe
     return foreign
 
 
-def recover(repository: Repository, report: ReleaseReport) -> tuple[list[str], list[dict[str, object]]]:
-    """Keep what an interrupted run received and remove what it signed but never committed.
+def evidence_changes(root: Path) -> tuple[list[str], set[str], set[str]]:
+    """Return the uncommitted changes below signed/, those that HEAD has, and the committed manifests beside them.
 
-    Only files the release itself writes are touched. Any other change below signed/ stops the
-    run before anything is removed, so no one's work is lost. Returns the recovered files
-    (receipts, delivery results) with their ledger events, for the next commit.
+    Raises ConfigError, and changes nothing, when a change is not one that an interrupted release makes.
     """
-    root = repository.root
-    # A run killed between moving HEAD and updating the index leaves the index behind HEAD, so the
-    # index is set to HEAD first and only the files themselves are compared.
-    if gitinfo.uncommitted(root, (EVIDENCE_FOLDER,)):
-        gitinfo.unstage(root, EVIDENCE_FOLDER)
     changed = gitinfo.uncommitted(root, (EVIDENCE_FOLDER,), ignored=True)
     if not changed:
-        return [], []
+        return [], set(), set()
     in_head = gitinfo.tracked(root, changed)
     committed_manifests = gitinfo.tracked(
         root, sorted({f"{path.rsplit('/', 1)[0]}/{MANIFEST_NAME}" for path in changed if "/" in path})
@@ -351,6 +418,24 @@ def recover(repository: Repository, report: ReleaseReport) -> tuple[list[str], l
             f"only the release job writes {EVIDENCE_FOLDER}/: move other files out of it, and put back "
             f"changed evidence with git checkout HEAD -- {EVIDENCE_FOLDER}",
         )
+    return changed, in_head, committed_manifests
+
+
+def recover(repository: Repository, report: ReleaseReport) -> tuple[list[str], list[dict[str, object]]]:
+    """Keep what an interrupted run received and remove what it signed but never committed.
+
+    Only files the release itself writes are touched. Any other change below signed/ stops the
+    run before anything is removed, so no one's work is lost. Returns the recovered files
+    (receipts, delivery results) with their ledger events, for the next commit.
+    """
+    root = repository.root
+    # A run killed between moving HEAD and updating the index leaves the index behind HEAD, so the
+    # index is set to HEAD first and only the files themselves are compared.
+    if gitinfo.uncommitted(root, (EVIDENCE_FOLDER,)):
+        gitinfo.unstage(root, EVIDENCE_FOLDER)
+    changed, in_head, committed_manifests = evidence_changes(root)
+    if not changed:
+        return [], []
     if LEDGER in changed:
         # Lines of a step that was not committed go; the step's events are written again.
         if LEDGER in in_head:
@@ -614,33 +699,188 @@ def deliver(
     return files, events, trailers
 
 
-def prepare(repository: Repository, options: ReleaseOptions) -> tuple[str, Publisher]:
-    """Check that the release may run here: a commit, the main branch, committed sources."""
-    root = repository.root
-    head = gitinfo.head(root)
-    if head is None:
-        raise ConfigError(f"{root}: no commit to release", "ecoc release signs what is committed on the main branch")
-    branch = gitinfo.current_branch(root)
+@contextmanager
+def _recorded(report: ReleaseReport, options: ReleaseOptions) -> Iterator[None]:
+    """Raise a check's error in a real run, and in a dry run record it in the report and go on."""
+    try:
+        yield
+    except EcocError as problem:
+        if not options.dry_run:
+            raise
+        report.problems.append(problem)
+
+
+def _check_branch(repository: Repository) -> None:
+    branch = gitinfo.current_branch(repository.root)
     main = repository.settings.main_branch
-    if branch != main and not options.dry_run:
+    if branch != main:
         raise ConfigError(
             f"ecoc release runs on the {main} branch, and {branch or 'a detached HEAD'} is checked out",
             f"check out {main}, or set main_branch in ecoc.yaml",
         )
-    lock = None if options.dry_run else gitinfo.index_lock(root)
+
+
+def _check_index_lock(root: Path) -> None:
+    lock = gitinfo.index_lock(root)
     if lock is not None:
         raise ConfigError(
             f"git's index is locked ({lock}), because another git process runs or one was killed",
             f"when no git process runs in this repository, delete {lock} and run the release again",
         )
+
+
+def _check_sources(root: Path) -> None:
     changed = gitinfo.uncommitted(root, SOURCE_FOLDERS)
-    if changed and not options.dry_run:
+    if changed:
         listed = ", ".join(changed[:3]) + (" …" if len(changed) > 3 else "")
         raise ConfigError(
             f"{len(changed)} file(s) differ from the last commit ({listed})",
             "commit or stash them: the release signs only data that was reviewed and committed",
         )
-    return head, Publisher(repository, False if options.dry_run else options.push)
+
+
+# The trailers of the release's evidence commits. A commit without one was not written by the release.
+_RELEASE_TRAILER = re.compile(r"^Ecoc-(?:Signed|Delivery|Recovered): ", re.MULTILINE)
+
+
+def _written_by_release(root: Path, commit: str) -> bool:
+    """Return whether `commit` changes only signed/ and carries the trailers of a release's evidence commit."""
+    message = gitinfo.git_text(root, "cannot read a commit", "log", "-1", "--format=%B", commit, "--")
+    listed = gitinfo.git_text(
+        root, "cannot read a commit", "diff-tree", "--no-commit-id", "--name-only", "-r", "-z", commit
+    )
+    names = [name for name in listed.split("\0") if name]
+    only_evidence = bool(names) and all(name.startswith(f"{EVIDENCE_FOLDER}/") for name in names)
+    return only_evidence and _RELEASE_TRAILER.search(message) is not None
+
+
+def check_remote(publisher: Publisher) -> None:
+    """Fetch the remote's main branch, and raise ConfigError when HEAD and the remote's branch differ.
+
+    A commit that HEAD has and the remote lacks would be pushed with the evidence, unreviewed. A
+    commit that the remote has and HEAD lacks means that this clone would sign old data. Evidence
+    commits that an interrupted release did not push are the exception: the release pushes them
+    first, replayed on the remote's head when it moved on.
+    """
+    if not publisher.push_enabled:
+        return
+    root, remote, branch = publisher.root, publisher.remote, publisher.branch
+    gitinfo.fetch(root, remote, branch)
+    upstream = gitinfo.remote_head(root, remote, branch)
+    assert upstream is not None, "the fetch creates the remote-tracking branch"
+    failure = "cannot compare HEAD with the remote"
+    unpushed = gitinfo.git_text(root, failure, "rev-list", "--reverse", f"{upstream}..HEAD", "--").split()
+    unreviewed = [commit for commit in unpushed if not _written_by_release(root, commit)]
+    if unreviewed:
+        subject = gitinfo.git_text(root, failure, "log", "-1", "--format=%s", unreviewed[0], "--").strip()
+        raise ConfigError(
+            f"HEAD has {len(unreviewed)} commit(s) that {remote}/{branch} lacks, first {unreviewed[0][:12]} "
+            f"({subject}); the release would push them to {branch} with the evidence",
+            f"push them through review first (a branch and a pull request), then reset this clone to "
+            f"{remote}/{branch}; the release signs and pushes only reviewed data",
+        )
+    behind = int(gitinfo.git_text(root, failure, "rev-list", "--count", f"HEAD..{upstream}", "--").strip() or 0)
+    if behind and not unpushed:
+        raise ConfigError(
+            f"{remote}/{branch} has {behind} commit(s) that HEAD lacks, so this clone would sign old data",
+            f"update the clone (git pull --ff-only {remote} {branch}) and run the release again",
+        )
+
+
+def check_start(repository: Repository, options: ReleaseOptions, report: ReleaseReport) -> tuple[str, Publisher | None]:
+    """Run the checks that stop a release before anything is signed, and return HEAD and the publisher.
+
+    The release needs a commit on the main branch, git's index free, the sources as committed,
+    the remote that the evidence goes to with the same commits as HEAD, and in signed/ only
+    changes that an interrupted release made. A dry run records each failure and goes on, and its
+    publisher is None when the remote cannot be used.
+    """
+    root = repository.root
+    head = gitinfo.head(root)
+    if head is None:
+        raise ConfigError(f"{root}: no commit to release", "ecoc release signs what is committed on the main branch")
+    with _recorded(report, options):
+        _check_branch(repository)
+    with _recorded(report, options):
+        _check_index_lock(root)
+    with _recorded(report, options):
+        _check_sources(root)
+    publisher: Publisher | None = None
+    with _recorded(report, options):
+        publisher = Publisher(repository, options.push)
+        check_remote(publisher)
+    if options.dry_run:
+        # A real run checks signed/ as part of its recovery, which changes files, so a dry run only looks.
+        with _recorded(report, options):
+            evidence_changes(root)
+    return head, publisher
+
+
+def ready_seal(load_seal: Callable[[], SigningKey], repository: Repository) -> SigningKey:
+    """Load the seal, and reject one whose signatures would not verify (see ecoc.signing.check_seal)."""
+    from ecoc.signing import TokenKey, check_seal, load_anchors
+
+    anchors = load_anchors([repository.root / path for path in repository.settings.signing.trust])
+    seal = load_seal()
+    try:
+        check_seal(seal, anchors)
+    except EcocError:
+        if isinstance(seal.key, TokenKey):
+            seal.key.close()
+        raise
+    return seal
+
+
+def _check_delivery(
+    repository: Repository,
+    options: ReleaseOptions,
+    report: ReleaseReport,
+    load_seal: Callable[[], SigningKey],
+    open_transport: Callable[[], Transport],
+    transport_name: str,
+) -> None:
+    """Check the transport and the seal for a dry run, as a real run does before it signs, and create nothing."""
+    from ecoc.signing import TokenKey
+
+    if not report.planned and not report.resend:
+        return
+    # Without a transport there is nothing to open, and the command line reports that.
+    transport = None
+    if transport_name:
+        with _recorded(report, options):
+            transport = open_transport()
+    try:
+        if report.planned:
+            with _recorded(report, options):
+                seal = ready_seal(load_seal, repository)
+                if isinstance(seal.key, TokenKey):
+                    seal.key.close()
+        if transport is not None:
+            with _recorded(report, options):
+                transport.check_ready(create=False)
+    finally:
+        if transport is not None:
+            transport.close()
+
+
+def _finish_interrupted(repository: Repository, publisher: Publisher, report: ReleaseReport) -> None:
+    """Commit what an interrupted run received, and push the evidence commits that it did not push."""
+    recovered, recovered_events = recover(repository, report)
+    if recovered:
+        publisher.commit(
+            recovered,
+            recovered_events,
+            f"Record the delivery results of {len({p.rsplit('/', 1)[0] for p in recovered})} certificate(s) "
+            "from an interrupted release",
+            [f"Ecoc-Recovered: {path}" for path in recovered],
+        )
+    if report.discarded:
+        log.warning(
+            "removed %d file(s) that an interrupted release wrote but never committed",
+            len(report.discarded),
+        )
+    if publisher.push_enabled and gitinfo.ahead_of(repository.root, publisher.remote, publisher.branch) != 0:
+        report.pushed = publisher.publish()
 
 
 def run_release(
@@ -651,29 +891,16 @@ def run_release(
     open_transport: Callable[[], Transport],
     transport_name: str,
 ) -> ReleaseReport:
+    """Release the ready certificates. A dry run signs nothing and reports what would stop a real run."""
     from ecoc.runner import RunOptions, run_check
     from ecoc.signing import TokenKey, sign
 
     root = repository.root
     report = ReleaseReport()
-    head, publisher = prepare(repository, options)
+    head, publisher = check_start(repository, options, report)
     if not options.dry_run:
-        recovered, recovered_events = recover(repository, report)
-        if recovered:
-            publisher.commit(
-                recovered,
-                recovered_events,
-                f"Record the delivery results of {len({p.rsplit('/', 1)[0] for p in recovered})} certificate(s) "
-                "from an interrupted release",
-                [f"Ecoc-Recovered: {path}" for path in recovered],
-            )
-        if report.discarded:
-            log.warning(
-                "removed %d file(s) that an interrupted release wrote but never committed",
-                len(report.discarded),
-            )
-        if publisher.push_enabled and gitinfo.ahead_of(root, publisher.remote, publisher.branch) != 0:
-            report.pushed = publisher.publish()
+        assert publisher is not None, "a real run stops at the publisher's error"
+        _finish_interrupted(repository, publisher, report)
         head = gitinfo.head(root) or head
     version_datetime = gitinfo.last_change_time(root, SOURCE_FOLDERS) or gitinfo.head_commit_time(root)
     assert version_datetime is not None
@@ -684,15 +911,27 @@ def run_release(
         RunOptions(None, schema, version_datetime, keep_render=True, jobs=options.jobs),
         sink=results.append,
     )
-    select(results, run.findings, run.evidence, options, report)
+    with _recorded(report, options):
+        select(results, run.findings, run.evidence, options, report)
     report.seconds["check"] = time.perf_counter() - start
-    if options.dry_run or (not report.planned and not report.resend):
+    if options.dry_run:
+        _check_delivery(repository, options, report, load_seal, open_transport, transport_name)
+        return report
+    assert publisher is not None
+    if not report.planned and not report.resend:
         report.commits = publisher.commits
         return report
     with _opened(open_transport) as transport:
-        if report.planned:
+        # The seal comes first, so that a seal that cannot sign leaves no outbox folder behind.
+        seal = ready_seal(load_seal, repository) if report.planned else None
+        try:
+            transport.check_ready()
+        except EcocError:
+            if seal is not None and isinstance(seal.key, TokenKey):
+                seal.key.close()
+            raise
+        if seal is not None:
             start = time.perf_counter()
-            seal = load_seal()
             try:
                 files: list[str] = []
                 events: list[dict[str, object]] = []

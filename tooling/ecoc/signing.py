@@ -228,6 +228,56 @@ def _check_seal(signing: SigningKey, at: dt.datetime) -> None:
     signing.checked_chain  # noqa: B018 - checked once per key, raises InputError
 
 
+def check_seal(signing: SigningKey, anchors: Sequence[x509.Certificate] = (), at: dt.datetime | None = None) -> None:
+    """Reject a seal whose signatures would not verify, before anything is signed with it.
+
+    Beyond `_check_seal`, the seal's certificate and its intermediates must lead to the root: to a
+    self-signed certificate, or with `anchors` (signing.trust) to one of them. Raises InputError
+    that names the missing issuer.
+    """
+    _check_seal(signing, at or dt.datetime.now(dt.UTC))
+    # checked_chain made sure that each intermediate issued the certificate before it.
+    top = signing.chain[-1] if signing.chain else signing.certificate
+    issuer = top.issuer.rfc4514_string()
+    hint = (
+        f"pass the PEM certificates of {issuer} and of the CAs above it with --chain (or signing.chain in "
+        "ecoc.yaml, or inside a PKCS#12 key), because ecoc verify and ecoc audit reject every certificate "
+        "signed without them"
+    )
+    if anchors:
+        if any(top == anchor or _issued_by(top, anchor) for anchor in anchors):
+            return
+        if _issued_by(top, top):
+            raise InputError(
+                f"the seal's chain ends at {_name(top)}, which is not a trust anchor of signing.trust",
+                "sign with a seal of a CA that signing.trust names, or add that root to signing.trust",
+            )
+        raise InputError(f"the seal's chain lacks {issuer}, the issuer of {_name(top)}", hint)
+    if _issued_by(top, top):
+        return
+    if top is signing.certificate or not _is_ca(top):
+        raise InputError(f"the seal's chain lacks {issuer}, the issuer of {_name(top)}", hint)
+    # NOTE: without trust anchors, a chain that ends at an intermediate CA is taken as complete, because
+    # the root above it is normally left out. A missing CA higher up is found only with signing.trust.
+
+
+def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if certificate.issuer != issuer.subject:
+        return False
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, crypto_exceptions.InvalidSignature):
+        return False
+    return True
+
+
+def _is_ca(certificate: x509.Certificate) -> bool:
+    try:
+        return bool(certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
 def _plain_signed_info(method: str, digest: str, canonical: bool) -> str:
     """Return the SignedInfo of a plain XMLDSig signature as text: its exclusive canonical form, or as serialised.
 
@@ -729,8 +779,8 @@ def load_signing_key(
         if cert_path is None:
             raise InputError("a key on a PKCS#11 token needs its certificate", "pass --cert, or set signing.cert")
         token_key = TokenKey(key_source)
-        token_certificate = certificates_in(cert_path)[0]
-        chain = tuple(certificates_in(chain_path)) if chain_path is not None else ()
+        token_certificate = _seal_certificate(cert_path)
+        chain = _seal_chain(chain_path)
         try:
             _check_token_key(token_key, token_certificate)
         except InputError:
@@ -770,16 +820,42 @@ def load_signing_key(
             ) from None
         if cert_path is None:
             raise InputError("a PEM key needs its certificate", "pass --cert with the signing certificate")
-        certificate = certificates_in(cert_path)[0]
-        chain = tuple(certificates_in(chain_path)) if chain_path is not None else ()
+        certificate = _seal_certificate(cert_path)
+        chain = _seal_chain(chain_path)
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise InputError(
             f"{key_source}: the key is neither RSA nor EC", "use an RSA (2048 bits or more) or EC P-256 key"
         )
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     if certificate.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
-        raise InputError(f"{cert_path or key_source}: the certificate does not belong to the key")
+        if cert_path is None:
+            raise InputError(
+                f"{key_source}: the certificate in the PKCS#12 bundle does not belong to the key in it",
+                "export the bundle again with the seal's private key and its certificate",
+            )
+        raise InputError(
+            f"{cert_path}: the certificate does not belong to the key {key_source}",
+            "pass the seal's certificate with --cert and its private key with --key, or correct signing.cert "
+            "and signing.key in ecoc.yaml",
+        )
     return SigningKey(key, certificate, chain)
+
+
+def _seal_certificate(cert_path: Path) -> x509.Certificate:
+    """Read the seal's certificate, the first one in the --cert file."""
+    hint = "pass --cert (or set signing.cert in ecoc.yaml) with the seal's PEM certificate"
+    return certificates_in(cert_path, "--cert", hint)[0]
+
+
+def _seal_chain(chain_path: Path | None) -> tuple[x509.Certificate, ...]:
+    """Read the intermediate certificates of --chain, or none without a chain file."""
+    if chain_path is None:
+        return ()
+    hint = (
+        "pass --chain (or set signing.chain in ecoc.yaml) with the PEM file of the intermediate CA "
+        "certificates, from the seal's issuer upwards"
+    )
+    return tuple(certificates_in(chain_path, "--chain", hint))
 
 
 def _check_token_key(key: TokenKey, certificate: x509.Certificate) -> None:
@@ -815,19 +891,21 @@ def _from_environment(name: str) -> tuple[bytes, bool]:
         ) from None
 
 
-def _read(path: Path, what: str) -> bytes:
+def _read(path: Path, what: str, hint: str | None = None) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise InputError(f"{path}: cannot read the {what} file: {exc.strerror}") from None
+        raise InputError(f"{path}: cannot read the {what} file: {exc.strerror}", hint) from None
 
 
-def certificates_in(path: Path) -> list[x509.Certificate]:
-    data = _read(path, "certificate")
+def certificates_in(path: Path, option: str | None = None, hint: str | None = None) -> list[x509.Certificate]:
+    """Read the PEM certificates of `path`. Messages name `option`, such as --chain, when it gave the path."""
+    what = f"{option} certificate" if option else "certificate"
+    data = _read(path, what, hint)
     try:
         certificates = x509.load_pem_x509_certificates(data)
     except ValueError:
-        raise InputError(f"{path}: not a PEM certificate file", "pass certificates in PEM form") from None
+        raise InputError(f"{path}: not a PEM {what} file", hint or "pass certificates in PEM form") from None
     return certificates
 
 

@@ -96,15 +96,24 @@ class Transport(Protocol):
 
     def deliver(self, reference_id: str, vin: str, signed: bytes) -> Delivery: ...
 
+    def check_ready(self, create: bool = True) -> None:
+        """Raise ConfigError when no certificate could be delivered, so the release stops before signing.
+
+        With `create`, make what is missing, such as the outbox folder. Without it, change nothing.
+        """
+
     def close(self) -> None: ...
 
 
-def open_transport(settings: ReleaseSettings, root: Path, outbox: Path | None = None) -> Transport:
+def open_transport(
+    settings: ReleaseSettings, root: Path, outbox: Path | None = None, outbox_source: str = "--outbox"
+) -> Transport:
     """Build the transport of `settings`; relative paths in them are relative to `root`.
 
     `outbox`, a folder given on the command line, takes the place of release.outbox; it selects
-    no transport by itself. Raises ConfigError when the transport is not configured or a file,
-    key or secret it needs is missing or unusable.
+    no transport by itself. `outbox_source` is the option or environment variable that gave it,
+    for messages. Raises ConfigError when the transport is not configured or a file, key or secret
+    it needs is missing or unusable.
     """
     if settings.transport is None:
         raise ConfigError(
@@ -113,14 +122,14 @@ def open_transport(settings: ReleaseSettings, root: Path, outbox: Path | None = 
         )
     if settings.transport == "outbox":
         if outbox is not None:
-            return OutboxTransport(_usable_outbox(outbox))
+            return OutboxTransport(_usable_outbox(outbox, outbox_source), outbox_source)
         if not settings.outbox:
             raise ConfigError(
                 "the outbox transport has no folder",
                 "pass --outbox DIR, set ECOC_OUTBOX, or set release.outbox in ecoc.yaml to the folder that "
                 "another system uploads from",
             )
-        return OutboxTransport(_usable_outbox(_resolve(root, settings.outbox)))
+        return OutboxTransport(_usable_outbox(_resolve(root, settings.outbox), "release.outbox"), "release.outbox")
     if settings.transport == "nap-soap":
         if settings.nap is None:
             raise ConfigError(
@@ -547,17 +556,28 @@ def _load_client_certificate(context: ssl.SSLContext, cert_path: Path, key: Priv
 # The outbox: a folder that another system uploads from.
 
 
-def _usable_outbox(folder: Path) -> Path:
+def _outbox_problem(folder: Path, source: str, problem: str) -> ConfigError:
+    """Return the error for an outbox that cannot be used, naming the setting that chose it."""
+    hints = {
+        "--outbox": "pass --outbox with a folder that can be created and written",
+        "ECOC_OUTBOX": "set ECOC_OUTBOX to a folder that can be created and written, or unset it to use release.outbox",
+    }
+    hint = hints.get(source, f"set {source} in ecoc.yaml to a folder that can be created and written, or pass --outbox")
+    # The message of release.outbox names no source: it is the outbox that ecoc.yaml sets.
+    prefix = f"{source}: " if source in hints else ""
+    return ConfigError(f"{prefix}the outbox {folder} {problem}", hint)
+
+
+def _usable_outbox(folder: Path, source: str) -> Path:
     """Return `folder` when it is, or can become, a writable folder; raise ConfigError before anything is signed."""
-    hint = "choose another outbox folder (--outbox, ECOC_OUTBOX or release.outbox)"
     for existing in (folder, *folder.parents):
         if not existing.exists():
             continue
         if not existing.is_dir():
             where = "is a file" if existing == folder else f"lies below the file {existing}"
-            raise ConfigError(f"the outbox {folder} {where}, not a folder", hint)
+            raise _outbox_problem(folder, source, f"{where}, not a folder")
         if not os.access(existing, os.W_OK | os.X_OK):
-            raise ConfigError(f"the outbox {folder} cannot be written: {existing} is not writable", hint)
+            raise _outbox_problem(folder, source, f"cannot be written: {existing} is not writable")
         break
     _remove_stale_temporaries(folder)
     return folder
@@ -593,11 +613,38 @@ class OutboxTransport:
 
     name = "outbox"
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, source: str = "--outbox") -> None:
         self.folder = folder
+        # The option, environment variable or setting that chose the folder, for messages.
+        self.source = source
 
     def close(self) -> None:
         return
+
+    def check_ready(self, create: bool = True) -> None:
+        """Create the folder and write a test file in it. Without `create`, test where the folder would go.
+
+        A write test is needed because os.access is true for root even where the file system takes
+        no new file, as in /proc.
+        """
+        folder = self.folder
+        if create:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise _outbox_problem(folder, self.source, f"cannot be created: {exc.strerror}") from None
+        try:
+            if folder.is_dir():
+                # The test file has the temporary name of a certificate, so one left by a killed run is removed.
+                probe = folder / f".ecoc-write-test.xml.{secrets.token_hex(8)}.tmp"
+                os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+                probe.unlink()
+            else:
+                parent = next(path for path in folder.parents if path.exists())
+                os.rmdir(tempfile.mkdtemp(prefix=".ecoc-write-test-", dir=parent))
+        except OSError as exc:
+            verb = "written" if folder.is_dir() else "created"
+            raise _outbox_problem(folder, self.source, f"cannot be {verb}: {exc.strerror}") from None
 
     def deliver(self, reference_id: str, vin: str, signed: bytes) -> Delivery:
         if not _FILE_NAME.match(reference_id):
@@ -707,6 +754,9 @@ class NapTransport:
 
     def close(self) -> None:
         self._connections.close()
+
+    def check_ready(self, create: bool = True) -> None:
+        """Do nothing: open_transport checked the settings, and no request goes out before signing."""
 
     def _open(self) -> _Connection:
         return _Connection(
@@ -899,6 +949,9 @@ class VcaTransport:
 
     def close(self) -> None:
         self._connections.close()
+
+    def check_ready(self, create: bool = True) -> None:
+        """Do nothing: open_transport checked the settings, and no request goes out before signing."""
 
     def deliver(self, reference_id: str, vin: str, signed: bytes) -> Delivery:
         try:
