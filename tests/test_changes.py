@@ -427,3 +427,38 @@ def test_report_path_below_a_file_names_that_file(
     err = capsys.readouterr().err
     assert code == 2
     assert f"lies below {tmp_path / 'plain'}, which is a file" in err
+
+
+def _selected_rule(example_repo: Path, applies: str) -> None:
+    (example_repo / "rules" / "extra.yaml").write_text(SLOW_RULE.format(applies=applies, doc=""), encoding="utf-8")
+
+
+def _checked_names(document: dict[str, object]) -> set[str]:
+    return {Path(str(c["file"])).name for c in changes(document).values()}
+
+
+def test_rule_for_one_category_checks_its_records(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _selected_rule(example_repo, '    applies:\n      categories: ["N*"]\n')
+    _, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    # Only the N1 approval's four vans; the M1 cars of the other two approvals are left out.
+    assert checked_files(document) == 4
+    assert all(name.startswith("XNHDR") for name in _checked_names(document))
+
+
+def test_rule_for_an_energy_source_checks_matching_approvals(
+    example_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _selected_rule(example_repo, "    applies:\n      energy_sources: ['20']\n")
+    _, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    assert checked_files(document) == 4
+
+
+def test_record_that_sets_its_category_is_checked_for_a_category_rule(
+    example_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A record can set the element a selector reads, so its approval alone does not rule it out.
+    edit(example_repo, RECORD, "CocDataGroup:\n", "CocDataGroup:\n  VehicleCategory: N1\n")
+    commit(example_repo, "an M1 car certified as N1")
+    _selected_rule(example_repo, '    applies:\n      categories: ["N*"]\n')
+    _, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    assert checked_files(document) == 5

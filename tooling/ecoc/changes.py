@@ -2,8 +2,9 @@
 
 The records to check are the record files the change touches, every record of an approval file
 it touches, and the records that the VIN patterns of changed waivers name. A changed rule
-concerns the records of the approvals its approval selectors (approval_number, frameworks)
-match, or every record when it has neither. A change to ecoc.yaml concerns every record unless
+concerns the records of the approvals its selectors can match, judged from the approval files'
+text, and the records that set a selected element themselves, or every record when it has no
+selector. A change to ecoc.yaml concerns every record unless
 it touches only settings that no check reads (owners, release, main_branch). The same selection
 is checked in a copy of the base taken from git, and each record's state and findings are
 compared, ignoring line numbers, which move with every edit.
@@ -11,6 +12,7 @@ compared, ignoring line numbers, which move with every edit.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import re
@@ -125,10 +127,13 @@ def _same_definition(old: Rule | None, new: Rule | None) -> bool:
 def _changed_rule_approvals(
     root: Path, commit: str, files: list[str], changed: dict[str, str]
 ) -> tuple[str, ...] | None:
-    """Return the approval numbers that the rules changed in `files` can apply to.
+    """Return what the rules changed in `files` can apply to, as needles for the record search.
 
-    None means any approval: a changed rule has no approval selector. A rule that moved to
-    another file unchanged is no change.
+    The needles are the approval numbers of the approvals the rules' selectors can match, and,
+    for the selectors on values that a record can set itself (VehicleCategory,
+    StageOfCompletion, EnergySource), that key, so that records setting it are found too. None
+    means any record: a changed rule has no selector. A rule that moved to another file
+    unchanged is no change.
     """
     before = _definitions(read_rules(gitinfo.read_at(root, commit, [p for p in files if changed[p] != "A"])))
     now_files = {path: data for path in files if (data := gitinfo.read_working(root, path)) is not None}
@@ -140,7 +145,7 @@ def _changed_rule_approvals(
         for rule in (before.get(rule_id), now.get(rule_id))
         if rule is not None
     ]
-    if any(not (rule.spec.applies.approval_number or rule.spec.applies.frameworks) for rule in rules):
+    if any(not _has_selector(rule) for rule in rules):
         return None
     if not rules:
         return ()
@@ -149,8 +154,75 @@ def _changed_rule_approvals(
     ]
     at_base = gitinfo.grep_files(root, commit, ["TypeApprovalNumber"], "approvals")
     texts += list(gitinfo.read_at(root, commit, at_base).values())
-    numbers = _needles(texts, _NUMBER_LINE)
-    return tuple(sorted(number for number in numbers if any(applies_to_approval(rule, number) for rule in rules)))
+    by_number: dict[str, list[bytes]] = {}
+    for text in texts:
+        for number in _needles([text], _NUMBER_LINE):
+            by_number.setdefault(number, []).append(text or b"")
+    numbers = sorted(
+        number for number, found in by_number.items() if any(_may_apply(rule, number, found) for rule in rules)
+    )
+    keys = sorted({f"{key}:" for rule in rules for kind, key in _VALUE_SELECTORS if getattr(rule.spec.applies, kind)})
+    return (*numbers, *keys)
+
+
+# Selectors on values of the certificate, and the element each one reads. A record can set these
+# elements itself, so the approval file alone cannot rule a record out.
+_VALUE_SELECTORS = (
+    ("categories", "VehicleCategory"),
+    ("stages", "StageOfCompletion"),
+    ("energy_sources", "EnergySource"),
+)
+
+
+def _has_selector(rule: Rule) -> bool:
+    selectors = rule.spec.applies
+    return bool(
+        selectors.approval_number
+        or selectors.frameworks
+        or selectors.categories
+        or selectors.stages
+        or selectors.energy_sources
+    )
+
+
+def _values(texts: list[bytes], key: str) -> set[str] | None:
+    """Return every value that the files of an approval give `key`.
+
+    None means the values cannot all be read from the text, as in a flow mapping, so that the
+    approval must count as a match.
+    """
+    mentions = re.compile(rb"(?<![A-Za-z])" + key.encode() + rb"(?![A-Za-z])")
+    written = re.compile(
+        rb"(?<![A-Za-z])" + key.encode() + rb":[ \t]*[\"']?([A-Za-z0-9]+)[\"']?[ \t]*(?:#.*)?$", re.MULTILINE
+    )
+    found: set[str] = set()
+    for text in texts:
+        values = written.findall(text)
+        if len(values) != len(mentions.findall(text)):
+            return None
+        found.update(value.decode() for value in values)
+    return found
+
+
+def _may_apply(rule: Rule, number: str, texts: list[bytes]) -> bool:
+    """Return whether `rule` may apply to a record of the approval `number`, whose files are `texts`."""
+    if not applies_to_approval(rule, number):
+        return False
+    selectors = rule.spec.applies
+    if selectors.categories:
+        categories = _values(texts, "VehicleCategory")
+        if categories and not any(fnmatch.fnmatchcase(c, p) for c in categories for p in selectors.categories):
+            return False
+    if selectors.stages:
+        stages = _values(texts, "StageOfCompletion")
+        if stages and not stages & set(selectors.stages):
+            return False
+    if selectors.energy_sources:
+        main, additional = _values(texts, "EnergySource"), _values(texts, "AdditionalEnergySource")
+        sources = None if main is None or additional is None else main | additional
+        if sources and not sources & set(selectors.energy_sources):
+            return False
+    return True
 
 
 def _waiver_entries(text: bytes | None, source: str) -> list[str] | None:
@@ -320,7 +392,7 @@ def check_against_base(
 
     `sinks` receive each record's result here and in the base, as `run_check` gives them.
     git searches the records and writes the copy of the base on a second thread while the rules
-    load on this one: git runs as its own process, so the two overlap.
+    load on this one. git runs as its own process, so the two overlap.
     """
     here, there = sinks
     with tempfile.TemporaryDirectory(prefix="ecoc-base-") as folder, ThreadPoolExecutor(max_workers=1) as pool:
@@ -346,14 +418,14 @@ def check_against_base(
             return Comparison(head, None, *compare(head, None), problem)
     if not scope.everything and _blocking_everywhere(head) != _blocking_everywhere(base):
         # A finding that blocks every record came or went, as with an expired waiver or a broken
-        # rule file: every record's readiness can change, so every record is checked.
+        # rule file. Every record's readiness can then change, so every record is checked.
         log.info("the change adds or resolves a finding that blocks every record, so every record is checked")
         return check_against_base(repository, replace(scope, everything=True), options, sinks)
     return Comparison(head, base, *compare(head, base))
 
 
 def _blocking_everywhere(run: CheckRun) -> Counter[tuple[object, ...]]:
-    """The blocking findings of a run that concern no checked record, which block every record."""
+    """Count the blocking findings of a run that concern no checked record, since they block every record."""
     records = [CheckedRecord(file, vin) for file, vin in run.checked]
     _, general = affecting(Report(run.findings, {}, records))
     return Counter(_finding_key(finding) for finding in general if finding.blocking)
@@ -362,7 +434,7 @@ def _blocking_everywhere(run: CheckRun) -> Counter[tuple[object, ...]]:
 def _prepare(repository: Repository, scope: Scope, copy: Path) -> tuple[set[str], str | None]:
     """Find the related records, and write the base's files into `copy`.
 
-    The second value says why the base cannot be checked, when git cannot give it.
+    The second value is the reason the base cannot be checked, when git cannot provide it.
     """
     related = set() if scope.everything else related_records(repository, scope)
     if scope.commit == gitinfo.EMPTY_TREE:
