@@ -336,9 +336,10 @@ def test_unreadable_base_settings_still_check_the_change(
     code, document, err = base_check(example_repo, capsys, "--base", "HEAD")
     assert checked_files(document) == 12
     problem = document["base"]["problem"]  # type: ignore[index]
-    assert problem.startswith("the base HEAD cannot be checked: ")
-    assert "ecoc.yaml" in problem
-    assert changes(document)[RECORD]["before"] == "absent"
+    assert problem.startswith("the base HEAD cannot be checked: HEAD:ecoc.yaml:")
+    assert "ecoc-base-" not in problem
+    assert changes(document)[RECORD]["before"] == "unknown"
+    assert "since HEAD: 0 newly blocked, 0 newly ready" in err
     assert "cannot be checked" in err
     assert code == 1
 
@@ -462,3 +463,21 @@ def test_record_that_sets_its_category_is_checked_for_a_category_rule(
     _selected_rule(example_repo, '    applies:\n      categories: ["N*"]\n')
     _, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
     assert checked_files(document) == 5
+
+
+def test_row_inserted_above_a_finding_is_no_change(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, RECORD, "    - Colour: '8'\n", "    - Colour: '8'\n    - Colour: 'ZZ'\n")
+    commit(example_repo, "an unknown colour code")
+    edit(example_repo, RECORD, "    - Colour: '8'\n", "    - Colour: '2'\n    - Colour: '8'\n")
+    _, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    findings = [(f["rule"], f["path"]) for f in document["findings"]]  # type: ignore[attr-defined]
+    assert ("model.code", "CocDataGroup.ColourTable[2].Colour") in findings
+    # The finding moved from ColourTable[1] to ColourTable[2], as a line moves, and is the same.
+    assert changes(document) == {}
+
+
+def test_renamed_record_is_not_newly_ready(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    git(example_repo, "mv", RECORD, "records/kh16-first.yaml")
+    _, document, err = base_check(example_repo, capsys, "--base", "HEAD")
+    assert {c["before"] for c in changes(document).values()} == {"ready", "absent"}
+    assert "since HEAD: 0 newly blocked, 0 newly ready" in err

@@ -333,8 +333,20 @@ class Comparison:
     base_problem: str | None = None
 
 
+# A list index in a YAML path or message, as in waivers[1] or ColourTable[2].
+_INDEX = re.compile(r"\[[0-9]+\]")
+
+
 def _finding_key(finding: Finding) -> tuple[object, ...]:
-    return (finding.rule, finding.severity, finding.message, finding.file, finding.path, finding.waiver is None)
+    """Identify a finding across the two sides, apart from its line and its row numbers.
+
+    A row inserted above a finding moves it to the next index, as an inserted line moves it to
+    the next line, so neither makes it another finding. The count of equal keys still tells two
+    findings of one kind apart.
+    """
+    message = _INDEX.sub("[]", finding.message)
+    path = _INDEX.sub("[]", finding.path) if finding.path else finding.path
+    return (finding.rule, finding.severity, message, finding.file, path, finding.waiver is None)
 
 
 def compare(head: CheckRun, base: CheckRun | None) -> tuple[list[RecordChange], RecordChange | None]:
@@ -358,7 +370,12 @@ def compare(head: CheckRun, base: CheckRun | None) -> tuple[list[RecordChange], 
     changes = []
     for file in sorted(set(checked["head"]) | set(checked["base"])):
         findings = {name: grouped[name].get(file, []) for name in runs}
-        before = state_of([*findings["base"], *everywhere["base"]]) if file in checked["base"] else "absent"
+        if base is None:
+            before = "unknown"  # the base could not be checked
+        elif file in checked["base"]:
+            before = state_of([*findings["base"], *everywhere["base"]])
+        else:
+            before = "absent"
         after = state_of([*findings["head"], *everywhere["head"]]) if file in checked["head"] else "absent"
         counts = {name: Counter(_finding_key(f) for f in findings[name]) for name in runs}
         added = _only_in(findings["head"], counts["head"] - counts["base"])
@@ -413,7 +430,9 @@ def check_against_base(
             base_options = replace(options, catalogue=None) if scope.rules_changed else options
             base = _check_base(scope, base_options, related_at_base(scope, related), copy, there)
         except EcocError as exc:
-            problem = f"the base {scope.base} cannot be checked: {exc.message}"
+            # The copy is a temporary folder: name its files as git does, as REF:path.
+            message = exc.message.replace(f"{copy.resolve()}/", f"{scope.base}:").replace(f"{copy}/", f"{scope.base}:")
+            problem = f"the base {scope.base} cannot be checked: {message}"
             log.warning("%s", problem)
             return Comparison(head, None, *compare(head, None), problem)
     if not scope.everything and _blocking_everywhere(head) != _blocking_everywhere(base):

@@ -483,8 +483,25 @@ def _check_base(ctx: click.Context, base: str, outputs: _Outputs, xsd: Path | No
 
 
 def _changes_note(changes: Sequence[RecordChange], base: str) -> str:
-    blocked = sum(1 for c in changes if c.after == "blocked" and c.before != "blocked")
-    ready = sum(1 for c in changes if c.after == "ready" and c.before != "ready")
+    """Count the vehicles that became blocked or ready since the base.
+
+    A vehicle is counted by its VIN, so a record file that was renamed or copied counts once,
+    by its states in all of its files.
+    """
+    before: dict[str, set[str]] = {}
+    after: dict[str, set[str]] = {}
+    for change in changes:
+        if change.before == "unknown":
+            continue  # the base could not be checked, so nothing is new
+        vehicle = change.vin or change.file
+        before.setdefault(vehicle, set()).add(change.before)
+        after.setdefault(vehicle, set()).add(change.after)
+    blocked = sum(1 for vehicle in after if "blocked" in after[vehicle] and "blocked" not in before[vehicle])
+    ready = sum(
+        1
+        for vehicle in after
+        if "ready" in after[vehicle] and "blocked" not in after[vehicle] and "ready" not in before[vehicle]
+    )
     return f"; since {base}: {blocked} newly blocked, {ready} newly ready"
 
 
