@@ -481,3 +481,27 @@ def test_renamed_record_is_not_newly_ready(example_repo: Path, capsys: pytest.Ca
     _, document, err = base_check(example_repo, capsys, "--base", "HEAD")
     assert {c["before"] for c in changes(document).values()} == {"ready", "absent"}
     assert "since HEAD: 0 newly blocked, 0 newly ready" in err
+
+
+def test_record_whose_rules_did_not_run_resolves_nothing(
+    example_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 99999")
+    commit(example_repo, "too heavy")
+    edit(example_repo, RECORD, "    - Colour: '8'\n", "    - Colour: '08'\n")
+    _, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    change = changes(document)[RECORD]
+    # An invalid colour code keeps the rules from running, so the mass finding is not resolved.
+    assert [f["rule"] for f in change["resolved"]] == []  # type: ignore[union-attr]
+    assert sorted(f["rule"] for f in change["added"]) == ["model.code", "rules.skipped"]  # type: ignore[union-attr]
+
+
+def test_comment_warns_without_the_official_schema(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ECOC_XSD", raising=False)
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 1479")
+    assert main(["--repo", str(example_repo), "check", "--base", "HEAD", "--format", "markdown"]) == 0
+    comment = capsys.readouterr().out
+    assert "> [!WARNING]" in comment
+    assert "ECOC\\_XSD" in comment

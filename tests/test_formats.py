@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import jsonschema
@@ -15,19 +16,25 @@ from conftest import git
 from ecoc.cli import main
 from ecoc.findings import Finding, Severity
 from ecoc.formats import (
+    FINGERPRINT_KEY,
     GITHUB_ANNOTATIONS_PER_KIND,
     MARKDOWN_MARKER,
+    PREVIEW_ARTIFACT,
+    PREVIEW_INDEX,
     CheckedRecord,
     RecordChange,
     Report,
     changes_text,
+    format_check_text,
     format_github,
     format_junit,
     format_markdown,
+    format_sarif,
 )
 from ecoc.report import summary_line
 from test_changes import commit
 from test_check import APPROVAL, OTHER_RECORD, RECORD, edit
+from test_workflows import steps, workflow
 
 VIN = "XNHKH16S1TE100214"
 
@@ -87,9 +94,45 @@ def test_sarif_fingerprint_survives_a_moved_line(example_repo: Path, capsys: pyt
     _, after = run(example_repo, capsys, "--format", "sarif")
 
     def prints(out: str) -> set[str]:
-        return {r["partialFingerprints"]["ecocFinding/v1"] for r in json.loads(out)["runs"][0]["results"]}
+        return {r["partialFingerprints"][FINGERPRINT_KEY] for r in json.loads(out)["runs"][0]["results"]}
 
     assert prints(before) == prints(after)
+
+
+def test_sarif_fingerprint_separates_waived_records(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, APPROVAL, "MaximumSpeed: 178", "MaximumSpeed: 260")
+    (example_repo / "rules" / "waivers.yaml").write_text(
+        "waivers:\n"
+        "  - id: W-9\n"
+        "    rule: tyre.speed-category-covers-maximum-speed\n"
+        "    records: [XNHKH16S1*]\n"
+        "    reason: winter tyres with a speed limiter, accepted in writing\n"
+        '    approved_by: "@halvard-motors/compliance-review"\n'
+        "    expires: 2099-01-01\n",
+        encoding="utf-8",
+    )
+    code, out = run(example_repo, capsys, "--format", "sarif")
+    results = [
+        r for r in json.loads(out)["runs"][0]["results"] if r["ruleId"] == "tyre.speed-category-covers-maximum-speed"
+    ]
+    assert code == 1
+    assert [r["properties"]["records"] for r in results] == [[VIN], ["XNHKH16S8TE103871"]]
+    assert [bool(r.get("suppressions")) for r in results] == [True, False]
+    assert results[0]["locations"] == results[1]["locations"]
+    assert results[0]["partialFingerprints"] != results[1]["partialFingerprints"]
+
+
+def test_sarif_fingerprint_separates_waived_groups() -> None:
+    def speed(records: tuple[str, ...], waiver: str | None) -> Finding:
+        return Finding(
+            "test.rule", Severity.ERROR, "too fast", APPROVAL, 7, 3, "CocDataGroup.MaximumSpeed", None, records, waiver
+        )
+
+    findings = [speed(("A", "B"), "W-1"), speed(("C", "D"), None), Finding("other.rule", Severity.ERROR, "x", APPROVAL)]
+    summary = {"errors": 2, "warnings": 0, "info": 0, "waived": 1, "records": 4, "approvals": 1}
+    results = json.loads(format_sarif(Report(findings, summary)))["runs"][0]["results"]
+    prints = [r["partialFingerprints"][FINGERPRINT_KEY] for r in results]
+    assert len(set(prints)) == 3
 
 
 def test_junit_has_a_test_case_per_record(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -148,6 +191,117 @@ def test_github_commands_escape_their_data() -> None:
     line = format_github(Report([odd], SUMMARY)).splitlines()[0]
     assert line.startswith("::warning file=records/a%2Cb%3Ac.yaml,line=2,col=3,")
     assert line.endswith("::50%25 done%0Anext line")
+
+
+def test_text_and_github_note_unused_xsd() -> None:
+    warnings = [finding(n, Severity.WARNING) for n in range(1, 16)]
+    summary = {"errors": 0, "warnings": 15, "info": 0, "waived": 0, "records": 1, "approvals": 0}
+    without = Report(warnings, summary, official_schema=False)
+    text = format_check_text(without)
+    lines = format_github(without).splitlines()
+    annotations = [line for line in lines if line.startswith("::warning ")]
+    assert "note: The official IVI XSD was not used, so ecoc checked against its built-in IVI 2.0 model only." in text
+    assert "Pass the path of the official IVI-2.0.xsd with --xsd, in ECOC_XSD, or as xsd.path in ecoc.yaml." in text
+    assert lines[0].startswith("::warning title=ecoc checked without the official IVI XSD::The official IVI XSD")
+    assert len(annotations) == GITHUB_ANNOTATIONS_PER_KIND
+    assert "problem 15" in format_github(without)
+    for official in (True, None):
+        quiet = Report(warnings, summary, official_schema=official)
+        assert "official IVI XSD" not in format_check_text(quiet)
+        assert "official IVI XSD" not in format_github(quiet)
+
+
+def test_markdown_warns_of_unused_xsd() -> None:
+    records = [CheckedRecord("records/A.yaml", "A")]
+    text = format_markdown(Report([], SUMMARY, records, official_schema=False))
+    head = text.split("###")[0]
+    assert "> [!WARNING]\n> The official IVI XSD was not used, so ecoc checked against its built-in" in head
+    assert "IVI-2.0.xsd with --xsd, in ECOC\\_XSD, or as xsd.path in ecoc.yaml." in head
+    for official in (True, None):
+        assert "[!WARNING]" not in format_markdown(Report([], SUMMARY, records, official_schema=official))
+
+
+def blocked_since_base() -> Report:
+    """Return a report of O1 to O6, blocked at the base too, N1 and N2, newly blocked, and M1, with a new error."""
+    old = {
+        f"O{n}": Finding("old.rule", Severity.ERROR, "old", f"records/O{n}.yaml", 1, 1, records=(f"O{n}",))
+        for n in range(1, 7)
+    }
+    new = {
+        vin: Finding("new.rule", Severity.ERROR, "new", f"records/{vin}.yaml", 1, 1, records=(vin,))
+        for vin in ("N1", "N2", "M1")
+    }
+    more = Finding("old.rule", Severity.ERROR, "old", "records/M1.yaml", 2, 1, records=("M1",))
+    records = [CheckedRecord(f"records/{vin}.yaml", vin) for vin in ("M1", "N1", "N2", *old)]
+    changes = [
+        RecordChange("records/M1.yaml", "M1", "blocked", "blocked", added=(new["M1"],)),
+        RecordChange("records/N1.yaml", "N1", "ready", "blocked", added=(new["N1"],)),
+        RecordChange("records/N2.yaml", "N2", "absent", "blocked", added=(new["N2"],)),
+        *(
+            RecordChange(
+                f"records/{vin}.yaml", vin, "blocked", "blocked", resolved=(replace(finding, rule="gone.rule"),)
+            )
+            for vin, finding in old.items()
+        ),
+    ]
+    findings = [more, *new.values(), *old.values()]
+    summary = {"errors": len(findings), "warnings": 0, "info": 0, "waived": 0, "records": 9, "approvals": 0}
+    return Report(findings, summary, records, base="origin/main", changes=changes)
+
+
+def test_markdown_expands_newly_blocked_records_first() -> None:
+    text = format_markdown(blocked_since_base())
+    sections = re.findall(r"<details( open)?><summary><b>(\w+)</b>", text)
+    assert [vin for _, vin in sections] == ["N1", "N2", "M1", "O1", "O2", "O3", "O4", "O5", "O6"]
+    assert [vin for opened, vin in sections if opened] == ["N1", "N2", "M1"]
+    changes = text.split("### Changes since the base")[1].split("###")[0]
+    rows = [
+        line.split(" | ")[0].lstrip("| ")
+        for line in changes.splitlines()
+        if line.startswith("| ") and "---" not in line
+    ]
+    assert rows[1:4] == ["N1", "N2", "M1"]
+
+
+def test_markdown_puts_new_blocking_findings_first() -> None:
+    blocking = format_markdown(blocked_since_base()).split("### Blocking findings")[1].split("###")[0]
+    rows = [line for line in blocking.splitlines() if line.startswith("| ") and "`" in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| **new**"] * 3 + ["| "] * 7
+
+
+def test_markdown_without_base_expands_first_five() -> None:
+    records = [CheckedRecord(f"records/V{n}.yaml", f"V{n}") for n in range(7)]
+    findings = [Finding("test.rule", Severity.ERROR, "x", r.file, 1, 1, records=(str(r.vin),)) for r in records]
+    text = format_markdown(Report(findings, {"errors": 7}, records))
+    assert re.findall(r"<details open><summary><b>(\w+)</b>", text) == ["V0", "V1", "V2", "V3", "V4"]
+
+
+RUN_ARTIFACTS = "in the artifacts of https://github.com/halvard-motors/coc/actions/runs/7"
+
+
+def test_markdown_names_the_previews_artifact() -> None:
+    report = blocked_since_base()
+    report.full_report = RUN_ARTIFACTS
+    head = format_markdown(report).split("###")[0]
+    assert (
+        f"Previews of these records are {RUN_ARTIFACTS}, in the artifact `ecoc-report`: `preview/index.html` links "
+        "the XML, the XML diff against the base and a readable CoC page of each." in head
+    )
+    report.base, report.changes = None, None
+    assert "Previews" not in format_markdown(report)
+    report.base, report.full_report = "origin/main", None
+    assert "Previews" not in format_markdown(report)
+
+
+def test_previews_artifact_matches_workflow() -> None:
+    document = workflow("pr-readiness.yml")
+    folder, _, index = PREVIEW_INDEX.rpartition("/")
+    assert index == "index.html"
+    preview = next(step for step in steps(document) if "ecoc preview" in step.get("run", ""))
+    assert f"--out report/{folder}" in preview["run"]
+    upload = next(step for step in steps(document) if step.get("uses", "").startswith("actions/upload-artifact@"))
+    assert upload["with"]["name"] == PREVIEW_ARTIFACT
+    assert upload["with"]["path"] == "report"
 
 
 def test_markdown_summary_first_within_limit() -> None:
@@ -262,17 +416,21 @@ def test_markdown_marks_findings_the_change_added(example_repo: Path, capsys: py
 BROKEN_WAIVERS = "waivers: [unclosed\n"
 
 
-def test_markdown_points_blocked_records_to_repository_findings(
-    example_repo: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_markdown_names_repository_blockers_once(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (example_repo / "rules" / "waivers.yaml").write_text(BROKEN_WAIVERS, encoding="utf-8")
     code, text = run(example_repo, capsys, "--format", "markdown")
+    blocked = text.split("### Blocked records\n\n")[1]
     section = record_section(text, VIN)
     assert code == 1
+    assert text.count("every record (see Repository findings)") == 1
+    assert blocked.startswith(
+        "A repository finding blocks every record (see Repository findings): "
+        "`yaml.syntax` at `rules/waivers.yaml:2`.\n\n<details"
+    )
     assert "no findings of its own, blocked by repository findings" in section
     assert "| severity |" not in section
-    assert "A repository finding blocks every record (see Repository findings): `yaml.syntax` at" in section
-    assert "`rules/waivers.yaml:2`" in section
+    assert "No finding of this record blocks it, only the repository findings named above." in section
+    assert text.count("only the repository findings named above") == 12
 
 
 def test_junit_fails_records_blocked_by_repository_findings(

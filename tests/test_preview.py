@@ -123,6 +123,21 @@ def test_preview_needs_an_empty_folder(example_repo: Path, tmp_path: Path, capsy
     assert (out / "records" / f"{VIN}.html").exists()
 
 
+def test_index_counts_in_agreeing_number(example_repo: Path, tmp_path: Path) -> None:
+    def counted(out: Path) -> str:
+        index = etree.fromstring((out / "index.html").read_bytes(), etree.HTMLParser())
+        paragraph = index.find(".//p[@id='count']")
+        assert paragraph is not None
+        return "".join(paragraph.itertext())
+
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 1479")
+    assert preview(example_repo, tmp_path / "one") == 0
+    assert counted(tmp_path / "one") == "1 record changed or affected by the change."
+    edit(example_repo, OTHER_RECORD, "ActualMass: 1496", "ActualMass: 1497")
+    assert preview(example_repo, tmp_path / "two") == 0
+    assert counted(tmp_path / "two") == "2 records changed or affected by the change."
+
+
 def test_rule_change_previews_every_record(example_repo: Path, tmp_path: Path) -> None:
     (example_repo / "rules" / "more.yaml").write_text(
         "rules:\n"

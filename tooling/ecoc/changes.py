@@ -30,6 +30,7 @@ from ecoc.files import CONFIG_NAME, WAIVER_FILES, YAML_SUFFIXES
 from ecoc.findings import Finding
 from ecoc.formats import CheckedRecord, RecordChange, Report, affecting, state_of
 from ecoc.model.nodes import to_plain
+from ecoc.rules.builtin import BUILTIN_RULES
 from ecoc.rules.catalogue import Catalogue, Rule, applies_to_approval, load_catalogue, read_rules
 from ecoc.runner import CheckRun, RecordResult, RunOptions, run_check
 from ecoc.yamlload import Source, load_yaml
@@ -377,6 +378,9 @@ def compare(head: CheckRun, base: CheckRun | None) -> tuple[list[RecordChange], 
         else:
             before = "absent"
         after = state_of([*findings["head"], *everywhere["head"]]) if file in checked["head"] else "absent"
+        if any(f.rule == "rules.skipped" for f in findings["head"]):
+            # The rules did not run here, so what they found at the base is not known to be resolved.
+            findings["base"] = [f for f in findings["base"] if f.rule in BUILTIN_RULES]
         counts = {name: Counter(_finding_key(f) for f in findings[name]) for name in runs}
         added = _only_in(findings["head"], counts["head"] - counts["base"])
         resolved = _only_in(findings["base"], counts["base"] - counts["head"])

@@ -570,6 +570,8 @@ def check_record(
         and not any(f.severity.blocking for f in structure)
     )
     if not renderable:
+        if rules is not None and rules.catalogue.rules:
+            findings.append(_rules_skipped(record, findings))
         return outcome
     findings += check_issued(effective)
     if evidence is not None and effective.vin in evidence:
@@ -583,6 +585,27 @@ def check_record(
     if keep_render:
         outcome.rendered = rendered.data
     return outcome
+
+
+def _rules_skipped(record: Record, findings: list[Finding]) -> Finding:
+    """Say that the readiness rules did not run on a record that cannot be built whole.
+
+    The note sits at the record's first blocking error, so that it follows that error.
+    """
+    blocking = [f for f in findings if f.blocking and f.file == record.source.path and f.line is not None]
+    first = min(blocking, key=lambda f: (f.line or 0, f.column or 0), default=None)
+    line, column = (first.line or 1, first.column or 1) if first is not None else (1, 1)
+    return Finding(
+        "rules.skipped",
+        Severity.INFO,
+        "the readiness rules did not run on this record, because of its blocking errors",
+        record.source.path,
+        line,
+        column,
+        None,
+        "fix the blocking errors, then check again to see what the rules report",
+        (record.vin.text,) if record.vin is not None else (),
+    )
 
 
 def _with_records(finding: Finding, records: tuple[str, ...]) -> Finding:

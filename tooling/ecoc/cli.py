@@ -294,7 +294,8 @@ def _check(
             _warn_other_schema(memo.schema_path)
         findings = [Finding.from_dict(f) for f in memo.findings]
         checked = [(str(file), vin) for file, vin in memo.checked]
-        return _report(ctx, paths, findings, memo.records, memo.approvals, checked, outputs)
+        official = memo.schema_path is not None
+        return _report(ctx, paths, findings, memo.records, memo.approvals, checked, outputs, official)
 
     from ecoc.cache import open_cache
     from ecoc.runner import RunOptions, default_jobs, run_check
@@ -318,7 +319,9 @@ def _check(
             [[file, vin] for file, vin in result.checked],
         )
         save_memo(folder, memo)
-    return _report(ctx, paths, result.findings, result.records, result.approvals, result.checked, outputs)
+    return _report(
+        ctx, paths, result.findings, result.records, result.approvals, result.checked, outputs, schema is not None
+    )
 
 
 @dataclass(frozen=True)
@@ -396,10 +399,13 @@ def _report(
     approvals: int,
     checked: list[tuple[str, str | None]],
     outputs: _Outputs,
+    official_schema: bool,
 ) -> int:
     _check_selection(paths, records, approvals)
     summary = summarize(findings, records, approvals)
-    outputs.write(_new_report(ctx, findings, summary, checked, outputs.formats))
+    report = _new_report(ctx, findings, summary, checked, outputs.formats)
+    report.official_schema = official_schema
+    outputs.write(report)
     click.echo(summary_line(summary), err=True)
     return EXIT_FINDINGS if summary["errors"] else EXIT_CLEAN
 
@@ -425,7 +431,7 @@ def _formatted(report: Report, format_: str) -> str:
     if format_ == "json":
         return format_json(report.findings, dict(report.summary), formats.json_extra(report))
     if format_ == "text":
-        return format_text(report.findings) + formats.changes_text(report)
+        return formats.format_check_text(report)
     writer = {
         "sarif": formats.format_sarif,
         "junit": formats.format_junit,
@@ -470,6 +476,7 @@ def _check_base(ctx: click.Context, base: str, outputs: _Outputs, xsd: Path | No
     head = comparison.head
     summary = summarize(head.findings, head.records, head.approvals)
     report = _new_report(ctx, head.findings, summary, head.checked, outputs.formats)
+    report.official_schema = schema is not None
     report.base = base
     report.changes = comparison.changes
     report.repository_change = comparison.repository

@@ -30,6 +30,14 @@ ANNOTATED_RECORDS = 10
 # A pull-request comment may hold 65,536 characters; the rest is left for the cut note.
 MARKDOWN_LIMIT = 65_000
 MARKDOWN_MARKER = "<!-- ecoc-readiness-report -->"
+# The artifact of the pr-readiness workflow that contains the previews, and their index page in it.
+PREVIEW_ARTIFACT = "ecoc-report"
+PREVIEW_INDEX = "preview/index.html"
+# The note of the text, GitHub and Markdown reports when the check did not use the official IVI XSD.
+NO_SCHEMA_NOTE = (
+    "The official IVI XSD was not used, so ecoc checked against its built-in IVI 2.0 model only. "
+    "Pass the path of the official IVI-2.0.xsd with --xsd, in ECOC_XSD, or as xsd.path in ecoc.yaml."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +91,12 @@ class Report:
     # Why the base could not be checked, when it could not.
     base_problem: str | None = None
     # Where the whole report can be found when a Markdown comment is cut, such as a run's artifacts.
+    # After `ecoc check --base`, the Markdown comment points to the previews there too.
     full_report: str | None = None
+    # Whether the check validated against the official IVI XSD. False means ecoc checked against
+    # its built-in model only, and the text, GitHub and Markdown outputs then add NO_SCHEMA_NOTE.
+    # None, the default, means the caller did not set it, and the outputs omit the note.
+    official_schema: bool | None = None
 
 
 def record_vins(report: Report) -> dict[str, str]:
@@ -234,6 +247,12 @@ def _diff_lines(change: RecordChange | None) -> list[str]:
     return lines
 
 
+def format_check_text(report: Report) -> str:
+    """Write the text report of `ecoc check`: the findings, a note when the official XSD was not used, the changes."""
+    note = f"note: {NO_SCHEMA_NOTE}\n" if report.official_schema is False else ""
+    return format_text(report.findings) + note + changes_text(report)
+
+
 def changes_text(report: Report) -> str:
     """Format the readiness changes as text lines, after `ecoc check --base`."""
     if report.base is None:
@@ -279,10 +298,30 @@ def state_of(findings: Iterable[Finding]) -> str:
     return "blocked" if any(f.blocking for f in findings) else "ready"
 
 
-def _fingerprint(finding: Finding) -> str:
-    """Return a finding's identity that survives moved lines: rule, file, YAML path and message."""
-    text = "\0".join((finding.rule, finding.file or "", finding.path or "", finding.message))
+# The key of the fingerprint in SARIF results. The version changes whenever the fingerprint does.
+FINGERPRINT_KEY = "ecocFinding/v2"
+
+
+def _fingerprint(finding: Finding, records: Sequence[str]) -> str:
+    """Return a finding's identity that survives moved lines: rule, file, YAML path, message and `records`."""
+    text = "\0".join((finding.rule, finding.file or "", finding.path or "", finding.message, " ".join(records)))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _fingerprints(findings: Sequence[Finding]) -> list[str]:
+    """Return the fingerprint of each finding, with the VIN of the record it concerns when it concerns one.
+
+    One value of an approval file yields a finding per record, and a waiver may accept it for
+    some records only. The VIN keeps the waived and the unwaived finding apart, so that code
+    scanning does not merge them. A finding that affects several records names no VIN, unless
+    another finding would get the same fingerprint. Then both name all the records they affect.
+    """
+    single = [_fingerprint(f, (f.record,) if f.record else ()) for f in findings]
+    shared = {fingerprint for fingerprint, count in Counter(single).items() if count > 1}
+    return [
+        _fingerprint(f, f.records) if fingerprint in shared else fingerprint
+        for f, fingerprint in zip(findings, single, strict=True)
+    ]
 
 
 # SARIF 2.1.0 ---------------------------------------------------------------------------------------
@@ -309,14 +348,14 @@ def format_sarif(report: Report) -> str:
     rule_ids = sorted({f.rule for f in report.findings})
     index = {rule_id: position for position, rule_id in enumerate(rule_ids)}
     results = []
-    for finding in report.findings:
+    for finding, fingerprint in zip(report.findings, _fingerprints(report.findings), strict=True):
         message = finding.message if not finding.hint else f"{finding.message}\nHint: {finding.hint}"
         result: dict[str, object] = {
             "ruleId": finding.rule,
             "ruleIndex": index[finding.rule],
             "level": SARIF_LEVEL[finding.severity],
             "message": {"text": message},
-            "partialFingerprints": {"ecocFinding/v1": _fingerprint(finding)},
+            "partialFingerprints": {FINGERPRINT_KEY: fingerprint},
         }
         if finding.file:
             location: dict[str, object] = {
@@ -505,6 +544,11 @@ def format_github(report: Report) -> str:
     findings = sorted(report.findings, key=order)  # stable: file order within each group
     shown: dict[str, int] = {}
     lines = []
+    if report.official_schema is False:
+        # First, so that GitHub shows it whatever the number of findings.
+        shown["warning"] = 1
+        title = _command_property("ecoc checked without the official IVI XSD")
+        lines.append(f"::warning title={title}::{_command_data(NO_SCHEMA_NOTE)}")
     left: list[Finding] = []
     for finding in findings:
         kind = "notice" if finding.waiver is not None else GITHUB_COMMAND[finding.severity]
@@ -643,14 +687,20 @@ def _affected(finding: Finding, record_files: Set[str]) -> int | None:
 def _blocking_table(
     findings: Sequence[Finding], link_base: str | None, record_files: Set[str], notes: Mapping[Finding, str] | None
 ) -> tuple[str, list[str]]:
-    """Build the header and the rows of the blocking findings table, with findings for every record first."""
+    """Build the header and the rows of the blocking findings table.
+
+    After `ecoc check --base` (with `notes`), the findings that block because of the change come
+    first. Within that, findings for every record come first, then those that block the most records.
+    """
     header = "| rule | where | message | records |\n| --- | --- | --- | ---: |"
     if notes is not None:
         header = "| change | rule | where | message | records |\n| --- | --- | --- | --- | ---: |"
 
     def order(finding: Finding) -> tuple[object, ...]:
         affected = _affected(finding, record_files)
-        return (-(len(record_files) + 1 if affected is None else affected), *finding.sort_key())
+        # A blocking finding has a note when it is new, or when its waiver no longer applies.
+        unchanged = 0 if notes is not None and notes.get(finding) else 1
+        return (unchanged, -(len(record_files) + 1 if affected is None else affected), *finding.sort_key())
 
     rows = []
     for finding in sorted(findings, key=order):
@@ -684,8 +734,9 @@ def _record_section(
 ) -> str:
     """Format one record's findings as a `<details>` element, with what the change did to them.
 
-    `blocked_by` holds the repository findings that block every record. The section names them
-    when no finding of the record's own blocks it.
+    `blocked_by` holds the repository findings that block every record. When no finding of the
+    record's own blocks it, the section points to them, because the heading of the blocked
+    records names them.
     """
     only_blocked_by = blocked_by if not any(f.blocking for f in findings) else ()
     summary = _counts(findings) if findings else "no findings of its own"
@@ -701,24 +752,29 @@ def _record_section(
         notes = _change_notes(diff or FindingDiff()) if report.base is not None else None
         parts.append("\n".join(_finding_table(findings, report.link_base, notes)))
     if only_blocked_by:
-        named = [
-            f"`{f.rule}`" + (f" at {_place(f, report.link_base)}" if f.file else "")
-            for f in only_blocked_by[:MAX_LISTED_RECORDS]
-        ]
-        more = len(only_blocked_by) - MAX_LISTED_RECORDS
-        blockers = (
-            "A repository finding blocks"
-            if len(only_blocked_by) == 1
-            else f"{len(only_blocked_by)} repository findings block"
-        )
-        parts.append(
-            f"No finding of this record blocks it. {blockers} every record (see Repository findings): "
-            f"{', '.join(named)}{f' and {more} more' if more > 0 else ''}."
-        )
+        parts.append("No finding of this record blocks it, only the repository findings named above.")
     if diff is not None and diff.resolved:
         parts.append("Resolved since the base:\n\n" + "\n".join(_resolved_table(diff.resolved)))
     parts.append("</details>")
     return "\n\n".join(parts)
+
+
+def _repository_blockers(blocked_by: Sequence[Finding], link_base: str | None) -> str:
+    """Name the repository findings that block every record, such as "A repository finding blocks every record: ..."."""
+    named = [f"`{f.rule}`" + (f" at {_place(f, link_base)}" if f.file else "") for f in blocked_by[:MAX_LISTED_RECORDS]]
+    more = len(blocked_by) - MAX_LISTED_RECORDS
+    blockers = "A repository finding blocks" if len(blocked_by) == 1 else f"{len(blocked_by)} repository findings block"
+    listed = ", ".join(named) + (f" and {more} more" if more > 0 else "")
+    return f"{blockers} every record (see Repository findings): {listed}."
+
+
+def _news_rank(change: RecordChange | None, diff: FindingDiff | None) -> int:
+    """Rank a record by what the change did to it: 0 newly blocked, 1 new blocking findings, 2 neither."""
+    if change is not None and change.after == "blocked" and change.before != "blocked":
+        return 0
+    if diff is not None and any(f.blocking for f in (*diff.added, *(new for new, _ in diff.rewaived))):
+        return 1
+    return 2
 
 
 def _repository_section(general: Sequence[Finding], diff: FindingDiff, report: Report) -> str:
@@ -751,9 +807,10 @@ def format_markdown(report: Report, limit: int = MARKDOWN_LIMIT, full_report: st
     The blocking findings come first, each once with the number of records it blocks, because a
     reviewer must see them even when thousands of records changed. After `ecoc check --base`,
     the tables mark the findings the change added and the waivers it changed, and each record
-    lists the findings the change resolved. The comment stays under `limit` characters; what it
-    leaves out is counted in a closing note that names where the full report is (`full_report`,
-    such as a workflow artifact) and a command that writes it.
+    lists the findings the change resolved. The records that the change blocked and the findings
+    that block because of it come first, and only those records are expanded. The comment stays
+    under `limit` characters; what it leaves out is counted in a closing note that names where
+    the full report is (`full_report`, such as a workflow artifact) and a command that writes it.
     """
     full_report = full_report or report.full_report
     report = attributed(report)
@@ -761,9 +818,12 @@ def format_markdown(report: Report, limit: int = MARKDOWN_LIMIT, full_report: st
     general_blocking = [f for f in general if f.blocking]
     vins = record_vins(report)
     diffs = {change.file: FindingDiff.of(change) for change in report.changes or ()}
+    ranks = {change.file: _news_rank(change, diffs[change.file]) for change in report.changes or ()}
     repository_diff = FindingDiff.of(report.repository_change)
     states = {record.file: state_of([*grouped.get(record.file, ()), *general_blocking]) for record in report.records}
     blocked = [r for r in report.records if states[r.file] == "blocked"]
+    if report.base is not None:
+        blocked.sort(key=lambda record: ranks.get(record.file, 2))
     noted = [
         r
         for r in report.records
@@ -784,6 +844,14 @@ def format_markdown(report: Report, limit: int = MARKDOWN_LIMIT, full_report: st
         head += ["", f"Checked the records changed or affected since `{report.base.replace('`', '')}`."]
     if report.base_problem:
         head += ["", markdown_cell(report.base_problem) + "; every checked record counts as new."]
+    if report.base is not None and full_report and (report.records or report.changes):
+        head += [
+            "",
+            f"Previews of these records are {full_report}, in the artifact `{PREVIEW_ARTIFACT}`: "
+            f"`{PREVIEW_INDEX}` links the XML, the XML diff against the base and a readable CoC page of each.",
+        ]
+    if report.official_schema is False:
+        head += ["", "> [!WARNING]", "> " + markdown_cell(NO_SCHEMA_NOTE)]
     # The closing note must always fit after what was kept.
     room = limit - 800 - sum(len(line) + 1 for line in head)
     left: list[tuple[int, str]] = []
@@ -807,7 +875,7 @@ def format_markdown(report: Report, limit: int = MARKDOWN_LIMIT, full_report: st
         else:
             files_per_vin = Counter(vins.values())
             change_rows = []
-            for change in report.changes:
+            for change in sorted(report.changes, key=lambda change: ranks[change.file]):
                 arrow = f"**{change.after}**" if change.before != change.after else change.after
                 name = _record_name(change.file, vins.get(change.file), files_per_vin)
                 change_rows.append(f"| {name} | {change.before} | {arrow} | {diffs[change.file].phrase()} |")
@@ -822,6 +890,8 @@ def format_markdown(report: Report, limit: int = MARKDOWN_LIMIT, full_report: st
     sections: list[str] = []
     if general or repository_diff.resolved:
         sections.append(_repository_section(general, repository_diff, report))
+    # After `ecoc check --base`, only records that the change blocked or gave new blocking findings are expanded.
+    opened = [r.file for r in blocked if report.base is None or ranks.get(r.file, 2) < 2][:5]
     for title, records in (("Blocked records", blocked), ("Ready records with findings or resolved findings", noted)):
         for position, record in enumerate(records):
             section = _record_section(
@@ -831,9 +901,12 @@ def format_markdown(report: Report, limit: int = MARKDOWN_LIMIT, full_report: st
                 diffs.get(record.file),
                 general_blocking,
                 report,
-                opened=records is blocked and position < 5,
+                opened=records is blocked and record.file in opened,
             )
-            sections.append((f"\n### {title}\n\n" if position == 0 else "") + section)
+            heading = f"\n### {title}\n\n" if position == 0 else ""
+            if heading and records is blocked and general_blocking:
+                heading += _repository_blockers(general_blocking, report.link_base) + "\n\n"
+            sections.append(heading + section)
     kept, missing = _capped(sections, room)
     blocks += kept
     if missing:

@@ -29,6 +29,7 @@ from ecoc.findings import Finding
 from ecoc.formats import CheckedRecord, RecordChange, Report, affecting, state_of
 from ecoc.ivi.items import item, label
 from ecoc.ivi.xmlsafe import parse_xml_bytes
+from ecoc.report import count_phrase
 
 # File names for a record without a usable VIN: its file name, reduced to safe characters.
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -345,7 +346,7 @@ def write_preview(
         if page.present:
             files[folder / f"{page.name}.html"] = render_page(root, "coc.html.j2", page=page, base=base)
     files[out / "index.html"] = render_page(
-        root, "preview-index.html.j2", pages=previews, base=base, base_problem=base_problem
+        root, "preview-index.html.j2", pages=previews, base=base, base_problem=base_problem, count_phrase=count_phrase
     )
     for path, data in files.items():
         write(path, data)
