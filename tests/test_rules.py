@@ -812,3 +812,35 @@ def test_waiver_findings_point_at_the_key(example_repo: Path, capsys: pytest.Cap
     [expired] = findings
     assert (expired["rule"], expired["path"]) == ("waiver.expired", "waivers[0].expires")
     assert lines[int(expired["line"]) - 1].lstrip(" -").startswith("expires:")  # type: ignore[call-overload]
+
+
+def _copy_record(repo: Path, source: str, vin: str) -> None:
+    text = (repo / source).read_text(encoding="utf-8")
+    old_vin = Path(source).stem
+    (repo / "records" / f"{vin}.yaml").write_text(text.replace(old_vin, vin), encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("source", "vin"),
+    [("records/XNHDR1M67TE300087.yaml", "XNHDR1M67TE309999"), (RECORD, "XNHKH16S1TE109999")],
+    ids=["series-of-own-owners", "default-owners"],
+)
+def test_new_vehicle_needs_no_codeowners_line(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], source: str, vin: str
+) -> None:
+    assert main(["--repo", str(example_repo), "codeowners", "--write"]) == 0
+    lines = (example_repo / ".github" / "CODEOWNERS").read_text(encoding="utf-8").splitlines()
+    assert "/records/XNHDR* @halvard-motors/lcv-homologation @halvard-motors/compliance-review" in lines
+    _copy_record(example_repo, source, vin)
+    assert main(["--repo", str(example_repo), "codeowners", "--check"]) == 0
+
+
+def test_series_shared_with_other_owners_gets_a_line_per_file(
+    example_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A car whose VIN starts like the vans of the other approval rules out the XNHDR* pattern.
+    _copy_record(example_repo, RECORD, "XNHDR9ZZ0TE100001")
+    assert main(["--repo", str(example_repo), "codeowners", "--write"]) == 0
+    lines = (example_repo / ".github" / "CODEOWNERS").read_text(encoding="utf-8").splitlines()
+    assert not any(line.startswith("/records/XNHDR*") for line in lines)
+    assert "/records/XNHDR1M67TE300087.yaml @halvard-motors/lcv-homologation @halvard-motors/compliance-review" in lines

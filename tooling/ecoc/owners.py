@@ -10,6 +10,7 @@ A record's own `owners.review` adds reviewers to its approval's; it cannot remov
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +85,7 @@ def generate(repository: Repository) -> CodeOwners:
         if line is not None:
             lines.append(line)
     lines.append("")
+    records: dict[str, tuple[str, ...]] = {}
     for path, relative in list_yaml(repository.root, "records"):
         data, problem = read_file(path, relative)
         if data is None:
@@ -97,10 +99,45 @@ def generate(repository: Repository) -> CodeOwners:
         review = reviewers.get(record.approval.text if record.approval else "", defaults.review)
         if record.owners is not None and record.owners.review:
             review = tuple(dict.fromkeys((*review, *record.owners.review)))
-        line = _line(relative, review)
-        if line is not None:
-            lines.append(line)
+        records[relative] = tuple(dict.fromkeys(review))
+    lines += _record_lines(records, tuple(dict.fromkeys(defaults.review)))
     return CodeOwners("\n".join(lines).rstrip() + "\n", tuple(findings))
+
+
+# The shortest shared start of file names that a pattern may use: a world manufacturer
+# identifier (WMI) and one more character, so that a pattern never covers every manufacturer.
+MINIMUM_PREFIX = 4
+
+
+def _record_lines(records: dict[str, tuple[str, ...]], default: tuple[str, ...]) -> list[str]:
+    """Return the CODEOWNERS lines of the record files.
+
+    A record whose reviewers are the default ones needs no line, because the first line, *,
+    covers it. The records of one folder that share their reviewers get one pattern on the start
+    their file names share, as in /records/XNHDR*, when no other record of the folder matches it.
+    A new vehicle of the same series is then covered without a new line. Otherwise each file
+    gets its own line.
+    """
+    groups: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for relative, review in records.items():
+        folder, _, name = relative.rpartition("/")
+        groups.setdefault((folder, review), []).append(name)
+    lines: list[str] = []
+    for (folder, review), names in sorted(groups.items()):
+        if review == default or not review:
+            continue
+        prefix = f"{folder}/" if folder else ""
+        others = [
+            relative.rpartition("/")[2]
+            for relative, owners in records.items()
+            if relative.rpartition("/")[0] == folder and owners != review
+        ]
+        start = os.path.commonprefix(names)
+        if len(names) > 1 and len(start) >= MINIMUM_PREFIX and not any(name.startswith(start) for name in others):
+            lines.append(f"{_escape(prefix + start)}* {' '.join(review)}")
+            continue
+        lines += [f"{_escape(prefix + name)} {' '.join(review)}" for name in sorted(names)]
+    return lines
 
 
 def difference(current: str, wanted: str) -> str:
