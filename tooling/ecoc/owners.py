@@ -10,7 +10,6 @@ A record's own `owners.review` adds reviewers to its approval's; it cannot remov
 from __future__ import annotations
 
 import difflib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +108,15 @@ def generate(repository: Repository) -> CodeOwners:
 MINIMUM_PREFIX = 4
 
 
+def _shared_start(names: list[str]) -> str:
+    """Return the longest start that every name shares, character by character."""
+    first, last = min(names), max(names)
+    length = 0
+    while length < min(len(first), len(last)) and first[length] == last[length]:
+        length += 1
+    return first[:length]
+
+
 def _record_lines(records: dict[str, tuple[str, ...]], default: tuple[str, ...]) -> list[str]:
     """Return the CODEOWNERS lines of the record files.
 
@@ -132,7 +140,7 @@ def _record_lines(records: dict[str, tuple[str, ...]], default: tuple[str, ...])
             for relative, owners in records.items()
             if relative.rpartition("/")[0] == folder and owners != review
         ]
-        start = os.path.commonprefix(names)
+        start = _shared_start(names)
         if len(names) > 1 and len(start) >= MINIMUM_PREFIX and not any(name.startswith(start) for name in others):
             lines.append(f"{_escape(prefix + start)}* {' '.join(review)}")
             continue
