@@ -310,3 +310,26 @@ def test_outbox_delivery_is_not_called_the_authoritys_acceptance(
     assert rows[VIN]["state"] == "delivered"
     assert "the certificate is in the outbox" in str(rows[VIN]["next_action"])
     assert "accepted" not in str(rows[VIN]["next_action"])
+
+
+def test_unmerged_waiver_approves_no_record(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    git(repo, "checkout", "-q", "-b", "waiver")
+    (repo / "rules" / "waivers.yaml").write_text(
+        "waivers:\n"
+        "  - id: W-4\n"
+        "    rule: vin.check-digit\n"
+        "    records: [XNHKH16S1TE100214]\n"
+        "    reason: accepted in writing by the authority\n"
+        '    approved_by: "@halvard-motors/compliance-review"\n'
+        "    expires: 2099-01-01\n",
+        encoding="utf-8",
+    )
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "waiver")
+    code = main(["--repo", str(repo), "status", "--format", "json"])
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)["records"]
+    # The waiver decides readiness and is not on main yet, so records are ready, not approved.
+    assert {row["state"] for row in rows} == {"ready"}
+    assert "because rules/waivers.yaml differs from the main branch main" in captured.err
+    assert code == 0

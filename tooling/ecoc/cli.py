@@ -1587,6 +1587,16 @@ def _merged(
             return None
         log.info("the branch %s is missing here, so %s stands for the main branch", main, remote)
     differing = set(gitinfo.changed_files(root, commit))
+    unmerged_rules = sorted(path for path in differing if path == CONFIG_NAME or path.startswith("rules/"))
+    if unmerged_rules:
+        # Rules, waivers and settings decide every record's readiness, so none is approved yet.
+        log.warning(
+            "no record counts as approved, because %s differ%s from the main branch %s",
+            ", ".join(unmerged_rules[:3]) + (" and more" if len(unmerged_rules) > 3 else ""),
+            "s" if len(unmerged_rules) == 1 else "",
+            main,
+        )
+        return frozenset()
     merged = set()
     for file, number in approval_of.items():
         if file in differing or any(path in differing for path in index.paths_of(number)):
