@@ -394,11 +394,13 @@ def test_check_that_cannot_run_says_so_in_the_annotations_and_comment(
     )
     captured = capsys.readouterr()
     assert code == 3
-    assert captured.out.startswith("::error title=ecoc check could not run::")
-    assert "ecoc.yaml" in captured.out
+    # The annotation is on ecoc.yaml, which the message names relative to the repository.
+    assert captured.out.startswith("::error file=ecoc.yaml,line=")
+    assert ",title=ecoc check could not run::invalid settings: " in captured.out
     text = comment.read_text(encoding="utf-8")
     assert text.startswith("<!-- ecoc-readiness-report -->\n### ecoc could not check this change")
-    assert "ecoc.yaml" in text
+    assert "\n\necoc.yaml:" in text
+    assert str(example_repo) not in text
     # A SARIF report without the findings would read as a clean result.
     assert not sarif.exists()
 

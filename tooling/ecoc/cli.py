@@ -12,6 +12,7 @@ import difflib
 import errno
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -254,7 +255,11 @@ def check(
     try:
         return _check(ctx, paths, outputs, base, no_cache, xsd, jobs)
     except EcocError as exc:
-        outputs.write_failure(exc)
+        try:
+            root: Path | None = _root(ctx)
+        except EcocError:
+            root = None
+        outputs.write_failure(exc, root)
         raise
 
 
@@ -348,17 +353,30 @@ class _Outputs:
         for format_, path in self.reports:
             _write(path, _formatted(report, format_))
 
-    def write_failure(self, error: EcocError) -> None:
+    def write_failure(self, error: EcocError, root: Path | None) -> None:
         """Write to the github and markdown outputs that the check could not run.
 
         Otherwise a pull request keeps the annotations and comment of an earlier run. The other
-        formats are not written, so that no report looks like a clean result.
+        formats are not written, so that no report looks like a clean result. A file that the
+        message names by its absolute path in `root` is named relative to it, and in the github
+        format each such line becomes an annotation on that file.
         """
-        from ecoc.formats import MARKDOWN_MARKER, _command_data
+        from ecoc.formats import MARKDOWN_MARKER, _command_data, _command_property
 
+        message = error.message.replace(f"{root}/", "") if root is not None else error.message
+        annotations = []
+        for line in message.splitlines():
+            located = _LOCATED.match(line)
+            if located is None:
+                annotations.append(f"::error title=ecoc check could not run::{_command_data(line)}")
+                continue
+            place = f"file={_command_property(located['file'])},line={located['line']},col={located['column']}"
+            annotations.append(f"::error {place},title=ecoc check could not run::{_command_data(located['text'])}")
+        if error.hint:
+            annotations[-1] += _command_data(f"\nhint: {error.hint}")
         texts = {
-            "github": f"::error title=ecoc check could not run::{_command_data(error.diagnostics())}\n",
-            "markdown": f"{MARKDOWN_MARKER}\n### ecoc could not check this change\n\n{error.message}\n"
+            "github": "\n".join(annotations) + "\n",
+            "markdown": f"{MARKDOWN_MARKER}\n### ecoc could not check this change\n\n{message}\n"
             + (f"\n{error.hint}\n" if error.hint else ""),
         }
         for format_, path in ((self.format_, self.output), *self.reports):
@@ -366,6 +384,10 @@ class _Outputs:
                 # The error that stopped the check is the one to report, not a failed write.
                 with contextlib.suppress(EcocError):
                     _emit(texts[format_], path)
+
+
+# A message line that starts with a place, as in "ecoc.yaml:3:10: invalid settings: ...".
+_LOCATED = re.compile(r"(?P<file>[^\s:][^:]*):(?P<line>[0-9]+):(?P<column>[0-9]+): (?P<text>.*)")
 
 
 def _check_destination(path: Path, option: str) -> None:
