@@ -529,3 +529,10 @@ def test_dangling_approval_link_is_reported_in_a_full_check(
     code, findings = check(example_repo, capsys)
     assert only(findings, "io.read")["file"] == "approvals/extra.yaml"
     assert code == 1
+
+
+def test_one_character_vin_is_counted_in_the_singular(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, RECORD, "vin: XNHKH16S1TE100214", "vin: X")
+    _, findings = check(example_repo, capsys)
+    finding = only(findings, "vin.format")
+    assert "'X' has 1 character;" in str(finding["message"])

@@ -298,3 +298,23 @@ def test_settings_errors_each_name_their_line(example_repo: Path, capsys: pytest
     # An unknown key is reported at the key, on a line of its own.
     assert f"\n{path}:{len(lines) + 1}:1: unknown key bogus_key (bogus_key); known keys: version," in err
     assert "Input should" not in err
+
+
+def test_offset_beyond_a_day_is_named_in_plain_words(
+    example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(
+        capsys, "--repo", str(example_repo), "render", "--datetime", "2026-01-01T00:00:00+25:00", "--out", str(tmp_path)
+    )
+    assert code == 2
+    assert "(the time zone offset must be less than 24 hours)" in err
+    assert "timedelta" not in err
+
+
+def test_base_further_back_than_the_history_names_the_problem(
+    example_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "--repo", str(example_repo), "check", "--base", "HEAD~1000")
+    assert code == 2
+    assert "HEAD~1000 points further back than the history of this repository goes" in err
+    assert "git fetch origin" not in err

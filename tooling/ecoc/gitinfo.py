@@ -121,10 +121,18 @@ def resolve_commit(root: Path, ref: str, option: str = "--base") -> str:
             "this clone is shallow; fetch the full history (git fetch --unshallow, or fetch-depth: 0 in "
             "actions/checkout) and the base branch"
             if shallow
-            else f"fetch it first (for example git fetch origin {ref.split('/')[-1]}), or name a commit"
+            else _fetch_hint(ref)
         )
         raise UsageError(f"{option} {ref}: no such commit in this repository", hint)
     return completed.stdout.decode().strip()
+
+
+def _fetch_hint(ref: str) -> str:
+    """Say how to name a base that is missing from a full clone."""
+    if re.search(r"[~^@:]", ref):
+        # An expression such as main~1000 counts back from a commit that exists.
+        return f"{ref} points further back than the history of this repository goes; name a commit that git log lists"
+    return f"fetch it first (for example git fetch origin {ref.split('/')[-1]}), or name a commit"
 
 
 def changed_files(root: Path, commit: str) -> dict[str, str]:

@@ -116,7 +116,8 @@ def check_text(text: str, simple: SimpleType) -> Problem | None:
             )
         return Problem(
             "model.length",
-            f"{text!r} has {length} characters; {simple.name} needs at least {simple.min_length}",
+            f"{text!r} has {length} character{'' if length == 1 else 's'}; {simple.name} needs at least "
+            f"{simple.min_length}",
             "complete the value",
         )
     if simple.max_length is not None and length > simple.max_length:
@@ -240,8 +241,10 @@ def _parse_datetime(text: str, simple: SimpleType) -> tuple[object, Problem | No
     try:
         dt.datetime.fromisoformat(_DATETIME_FRACTION.sub(r"\1", text).replace("Z", "+00:00"))
     except ValueError as exc:
+        # Python words an offset out of range with its own types, so say that in plain words.
+        reason = "the time zone offset must be less than 24 hours" if "offset" in str(exc) else str(exc)
         return None, Problem(
-            "model.date", f"{text} is not a valid date and time ({exc})", "check the date and the time"
+            "model.date", f"{text} is not a valid date and time ({reason})", "check the date and the time"
         )
     offset = re.search(r"([+-])([0-9]{2}):([0-9]{2})\Z", text)
     if offset is not None and (int(offset[2]) * 60 + int(offset[3]) > 14 * 60 or int(offset[3]) > 59):
