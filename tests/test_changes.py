@@ -507,3 +507,13 @@ def test_comment_warns_without_the_official_schema(
     comment = capsys.readouterr().out
     assert "> [!WARNING]" in comment
     assert "ECOC\\_XSD" in comment
+
+
+def test_two_reports_in_one_file_are_rejected(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    target = tmp_path / "report.md"
+    code = main(["--repo", str(example_repo), "check", "--output", str(target), "--report", f"sarif={target}"])
+    assert code == 2
+    assert f"--report sarif={target} names the same file as --output" in capsys.readouterr().err
+    assert not target.exists()

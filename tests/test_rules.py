@@ -580,7 +580,7 @@ def test_waiver_id_used_in_two_files(example_repo: Path, capsys: pytest.CaptureF
     (example_repo / "rules" / "waivers.yml").write_text(text, encoding="utf-8")
     code, findings = check_json(example_repo, capsys)
     invalid = [f for f in findings if f["rule"] == "waiver.invalid"]
-    assert [str(f["message"]) for f in invalid] == ["waiver id W-1 is used twice"]
+    assert [str(f["message"]) for f in invalid] == ["waiver id W-1 is used twice, first at rules/waivers.yaml:2"]
     assert code == 1
 
 

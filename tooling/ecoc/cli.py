@@ -347,6 +347,14 @@ class _Outputs:
             _check_destination(self.output, "--output:")
         for format_, path in self.reports:
             _check_destination(path, f"--report {format_}={path}:")
+        named = [("--output", self.output)] if self.output is not None else []
+        named += [(f"--report {format_}={path}", path) for format_, path in self.reports]
+        seen: dict[Path, str] = {}
+        for option, path in named:
+            target = path.resolve()
+            if target in seen:
+                raise UsageError(f"{option} names the same file as {seen[target]}", "give each report its own file")
+            seen[target] = option
 
     def write(self, report: Report) -> None:
         _emit(_formatted(report, self.format_), self.output)

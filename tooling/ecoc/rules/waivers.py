@@ -141,6 +141,8 @@ class WaiverSet:
     findings: list[Finding] = field(default_factory=list)
     # Ids of the waivers read so far, in every waiver file: each must be unique.
     ids: set[str] = field(default_factory=set)
+    # Where each id was first given, as file:line.
+    places: dict[str, str] = field(default_factory=dict)
 
     def apply(self, finding: Finding) -> list[Finding]:
         """Split a finding into the part a valid waiver accepts and the part it does not."""
@@ -282,13 +284,21 @@ def _load_file(
             keys={key: item.key_position(key) for key in item.key_positions},
         )
         if spec.id in seen:
+            first = waivers.places.get(spec.id)
+            where = f", first at {first}" if first else ""
             waivers.findings.append(
                 _problem(
-                    "waiver.invalid", f"waiver id {spec.id} is used twice", waiver, "give every waiver its own id", "id"
+                    "waiver.invalid",
+                    f"waiver id {spec.id} is used twice{where}",
+                    waiver,
+                    "give every waiver its own id",
+                    "id",
                 )
             )
             continue
         seen.add(spec.id)
+        id_line, _, _ = waiver.at("id")
+        waivers.places[spec.id] = f"{source.path}:{id_line}"
         problem = _admit(waiver, catalogue, builtin, today)
         if problem is not None:
             waivers.findings.append(problem)
