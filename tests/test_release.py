@@ -814,3 +814,37 @@ def test_missing_chain_file_names_the_chain_option(
     err = capsys.readouterr().err
     assert f"{missing}: cannot read the --chain certificate file: No such file or directory" in err
     assert "pass --chain (or set signing.chain in ecoc.yaml) with the PEM file of the intermediate CA" in err
+
+
+RELEASE_WHILE_SIGNING = """#!/bin/sh
+[ "$1" = committed ] || exit 0
+grep -q " refs/heads/main$" || exit 0
+git log -1 --format=%s | grep -q "^Sign " || exit 0
+rm -f "$0"
+unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE
+"{python}" -m ecoc --repo "{other}" release --transport outbox --outbox "{outbox}" {seal} > /dev/null 2>&1
+"""
+
+
+def test_two_releases_at_once_deliver_each_certificate_once(
+    repo: Path, seal: list[str], tmp_path: Path, origin: Path
+) -> None:
+    import sys
+
+    # A second clone releases the same certificates after this one signed them and before it
+    # pushes, in the same second, so both sign the same bytes.
+    other = repo.parent / "other"
+    subprocess.run(["git", "clone", "-q", "-b", "main", str(origin), str(other)], check=True)
+    hook = repo / ".git" / "hooks" / "reference-transaction"
+    quoted = " ".join(f'"{part}"' for part in seal)
+    hook.write_text(
+        RELEASE_WHILE_SIGNING.format(python=sys.executable, other=other, outbox=tmp_path / "other-outbox", seal=quoted),
+        encoding="utf-8",
+    )
+    hook.chmod(0o755)
+    assert release(repo, seal, tmp_path / "outbox") == 0
+    assert len(list((tmp_path / "other-outbox").glob("*.xml"))) == RECORDS
+    # This run found the certificates published by the other, and delivered none of them.
+    assert not list((tmp_path / "outbox").glob("*.xml"))
+    assert git(repo, "rev-parse", "HEAD") == git(origin, "rev-parse", "main")
+    assert len(ledger(repo)) == 2 * RECORDS

@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import re
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
@@ -181,13 +182,20 @@ class Publisher:
         self.commits: list[str] = []
         self.seconds = 0.0
         self.signed_commits = gitinfo.signs_commits(self.root)
+        # Two runs that sign the same certificates in the same second write the same files and
+        # ledger lines. The run's own trailer keeps their commits apart, so that the second push
+        # loses the race instead of passing as a push of a commit the remote already has.
+        self.run_id = secrets.token_hex(8)
+        # Evidence folders that another release published while this one ran: it delivers them.
+        self.taken: set[str] = set()
 
     def commit(self, paths: list[str], events: list[dict[str, object]], subject: str, trailers: list[str]) -> str:
         """Append the step's events to the ledger and commit them with the step's files."""
         start = time.perf_counter()
         append_ledger(self.root, events)
         sync()
-        message = f"{subject}\n\nWritten by ecoc {__version__} release.\n\n" + "\n".join(trailers) + "\n"
+        lines = [*trailers, f"Ecoc-Run: {self.run_id}"]
+        message = f"{subject}\n\nWritten by ecoc {__version__} release.\n\n" + "\n".join(lines) + "\n"
         commit = self._commit([*paths, LEDGER], message)
         self.seconds += time.perf_counter() - start
         self.commits.append(commit)
@@ -250,6 +258,16 @@ class Publisher:
         gitinfo.reset_to(self.root, new_head)
         if changed:
             steps = _without_certificates(steps, unsent)
+        taken = _published_elsewhere(self.root, unsent)
+        if taken:
+            # Another release signed the same certificates and pushed first: it delivers them.
+            log.warning(
+                "another release published %d of the certificates signed here, and delivers them; "
+                "this run leaves them out",
+                len(taken),
+            )
+            self.taken.update(taken)
+            steps = _without_certificates(steps, taken)
         for message, files, events in steps:
             for path, data in files.items():
                 target = self.root / path
@@ -285,6 +303,11 @@ def _unsent_certificates(steps: list[Step]) -> dict[str, dict[str, object]]:
         name = f"{folder}/{MANIFEST_NAME}"
         manifests[folder] = json.loads(next(files[name] for _, files, _ in steps if name in files))
     return manifests
+
+
+def _published_elsewhere(root: Path, manifests: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
+    """Return the manifests of `manifests` whose evidence folder the checked-out head already holds."""
+    return {folder: manifest for folder, manifest in manifests.items() if (root / folder / MANIFEST_NAME).exists()}
 
 
 def _changed_sources(root: Path, manifests: dict[str, dict[str, object]], new_head: str) -> list[str]:
@@ -979,7 +1002,11 @@ def run_release(
             publisher.commit(files, events, f"Sign {len(report.planned)} certificate(s) for delivery", trailers)
             report.pushed = publisher.publish() or report.pushed
         entries: list[tuple[str, Evidence | Candidate]] = [(entry.folder, entry) for entry in report.resend]
-        entries += [(evidence_folder(c.vin, c.stage, c.version), c) for c in report.planned]
+        entries += [
+            (folder, c)
+            for c in report.planned
+            if (folder := evidence_folder(c.vin, c.stage, c.version)) not in publisher.taken
+        ]
         start = time.perf_counter()
         files, events, trailers = deliver(root, entries, transport, report, repository.settings.release.connections)
         report.seconds["delivery"] = time.perf_counter() - start
