@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -109,7 +110,7 @@ def test_second_release_finds_nothing_to_do(
     capsys.readouterr()
     assert release(repo, seal, tmp_path / "outbox") == 0
     assert git(repo, "rev-parse", "HEAD") == head
-    assert "signed 0, delivered 0" in capsys.readouterr().err
+    assert "signed 0, sent 0" in capsys.readouterr().err
 
 
 def test_dry_run_lists_and_changes_nothing(
@@ -583,7 +584,7 @@ def test_summary_counts_duplicate_deliveries(
     release_and_lose_a_result(repo, seal, tmp_path)
     capsys.readouterr()
     assert release(repo, seal, tmp_path / "outbox") == 0
-    assert "delivered 1: 1 accepted (1 of them already there), 0 rejected, 0 failed;" in capsys.readouterr().err
+    assert "sent 1: 1 accepted (1 of them already there), 0 rejected, 0 failed;" in capsys.readouterr().err
 
 
 def test_seal_without_its_issuer_is_refused_before_signing(
@@ -848,3 +849,29 @@ def test_two_releases_at_once_deliver_each_certificate_once(
     assert not list((tmp_path / "outbox").glob("*.xml"))
     assert git(repo, "rev-parse", "HEAD") == git(origin, "rev-parse", "main")
     assert len(ledger(repo)) == 2 * RECORDS
+
+
+def test_failed_version_replaced_by_a_correction_is_not_sent(
+    repo: Path, seal: list[str], nap: NapSimulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure(repo, nap, read_timeout=0.5)
+    nap.scenario = "server-error"
+    assert release_nap(repo, seal, "--limit", "1") == 1
+    folder = next((repo / "signed").rglob("manifest.json")).parent
+    manifest = json.loads((folder / "manifest.json").read_bytes())
+    record = repo / str(manifest["record"])
+    text = record.read_text(encoding="utf-8")
+    mass = re.search(r"ActualMass: ([0-9]+)", text)
+    assert mass is not None
+    lighter = text.replace(mass.group(0), f"ActualMass: {int(mass.group(1)) - 1}", 1)
+    record.write_text(lighter + "correction_reason: actual mass re-measured\n", encoding="utf-8")
+    git(repo, "commit", "-q", "-am", "correct the actual mass")
+    nap.scenario = "accepted"
+    capsys.readouterr()
+    assert release_nap(repo, seal, "--limit", "1", "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert f"would not deliver {manifest['vin']} IviVersionNumber 1 ({folder.relative_to(repo)})" in out
+    assert release_nap(repo, seal, "--limit", "1") == 0
+    # Only the correction reaches the NAP: the outdated version 1 is not sent after it.
+    assert manifest["reference_id"] not in nap.accepted_ids
+    assert len(nap.accepted_ids) == 1

@@ -1469,6 +1469,11 @@ def release(
             )
         for entry in report.resend:
             click.echo(f"would deliver again {entry.vin} IviVersionNumber {entry.version} ({entry.folder})")
+        for entry in report.superseded:
+            click.echo(
+                f"would not deliver {entry.vin} IviVersionNumber {entry.version} ({entry.folder}): "
+                "a later version replaces it"
+            )
         for relative, reason in report.blocked_records:
             click.echo(f"blocked {relative}: {reason}")
         problems += report.problems
@@ -1488,7 +1493,7 @@ def release(
     }
     duplicates = sum(1 for o in report.outcomes if o.duplicate)
     click.echo(
-        f"signed {report.signed}, delivered {len(report.outcomes)}: {counted['accepted']} accepted"
+        f"signed {report.signed}, sent {len(report.outcomes)}: {counted['accepted']} accepted"
         + (f" ({duplicates} of them already there)" if duplicates else "")
         + ", "
         f"{counted['rejected']} rejected, {counted['failed']} failed"

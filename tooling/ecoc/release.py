@@ -117,6 +117,8 @@ class ReleaseReport:
     planned: list[Candidate] = field(default_factory=list)
     # Certificates signed before whose delivery is still open, as (folder, VIN, version).
     resend: list[Evidence] = field(default_factory=list)
+    # Undelivered versions that a later version replaces, which are not sent again.
+    superseded: list[Evidence] = field(default_factory=list)
     signed: int = 0
     outcomes: list[Outcome] = field(default_factory=list)
     blocked: int = 0
@@ -561,12 +563,24 @@ def select(
     if options.limit is not None:
         planned = planned[: options.limit]
     report.planned = planned
-    report.resend = [
-        entry
-        for entries in evidence.values()
-        for entry in entries
-        if entry.delivery == "pending" and in_shard(entry.vin, options.shard)
-    ]
+    # The latest version of each vehicle and stage, signed before or in this run.
+    latest: dict[tuple[str, int], int] = {}
+    for entries in evidence.values():
+        for entry in entries:
+            latest[(entry.vin, entry.stage)] = max(latest.get((entry.vin, entry.stage), 0), entry.version)
+    for candidate in planned:
+        key = (candidate.vin, candidate.stage)
+        latest[key] = max(latest.get(key, 0), candidate.version)
+    report.resend = []
+    for entries in evidence.values():
+        for entry in entries:
+            if entry.delivery != "pending" or not in_shard(entry.vin, options.shard):
+                continue
+            if entry.version < latest[(entry.vin, entry.stage)]:
+                # A correction replaces this version, so the outdated data is not sent again.
+                report.superseded.append(entry)
+                continue
+            report.resend.append(entry)
 
 
 def manifest_of(
