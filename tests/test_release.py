@@ -875,3 +875,29 @@ def test_failed_version_replaced_by_a_correction_is_not_sent(
     # Only the correction reaches the NAP: the outdated version 1 is not sent after it.
     assert manifest["reference_id"] not in nap.accepted_ids
     assert len(nap.accepted_ids) == 1
+
+
+@pytest.mark.parametrize("hiding", ["ignored", "skip-worktree"])
+def test_record_hidden_from_git_is_not_released(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], hiding: str
+) -> None:
+    if hiding == "ignored":
+        text = (repo / "records" / f"{VIN}.yaml").read_text(encoding="utf-8")
+        (repo / "records" / "XNHKH16S1TE199999.yaml").write_text(
+            text.replace(VIN, "XNHKH16S1TE199999"), encoding="utf-8"
+        )
+        (repo / ".git" / "info" / "exclude").write_text("records/XNHKH16S1TE199999.yaml\n", encoding="utf-8")
+        hidden = "records/XNHKH16S1TE199999.yaml"
+    else:
+        hidden = f"records/{VIN}.yaml"
+        git(repo, "update-index", "--skip-worktree", hidden)
+        path = repo / hidden
+        path.write_text(path.read_text(encoding="utf-8").replace("ActualMass: 1478", "ActualMass: 1477"))
+    assert release(repo, seal, tmp_path / "outbox") == 3
+    err = capsys.readouterr().err
+    assert f"git does not show changes to 1 source file(s) ({hidden})" in err
+    assert not (repo / "signed" / "ledger.jsonl").exists()
+    # ecoc status does not count the hidden file as approved either.
+    main(["--repo", str(repo), "status", "--format", "json"])
+    rows = {row["file"]: row for row in json.loads(capsys.readouterr().out)["records"]}
+    assert rows[hidden]["state"] == "ready"

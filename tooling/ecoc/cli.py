@@ -26,7 +26,7 @@ from ecoc import __version__
 from ecoc.cache import cache_folder
 from ecoc.errors import ConfigError, EcocError, InputError, UsageError
 from ecoc.fileio import write_atomically
-from ecoc.files import CONFIG_NAME, WAIVER_FILES, find_root, list_yaml
+from ecoc.files import CONFIG_NAME, WAIVER_FILES, YAML_SUFFIXES, find_root, list_yaml
 from ecoc.findings import Finding, Severity, merge_duplicates
 from ecoc.memo import CheckInputs, Memo, fingerprint, now, replayable, save_memo, today
 from ecoc.report import format_json, format_text, summarize, summary_line
@@ -1632,6 +1632,8 @@ def _merged(
             main,
         )
         return frozenset()
+    # A file that git ignores, or whose edits a skip-worktree flag hides, is not what main has.
+    differing |= set(gitinfo.hidden_files(root, ("approvals", "records"), YAML_SUFFIXES))
     merged = set()
     for file, number in approval_of.items():
         if file in differing or any(path in differing for path in index.paths_of(number)):

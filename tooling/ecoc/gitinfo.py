@@ -62,6 +62,25 @@ def uncommitted_status(root: Path, folders: tuple[str, ...], ignored: bool = Fal
     return [(entry[:2], entry[3:]) for entry in entries if len(entry) > 3]
 
 
+def hidden_files(root: Path, folders: tuple[str, ...], suffixes: tuple[str, ...]) -> list[str]:
+    """Return files below `folders` whose changes git status does not show, so that no review saw them.
+
+    They are files that .gitignore or .git/info/exclude hide (only those ending in `suffixes`),
+    and tracked files marked skip-worktree or assume-unchanged, whose edits git leaves out.
+    """
+    hidden = [
+        path
+        for status, path in uncommitted_status(root, folders, ignored=True)
+        if status == "!!" and path.endswith(suffixes)
+    ]
+    completed = _git(root, "ls-files", "-v", "-z", "--", *folders)
+    for entry in completed.stdout.decode("utf-8", "replace").split("\0"):
+        # ls-files -v marks skip-worktree with S, and assume-unchanged with a lower-case letter.
+        if len(entry) > 2 and (entry[0] == "S" or entry[0].islower()):
+            hidden.append(entry[2:])
+    return sorted(set(hidden))
+
+
 def _git(root: Path, *args: str, stdin: bytes | None = None, timeout: int = 600) -> subprocess.CompletedProcess[bytes]:
     """Run git in `root` with a fixed argument list; user text only ever follows --end-of-options or --."""
     try:

@@ -57,7 +57,7 @@ from ecoc.evidence import (
     write_attempt,
     write_certificate,
 )
-from ecoc.files import MANIFEST_NAME
+from ecoc.files import MANIFEST_NAME, YAML_SUFFIXES
 from ecoc.findings import Finding
 
 if TYPE_CHECKING:
@@ -767,6 +767,15 @@ def _check_index_lock(root: Path) -> None:
 
 
 def _check_sources(root: Path) -> None:
+    hidden = gitinfo.hidden_files(root, SOURCE_FOLDERS, YAML_SUFFIXES)
+    if hidden:
+        listed = ", ".join(hidden[:3]) + (" …" if len(hidden) > 3 else "")
+        raise ConfigError(
+            f"git does not show changes to {len(hidden)} source file(s) ({listed}): they are ignored, or marked "
+            "skip-worktree or assume-unchanged",
+            "the release signs only reviewed data: remove the ignore rule and commit the file, or clear the flag "
+            "(git update-index --no-skip-worktree --no-assume-unchanged FILE)",
+        )
     changed = gitinfo.uncommitted(root, SOURCE_FOLDERS)
     if changed:
         listed = ", ".join(changed[:3]) + (" …" if len(changed) > 3 else "")
