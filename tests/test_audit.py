@@ -397,7 +397,9 @@ def test_uncommitted_removal_is_found(released: Path, capsys: pytest.CaptureFixt
     assert code == 1
     assert (f"{folder(VIN)}/certificate.xml", "git") in located(report)
     [problem] = [p for p in report["problems"] if p["file"] == f"{folder(VIN)}/certificate.xml"]  # type: ignore[union-attr]
-    assert problem["message"].startswith("deleted and not committed;")
+    assert problem["message"].startswith("deleted and not committed; evidence is never deleted or rewritten")
+    assert "git restore --staged --worktree" in problem["message"]
+    assert "commit it" not in problem["message"]
 
 
 def test_entry_with_a_rewritten_file_is_not_verified(released: Path, capsys: pytest.CaptureFixture[str]) -> None:

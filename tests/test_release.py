@@ -901,3 +901,24 @@ def test_record_hidden_from_git_is_not_released(
     main(["--repo", str(repo), "status", "--format", "json"])
     rows = {row["file"]: row for row in json.loads(capsys.readouterr().out)["records"]}
     assert rows[hidden]["state"] == "ready"
+
+
+@pytest.mark.parametrize(
+    ("outbox", "problem"),
+    [("", "is the repository's own folder"), ("signed/out", "lies in the repository's signed/ folder")],
+)
+def test_outbox_in_the_repository_is_refused(
+    repo: Path,
+    seal: list[str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    outbox: str,
+    problem: str,
+) -> None:
+    monkeypatch.chdir(repo)
+    merge(repo)
+    code = main(["--repo", str(repo), "release", "--transport", "outbox", "--outbox", outbox, *seal])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert problem in err
+    assert not (repo / "signed" / "ledger.jsonl").exists()

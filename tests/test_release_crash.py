@@ -193,7 +193,7 @@ def test_ctrl_c_says_how_to_finish_the_release(
     interrupter.unlink()
     text = err.decode("utf-8", "replace")
     assert process.returncode == 3
-    assert "interrupted: run ecoc release again; it finishes what this run started" in text
+    assert "interrupted: run ecoc release again, which finishes what this run started" in text
     assert "Traceback" not in text
     assert run_release(repo, seal, outbox, pid_file) == 0
     assert_complete(repo, origin, outbox, seal_pki)

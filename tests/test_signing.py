@@ -805,3 +805,14 @@ def test_written_signature_matches_its_xml_serialisation(pki: Pki, unsigned: Pat
     assert digest is not None
     canonical = etree.tostring(info, method="c14n", exclusive=True, with_comments=False)
     assert canonical == _plain_signed_info(RSA_SHA256, digest, canonical=True).encode()
+
+
+def test_passphrase_for_a_plain_key_is_named(
+    pki: Pki, unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ECOC_KEY_PASSPHRASE", "not needed")
+    code, _ = sign(pki, unsigned, tmp_path)
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "the key is not encrypted, but ECOC_KEY_PASSPHRASE is set" in err
+    assert "unset ECOC_KEY_PASSPHRASE" in err

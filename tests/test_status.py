@@ -333,3 +333,19 @@ def test_unmerged_waiver_approves_no_record(repo: Path, capsys: pytest.CaptureFi
     assert {row["state"] for row in rows} == {"ready"}
     assert "because rules/waivers.yaml differs from the main branch main" in captured.err
     assert code == 0
+
+
+def test_damaged_delivery_result_is_named_and_goes_to_the_release_owners(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    issue(repo, VIN, {"status": "accepted"})
+    delivery = repo / "signed" / VIN / "stage-1" / "v1" / "delivery-1.json"
+    delivery.write_bytes(delivery.read_bytes() + b"x\n")
+    main(["--repo", str(repo), "check", "--no-cache", "--format", "json"])
+    findings = json.loads(capsys.readouterr().out)["findings"]
+    [damaged] = [f for f in findings if f["rule"] == "io.read"]
+    assert damaged["file"] == f"signed/{VIN}/stage-1/v1/delivery-1.json"
+    assert str(damaged["message"]).startswith("cannot read the delivery result: ")
+    _, rows = status(repo, capsys)
+    assert str(rows[VIN]["next_action"]).startswith("fix the evidence archive: ")
+    assert rows[VIN]["owners"] == ["@halvard-motors/ecoc-release"]

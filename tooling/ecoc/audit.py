@@ -259,14 +259,14 @@ def check_uncommitted(root: Path, report: AuditReport) -> None:
             what = "deleted and not committed"
         else:
             what = "changed and not committed"
-        report.problems.append(
-            Discrepancy(
-                path,
-                "git",
-                f"{what}; the archive is the committed one, so commit or undo the change",
-                _vin_of(path),
-            )
+        # Evidence is never deleted or rewritten, so the fix is to restore the committed file.
+        advice = (
+            "the archive is the committed one, so remove the file or commit it"
+            if status == "!!"
+            else "evidence is never deleted or rewritten, so restore the committed file "
+            f"(git restore --staged --worktree -- {path}), or run ecoc release again after an interrupted release"
         )
+        report.problems.append(Discrepancy(path, "git", f"{what}; {advice}", _vin_of(path)))
 
 
 def _vin_of(path: str) -> str | None:

@@ -1453,8 +1453,9 @@ def release(
     except KeyboardInterrupt:
         if not dry_run:
             click.echo(
-                "\ninterrupted: run ecoc release again; it finishes what this run started, "
-                "and delivers no certificate twice",
+                "\ninterrupted: run ecoc release again, which finishes what this run started. A certificate "
+                "whose answer had not arrived is sent again with the same IviReferenceId, which the authority "
+                "reports as a duplicate",
                 err=True,
             )
         raise

@@ -99,6 +99,14 @@ class Evidence:
         return self.manifest.rsplit("/", 1)[0]
 
 
+class DamagedDeliveryFile(ValueError):
+    """A delivery-<n>.json file that cannot be read."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(reason)
+        self.name = name
+
+
 def _attempts(folder: Path) -> list[Attempt]:
     attempts = []
     try:
@@ -109,21 +117,24 @@ def _attempts(folder: Path) -> list[Attempt]:
         match = _DELIVERY_FILE.match(name)
         if match is None:
             continue
-        with open(folder / name, "rb") as handle:
-            data = json.loads(handle.read())
-        status = str(data["status"])
-        if status not in ("accepted", "rejected", "failed"):
-            raise ValueError(f"{name}: delivery status {status!r} is not accepted, rejected or failed")
-        attempts.append(
-            Attempt(
-                int(match.group(1)),
-                status,
-                str(data.get("message") or ""),
-                str(data["receipt_id"]) if data.get("receipt_id") else None,
-                bool(data.get("duplicate", False)),
-                str(data["at"]) if data.get("at") else None,
+        try:
+            with open(folder / name, "rb") as handle:
+                data = json.loads(handle.read())
+            status = str(data["status"])
+            if status not in ("accepted", "rejected", "failed"):
+                raise ValueError(f"delivery status {status!r} is not accepted, rejected or failed")
+            attempts.append(
+                Attempt(
+                    int(match.group(1)),
+                    status,
+                    str(data.get("message") or ""),
+                    str(data["receipt_id"]) if data.get("receipt_id") else None,
+                    bool(data.get("duplicate", False)),
+                    str(data["at"]) if data.get("at") else None,
+                )
             )
-        )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise DamagedDeliveryFile(name, str(exc)) from None
     attempts.sort(key=lambda attempt: attempt.number)
     return attempts
 
@@ -177,6 +188,19 @@ def read_evidence(root: Path) -> tuple[dict[str, list[Evidence]], list[Finding]]
                 _sources(data),
                 str(data["transport"]) if data.get("transport") else None,
             )
+        except DamagedDeliveryFile as exc:
+            findings.append(
+                Finding(
+                    "io.read",
+                    Severity.ERROR,
+                    f"cannot read the delivery result: {exc}",
+                    f"{relative.rsplit('/', 1)[0]}/{exc.name}",
+                    1,
+                    1,
+                    hint="evidence in signed/ is written by the release job only; restore the file from git",
+                )
+            )
+            continue
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             findings.append(
                 Finding(

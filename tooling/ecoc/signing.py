@@ -809,6 +809,12 @@ def load_signing_key(
         try:
             key = serialization.load_pem_private_key(data, passphrase)
         except TypeError:
+            # cryptography raises TypeError both for a missing and for an unneeded passphrase.
+            if passphrase is not None:
+                raise InputError(
+                    f"{key_source}: the key is not encrypted, but ECOC_KEY_PASSPHRASE is set",
+                    "unset ECOC_KEY_PASSPHRASE, or pass the encrypted key it belongs to",
+                ) from None
             raise InputError(
                 f"{key_source}: the key is encrypted",
                 "set the passphrase in the environment variable ECOC_KEY_PASSPHRASE",

@@ -80,6 +80,8 @@ def _blocker(finding: Finding) -> tuple[str, str]:
         return ("the waiver" if finding.rule.startswith("waiver.") else "the rule"), "review"
     if file == CONFIG_NAME:
         return "ecoc.yaml", "review"
+    if file.startswith("signed/"):
+        return "the evidence archive", "release"
     return "the data", "data"
 
 

@@ -122,14 +122,15 @@ def open_transport(
         )
     if settings.transport == "outbox":
         if outbox is not None:
-            return OutboxTransport(_usable_outbox(outbox, outbox_source), outbox_source)
+            return OutboxTransport(_usable_outbox(_outside(root, outbox, outbox_source), outbox_source), outbox_source)
         if not settings.outbox:
             raise ConfigError(
                 "the outbox transport has no folder",
                 "pass --outbox DIR, set ECOC_OUTBOX, or set release.outbox in ecoc.yaml to the folder that "
                 "another system uploads from",
             )
-        return OutboxTransport(_usable_outbox(_resolve(root, settings.outbox), "release.outbox"), "release.outbox")
+        folder = _outside(root, _resolve(root, settings.outbox), "release.outbox")
+        return OutboxTransport(_usable_outbox(folder, "release.outbox"), "release.outbox")
     if settings.transport == "nap-soap":
         if settings.nap is None:
             raise ConfigError(
@@ -566,6 +567,25 @@ def _outbox_problem(folder: Path, source: str, problem: str) -> ConfigError:
     # The message of release.outbox names no source: it is the outbox that ecoc.yaml sets.
     prefix = f"{source}: " if source in hints else ""
     return ConfigError(f"{prefix}the outbox {folder} {problem}", hint)
+
+
+# Folders of the repository that hold its data, the evidence archive or git's own files.
+_DATA_FOLDERS = ("signed", "records", "approvals", "rules", ".git", ".github")
+
+
+def _outside(root: Path, folder: Path, source: str) -> Path:
+    """Return `folder` unless it is the repository's root or lies in one of its data folders.
+
+    Certificates there would mix with files that the release and the checks read. A folder such
+    as build/outbox, which git ignores, is fine.
+    """
+    target, top = folder.resolve(), root.resolve()
+    if target == top:
+        raise _outbox_problem(folder, source, "is the repository's own folder, not an outbox")
+    for name in _DATA_FOLDERS:
+        if target.is_relative_to(top / name):
+            raise _outbox_problem(folder, source, f"lies in the repository's {name}/ folder")
+    return folder
 
 
 def _usable_outbox(folder: Path, source: str) -> Path:
