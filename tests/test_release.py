@@ -922,3 +922,26 @@ def test_outbox_in_the_repository_is_refused(
     assert code == 3
     assert problem in err
     assert not (repo / "signed" / "ledger.jsonl").exists()
+
+
+def test_remote_without_the_branch_says_to_push_it(
+    example_repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    git(example_repo, "branch", "-M", "main")
+    empty = tmp_path / "empty.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(empty)], check=True)
+    git(example_repo, "remote", "add", "origin", str(empty))
+    assert run(example_repo, seal, tmp_path / "outbox") == 3
+    err = capsys.readouterr().err
+    assert "cannot fetch main from origin: the remote has no branch main" in err
+    assert "git push origin main" in err
+
+
+def test_http_nap_endpoint_asks_for_https(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with (repo / "ecoc.yaml").open("a", encoding="utf-8") as handle:
+        handle.write(
+            "release:\n  transport: nap-soap\n"
+            '  nap: {endpoint: "http://127.0.0.1:9/nap", client_cert: a.pem, client_key: a.key}\n'
+        )
+    assert main(["--repo", str(repo), "check"]) == 3
+    assert "hint: write an https:// URL" in capsys.readouterr().err

@@ -816,3 +816,20 @@ def test_passphrase_for_a_plain_key_is_named(
     assert code == 3
     assert "the key is not encrypted, but ECOC_KEY_PASSPHRASE is set" in err
     assert "unset ECOC_KEY_PASSPHRASE" in err
+
+
+def test_unreachable_timestamp_authority_names_the_setting(
+    pki: Pki, unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    # A port on 127.0.0.1 that nothing listens on.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code, _ = sign(pki, unsigned, tmp_path, "--timestamp", f"http://127.0.0.1:{port}/")
+    err = capsys.readouterr().err
+    assert code == 3
+    assert f"the time-stamping authority at http://127.0.0.1:{port}/ did not answer: " in err
+    assert "urlopen error" not in err
+    assert "hint: check the URL (--timestamp or signing.timestamp_url)" in err

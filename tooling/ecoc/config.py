@@ -69,6 +69,12 @@ class SigningSettings(pydantic.BaseModel):
 
 _ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
 _HTTPS_URL = r"^https://[^\s]+$"
+# Credentials and certificates travel to these services, so plain http is not accepted.
+HttpsUrl = Annotated[
+    str,
+    pydantic.StringConstraints(pattern=_HTTPS_URL),
+    pydantic.Field(description="write an https:// URL: the service gets credentials, so plain http is refused"),
+]
 
 
 class NapSettings(pydantic.BaseModel):
@@ -81,7 +87,7 @@ class NapSettings(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
-    endpoint: Annotated[str, pydantic.StringConstraints(pattern=_HTTPS_URL)]
+    endpoint: HttpsUrl
     client_cert: str
     client_key: str
     ca: str | None = None
@@ -97,8 +103,8 @@ class VcaSettings(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
-    base_url: Annotated[str, pydantic.StringConstraints(pattern=_HTTPS_URL)]
-    token_url: Annotated[str, pydantic.StringConstraints(pattern=_HTTPS_URL)]
+    base_url: HttpsUrl
+    token_url: HttpsUrl
     client_id: str
     # The environment variable holding the client secret; the secret itself is never in this file.
     client_secret_env: Annotated[str, pydantic.StringConstraints(pattern=_ENV_NAME)] = "ECOC_VCA_CLIENT_SECRET"

@@ -465,6 +465,12 @@ def fetch(root: Path, remote: str, branch: str) -> None:
         root, "fetch", "--quiet", "--end-of-options", remote, f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}"
     )
     if completed.returncode != 0:
+        text = completed.stderr.decode("utf-8", "replace")
+        if "couldn't find remote ref" in text:
+            raise ConfigError(
+                f"cannot fetch {branch} from {remote}: the remote has no branch {branch}",
+                f"push {branch} to {remote} first (git push {remote} {branch}), or set main_branch in ecoc.yaml",
+            )
         raise _failed(f"cannot fetch {branch} from {remote}", completed, "check the remote's URL and credentials")
 
 

@@ -157,7 +157,10 @@ class SigningKey:
         except x509.ExtensionNotFound:
             usage = None
         if usage is not None and not (usage.digital_signature or usage.content_commitment):
-            raise InputError(f"the signing certificate {subject} may not sign: its key usage lacks digitalSignature")
+            raise InputError(
+                f"the signing certificate {subject} may not sign: its key usage lacks digitalSignature",
+                "use a seal certificate whose key usage includes digitalSignature; ask its provider for one",
+            )
         current = self.certificate
         for issuer in self.chain:
             try:
@@ -346,7 +349,11 @@ def request_timestamp(url: str, message: bytes, timeout: float = 30.0) -> bytes:
         with urllib.request.urlopen(post, timeout=timeout) as reply:
             data = reply.read()
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise InputError(f"the time-stamping authority at {url} did not answer: {exc}") from None
+        reason = getattr(exc, "reason", exc)
+        raise InputError(
+            f"the time-stamping authority at {url} did not answer: {reason}",
+            "check the URL (--timestamp or signing.timestamp_url) and that this machine can reach it",
+        ) from None
     try:
         response = decode_timestamp_response(data)
     except ValueError:
