@@ -536,3 +536,15 @@ def test_one_character_vin_is_counted_in_the_singular(example_repo: Path, capsys
     _, findings = check(example_repo, capsys)
     finding = only(findings, "vin.format")
     assert "'X' has 1 character;" in str(finding["message"])
+
+
+@pytest.mark.parametrize("element", ["VehicleCategory: N1", "StageOfCompletion: I"])
+def test_record_cannot_change_the_type_category_or_stage(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], element: str
+) -> None:
+    edit(example_repo, RECORD, "CocDataGroup:\n", f"CocDataGroup:\n  {element}\n")
+    code, findings = check(example_repo, capsys)
+    finding = only(findings, "model.misplaced")
+    assert finding["path"] == f"CocDataGroup.{element.split(':')[0]}"
+    assert "property of the vehicle type" in str(finding["message"]) + str(finding["hint"])
+    assert code == 1

@@ -19,7 +19,7 @@ from typing import Any
 from ecoc.ivi import spec as ivi_spec
 from ecoc.ivi.items import item, label
 from ecoc.ivi.spec import ElementSpec, SimpleType
-from ecoc.model.layers import APPROVAL_ONLY, DERIVED, RECORD_ONLY
+from ecoc.model.layers import APPROVAL_ONLY, DERIVED, RECORD_ONLY, TYPE_ONLY
 
 DRAFT = "http://json-schema.org/draft-07/schema#"
 SCHEMA_FOLDER = "schemas"
@@ -186,7 +186,7 @@ def record_schema() -> dict[str, Any]:
             "additionalProperties": False,
         },
     }
-    document = _layer(builder, frozenset(DERIVED) | APPROVAL_ONLY, extra)
+    document = _layer(builder, frozenset(DERIVED) | APPROVAL_ONLY | TYPE_ONLY, extra)
     document["required"] = ["vin", "approval", "variant", "version"]
     return {"$schema": DRAFT, "title": "ecoc record file", **document, "definitions": builder.definitions}
 

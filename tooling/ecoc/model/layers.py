@@ -47,7 +47,10 @@ APPROVAL_ONLY: frozenset[str] = frozenset(
 
 RECORD_ONLY: frozenset[str] = frozenset({"IviVersionNumber"})
 
-RESTRICTED_NAMES = frozenset(DERIVED) | APPROVAL_ONLY | RECORD_ONLY
+# Properties of the vehicle type: its versions fix them, so one vehicle's record cannot change them.
+TYPE_ONLY: frozenset[str] = frozenset({"VehicleCategory", "StageOfCompletion"})
+
+RESTRICTED_NAMES = frozenset(DERIVED) | APPROVAL_ONLY | RECORD_ONLY | TYPE_ONLY
 
 
 def restriction(layer: Layer) -> Callable[[ElementSpec], str | None]:
@@ -61,6 +64,8 @@ def restriction(layer: Layer) -> Callable[[ElementSpec], str | None]:
             return "it identifies the type approval and is set once, at the top of the approval file"
         if name in RECORD_ONLY and layer is not Layer.RECORD:
             return "it counts corrections of one vehicle's certificate, so it belongs in the record"
+        if name in TYPE_ONLY and layer is Layer.RECORD:
+            return "it is a property of the vehicle type, so the approval, its variant or its version sets it"
         return None
 
     return reason
