@@ -844,3 +844,14 @@ def test_series_shared_with_other_owners_gets_a_line_per_file(
     lines = (example_repo / ".github" / "CODEOWNERS").read_text(encoding="utf-8").splitlines()
     assert not any(line.startswith("/records/XNHDR*") for line in lines)
     assert "/records/XNHDR1M67TE300087.yaml @halvard-motors/lcv-homologation @halvard-motors/compliance-review" in lines
+
+
+def test_finding_about_a_removed_value_points_at_the_records_null(
+    example_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(example_repo, RECORD, "CocDataGroup:\n", "CocDataGroup:\n  MaximumSpeed: null\n")
+    lines = (example_repo / RECORD).read_text(encoding="utf-8").splitlines()
+    _, findings = check_json(example_repo, capsys)
+    [missing] = [f for f in findings if f["path"] == "CocDataGroup.MaximumSpeed"]
+    assert missing["file"] == RECORD
+    assert lines[int(missing["line"]) - 1] == "  MaximumSpeed: null"  # type: ignore[call-overload]

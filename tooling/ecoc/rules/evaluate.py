@@ -33,6 +33,7 @@ from typing import Any
 
 from ecoc.findings import Finding, Severity
 from ecoc.identifiers import parse_approval_number
+from ecoc.model.coc import nulls
 from ecoc.model.effective import Effective
 from ecoc.rules.catalogue import Catalogue, Rule, static_path
 from ecoc.rules.celimport import add_stdlib_to_context, cel
@@ -149,6 +150,10 @@ def locate(effective: Effective, path: str) -> tuple[str, int, int]:
         elif isinstance(node, Sequence) and index is not None and index < len(node):
             following = node[index]
         if following is None:
+            # The path ends early. When the record removed it with a null, that null is the place.
+            removed = _removed_by_record(effective, path)
+            if removed is not None:
+                return removed.source.path, removed.line, removed.column
             break
         node = following
         if index is not None and isinstance(node, Sequence) and index < len(node):
@@ -156,6 +161,20 @@ def locate(effective: Effective, path: str) -> tuple[str, int, int]:
     if node is None:
         return effective.record.source.path, 1, 1
     return node.source.path, node.line, node.column
+
+
+def _removed_by_record(effective: Effective, path: str) -> Scalar | None:
+    """Return the record's null that removed `path` or an element above it, if there is one."""
+    record = effective.record
+    removed: dict[str, Scalar] = {}
+    if record.header is not None:
+        removed.update(nulls(record.header, "Header"))
+    if record.coc is not None:
+        removed.update(nulls(record.coc, "CocDataGroup"))
+    for where, scalar in removed.items():
+        if path == where or path.startswith((where + ".", where + "[")):
+            return scalar
+    return None
 
 
 def _show(value: Any) -> str:
