@@ -855,3 +855,17 @@ def test_finding_about_a_removed_value_points_at_the_records_null(
     [missing] = [f for f in findings if f["path"] == "CocDataGroup.MaximumSpeed"]
     assert missing["file"] == RECORD
     assert lines[int(missing["line"]) - 1] == "  MaximumSpeed: null"  # type: ignore[call-overload]
+
+
+def test_rule_without_path_says_what_a_path_is(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_rules(
+        example_repo,
+        "trial.yaml",
+        "rules:\n  - id: trial.speed\n    title: t\n    severity: error\n    check: has(coc.MaximumSpeed)\n"
+        "    message: m\n    examples:\n"
+        "      pass: {CocDataGroup: {MaximumSpeed: 1}}\n      fail: {CocDataGroup: {}}\n",
+    )
+    _, findings = check_json(example_repo, capsys)
+    [missing] = [f for f in findings if f["path"] == "rules[0].path"]
+    assert missing["message"] == "missing key path"
+    assert str(missing["hint"]).startswith("add path: a path starts with CocDataGroup, Header or record")

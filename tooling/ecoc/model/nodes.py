@@ -97,7 +97,12 @@ def validate_node(
                 error_hint = "write it as keys with values; its keys are " + ", ".join(keys)
             elif error["type"] == "missing":
                 message = f"missing key {location[-1]}"
-                error_hint = f"add {location[-1]}"
+                # The field's description says what the key takes, as in "a path starts with CocDataGroup".
+                error_hint = (
+                    f"add {location[-1]}: {field.description}"
+                    if field is not None and field.description
+                    else (f"add {location[-1]}")
+                )
             elif error["type"] in ("tuple_type", "list_type"):
                 message = f"{location[-1]} needs a list, not {_shape(error['input'])}"
                 error_hint = f"write {location[-1]}: [first, second], or one - item per line"
