@@ -171,3 +171,14 @@ def test_bad_rule_id_says_what_an_id_looks_like(tmp_path: Path) -> None:
 def test_close_variable_name_is_suggested(tmp_path: Path) -> None:
     [finding] = problems(tmp_path, "      group: coc.DimensionGroup", "      group: cco.DimensionGroup")
     assert finding.hint is not None and finding.hint.startswith("did you mean coc?")
+
+
+def test_example_finding_points_at_the_example(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    text = RULE.replace("Width: 2700}}}", "Width: 2500}}}")
+    (tmp_path / "rules" / "test.yaml").write_text(text, encoding="utf-8")
+    catalogue = load_catalogue(tmp_path)
+    [finding] = check_examples(catalogue)["test.width"]
+    assert finding.path == "rules[0].examples.fail"
+    line = text.splitlines()[finding.line - 1]
+    assert line[finding.column - 1 :].startswith("fail:")

@@ -160,6 +160,9 @@ class Rule:
     path_parts: list[str | Any] = field(default_factory=list)
     # Lines of `when`, `check` and the `pass` and `fail` examples in the rule file.
     key_lines: dict[str, int] = field(default_factory=dict)
+    # The rule's YAML path in its file, as in rules[3], and the columns of the keys of key_lines.
+    yaml_path: str = ""
+    key_columns: dict[str, int] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -365,6 +368,8 @@ def compile_rule(spec: RuleSpec, source: Source, node: Mapping, path: str) -> tu
         reads_header,
         programs["path"],
         _key_lines(node),
+        path,
+        _key_columns(node),
     )
     return rule, []
 
@@ -376,6 +381,15 @@ def _key_lines(node: Mapping) -> dict[str, int]:
     if isinstance(examples, Mapping):
         lines.update({key: examples.get(key, examples).line for key in ("pass", "fail")})
     return lines
+
+
+def _key_columns(node: Mapping) -> dict[str, int]:
+    """Return the columns of the expressions and examples of a rule, as `_key_lines` has their lines."""
+    columns = {key: node.get(key, node).column for key in ("when", "check")}
+    examples = node.get("examples")
+    if isinstance(examples, Mapping):
+        columns.update({key: examples.get(key, examples).column for key in ("pass", "fail")})
+    return columns
 
 
 def static_path(path: str) -> str:

@@ -99,12 +99,9 @@ def check_examples(catalogue: Catalogue) -> dict[str, list[Finding]]:
             unknown = _unknown_keys(data)
             wrong_fact = _fact_problem(data)
             if wrong_fact is not None:
-                line = rule.key_lines.get(key, rule.line)
                 message = f"the {key} example of {rule.id} has {wrong_fact}"
                 hint = "give record facts as text: stage_number a whole number from 1, today a date written YYYY-MM-DD"
-                findings.setdefault(rule.id, []).append(
-                    Finding("rules.example", Severity.ERROR, message, rule.file, line, 1, f"examples.{key}", hint)
-                )
+                findings.setdefault(rule.id, []).append(_example_finding(rule, key, message, hint))
                 continue
             with message_gaps() as gaps:
                 found, problems = run_example(catalogue, rule, data)
@@ -138,11 +135,16 @@ def check_examples(catalogue: Catalogue) -> dict[str, list[Finding]]:
                 hint = "make each placeholder of the message work on data that breaks the rule; guard fields with has()"
             else:
                 continue
-            line = rule.key_lines.get(key, rule.line)
-            findings.setdefault(rule.id, []).append(
-                Finding("rules.example", Severity.ERROR, message, rule.file, line, 1, f"examples.{key}", hint)
-            )
+            findings.setdefault(rule.id, []).append(_example_finding(rule, key, message, hint))
     return findings
+
+
+def _example_finding(rule: Rule, key: str, message: str, hint: str) -> Finding:
+    """Return a rules.example finding at the rule's pass or fail example."""
+    line = rule.key_lines.get(key, rule.line)
+    column = rule.key_columns.get(key, 1)
+    path = f"{rule.yaml_path}.examples.{key}" if rule.yaml_path else f"examples.{key}"
+    return Finding("rules.example", Severity.ERROR, message, rule.file, line, column, path, hint)
 
 
 # The facts an example may set under `record`.
