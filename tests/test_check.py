@@ -548,3 +548,22 @@ def test_record_cannot_change_the_type_category_or_stage(
     assert finding["path"] == f"CocDataGroup.{element.split(':')[0]}"
     assert "property of the vehicle type" in str(finding["message"]) + str(finding["hint"])
     assert code == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [
+        ("Remark: x", "Remark belongs in a row of CocDataGroup.RemarkTable, not under CocDataGroup"),
+        (
+            "RollingResistanceClass: B",
+            "RollingResistanceClass belongs in a row of CocDataGroup.AxleTable[n].TyreAxleTable, "
+            "not under CocDataGroup",
+        ),
+    ],
+)
+def test_misplaced_key_hint_names_yaml_keys(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], key: str, hint: str
+) -> None:
+    edit(example_repo, RECORD, "CocDataGroup:\n", f"CocDataGroup:\n  {key}\n")
+    _, findings = check(example_repo, capsys)
+    assert only(findings, "model.unknown-key")["hint"] == hint

@@ -869,3 +869,15 @@ def test_rule_without_path_says_what_a_path_is(example_repo: Path, capsys: pytes
     [missing] = [f for f in findings if f["path"] == "rules[0].path"]
     assert missing["message"] == "missing key path"
     assert str(missing["hint"]).startswith("add path: a path starts with CocDataGroup, Header or record")
+
+
+def test_waiver_with_two_problems_reports_both(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    waive(example_repo, "vin.check-digit", "XNHKH16S1TE100214")
+    text = (example_repo / "rules" / "waivers.yaml").read_text(encoding="utf-8")
+    second = text.split("\n", 1)[1].replace("rule: vin.check-digit", "rule: model.code")
+    (example_repo / "rules" / "waivers.yaml").write_text(text + second, encoding="utf-8")
+    _, findings = check_json(example_repo, capsys)
+    rules = sorted(str(f["rule"]) for f in findings if str(f["rule"]).startswith("waiver."))
+    # The second waiver repeats the id W-1 and names a rule that may not be waived; the first
+    # accepts nothing, since its record's VIN has the right check digit.
+    assert rules == ["waiver.invalid", "waiver.not-waivable", "waiver.unused"]

@@ -28,18 +28,40 @@ def join_path(parent: str, key: str) -> str:
     return f"{parent}.{key}" if parent else key
 
 
-def _where_else(name: str) -> str | None:
-    spec = ivi_spec.elements_by_name().get(name)
+def _where_else(name: str) -> tuple[str, bool] | None:
+    """Return the YAML path where an element belongs, and whether that is a row of a table.
+
+    A table's rows are list items in YAML, so the row's group name of the XSD is left out, and a
+    row on the way is written [n], as in CocDataGroup.AxleTable[n].TyreAxleTable.
+    """
+    by_name = ivi_spec.elements_by_name()
+    spec = by_name.get(name)
     if spec is None:
         return None
-    parent = spec.xpath.rsplit("/", 1)[0]
-    return parent.replace("InitialVehicleInformation/", "")
+    steps: list[tuple[str, bool]] = []
+    row_name: str | None = None
+    for step in spec.xpath.replace("InitialVehicleInformation/", "").split("/")[:-1]:
+        if step == row_name:
+            row_name = None
+            continue  # the row's group name, which YAML leaves out
+        table = by_name.get(step)
+        is_table = table is not None and table.kind == "table"
+        row_name = table.row_name if table is not None and is_table else None
+        steps.append((step, is_table))
+    if not steps:
+        return None
+    path = ".".join(f"{step}[n]" if is_table else step for step, is_table in steps[:-1])
+    last, in_row = steps[-1]
+    return (f"{path}.{last}" if path else last), in_row
 
 
 def _unknown_key_hint(key: str, spec: ElementSpec) -> str:
     elsewhere = _where_else(key)
     if elsewhere is not None:
-        return f"{key} belongs under {elsewhere}, not under {spec.name}"
+        path, in_row = elsewhere
+        if in_row:
+            return f"{key} belongs in a row of {path}, not under {spec.name}"
+        return f"{key} belongs under {path}, not under {spec.name}"
     close = difflib.get_close_matches(key, list(spec.by_name), n=3, cutoff=0.75)
     if close:
         return "did you mean " + " or ".join(close) + "? Keys are IVI 2.0 element names, spelled as in the XSD"

@@ -283,7 +283,8 @@ def _load_file(
             path=f"waivers[{index}]",
             keys={key: item.key_position(key) for key in item.key_positions},
         )
-        if spec.id in seen:
+        duplicate = spec.id in seen
+        if duplicate:
             first = waivers.places.get(spec.id)
             where = f", first at {first}" if first else ""
             waivers.findings.append(
@@ -295,12 +296,14 @@ def _load_file(
                     "id",
                 )
             )
-            continue
-        seen.add(spec.id)
-        id_line, _, _ = waiver.at("id")
-        waivers.places[spec.id] = f"{source.path}:{id_line}"
+        else:
+            seen.add(spec.id)
+            id_line, _, _ = waiver.at("id")
+            waivers.places[spec.id] = f"{source.path}:{id_line}"
+        # The other problems of a waiver are reported too, so that one round fixes them all.
         problem = _admit(waiver, catalogue, builtin, today)
         if problem is not None:
             waivers.findings.append(problem)
+        if duplicate or problem is not None:
             continue
         waivers.by_rule.setdefault(spec.rule, []).append(waiver)
