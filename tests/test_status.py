@@ -349,3 +349,11 @@ def test_damaged_delivery_result_is_named_and_goes_to_the_release_owners(
     _, rows = status(repo, capsys)
     assert str(rows[VIN]["next_action"]).startswith("fix the evidence archive: ")
     assert rows[VIN]["owners"] == ["@halvard-motors/ecoc-release"]
+
+
+def test_status_of_one_record_counts_in_the_singular(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for path in (repo / "records").glob("*.yaml"):
+        if path.name != f"{VIN}.yaml":
+            path.unlink()
+    main(["--repo", str(repo), "status"])
+    assert capsys.readouterr().out.rstrip().endswith(" of 1 record")

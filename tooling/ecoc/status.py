@@ -17,6 +17,7 @@ from ecoc.files import CONFIG_NAME
 from ecoc.findings import Finding
 from ecoc.formats import CheckedRecord, Report, affecting, markdown_cell
 from ecoc.model.approval import Owners
+from ecoc.report import count_phrase
 
 STATES = ("blocked", "ready", "approved", "signed", "delivered", "rejected")
 # Blocking findings named in a record's row; the rest are counted.
@@ -152,7 +153,9 @@ def format_status_text(rows: Sequence[RecordStatus]) -> str:
             lines.append(f"    missing: {'; '.join(row.missing)}")
         lines.append(f"    next: {row.next_action}")
     total = counts(rows)
-    lines.append(", ".join(f"{count} {state}" for state, count in total.items()) + f" of {len(rows)} records")
+    lines.append(
+        ", ".join(f"{count} {state}" for state, count in total.items()) + f" of {count_phrase(len(rows), 'record')}"
+    )
     return "\n".join(lines) + "\n"
 
 
