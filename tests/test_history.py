@@ -197,3 +197,15 @@ def test_unreadable_ledger_is_named_in_history(
     assert f"signed/ledger.jsonl lists no event of {VIN}, though signed/{VIN} contains evidence" in (
         capsys.readouterr().err
     )
+
+
+def test_added_files_are_one_line_in_text(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The example repository's first commit adds the record and its approval with all their values.
+    capsys.readouterr()
+    assert main(["--repo", str(repo), "history", VIN]) == 0
+    text = capsys.readouterr().out
+    assert "approvals/e4-2018-858-04127-01.yaml: added with " in text
+    assert "(none) ->" not in text
+    # JSON keeps every value.
+    first = history(repo, capsys)[0]
+    assert len(first["changes"]) > 10  # type: ignore[arg-type]

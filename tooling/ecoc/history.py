@@ -340,6 +340,15 @@ def _evidence_events(root: Path, vin: str, added_by: dict[str, Commit]) -> list[
     return events
 
 
+# A file added with more values than this is shown as one line in text and Markdown.
+LISTED_NEW_VALUES = 10
+
+
+def _added_file(event: Event) -> bool:
+    """Return whether the event adds a file with many values, which text and Markdown summarize."""
+    return len(event.changes) > LISTED_NEW_VALUES and all(change.before is None for change in event.changes)
+
+
 def format_text(vin: str, events: list[Event]) -> str:
     lines = [f"history of {vin}: {len(events)} event(s)"]
     for event in events:
@@ -347,6 +356,10 @@ def format_text(vin: str, events: list[Event]) -> str:
         commit = f" {event.commit[:12]}" if event.commit else ""
         pull = f" (pull request #{event.pull_request})" if event.pull_request else ""
         lines.append(f"{event.date}  {event.kind:<16}{commit}{who}{pull}: {event.summary}")
+        if _added_file(event):
+            files = ", ".join(event.files)
+            lines.append(f"    {files}: added with {len(event.changes)} values (--format json lists each)")
+            continue
         for change in event.changes:
             lines.append(f"    {change.file}: {change.path}: {_shown(change.before)} -> {_shown(change.after)}")
     return "\n".join(lines) + "\n"
@@ -367,7 +380,9 @@ def format_markdown(vin: str, events: list[Event]) -> str:
     ]
     for event in events:
         what = markdown_cell(event.summary)
-        if event.changes:
+        if _added_file(event):
+            what += "<br>" + markdown_cell(f"{', '.join(event.files)}: added with {len(event.changes)} values")
+        elif event.changes:
             what += "<br>" + "<br>".join(
                 markdown_cell(f"{c.path}: {_shown(c.before)} → {_shown(c.after)}") for c in event.changes
             )
