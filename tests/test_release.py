@@ -945,3 +945,20 @@ def test_http_nap_endpoint_asks_for_https(repo: Path, capsys: pytest.CaptureFixt
         )
     assert main(["--repo", str(repo), "check"]) == 3
     assert "hint: write an https:// URL" in capsys.readouterr().err
+
+
+def test_digest_of_a_file_changed_after_writing_is_read_again(tmp_path: Path) -> None:
+    import os
+
+    from ecoc.evidence import file_digests, write_certificate
+
+    write_certificate(tmp_path, "signed/X/stage-1/v1", b"<signed/>", {"vin": "X"})
+    target = tmp_path / "signed" / "X" / "stage-1" / "v1" / "certificate.xml"
+    assert file_digests(tmp_path, ["signed/X/stage-1/v1/certificate.xml"]) == {
+        "signed/X/stage-1/v1/certificate.xml": hashlib.sha256(b"<signed/>").hexdigest()
+    }
+    target.write_bytes(b"<changed/>")
+    os.utime(target, ns=(1, 1))
+    assert file_digests(tmp_path, ["signed/X/stage-1/v1/certificate.xml"]) == {
+        "signed/X/stage-1/v1/certificate.xml": hashlib.sha256(b"<changed/>").hexdigest()
+    }
