@@ -962,3 +962,35 @@ def test_digest_of_a_file_changed_after_writing_is_read_again(tmp_path: Path) ->
     assert file_digests(tmp_path, ["signed/X/stage-1/v1/certificate.xml"]) == {
         "signed/X/stage-1/v1/certificate.xml": hashlib.sha256(b"<changed/>").hexdigest()
     }
+
+
+def test_ctrl_c_during_delivery_keeps_the_answers_under_way(
+    repo: Path, seal: list[str], nap: NapSimulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import signal
+    import sys
+    import time
+
+    configure(repo, nap, read_timeout=10.0)
+    nap.scenario, nap.delay = "slow", 1.0
+    merge(repo)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ecoc", "--repo", str(repo), "release", *seal],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while not nap.received and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert nap.received, "no delivery reached the NAP"
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    assert process.returncode == 3
+    # Every certificate the NAP received has its answer on disk, although the run was stopped.
+    recorded = sorted((repo / "signed").rglob("delivery-*.json"))
+    assert 0 < len(recorded) == len(nap.received) < RECORDS
+    nap.scenario = "accepted"
+    assert release_nap(repo, seal) == 0
+    # The rerun commits the answers it found and sends only the rest: nothing reaches the NAP twice.
+    references = [entry.reference_id for entry in nap.received]
+    assert len(references) == len(set(references)) == RECORDS

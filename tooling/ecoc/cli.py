@@ -1453,9 +1453,8 @@ def release(
     except KeyboardInterrupt:
         if not dry_run:
             click.echo(
-                "\ninterrupted: run ecoc release again, which finishes what this run started. A certificate "
-                "whose answer had not arrived is sent again with the same IviReferenceId, which the authority "
-                "reports as a duplicate",
+                "\ninterrupted: run ecoc release again, which finishes what this run started: it commits the "
+                "answers of the deliveries under way, which were written, and sends the certificates not sent yet",
                 err=True,
             )
         raise

@@ -648,16 +648,32 @@ def _sent(root: Path, folder: str, entry: Evidence | Candidate, transport: Trans
 
 def _results(
     root: Path, entries: list[tuple[str, Evidence | Candidate]], transport: Transport, connections: int
-) -> Iterator[tuple[int, Delivery, str]]:
-    """Yield (entry index, delivery result, time) as each result arrives, over up to `connections` at once."""
-    if connections <= 1 or len(entries) <= 1:
-        for index, (folder, entry) in enumerate(entries):
-            yield (index, *_sent(root, folder, entry, transport))
-        return
+) -> Iterator[tuple[int, Delivery, list[str]]]:
+    """Yield (entry index, delivery result, files written) as each result arrives, over up to `connections` at once.
 
-    def send(index: int) -> tuple[int, Delivery, str]:
+    Each result is written where it arrives, on the sending thread. On Ctrl-C the deliveries
+    under way still finish and write their results, which the next run then commits, so the
+    authority's answers are not lost and those certificates are not sent again.
+    """
+
+    def send(index: int) -> tuple[int, Delivery, list[str]]:
         folder, entry = entries[index]
-        return (index, *_sent(root, folder, entry, transport))
+        answer, at = _sent(root, folder, entry, transport)
+        attempt = {
+            "status": answer.status,
+            "message": answer.message,
+            "receipt_id": answer.receipt_id,
+            "duplicate": answer.duplicate,
+            "transport": transport.name,
+            "reference_id": entry.reference_id,
+            "at": at,
+        }
+        return index, answer, write_attempt(root, folder, attempt, answer.receipt, answer.media_type)
+
+    if connections <= 1 or len(entries) <= 1:
+        for index in range(len(entries)):
+            yield send(index)
+        return
 
     failure: Exception | None = None
     executor = ThreadPoolExecutor(max_workers=min(connections, len(entries)), thread_name_prefix="deliver")
@@ -698,18 +714,8 @@ def deliver(
     files: list[str] = []
     results: dict[int, tuple[Delivery, list[str]]] = {}
     try:
-        for index, answer, at in _results(root, entries, transport, connections):
-            folder, entry = entries[index]
-            attempt = {
-                "status": answer.status,
-                "message": answer.message,
-                "receipt_id": answer.receipt_id,
-                "duplicate": answer.duplicate,
-                "transport": transport.name,
-                "reference_id": entry.reference_id,
-                "at": at,
-            }
-            written = write_attempt(root, folder, attempt, answer.receipt, answer.media_type)
+        for index, answer, written in _results(root, entries, transport, connections):
+            entry = entries[index][1]
             files += written
             results[index] = (answer, written)
             log.info("%s v%d: %s: %s", entry.vin, entry.version, answer.status, answer.message)
