@@ -148,7 +148,7 @@ def _state(attempts: list[Attempt]) -> tuple[str, str | None]:
 
 
 def _sources(manifest: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    """Return (path, sha256) of the files a manifest says its certificate was signed from."""
+    """Return (path, sha256) of the files that a manifest lists as the sources of its certificate."""
     digests = manifest.get("digests")
     if not isinstance(digests, dict):
         return ()
@@ -347,7 +347,7 @@ def file_digests(root: Path, paths: Iterable[str]) -> dict[str, str]:
         target = root / path
         written = _WRITTEN.get(str(target))
         if written is not None:
-            # A stat is far cheaper than reading the file again, and shows that nobody changed it since.
+            # A stat is far cheaper than reading the file again, and shows that the file is unchanged since then.
             status = os.stat(target)
             if (status.st_mtime_ns, status.st_size) == written[1:]:
                 digests[path] = written[0]

@@ -189,7 +189,7 @@ class Publisher:
         # loses the race instead of passing as a push of a commit the remote already has.
         self.run_id = secrets.token_hex(8)
         # Evidence folders that another release published while this one ran: it delivers them.
-        self.taken: set[str] = set()
+        self.published_elsewhere: set[str] = set()
 
     def commit(self, paths: list[str], events: list[dict[str, object]], subject: str, trailers: list[str]) -> str:
         """Append the step's events to the ledger and commit them with the step's files."""
@@ -260,16 +260,16 @@ class Publisher:
         gitinfo.reset_to(self.root, new_head)
         if changed:
             steps = _without_certificates(steps, unsent)
-        taken = _published_elsewhere(self.root, unsent)
-        if taken:
+        elsewhere = _published_elsewhere(self.root, unsent)
+        if elsewhere:
             # Another release signed the same certificates and pushed first: it delivers them.
             log.warning(
                 "another release published %d of the certificates signed here, and delivers them; "
                 "this run leaves them out",
-                len(taken),
+                len(elsewhere),
             )
-            self.taken.update(taken)
-            steps = _without_certificates(steps, taken)
+            self.published_elsewhere.update(elsewhere)
+            steps = _without_certificates(steps, elsewhere)
         for message, files, events in steps:
             for path, data in files.items():
                 target = self.root / path
@@ -1034,7 +1034,7 @@ def run_release(
         entries += [
             (folder, c)
             for c in report.planned
-            if (folder := evidence_folder(c.vin, c.stage, c.version)) not in publisher.taken
+            if (folder := evidence_folder(c.vin, c.stage, c.version)) not in publisher.published_elsewhere
         ]
         start = time.perf_counter()
         files, events, trailers = deliver(root, entries, transport, report, repository.settings.release.connections)

@@ -69,10 +69,10 @@ def _owners(facts: Facts, approval: str | None, role: str) -> tuple[str, ...]:
 
 
 def _blocker(finding: Finding) -> tuple[str, str]:
-    """Name what a blocking finding asks to fix, and the owners' role that fixes it.
+    """Return what a blocking finding requires to be fixed, and the role of the owners who fix it.
 
-    The seal and the release settings belong to the release owners, and rules and waivers to
-    the reviewers who approve them; everything else is the approval's or record's data.
+    The seal and the evidence archive belong to the release owners, and rules, waivers and
+    ecoc.yaml to the reviewers who approve them. Everything else is the approval's or record's data.
     """
     file = finding.file or ""
     if finding.rule.startswith("signing."):
@@ -100,7 +100,7 @@ def status_of(record: CheckedRecord, approval: str | None, findings: Sequence[Fi
 
     if latest is not None and not blocking:
         if latest.delivery == "accepted" and latest.transport == "outbox":
-            # The outbox took the file; the authority's answer reaches the system that uploads it.
+            # The outbox took the file, and the authority's response goes to the system that uploads it.
             return row(
                 "delivered",
                 (),
