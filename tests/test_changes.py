@@ -13,6 +13,7 @@ from ecoc.cli import main
 from test_check import APPROVAL, OTHER_RECORD, RECORD, edit
 
 OTHER_APPROVAL_RECORD = "records/XNHDR1M67TE300087.yaml"
+BALLAST = "ballast for the type test, accepted in writing"
 
 
 def base_check(repo: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, object], str]:
@@ -179,16 +180,7 @@ def test_new_waiver_checks_the_records_it_names(example_repo: Path, capsys: pyte
     edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 99999")
     edit(example_repo, OTHER_RECORD, "ActualMass: 1496", "ActualMass: 99999")
     commit(example_repo, "too heavy")
-    (example_repo / "rules" / "waivers.yaml").write_text(
-        "waivers:\n"
-        "  - id: W-7\n"
-        "    rule: wltp.test-mass-not-below-actual-mass\n"
-        "    records: [XNHKH16S1*]\n"
-        "    reason: ballast for the type test, accepted in writing\n"
-        '    approved_by: "@halvard-motors/compliance-review"\n'
-        "    expires: 2099-01-01\n",
-        encoding="utf-8",
-    )
+    write_waiver(example_repo, "wltp.test-mass-not-below-actual-mass", "XNHKH16S1*", waiver_id="W-7", reason=BALLAST)
     _, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
     assert checked_files(document) == 1
     change = changes(document)[RECORD]
@@ -344,13 +336,21 @@ def test_unreadable_base_settings_still_check_the_change(
     assert code == 1
 
 
-def _waiver(example_repo: Path, records: str, expires: str, rule: str = "vin.check-digit") -> None:
-    (example_repo / "rules" / "waivers.yaml").write_text(
+def write_waiver(
+    repo: Path,
+    rule: str,
+    records: str,
+    expires: str = "2099-01-01",
+    waiver_id: str = "W-9",
+    reason: str = "accepted in writing by the authority",
+) -> None:
+    """Write rules/waivers.yaml with one waiver."""
+    (repo / "rules" / "waivers.yaml").write_text(
         "waivers:\n"
-        "  - id: W-9\n"
+        f"  - id: {waiver_id}\n"
         f"    rule: {rule}\n"
         f"    records: [{records}]\n"
-        "    reason: accepted in writing by the authority\n"
+        f"    reason: {reason}\n"
         '    approved_by: "@halvard-motors/compliance-review"\n'
         f"    expires: {expires}\n",
         encoding="utf-8",
@@ -361,7 +361,7 @@ def test_waiver_that_blocks_every_record_checks_every_record(
     example_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The waiver names no record, but an expired waiver blocks them all.
-    _waiver(example_repo, '"ZZZ*"', "2020-01-01")
+    write_waiver(example_repo, "vin.check-digit", '"ZZZ*"', "2020-01-01")
     code, document, err = base_check(example_repo, capsys, "--base", "HEAD")
     assert checked_files(document) == 12
     assert len(changes(document)) == 12
@@ -373,7 +373,7 @@ def test_waiver_that_blocks_every_record_checks_every_record(
 def test_new_waiver_that_accepts_nothing_is_reported_unused(
     example_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _waiver(example_repo, '"XNHDR*"', "2099-01-01")
+    write_waiver(example_repo, "vin.check-digit", '"XNHDR*"')
     code, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
     repository = document["base"]["repository"]  # type: ignore[index]
     assert [(f["rule"], f["file"]) for f in repository["added"]] == [("waiver.unused", "rules/waivers.yaml")]
@@ -419,7 +419,8 @@ def test_report_path_that_is_a_folder_writes_no_report(
     err = capsys.readouterr().err
     assert code == 2
     assert f"--report sarif={tmp_path / 'folder'}: {tmp_path / 'folder'} is a folder" in err
-    assert not comment.exists() and not output.exists()
+    assert not comment.exists()
+    assert not output.exists()
 
 
 def test_report_path_below_a_file_names_that_file(

@@ -32,7 +32,7 @@ from ecoc.formats import (
     format_sarif,
 )
 from ecoc.report import summary_line
-from test_changes import commit
+from test_changes import BALLAST, commit, write_waiver
 from test_check import APPROVAL, OTHER_RECORD, RECORD, edit
 from test_workflows import steps, workflow
 
@@ -453,16 +453,7 @@ def add_waiver(repo: Path) -> None:
     edit(repo, RECORD, "ActualMass: 1478", "ActualMass: 99999")
     edit(repo, OTHER_RECORD, "ActualMass: 1496", "ActualMass: 99999")
     commit(repo, "too heavy")
-    (repo / "rules" / "waivers.yaml").write_text(
-        "waivers:\n"
-        "  - id: W-7\n"
-        "    rule: wltp.test-mass-not-below-actual-mass\n"
-        "    records: [XNHKH16S1*]\n"
-        "    reason: ballast for the type test, accepted in writing\n"
-        '    approved_by: "@halvard-motors/compliance-review"\n'
-        "    expires: 2099-01-01\n",
-        encoding="utf-8",
-    )
+    write_waiver(repo, "wltp.test-mass-not-below-actual-mass", "XNHKH16S1*", waiver_id="W-7", reason=BALLAST)
 
 
 def test_text_diff_says_a_finding_is_now_waived(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:

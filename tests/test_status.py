@@ -13,6 +13,7 @@ from ecoc.cli import main
 from ecoc.config import open_repository
 from ecoc.evidence import write_attempt, write_certificate
 from ecoc.runner import RecordResult, RunOptions, run_check
+from test_changes import write_waiver
 from test_check import APPROVAL, OTHER_RECORD, RECORD, edit
 
 VIN = "XNHKH16S1TE100214"
@@ -193,16 +194,7 @@ def test_broken_template_is_a_configuration_error(repo: Path, capsys: pytest.Cap
 
 
 def test_record_blocked_by_a_waiver_goes_to_the_reviewers(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (repo / "rules" / "waivers.yaml").write_text(
-        "waivers:\n"
-        "  - id: W-3\n"
-        "    rule: vin.check-digit\n"
-        "    records: [XNHKH16S1TE100214]\n"
-        "    reason: accepted in writing by the authority\n"
-        '    approved_by: "@halvard-motors/compliance-review"\n'
-        "    expires: 2020-01-01\n",
-        encoding="utf-8",
-    )
+    write_waiver(repo, "vin.check-digit", VIN, "2020-01-01", waiver_id="W-3")
     _, rows = status(repo, capsys)
     row = rows[VIN]
     assert row["state"] == "blocked"
@@ -314,16 +306,7 @@ def test_outbox_delivery_is_not_called_the_authoritys_acceptance(
 
 def test_unmerged_waiver_approves_no_record(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     git(repo, "checkout", "-q", "-b", "waiver")
-    (repo / "rules" / "waivers.yaml").write_text(
-        "waivers:\n"
-        "  - id: W-4\n"
-        "    rule: vin.check-digit\n"
-        "    records: [XNHKH16S1TE100214]\n"
-        "    reason: accepted in writing by the authority\n"
-        '    approved_by: "@halvard-motors/compliance-review"\n'
-        "    expires: 2099-01-01\n",
-        encoding="utf-8",
-    )
+    write_waiver(repo, "vin.check-digit", VIN, "2099-01-01", waiver_id="W-4")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "waiver")
     code = main(["--repo", str(repo), "status", "--format", "json"])

@@ -353,6 +353,7 @@ def compile_rule(spec: RuleSpec, source: Source, node: Mapping, path: str) -> tu
     reads_header = any(re.search(r"\bheader\b", expression) for expression in expressions)
     if coc_names is not None and spec.path.startswith("CocDataGroup.") and path_element:
         coc_names = coc_names | {path_element}
+    places = _key_nodes(node)
     rule = Rule(
         spec,
         source.path,
@@ -367,29 +368,20 @@ def compile_rule(spec: RuleSpec, source: Source, node: Mapping, path: str) -> tu
         ),
         reads_header,
         programs["path"],
-        _key_lines(node),
+        {key: found.line for key, found in places.items()},
         path,
-        _key_columns(node),
+        {key: found.column for key, found in places.items()},
     )
     return rule, []
 
 
-def _key_lines(node: Mapping) -> dict[str, int]:
-    """Lines of the expressions and examples of a rule, for findings about them."""
-    lines = {key: node.get(key, node).line for key in ("when", "check")}
+def _key_nodes(node: Mapping) -> dict[str, Node]:
+    """Return the nodes of the expressions and examples of a rule, for findings about them."""
+    nodes = {key: node.get(key, node) for key in ("when", "check")}
     examples = node.get("examples")
     if isinstance(examples, Mapping):
-        lines.update({key: examples.get(key, examples).line for key in ("pass", "fail")})
-    return lines
-
-
-def _key_columns(node: Mapping) -> dict[str, int]:
-    """Return the columns of the expressions and examples of a rule, as `_key_lines` has their lines."""
-    columns = {key: node.get(key, node).column for key in ("when", "check")}
-    examples = node.get("examples")
-    if isinstance(examples, Mapping):
-        columns.update({key: examples.get(key, examples).column for key in ("pass", "fail")})
-    return columns
+        nodes.update({key: examples.get(key, examples) for key in ("pass", "fail")})
+    return nodes
 
 
 def static_path(path: str) -> str:
