@@ -986,11 +986,11 @@ def test_ctrl_c_during_delivery_keeps_the_answers_under_way(
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=120)
     assert process.returncode == 3
-    # Every certificate the NAP received has its answer on disk, although the run was stopped.
+    # Every certificate the NAP received has its delivery result on disk, although the run was stopped.
     recorded = sorted((repo / "signed").rglob("delivery-*.json"))
     assert 0 < len(recorded) == len(nap.received) < RECORDS
     nap.scenario = "accepted"
     assert release_nap(repo, seal) == 0
-    # The rerun commits the answers it found and sends only the rest: nothing reaches the NAP twice.
+    # The rerun commits the results it found and sends only the rest, so nothing reaches the NAP twice.
     references = [entry.reference_id for entry in nap.received]
     assert len(references) == len(set(references)) == RECORDS

@@ -878,6 +878,6 @@ def test_waiver_with_two_problems_reports_both(example_repo: Path, capsys: pytes
     (example_repo / "rules" / "waivers.yaml").write_text(text + second, encoding="utf-8")
     _, findings = check_json(example_repo, capsys)
     rules = sorted(str(f["rule"]) for f in findings if str(f["rule"]).startswith("waiver."))
-    # The second waiver repeats the id W-1 and names a rule that may not be waived; the first
-    # accepts nothing, since its record's VIN has the right check digit.
+    # The second waiver repeats the id W-1 and names a rule that may not be waived. The first
+    # accepts nothing, because its record's VIN has the right check digit.
     assert rules == ["waiver.invalid", "waiver.not-waivable", "waiver.unused"]

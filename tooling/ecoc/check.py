@@ -346,7 +346,7 @@ def apply_evidence(effective: Effective, issued: Sequence[Evidence], version_dat
             f"a change to an issued certificate is a correction: give correction_reason (why the data changed) "
             f"to release IviVersionNumber {previous.version + 1}, or undo the change"
         )
-    # The manifest holds the sha256 of the record and approval files it was signed from.
+    # The manifest contains the sha256 of the record and approval files it was signed from.
     current = {record.source.path: record.digest, effective.approval.source.path: effective.approval.digest}
     changed = [path for path, sha in previous.sources if path in current and current[path] != sha]
     if changed:

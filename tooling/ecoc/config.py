@@ -73,7 +73,7 @@ _HTTPS_URL = r"^https://[^\s]+$"
 HttpsUrl = Annotated[
     str,
     pydantic.StringConstraints(pattern=_HTTPS_URL),
-    pydantic.Field(description="write an https:// URL: the service gets credentials, so plain http is refused"),
+    pydantic.Field(description="write an https:// URL: the service gets credentials, so plain http is rejected"),
 ]
 
 

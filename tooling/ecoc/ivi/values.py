@@ -241,7 +241,7 @@ def _parse_datetime(text: str, simple: SimpleType) -> tuple[object, Problem | No
     try:
         dt.datetime.fromisoformat(_DATETIME_FRACTION.sub(r"\1", text).replace("Z", "+00:00"))
     except ValueError as exc:
-        # Python words an offset out of range with its own types, so say that in plain words.
+        # Python describes an offset out of range with its own types, so the reason is given in plain words.
         reason = "the time zone offset must be less than 24 hours" if "offset" in str(exc) else str(exc)
         return None, Problem(
             "model.date", f"{text} is not a valid date and time ({reason})", "check the date and the time"

@@ -97,7 +97,7 @@ def validate_node(
                 error_hint = "write it as keys with values; its keys are " + ", ".join(keys)
             elif error["type"] == "missing":
                 message = f"missing key {location[-1]}"
-                # The field's description says what the key takes, as in "a path starts with CocDataGroup".
+                # The field's description gives what the key takes, as in "a path starts with CocDataGroup".
                 error_hint = (
                     f"add {location[-1]}: {field.description}"
                     if field is not None and field.description

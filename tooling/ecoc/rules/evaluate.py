@@ -191,7 +191,7 @@ def _execute(program: Any, context: Any) -> Any:
     """Run a compiled expression, letting Ctrl-C through.
 
     The CEL library turns an exception raised inside a Python function, such as KeyboardInterrupt
-    during `replace`, into a RuntimeError; treated as a broken rule, an interrupt would block one
+    during `replace`, into a RuntimeError. Treated as a broken rule, an interrupt would block one
     record and let the command go on.
     """
     try:

@@ -164,7 +164,7 @@ class WaiverSet:
         return parts
 
     def unused(self, judged: Callable[[Waiver], bool] | None = None) -> list[Finding]:
-        """A warning for each valid waiver that accepted no finding in this run.
+        """Return a warning for each valid waiver that accepted no finding in this run.
 
         `judged` limits the warnings to the waivers it accepts, when the run saw only some records.
         """
