@@ -155,7 +155,10 @@ def test_missing_default_main_branch_approves_nothing(repo: Path, capsys: pytest
     captured = capsys.readouterr()
     rows = json.loads(captured.out)["records"]
     assert {row["state"] for row in rows} == {"ready"}
-    assert "no record counts as approved, because the main branch main cannot be read" in captured.err
+    assert (
+        "no record counts as approved, because the main branch main (main_branch in ecoc.yaml) is neither a branch "
+        "here nor origin/main"
+    ) in captured.err
     assert code == 0
 
 
@@ -340,3 +343,56 @@ def test_status_of_one_record_counts_in_the_singular(repo: Path, capsys: pytest.
             path.unlink()
     main(["--repo", str(repo), "status"])
     assert capsys.readouterr().out.rstrip().endswith(" of 1 record")
+
+
+def test_expired_waiver_keeps_delivered_records_delivered(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    issue(repo, VIN, {"status": "accepted"})
+    write_waiver(repo, "vin.check-digit", VIN, "2020-01-01", waiver_id="W-4")
+    _, rows = status(repo, capsys)
+    assert rows[VIN]["state"] == "delivered"
+    assert str(rows[VIN]["missing"][0]).startswith("for a correction: waiver.expired (rules/")  # type: ignore[index]
+    assert rows["XNHKH16S8TE103871"]["state"] == "blocked"
+
+
+def test_correction_is_named_in_the_check_and_status(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    issue(repo, VIN, {"status": "accepted"}, digest="0" * 64)
+    with (repo / RECORD).open("a", encoding="utf-8") as handle:
+        handle.write("correction_reason: actual mass was measured without the tow bar\n")
+    main(["--repo", str(repo), "check", "--no-cache", "--format", "json"])
+    findings = json.loads(capsys.readouterr().out)["findings"]
+    [finding] = [f for f in findings if f["rule"] == "release.correction"]
+    assert finding["severity"] == "info"
+    assert finding["path"] == "correction_reason"
+    assert str(finding["message"]).startswith("merging releases IviVersionNumber 2 (IviReferenceId ")
+    assert str(finding["message"]).endswith(
+        "as a correction of IviVersionNumber 1, which was delivered: actual mass was measured without the tow bar"
+    )
+    _, rows = status(repo, capsys)
+    assert rows[VIN]["state"] == "ready"
+    assert str(rows[VIN]["next_action"]).startswith("review the correction and merge")
+
+
+def test_deleted_record_of_a_delivered_vehicle_is_an_error(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    issue(repo, VIN, {"status": "accepted"})
+    (repo / RECORD).unlink()
+    code = main(["--repo", str(repo), "check", "--no-cache", "--format", "json"])
+    findings = json.loads(capsys.readouterr().out)["findings"]
+    [finding] = [f for f in findings if f["rule"] == "record.removed-after-signing"]
+    assert finding["file"] == RECORD
+    assert finding["message"] == (
+        f"VIN {VIN} has an issued certificate (signed/{VIN}/stage-1/v1/manifest.json), but its record "
+        f"{RECORD} no longer exists"
+    )
+    assert code == 1
+
+
+def test_pull_request_deleting_a_delivered_record_fails(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    issue(repo, VIN, {"status": "accepted"})
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "deliver")
+    (repo / RECORD).unlink()
+    code = main(["--repo", str(repo), "check", "--base", "HEAD", "--format", "json"])
+    document = json.loads(capsys.readouterr().out)
+    added = document["base"]["repository"]["added"]
+    assert [f["rule"] for f in added] == ["record.removed-after-signing"]
+    assert code == 1

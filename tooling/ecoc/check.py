@@ -332,8 +332,22 @@ def apply_evidence(effective: Effective, issued: Sequence[Evidence], version_dat
     if reason is not None and reason.text.strip() and reason.text != previous.correction_reason:
         number = max(effective.version_number, previous.version + 1)
         notes = _version_note(effective, previous.version, number)
-        set_issue(effective, number, reference_id(vin, effective.stage, number), version_datetime)
-        return notes
+        new_reference = reference_id(vin, effective.stage, number)
+        set_issue(effective, number, new_reference, version_datetime)
+        # Reviewers see in the pull request that merging issues a new version to the authority.
+        correction = Finding(
+            "release.correction",
+            Severity.INFO,
+            f"merging releases IviVersionNumber {number} (IviReferenceId {new_reference}) as a correction of "
+            f"IviVersionNumber {previous.version}, which was {what}: {reason.text.strip()}",
+            record.source.path,
+            reason.line,
+            reason.column,
+            "correction_reason",
+            "check that the changed values and the reason are right before approving",
+            (vin,),
+        )
+        return [correction, *notes]
     if reason is not None and reason.text == previous.correction_reason:
         message = (
             f"the data differs from IviVersionNumber {previous.version}, which was {what}, and the "

@@ -451,6 +451,30 @@ class _Run:
             )
         return findings
 
+    def removed_after_signing(self) -> list[Finding]:
+        """Findings for vehicles with issued certificates whose record file is gone."""
+        findings = []
+        root = self.repository.root
+        for vin, entries in self.evidence.items():
+            latest = entries[-1]
+            if (root / latest.record).exists():
+                continue
+            findings.append(
+                Finding(
+                    "record.removed-after-signing",
+                    Severity.ERROR,
+                    f"VIN {vin} has an issued certificate ({latest.manifest}), but its record {latest.record} "
+                    "no longer exists",
+                    latest.record,
+                    records=(vin,),
+                    hint=(
+                        f"restore {latest.record} from the main branch: a vehicle with an issued certificate keeps "
+                        "its record at the path it was signed from, and its data changes only by a correction"
+                    ),
+                )
+            )
+        return findings
+
     def finish(self) -> CheckRun:
         run = self.result
         run.catalogue = self.catalogue
@@ -461,6 +485,7 @@ class _Run:
         run.findings.extend(self.waive([f for f in duplicate_vins(self.vins) if f.file in self.selected_files]))
         run.findings.extend(self.waive(self.duplicate_reference_ids()))
         run.findings.extend(self.waive(self.signed_elsewhere()))
+        run.findings.extend(self.waive(self.removed_after_signing()))
         run.findings.extend(self.waivers.findings)
         if self.repository.settings.signing.cert is not None:
             # The seal checks read certificates, whose library is loaded only when a seal is set.

@@ -98,34 +98,46 @@ def status_of(record: CheckedRecord, approval: str | None, findings: Sequence[Fi
         owners = _owners(facts, approval, role) if role else ()
         return RecordStatus(record.file, record.vin, approval, state, missing, action, owners)
 
-    if latest is not None and not blocking:
+    if latest is not None:
+        # A certificate issued for exactly this content keeps its state: a finding that came later,
+        # such as an expired waiver, blocks a correction of it, not what was issued.
+        later = tuple(f"for a correction: {item}" for item in _missing(blocking))
         if latest.delivery == "accepted" and latest.transport == "outbox":
             # The outbox took the file, and the authority's response goes to the system that uploads it.
             return row(
                 "delivered",
-                (),
+                later,
                 "none for ecoc: the certificate is in the outbox, and the system that uploads it "
                 "receives the authority's answer",
                 None,
             )
         if latest.delivery == "accepted":
-            return row("delivered", (), "none: the authority accepted the certificate", None)
+            return row("delivered", later, "none: the authority accepted the certificate", None)
         if latest.delivery == "rejected":
             reason = latest.reason or "no reason given"
             return row(
                 "rejected",
-                (f"rejected by the authority: {reason}",),
+                (f"rejected by the authority: {reason}", *later),
                 "correct the data, set correction_reason and release the correction",
                 "data",
             )
-        return row("signed", ("the authority's receipt",), "the release job delivers the certificate", "release")
+        return row("signed", ("the authority's receipt", *later), "the release job delivers the certificate", "release")
     if blocking:
         first = blocking[0]
         what, role = _blocker(first)
         action = f"fix {what}: {first.hint}" if first.hint else f"fix {what}: {first.message}"
         return row("blocked", _missing(blocking), action, role)
+    correction = any(f.rule == "release.correction" for f in findings)
     if facts.merged is not None and record.file in facts.merged:
-        return row("approved", ("a signed certificate",), "the release job signs and delivers it", "release")
+        what = "the correction" if correction else "it"
+        return row("approved", ("a signed certificate",), f"the release job signs and delivers {what}", "release")
+    if correction:
+        return row(
+            "ready",
+            ("review and merge",),
+            "review the correction and merge the pull request; the release job then issues the next version",
+            "review",
+        )
     return row("ready", ("review and merge",), "review and merge the pull request", "review")
 
 

@@ -34,11 +34,13 @@ BUILTIN_DESCRIPTIONS = {
     "record.file-name": "the record file is not named after its VIN",
     "record.issued-changed": "the data differs from the certificate issued with the same IviVersionNumber",
     "record.issued-version": "the record's IviVersionNumber is below the one it was issued with",
+    "record.removed-after-signing": "the evidence archive holds a certificate of a VIN whose record file is gone",
     "record.signed-elsewhere": "the evidence archive holds the VIN as signed from another record file",
     "record.version-number": "the record's Header.IviVersionNumber is not the version the evidence archive calls "
     "for, or skips versions",
     "record.variant-unknown": "the record names a variant its approval does not have",
     "record.version-unknown": "the record names a version its variant does not have",
+    "release.correction": "merging releases a correction of an issued certificate",
     "release.correction-required": "a delivered record's data changed, and the record gives no correction_reason "
     "for the corrected certificate",
     "release.rejected": "the authority rejected the record's last certificate, and no correction has been released",
