@@ -311,6 +311,23 @@ def test_offset_beyond_a_day_is_named_in_plain_words(
     assert "timedelta" not in err
 
 
+@pytest.mark.parametrize(
+    ("base", "expected"),
+    [
+        ("HEAD^{tree}", "HEAD^{tree} names a tree or a file, not a commit"),
+        ("HEAD:records", "HEAD:records names a tree or a file, not a commit"),
+        ("main..HEAD", "main..HEAD is a range of commits; name the one commit to compare with, such as main"),
+    ],
+)
+def test_base_that_is_no_commit_says_what_it_names(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], base: str, expected: str
+) -> None:
+    code, _, err = run(capsys, "--repo", str(example_repo), "check", "--base", base)
+    assert code == 2
+    assert expected in err
+    assert "git fetch origin" not in err
+
+
 def test_base_further_back_than_the_history_names_the_problem(
     example_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -318,3 +335,90 @@ def test_base_further_back_than_the_history_names_the_problem(
     assert code == 2
     assert "HEAD~1000 points further back than the history of this repository goes" in err
     assert "git fetch origin" not in err
+
+
+@pytest.mark.parametrize(
+    ("command", "target"),
+    [
+        (["check", "--output"], "records/XNHKH16S1TE100214.yaml"),
+        (["check", "--report"], "json=ecoc.yaml"),
+        (["status", "--output"], "approvals/e4-2018-858-04127-01.yaml"),
+        (["rules", "doc", "--output"], "rules/masses.yaml"),
+    ],
+)
+def test_report_over_an_input_file_is_refused(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], command: list[str], target: str
+) -> None:
+    name = target.partition("=")[2] or target
+    before = (example_repo / name).read_bytes()
+    argument = f"json={example_repo / name}" if "=" in target else str(example_repo / name)
+    code, _, err = run(capsys, "--repo", str(example_repo), *command, argument)
+    assert code == 2
+    assert "which holds data ecoc reads" in err
+    assert (example_repo / name).read_bytes() == before
+
+
+@pytest.mark.parametrize("folder", ["signed", "records", ".", ".git"])
+def test_render_into_the_repository_data_is_refused(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], folder: str
+) -> None:
+    (example_repo / "signed").mkdir(exist_ok=True)
+    kept = example_repo / "signed" / "kept.xml"
+    kept.write_bytes(b"<kept/>")
+    before = sorted(p.name for p in (example_repo / "records").iterdir())
+    code, _, err = run(capsys, "--repo", str(example_repo), "render", "--clean", "--out", str(example_repo / folder))
+    assert code == 2
+    assert "which holds data ecoc reads" in err
+    assert kept.read_bytes() == b"<kept/>"
+    assert sorted(p.name for p in (example_repo / "records").iterdir()) == before
+
+
+def test_render_on_a_full_disk_leaves_no_files(
+    example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from ecoc import cli
+
+    calls = []
+    real = cli.write_atomically
+
+    def fill_up(path: Path, data: bytes | str) -> None:
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(cli, "write_atomically", fill_up)
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "--repo", str(example_repo), "render", "--out", str(out), "-j", "1")
+    assert code == 3
+    assert "No space left on device; removed the 2 files this render wrote" in err
+    assert list(out.iterdir()) == []
+
+
+def test_records_that_are_not_a_folder_are_an_error(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.rmtree(example_repo / "records")
+    (example_repo / "records").write_text("not a folder\n", encoding="utf-8")
+    code, _, err = run(capsys, "--repo", str(example_repo), "check")
+    assert code == 3
+    assert "error: records/ is not a folder" in err
+
+
+def test_missing_records_folder_is_named(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.rmtree(example_repo / "records")
+    code, _, err = run(capsys, "--repo", str(example_repo), "check")
+    assert code == 0
+    assert "has no records/ folder, so no vehicle is checked" in err
+
+
+def test_record_linked_from_outside_the_repository_is_refused(
+    example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outside = tmp_path / "outside.yaml"
+    outside.write_bytes((example_repo / "records" / "XNHKH16S1TE100214.yaml").read_bytes())
+    (example_repo / "records" / "XNHKH16S1TE100214.yaml").unlink()
+    (example_repo / "records" / "XNHKH16S1TE100214.yaml").symlink_to(outside)
+    code, _, err = run(capsys, "--repo", str(example_repo), "check")
+    assert code == 3
+    assert f"error: records/XNHKH16S1TE100214.yaml is a symbolic link to {outside}, outside the repository" in err

@@ -235,6 +235,30 @@ def test_certificate_problems_have_plain_messages(
     assert expected in text
 
 
+def test_signature_of_a_since_expired_seal_verifies_at_its_signing_time(
+    unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = issue("Halvard Test Root CA", ca=True, not_before=NOW - 900 * DAY, not_after=NOW + 3650 * DAY)
+    intermediate = issue("Halvard Test Issuing CA", root, ca=True, not_before=NOW - 800 * DAY)
+    pki = Pki(
+        root,
+        intermediate,
+        issue("Halvard Motors B.V. eCoC seal", intermediate, not_after=NOW - DAY, not_before=NOW - 400 * DAY),
+    )
+    # The file stands for one signed while the seal was valid: ecoc refuses an expired seal today.
+    monkeypatch.setattr("ecoc.signing._check_seal", lambda signing, at: None)
+    code, out = sign(pki, unsigned, tmp_path)
+    assert code == 0
+    monkeypatch.undo()
+    code, text = verify(pki, tmp_path, out, capsys, "--at", (NOW - 100 * DAY).isoformat())
+    assert "verified, signed by" in text
+    assert code == 0
+    code, text = verify(pki, tmp_path, out, capsys)
+    assert "changed after signing" not in text
+    assert "expired on" in text
+    assert code == 1
+
+
 def test_wrapped_document_is_refused(
     pki: Pki, unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -412,13 +436,6 @@ def configure(repo: Path, pki: Pki, signers: str) -> None:
         )
 
 
-@pytest.mark.parametrize(
-    ("allowed", "code", "expected"),
-    [
-        ("CN=Halvard Motors B.V. eCoC seal,*", 0, "verified, signed by CN=Halvard Motors B.V. eCoC seal"),
-        ("CN=Halvard Motors GmbH eCoC seal,*", 1, "may not sign for HALVARD MOTORS B.V.; signing.signers allows"),
-    ],
-)
 def test_settings_sign_and_check_the_signer(
     pki: Pki,
     example_repo: Path,
@@ -426,19 +443,35 @@ def test_settings_sign_and_check_the_signer(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
-    allowed: str,
-    code: int,
-    expected: str,
 ) -> None:
-    configure(example_repo, pki, f'{{"HALVARD MOTORS B.V.": ["{allowed}"]}}')
+    configure(example_repo, pki, '{"HALVARD MOTORS B.V.": ["CN=Halvard Motors B.V. eCoC seal,*"]}')
     monkeypatch.setenv("SEAL_KEY", pki.signer.key_pem().decode())
     out = tmp_path / "signed.xml"
     assert main(["--repo", str(example_repo), "sign", str(unsigned), "--out", str(out)]) == 0
     capsys.readouterr()
-    assert main(["--repo", str(example_repo), "verify", str(out)]) == code
+    assert main(["--repo", str(example_repo), "verify", str(out)]) == 0
     text = capsys.readouterr().out
     assert text.startswith(f"{out}: ")
-    assert expected in text
+    assert "verified, signed by CN=Halvard Motors B.V. eCoC seal" in text
+
+
+def test_verify_refuses_a_signer_that_signers_does_not_allow(
+    pki: Pki,
+    example_repo: Path,
+    unsigned: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    configure(example_repo, pki, '{"HALVARD MOTORS B.V.": ["CN=Halvard Motors B.V. eCoC seal,*"]}')
+    monkeypatch.setenv("SEAL_KEY", pki.signer.key_pem().decode())
+    out = tmp_path / "signed.xml"
+    assert main(["--repo", str(example_repo), "sign", str(unsigned), "--out", str(out)]) == 0
+    settings = (example_repo / "ecoc.yaml").read_text(encoding="utf-8")
+    (example_repo / "ecoc.yaml").write_text(settings.replace("B.V. eCoC seal,*", "GmbH eCoC seal,*"), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["--repo", str(example_repo), "verify", str(out)]) == 1
+    assert "may not sign for HALVARD MOTORS B.V.; signing.signers allows" in capsys.readouterr().out
 
 
 def signing_findings(repo: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[dict[str, Any]]]:
@@ -461,6 +494,24 @@ def test_check_warns_before_the_seal_expires(
     assert [(f["rule"], f["severity"], f["file"], f["path"]) for f in findings] == [
         (rule, severity, "ecoc.yaml", "signing.cert")
     ]
+
+
+def test_sign_refuses_a_seal_that_signers_does_not_allow(
+    pki: Pki,
+    example_repo: Path,
+    unsigned: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    configure(example_repo, pki, '{"HALVARD MOTORS B.V.": ["CN=Halvard Motors GmbH eCoC seal,*"]}')
+    monkeypatch.setenv("SEAL_KEY", pki.signer.key_pem().decode())
+    out = tmp_path / "signed.xml"
+    assert main(["--repo", str(example_repo), "sign", str(unsigned), "--out", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert f"{unsigned}: the certificate " in err
+    assert "may not sign for HALVARD MOTORS B.V.; signing.signers allows CN=Halvard Motors GmbH eCoC seal,*" in err
+    assert not out.exists()
 
 
 def test_check_finds_a_seal_of_another_manufacturer(
@@ -833,3 +884,29 @@ def test_unreachable_timestamp_authority_names_the_setting(
     assert f"the time-stamping authority at http://127.0.0.1:{port}/ did not answer: " in err
     assert "urlopen error" not in err
     assert "hint: check the URL (--timestamp or signing.timestamp_url)" in err
+
+
+def test_sign_on_a_full_disk_leaves_no_files(
+    pki: Pki, unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from ecoc import cli
+
+    files = pki.write(tmp_path / "pki")
+    keys = ["--key", str(files["key"]), "--cert", str(files["cert"]), "--chain", str(files["chain"])]
+    rendered = sorted(unsigned.parent.glob("*.xml"))[:3]
+    calls = []
+    real = cli.write_atomically
+
+    def fill_up(path: Path, data: bytes | str) -> None:
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(cli, "write_atomically", fill_up)
+    out = tmp_path / "signed"
+    assert main(["sign", *map(str, rendered), "--out-dir", str(out), *keys]) == 3
+    assert "removed the 2 signed files written before it" in capsys.readouterr().err
+    assert list(out.iterdir()) == []

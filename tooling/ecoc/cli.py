@@ -155,7 +155,33 @@ def _emit(text: str, output: Path | None) -> None:
     if output is None:
         click.echo(text, nl=False)
     else:
+        _refuse_data_path(output, "--output")
         _write(output, text)
+
+
+# Folders of a compliance repository that only its own commands write.
+_DATA_FOLDERS = ("approvals", "records", "rules", "signed", ".git")
+
+
+def _refuse_data_path(path: Path, option: str) -> None:
+    """Raise a UsageError when an output file or folder would overwrite or mix with a repository's data."""
+    target = path.resolve()
+    for folder in (target, *target.parents):
+        if not (folder / CONFIG_NAME).is_file():
+            continue
+        parts = target.relative_to(folder).parts
+        if not parts:
+            what = "is the repository's own folder"
+        elif parts == (CONFIG_NAME,):
+            what = f"is the repository's {CONFIG_NAME}"
+        elif parts[0] in _DATA_FOLDERS:
+            what = f"lies in the repository's {parts[0]}/ folder"
+        else:
+            return
+        raise UsageError(
+            f"{option} {path} {what}, which holds data ecoc reads",
+            "write outputs outside approvals/, records/, rules/, signed/ and .git, such as build/",
+        )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -278,6 +304,8 @@ def _check(
             raise UsageError("--base checks what changed since the base, so it takes no PATHS", "leave out PATHS")
         return _check_base(ctx, base, outputs, xsd, jobs)
     selection = _selection(root, paths)
+    if not (root / "records").exists():
+        log.warning("%s has no records/ folder, so no vehicle is checked; put one record file per VIN there", root)
     if not any(relative.rsplit("/", 1)[-1] not in WAIVER_FILES for _, relative in list_yaml(root, "rules")):
         log.warning(
             "rules/ holds no readiness rules, so only the IVI 2.0 model and schema are checked; "
@@ -399,7 +427,8 @@ _LOCATED = re.compile(r"(?P<file>[^\s:][^:]*):(?P<line>[0-9]+):(?P<column>[0-9]+
 
 
 def _check_destination(path: Path, option: str) -> None:
-    """Raise a UsageError when `path` names a folder, or lies below a file."""
+    """Raise a UsageError when `path` names a folder, lies below a file, or would overwrite the repository's data."""
+    _refuse_data_path(path, option.rstrip(":"))
     if path.is_dir():
         raise UsageError(f"{option} {path} is a folder", f"name a file, such as {path / 'report'}")
     for parent in path.absolute().parents:
@@ -659,15 +688,24 @@ def render(
         _write(target, result.rendered)
         written[vin] = target
 
-    result = run_check(repository, options, sink=write)
+    try:
+        result = run_check(repository, options, sink=write)
+    except EcocError as exc:
+        # A failed write, as on a full disk, leaves no part of this render behind.
+        for done in written.values():
+            done.unlink(missing_ok=True)
+        if not written:
+            raise
+        message = f"{exc.message}; removed the {_plural(len(written), 'file')} this render wrote"
+        raise type(exc)(message, exc.hint) from None
     _check_selection(paths, result.records, result.approvals)
     # Duplicate VINs and errors in an approval block records too; both are known only at the end.
     for finding in result.findings:
         if finding.blocking:
             for vin in finding.records:
-                target = written.pop(vin, None)
-                if target is not None:
-                    target.unlink(missing_ok=True)
+                stale = written.pop(vin, None)
+                if stale is not None:
+                    stale.unlink(missing_ok=True)
     if any(finding.blocking and finding.rule == "rules.invalid" for finding in result.findings):
         # A rule that cannot be loaded checks nothing, so no record is known to be ready.
         for target in written.values():
@@ -688,6 +726,7 @@ def _plural(count: int, word: str) -> str:
 
 def _prepare_output(out_dir: Path, clean: bool) -> None:
     """Make sure --out contains no certificates of an earlier render that this one would not replace."""
+    _refuse_data_path(out_dir, "--out")
     _prepare_folder(
         out_dir,
         clean,
@@ -938,7 +977,7 @@ def preview(
     scope = scope_of(repository, base)
     version_datetime = _version_datetime(repository, given_datetime)
     schema = _schema(repository, xsd)
-    _prepare_preview(repository.root, out_dir, clean)
+    _prepare_preview(out_dir, clean)
     rendered: dict[str, bytes] = {}
     base_rendered: dict[str, bytes] = {}
 
@@ -961,15 +1000,8 @@ def preview(
 _PREVIEW_FILES = ("index.html", "records/*.xml", "records/*.diff", "records/*.html")
 
 
-def _prepare_preview(root: Path, out_dir: Path, clean: bool) -> None:
-    inside = out_dir.resolve()
-    if inside == root or any(
-        inside.is_relative_to(root / name) for name in ("approvals", "records", "rules", "signed")
-    ):
-        raise UsageError(
-            f"{out_dir}: the preview would mix its files with the repository's data",
-            "choose a folder outside approvals/, records/, rules/ and signed/, such as build/preview",
-        )
+def _prepare_preview(out_dir: Path, clean: bool) -> None:
+    _refuse_data_path(out_dir, "--out")
     _prepare_folder(
         out_dir,
         clean,
@@ -1068,6 +1100,25 @@ def _load_seal(
     return load_signing_key(key_source, cert_path, chain_path, secret.encode() if secret else None)
 
 
+def _refuse_other_signer(
+    file: Path, signed: bytes, certificate: x509.Certificate, signers: dict[str, tuple[str, ...]]
+) -> None:
+    """Raise an InputError when signing.signers does not allow the seal for the file's manufacturer.
+
+    `ecoc verify` and the authority would refuse such a signature, so it is never written.
+    """
+    from ecoc.ivi.xmlsafe import parse_xml_bytes
+    from ecoc.signing import signer_names, signer_problem
+
+    problem = signer_problem(certificate, signer_names(parse_xml_bytes(signed, str(file)).getroot()), signers)
+    if problem is not None:
+        raise InputError(
+            f"{file}: {problem}",
+            "sign with a seal that signing.signers in ecoc.yaml allows for this manufacturer, "
+            "or add the seal's subject there after review",
+        )
+
+
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--out", "out_file", type=click.Path(path_type=Path, dir_okay=False), help="Signed file, for one FILE.")
@@ -1127,6 +1178,7 @@ def sign(
     if len({target.resolve() for target in targets}) < len(targets):
         raise UsageError("two of the files have the same name", "sign them into different folders")
     for target in targets:
+        _refuse_data_path(target, "--out-dir" if out_dir is not None else "--out")
         if target.exists():
             raise UsageError(f"{target}: exists already", "a signed file is written once; choose a new name")
     settings, root = _signing_settings(ctx)
@@ -1144,13 +1196,26 @@ def sign(
                 signed.append(sign_document(data, signing, xades=xades, timestamp_url=timestamp_url))
             except InputError as exc:
                 raise InputError(f"{file}: {exc.message}", exc.hint) from None
+            if settings is not None and settings.signers:
+                _refuse_other_signer(file, signed[-1], signing.certificate, settings.signers)
     finally:
         if isinstance(signing.key, TokenKey):
             signing.key.close()
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-    for target, data in zip(targets, signed, strict=True):
-        _write(target, data)
+    done: list[Path] = []
+    try:
+        for target, data in zip(targets, signed, strict=True):
+            _write(target, data)
+            done.append(target)
+    except EcocError as exc:
+        # Nothing is written unless every file is: remove the files this run wrote.
+        for written in done:
+            written.unlink(missing_ok=True)
+        if not done:
+            raise
+        message = f"{exc.message}; removed the {_plural(len(done), 'signed file')} written before it"
+        raise type(exc)(message, exc.hint) from None
     subject = signing.certificate.subject.rfc4514_string()
     if len(files) == 1:
         click.echo(f"signed {files[0]} as {targets[0]} with {subject}", err=True)
@@ -1604,7 +1669,7 @@ def _merged(
 
     try:
         commit = gitinfo.resolve_commit(root, main, "--main")
-    except EcocError as exc:
+    except EcocError:
         if explicit:
             raise
         # A CI checkout often has the remote's branch only, as origin/main.
@@ -1613,11 +1678,11 @@ def _merged(
             commit = gitinfo.resolve_commit(root, remote, "--main")
         except EcocError:
             log.warning(
-                "no record counts as approved, because the main branch %s cannot be read: %s; "
-                "pass --main with the branch that holds the reviewed data, such as --main origin/%s",
+                "no record counts as approved, because the main branch %s (main_branch in %s) is neither a "
+                "branch here nor %s; set main_branch to the branch that holds the reviewed data, or pass --main",
                 main,
-                exc.message,
-                main,
+                CONFIG_NAME,
+                remote,
             )
             return None
         log.info("the branch %s is missing here, so %s stands for the main branch", main, remote)

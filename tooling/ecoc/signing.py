@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import pkcs12
 from lxml import etree
 from signxml.algorithms import DigestAlgorithm, SignatureMethod
-from signxml.exceptions import InvalidInput, InvalidSignature
+from signxml.exceptions import InvalidCertificate, InvalidInput, InvalidSignature
 from signxml.verifier import SignatureConfiguration, XMLVerifier
 
 from ecoc.errors import InputError
@@ -672,19 +672,24 @@ def verify(
     )
     properties = _xades_properties(signature, leaf)
     expected = 1 if properties is None else 2
+    # signxml checks the leaf's validity period on its own; it must use the moment the chain was
+    # judged at, or every certificate whose seal has since expired would fail years later.
     if allow_weak:
         config = SignatureConfiguration(
             location="./",
             expect_references=expected,
             signature_methods=frozenset(SignatureMethod),
             digest_algorithms=frozenset(DigestAlgorithm),
+            verification_time=moment,
         )
     else:
-        config = SignatureConfiguration(location="./", expect_references=expected)
+        config = SignatureConfiguration(location="./", expect_references=expected, verification_time=moment)
     try:
         result = XMLVerifier().verify(
             document, x509_cert=leaf.public_bytes(serialization.Encoding.PEM).decode("ascii"), expect_config=config
         )
+    except InvalidCertificate as exc:
+        raise VerificationFailed(f"the seal certificate is not valid at {moment.isoformat()}: {exc}") from None
     except InvalidSignature as exc:
         detail = str(exc)
         if detail.startswith("Digest mismatch"):
