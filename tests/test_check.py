@@ -475,6 +475,17 @@ def test_decimal_in_whole_number_suggests_digits(example_repo: Path, capsys: pyt
     assert "digits only: 1478" in str(only(findings, "model.integer")["hint"])
 
 
+def test_negative_whole_number_is_not_told_to_keep_its_sign(
+    example_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: -1478")
+    _, findings = check(example_repo, capsys)
+    finding = only(findings, "model.integer")
+    assert finding["message"] == "ActualMass: '-1478' is negative"
+    assert "-1478" not in str(finding["hint"])
+    assert str(finding["hint"]).endswith("the schema allows no sign")
+
+
 def test_approval_finding_names_only_records_of_its_version(
     example_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -200,6 +200,15 @@ def test_release_refuses_uncommitted_sources(
     assert "commit or stash them" in err
 
 
+def test_staged_rename_names_both_paths_whole(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    git(repo, "mv", f"records/{VIN}.yaml", "records/renamed.yaml")
+    assert release(repo, seal, tmp_path / "outbox") == 3
+    err = capsys.readouterr().err
+    assert f"(records/renamed.yaml, records/{VIN}.yaml)" in err
+
+
 def test_release_refuses_another_branch(
     repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

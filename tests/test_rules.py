@@ -313,6 +313,7 @@ def test_rule_file_with_yaml_error(example_repo: Path, capsys: pytest.CaptureFix
         ("coc.MaximumSpeed.isBlank()", "functions the README lists"),
         ("coc.AxleTable[5].AxleTrack > 0.0", "guard the index with size()"),
         ("coc.MaximumSpeed", "true or false"),
+        ("int(coc.MaximumSpeed) / 0 > 1", "guard the division"),
     ],
 )
 def test_rule_evaluation_error_reported_once(

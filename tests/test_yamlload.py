@@ -116,6 +116,15 @@ def test_syntax_error_has_position() -> None:
     assert findings[0][1] == 3
 
 
+def test_merge_conflict_markers_are_named_as_such() -> None:
+    text = b"vin: X\nMassGroup:\n<<<<<<< HEAD\n  ActualMass: 1490\n=======\n  ActualMass: 1480\n>>>>>>> feat\n"
+    _, findings = load_yaml(text, SOURCE)
+    [finding] = findings
+    assert (finding.rule, finding.line, finding.column) == ("yaml.syntax", 3, 1)
+    assert finding.message == "unresolved merge conflict: git's conflict marker <<<<<<< at line 3"
+    assert finding.hint is not None and finding.hint.startswith("resolve the conflict")
+
+
 def test_deep_nesting() -> None:
     root, findings = load(b"a: " + b"[" * 100 + b"]" * 100 + b"\n")
     assert root is None

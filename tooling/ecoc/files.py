@@ -36,19 +36,30 @@ def _walk(root: Path, folder: str) -> list[tuple[str, os.DirEntry[str]]]:
     # A link to a folder around the walk, such as `..`, would read the whole repository again.
     start = os.path.realpath(pending[0][0])
     seen: set[tuple[int, int]] = set()
+    top = os.path.realpath(root)
     while pending:
         absolute, relative = pending.pop()
         try:
             status = os.stat(absolute)
             entries = list(os.scandir(absolute))
-        except OSError:
-            continue
+        except FileNotFoundError:
+            continue  # no such folder: the caller decides whether that matters
+        except OSError as exc:
+            # Leaving out a folder that cannot be read would check, render or release less
+            # than the repository holds, and report it as clean.
+            kind = "is not a folder" if exc.errno == errno.ENOTDIR else f"cannot be read: {exc.strerror}"
+            raise ConfigError(
+                f"{relative}/ {kind}",
+                f"make {relative}/ a folder that the user running ecoc can read",
+            ) from None
         if (status.st_dev, status.st_ino) in seen:
             continue
         seen.add((status.st_dev, status.st_ino))
         for entry in entries:
             if entry.name.startswith("."):
                 continue
+            if entry.is_symlink():
+                _refuse_outside_link(entry, f"{relative}/{entry.name}", top)
             try:
                 if entry.is_dir():
                     if not (entry.is_symlink() and _encloses(os.path.realpath(entry.path), start)):
@@ -62,6 +73,21 @@ def _walk(root: Path, folder: str) -> list[tuple[str, os.DirEntry[str]]]:
                 found.append((f"{relative}/{entry.name}", entry))
     found.sort(key=lambda item: item[0])
     return found
+
+
+def _refuse_outside_link(entry: os.DirEntry[str], relative: str, top: str) -> None:
+    """Raise a ConfigError for a symbolic link that leads out of the repository.
+
+    git stores only the link, so the data it leads to was never committed or reviewed, and a
+    check or a release would read it all the same.
+    """
+    target = os.path.realpath(entry.path)
+    if _encloses(top, target) or not os.path.exists(target):
+        return  # a link inside the repository, or a dangling one that reading reports
+    raise ConfigError(
+        f"{relative} is a symbolic link to {target}, outside the repository, so git holds only the link",
+        "replace the link by the file or folder itself and commit it, so that it is reviewed like the rest",
+    )
 
 
 def _encloses(folder: str, path: str) -> bool:

@@ -58,8 +58,19 @@ def uncommitted_status(root: Path, folders: tuple[str, ...], ignored: bool = Fal
     )
     if completed.returncode != 0:
         return []
-    entries = [entry for entry in completed.stdout.decode("utf-8", "replace").split("\0") if entry]
-    return [(entry[:2], entry[3:]) for entry in entries if len(entry) > 3]
+    entries = iter(completed.stdout.decode("utf-8", "replace").split("\0"))
+    result = []
+    for entry in entries:
+        if len(entry) <= 3:
+            continue
+        status = entry[:2]
+        result.append((status, entry[3:]))
+        if "R" in status or "C" in status:
+            # With -z, the source path of a rename or copy follows as an entry without a status.
+            source = next(entries, "")
+            if source:
+                result.append((status, source))
+    return result
 
 
 def hidden_files(root: Path, folders: tuple[str, ...], suffixes: tuple[str, ...]) -> list[str]:
@@ -148,7 +159,12 @@ def resolve_commit(root: Path, ref: str, option: str = "--base") -> str:
 
 def _fetch_hint(ref: str) -> str:
     """Say how to name a base that is missing from a full clone."""
-    if re.search(r"[~^@:]", ref):
+    if ".." in ref:
+        first = ref.split("..")[0] or "HEAD"
+        return f"{ref} is a range of commits; name the one commit to compare with, such as {first}"
+    if ref.endswith("^{tree}") or ":" in ref:
+        return f"{ref} names a tree or a file, not a commit; name a branch or commit, such as main"
+    if re.search(r"[~^@]", ref):
         # An expression such as main~1000 counts back from a commit that exists.
         return f"{ref} points further back than the history of this repository goes; name a commit that git log lists"
     return f"fetch it first (for example git fetch origin {ref.split('/')[-1]}), or name a commit"

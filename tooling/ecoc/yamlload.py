@@ -318,6 +318,10 @@ def _unclosed_quote(data: bytes, before_line: int) -> int | None:
     return found
 
 
+# The lines git writes around the two sides of a conflict it could not merge.
+CONFLICT_MARKER = re.compile(rb"^(<{7}|={7}|>{7})(?: |\r?$)", re.MULTILINE)
+
+
 def _syntax_finding(exc: yaml.YAMLError, data: bytes, source: Source) -> Finding:
     if isinstance(exc, yaml.reader.ReaderError):
         line, column = _offset_position(data, exc.position)
@@ -347,6 +351,13 @@ def _syntax_finding(exc: yaml.YAMLError, data: bytes, source: Source) -> Finding
     opened = _unclosed_quote(data, line)
     if opened is not None:
         hint = f"line {opened} opens a quoted value that is not closed on that line; close the quote there"
+    conflict = CONFLICT_MARKER.search(data)
+    if conflict is not None:
+        # git left the markers of a merge it could not finish; the YAML error is only their effect.
+        line = data.count(b"\n", 0, conflict.start()) + 1
+        message = f"unresolved merge conflict: git's conflict marker {conflict.group(1).decode()} at line {line}"
+        hint = "resolve the conflict: keep the right lines, delete the markers, then git add the file"
+        column = 1
     return Finding(
         "yaml.syntax",
         Severity.ERROR,

@@ -154,6 +154,10 @@ def _parse_integer(text: str, simple: SimpleType) -> tuple[object, Problem | Non
                 "write a whole number, or remove the key if the element does not apply",
             )
         number = Decimal(text) if _EXPONENT.match(text) or _DECIMAL.match(text) else None
+        if number is not None and number < 0:
+            return None, Problem(
+                "model.integer", f"{text!r} is negative", f"write {simple.describe()}: the schema allows no sign"
+            )
         if number is not None and number == number.to_integral_value():
             form = "exponent notation" if _EXPONENT.match(text) else "a decimal point or a sign"
             return None, Problem("model.integer", f"{text!r} uses {form}", f"write it with digits only: {int(number)}")

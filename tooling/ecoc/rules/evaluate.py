@@ -299,6 +299,8 @@ def _broken(rule: Rule, key: str, error: str, effective: Effective) -> Finding:
         hint = "guard the index with size(), or go through the list with exists() or all()"
     elif error.endswith("not true or false"):
         hint = "write the expression as a condition that is true or false"
+    elif "division by zero" in error or "modulus by zero" in error:
+        hint = "guard the division: test that the divisor is not 0 first, as in x != 0 && y / x > 1"
     else:
         hint = "fix the rule's expression: CEL does not mix types, so compare numbers with numbers"
     return Finding(
