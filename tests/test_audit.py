@@ -202,6 +202,8 @@ def test_audit_report_as_html_and_text(
     assert main(arguments) == 1
     browser.get(out.as_uri())
     assert browser.find_element(By.ID, "verdict").text.endswith("discrepancies")
+    # The page names the anchors the chains were checked against, as the text report does.
+    assert browser.find_element(By.ID, "anchors").text.startswith("CN=Halvard Test Root CA")
     row = browser.find_element(By.ID, f"entry-{folder(VIN)}")
     assert "signature:" in row.text
     other = browser.find_element(By.ID, f"entry-{folder(OTHER)}")
@@ -351,6 +353,16 @@ def test_one_deleted_ledger_line_is_one_numbering_problem(released: Path, capsys
     _, report = audit(released, capsys)
     numbering = [p for p in report["problems"] if "says it is number" in p["message"]]  # type: ignore[union-attr]
     assert len(numbering) == 1
+
+
+def test_swapped_ledger_lines_report_only_the_two_lines(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ledger_lines(released, lambda lines: [lines[0], lines[2], lines[1], *lines[3:]])
+    _, report = audit(released, capsys)
+    numbering = [p for p in report["problems"] if "says it is number" in p["message"]]  # type: ignore[union-attr]
+    assert [p["message"] for p in numbering] == [
+        "line 2 says it is number 3: a line was deleted, inserted or moved before it",
+        "line 3 says it is number 2: a line was deleted, inserted or moved before it",
+    ]
 
 
 def test_merge_that_drops_evidence_is_found(released: Path, capsys: pytest.CaptureFixture[str]) -> None:

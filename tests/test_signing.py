@@ -259,6 +259,22 @@ def test_signature_of_a_since_expired_seal_verifies_at_its_signing_time(
     assert code == 1
 
 
+def test_untrusted_root_in_keyinfo_is_named_as_the_end_of_the_chain(
+    pki: Pki, unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = pki.write(tmp_path / "pki")
+    files["chain"].write_bytes(pki.intermediate.pem() + pki.root.pem())
+    out = tmp_path / "signed.xml"
+    keys = ["--key", str(files["key"]), "--cert", str(files["cert"]), "--chain", str(files["chain"])]
+    assert main(["sign", str(unsigned), "--out", str(out), *keys]) == 0
+    anchor = tmp_path / "other.pem"
+    anchor.write_bytes(issue("Another Root CA", ca=True).pem())
+    assert main(["verify", str(out), "--trust", str(anchor)]) == 1
+    text = capsys.readouterr().out
+    assert "the certificate chain ends at CN=Halvard Test Root CA" in text
+    assert "longer than 10" not in text
+
+
 def test_wrapped_document_is_refused(
     pki: Pki, unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -522,6 +538,9 @@ def test_check_finds_a_seal_of_another_manufacturer(
     assert code == 1
     assert [f["rule"] for f in findings] == ["signing.signer-mismatch"] * 3
     assert all(f["file"].startswith("approvals/") and f["line"] == 35 for f in findings)
+    # The hint gives the subject exactly as signing.signers matches it.
+    subject = pki.signer.certificate.subject.rfc4514_string()
+    assert f"add '{subject}' under its name in signing.signers" in findings[0]["hint"]
 
 
 PIN = "246813"

@@ -174,11 +174,17 @@ def check_ledger(root: Path, report: AuditReport) -> dict[str, dict[str, Any]]:
             )
         sequence = event.get("seq")
         shift = sequence - number if isinstance(sequence, int) and not isinstance(sequence, bool) else None
-        if shift != offset:
+        if shift != offset and shift != 0:
             report.problems.append(
-                Discrepancy(f"{LEDGER}:{number}", "ledger", f"the line says it is number {sequence}", event.get("vin"))
+                Discrepancy(
+                    f"{LEDGER}:{number}",
+                    "ledger",
+                    f"line {number} says it is number {sequence}: a line was deleted, inserted or moved before it",
+                    event.get("vin"),
+                )
             )
-            offset = shift if shift is not None else offset
+        # A line back at its own number, as after two swapped lines, is in place again.
+        offset = shift if shift is not None else offset
         previous = sha256_hex(line)
         files = event.get("files")
         for name, digest in (files or {}).items() if isinstance(files, dict) else ():
@@ -695,6 +701,7 @@ def format_report(report: AuditReport, format_: str, generated: str, root: Path)
             commit=report.commit,
             branch=report.branch,
             commits_read=report.commits_read,
+            anchors=report.anchors,
             generated=generated,
         )
     lines = [f"{problem.file}: {problem.check}: {problem.message}" for problem in report.discrepancies]

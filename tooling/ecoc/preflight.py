@@ -118,8 +118,10 @@ def signing_findings(repository: Repository, index: ApprovalIndex, now: dt.datet
                         where.line if where else 1,
                         where.column if where else 1,
                         "CocDataGroup.ManufacturerTable",
-                        "add the certificate's subject for this manufacturer to signing.signers, "
-                        "or sign with the seal of the manufacturer the approval names",
+                        f"if this seal may sign for the manufacturer, add '{certificate.subject.rfc4514_string()}' "
+                        "under its name in signing.signers (RFC 4514 form, which lists the attributes in the "
+                        "reverse of openssl's order); otherwise sign with the seal of the manufacturer the "
+                        "approval names",
                     )
                 )
     return findings

@@ -559,13 +559,14 @@ def check_chain(
             anchor = trusted[issuer]
             _check_issued(current, anchor, at)
             return (*chain[1:], anchor)
+        if current.issuer == current.subject:
+            # A self-signed certificate ends the chain, even when KeyInfo carries it too.
+            raise VerificationFailed(
+                f"the certificate chain ends at {_name(current)}, which is not a trust anchor: the seal comes "
+                "from a CA that is not trusted"
+            )
         following = pool.get(issuer)
         if following is None:
-            if current.issuer == current.subject:
-                raise VerificationFailed(
-                    f"the certificate chain ends at {_name(current)}, which is not a trust anchor: the seal comes "
-                    "from a CA that is not trusted"
-                )
             if current is leaf:
                 raise VerificationFailed(
                     f"the issuer {issuer} of the signing certificate is neither a trust anchor nor in the "
