@@ -422,3 +422,14 @@ def test_record_linked_from_outside_the_repository_is_refused(
     code, _, err = run(capsys, "--repo", str(example_repo), "check")
     assert code == 3
     assert f"error: records/XNHKH16S1TE100214.yaml is a symbolic link to {outside}, outside the repository" in err
+
+
+def test_saved_text_report_ends_with_the_summary(
+    example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "report.txt"
+    code, _, err = run(capsys, "--repo", str(example_repo), "check", "--output", str(out))
+    assert code == 0
+    summary = err.strip().splitlines()[-1]
+    assert summary.startswith("0 errors, ")
+    assert out.read_text(encoding="utf-8").endswith(summary + "\n")

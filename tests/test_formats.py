@@ -330,7 +330,7 @@ def test_markdown_shows_a_shared_error_before_thousands_of_changes() -> None:
     text = format_markdown(report)
     assert len(text) <= 65_000
     blocking = text.split("### Blocking findings")[1].split("###")[0]
-    assert "| **new** | `model.integer` | `approvals/a.yaml:153` | 1465.5 is not a whole number | 3000 |" in blocking
+    assert "| **new** | `model.integer` | `approvals/a.yaml:153:5` | 1465.5 is not a whole number | 3000 |" in blocking
     assert re.search(
         r"cut to stay within GitHub's size limit: \d+ changed records, \d+ record sections are not shown", text
     )
@@ -425,7 +425,7 @@ def test_markdown_names_repository_blockers_once(example_repo: Path, capsys: pyt
     assert text.count("every record (see Repository findings)") == 1
     assert blocked.startswith(
         "A repository finding blocks every record (see Repository findings): "
-        "`yaml.syntax` at `rules/waivers.yaml:2`.\n\n<details"
+        "`yaml.syntax` at `rules/waivers.yaml:2:1`.\n\n<details"
     )
     assert "no findings of its own, blocked by repository findings" in section
     assert "| severity |" not in section

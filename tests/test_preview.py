@@ -53,6 +53,22 @@ def test_changed_value_is_marked_with_its_old_value(
     assert "Readiness: ready at HEAD, now blocked." in browser.find_element(By.ID, "readiness").text
 
 
+def test_waived_finding_is_not_drawn_as_a_blocking_error(
+    example_repo: Path, tmp_path: Path, browser: webdriver.Chrome
+) -> None:
+    from test_changes import BALLAST, write_waiver
+
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 99999")
+    write_waiver(example_repo, "wltp.test-mass-not-below-actual-mass", VIN, waiver_id="W-7", reason=BALLAST)
+    out = tmp_path / "preview"
+    preview(example_repo, out)
+    open_page(browser, out / "records" / f"{VIN}.html")
+    waived = browser.find_element(By.CSS_SELECTOR, "#findings li.waived")
+    blocking = browser.find_element(By.CSS_SELECTOR, "#findings li.error:not(.waived)")
+    assert "waived by W-7" in waived.text
+    assert waived.value_of_css_property("color") != blocking.value_of_css_property("color")
+
+
 def test_xml_matches_render_and_diff(example_repo: Path, tmp_path: Path) -> None:
     edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 1479")
     out = tmp_path / "preview"

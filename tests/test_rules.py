@@ -517,6 +517,29 @@ def test_expired_waiver(example_repo: Path, capsys: pytest.CaptureFixture[str]) 
     assert code == 1
 
 
+def test_waiver_close_to_its_expiry_is_warned_about(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    break_mass(example_repo)
+    waive(example_repo, "test.speed-known", "XNHKH16S1TE100214", expires="2026-12-08")
+    monkeypatch.setenv("ECOC_TODAY", "2026-12-05")
+    code, findings = check_json(example_repo, capsys)
+    [expiring] = [f for f in findings if f["rule"] == "waiver.expiring"]
+    assert expiring["severity"] == "warning"
+    assert (expiring["file"], expiring["path"]) == ("rules/waivers.yaml", "waivers[0].expires")
+    assert str(expiring["message"]).startswith(
+        "waiver W-1 for rule test.speed-known expires on 2026-12-08, in 3 days; after that"
+    )
+    assert any(f["waiver"] == "W-1" for f in findings)
+    assert code == 0
+
+
+def test_waiver_problems_are_reported_together(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    waive(example_repo, "mass.no-such-rule", "XNHKH16S1TE100214", expires="2020-01-01")
+    _, findings = check_json(example_repo, capsys)
+    assert sorted(f["rule"] for f in findings) == ["waiver.expired", "waiver.unknown-rule"]
+
+
 def test_unused_waiver(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     waive(example_repo, "mass.running-order-within-maximum", "XNHKH16S1TE100214")
     code, findings = check_json(example_repo, capsys)

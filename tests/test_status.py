@@ -170,9 +170,12 @@ def test_status_pages(repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
     assert page.get_element_by_id("count-approved").text_content() == "11"
     row = page.get_element_by_id("record-XNHKH16S8TE103871")
     assert "blocked" in row.text_content()
+    head = git(repo, "rev-parse", "HEAD")[:12]
+    # Both boards name the commit and branch they describe.
+    assert page.get_element_by_id("scope").text_content().endswith(f", of commit {head} on branch main.")
     assert main(["--repo", str(repo), "status", "--format", "markdown"]) == 1
     markdown = capsys.readouterr().out
-    assert markdown.startswith("## eCoC status\n")
+    assert markdown.startswith(f"## eCoC status\n\nAs of commit {head} on branch main.\n")
     assert "| XNHKH16S8TE103871 | **blocked** |" in markdown
     assert main(["--repo", str(repo), "status"]) == 1
     text = capsys.readouterr().out
@@ -396,3 +399,11 @@ def test_pull_request_deleting_a_delivered_record_fails(repo: Path, capsys: pyte
     added = document["base"]["repository"]["added"]
     assert [f["rule"] for f in added] == ["record.removed-after-signing"]
     assert code == 1
+
+
+def test_next_action_names_the_element_and_the_problem(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(repo, RECORD, "Colour: '8'", "Colour: '11'")
+    _, rows = status(repo, capsys)
+    action = str(rows[VIN]["next_action"])
+    assert action.startswith("fix the data: Colour: '11' is not a code of ")
+    assert "; " in action

@@ -384,10 +384,16 @@ class _Outputs:
                 raise UsageError(f"{option} names the same file as {seen[target]}", "give each report its own file")
             seen[target] = option
 
-    def write(self, report: Report) -> None:
-        _emit(_formatted(report, self.format_), self.output)
+    def write(self, report: Report, closing: str = "") -> None:
+        """Write every output; a text report saved to a file ends with `closing`, the summary on stderr."""
+
+        def text(format_: str, to_file: bool) -> str:
+            body = _formatted(report, format_)
+            return body + f"{closing}\n" if format_ == "text" and to_file and closing else body
+
+        _emit(text(self.format_, self.output is not None), self.output)
         for format_, path in self.reports:
-            _write(path, _formatted(report, format_))
+            _write(path, text(format_, True))
 
     def write_failure(self, error: EcocError, root: Path | None) -> None:
         """Write to the github and markdown outputs that the check could not run.
@@ -464,8 +470,9 @@ def _report(
     summary = summarize(findings, records, approvals)
     report = _new_report(ctx, findings, summary, checked, outputs.formats)
     report.official_schema = official_schema
-    outputs.write(report)
-    click.echo(summary_line(summary), err=True)
+    line = summary_line(summary)
+    outputs.write(report, line)
+    click.echo(line, err=True)
     return EXIT_FINDINGS if summary["errors"] else EXIT_CLEAN
 
 
@@ -543,8 +550,9 @@ def _check_base(ctx: click.Context, base: str, outputs: _Outputs, xsd: Path | No
     if "github" in outputs.formats:
         present = [path for path, status in scope.changed.items() if status != "D"]
         report.changed_lines = changed_lines(repository.root, scope.commit, present)
-    outputs.write(report)
-    click.echo(summary_line(summary) + _changes_note(comparison.changes, base), err=True)
+    line = summary_line(summary) + _changes_note(comparison.changes, base)
+    outputs.write(report, line)
+    click.echo(line, err=True)
     return EXIT_FINDINGS if summary["errors"] else EXIT_CLEAN
 
 
@@ -1634,18 +1642,28 @@ def status(
     summary = summarize(run.findings, run.records, run.approvals)
     report = Report(run.findings, summary, [CheckedRecord(file, vin) for file, vin in run.checked])
     rows = board.statuses(report, run.approval_of, facts)
+    if format_ in ("html", "markdown"):
+        from ecoc import gitinfo
+
+        commit, branch = gitinfo.head(root), gitinfo.current_branch(root)
+        where = f"of commit {commit[:12]}" if commit else "of a repository without commits"
+        where += f" on branch {branch}" if branch else ""
     if format_ == "html":
         from ecoc.templating import render_page
 
         text = render_page(
-            root, "status.html.j2", rows=rows, counts=board.counts(rows), states=board.STATES, generated=now_text()
+            root,
+            "status.html.j2",
+            rows=rows,
+            counts=board.counts(rows),
+            states=board.STATES,
+            generated=now_text(),
+            where=where,
         )
+    elif format_ == "markdown":
+        text = board.format_status_markdown(rows, where)
     else:
-        writers = {
-            "text": board.format_status_text,
-            "markdown": board.format_status_markdown,
-            "json": board.format_status_json,
-        }
+        writers = {"text": board.format_status_text, "json": board.format_status_json}
         text = writers[format_](rows)
     _emit(text, output)
     stuck = sum(1 for row in rows if row.state in ("blocked", "rejected"))

@@ -590,6 +590,8 @@ def _place(finding: Finding, link_base: str | None) -> str:
     if not finding.file:
         return ""
     where = finding.file + (f":{finding.line}" if finding.line is not None else "")
+    if finding.line is not None and finding.column is not None:
+        where += f":{finding.column}"
     if link_base is None:
         return f"`{where.replace('`', '')}`"
     anchor = f"#L{finding.line}" if finding.line is not None else ""

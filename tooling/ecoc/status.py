@@ -125,7 +125,8 @@ def status_of(record: CheckedRecord, approval: str | None, findings: Sequence[Fi
     if blocking:
         first = blocking[0]
         what, role = _blocker(first)
-        action = f"fix {what}: {first.hint}" if first.hint else f"fix {what}: {first.message}"
+        # The message names the element and the problem, and the hint what to write instead.
+        action = f"fix {what}: {first.message}" + (f"; {first.hint}" if first.hint else "")
         return row("blocked", _missing(blocking), action, role)
     correction = any(f.rule == "release.correction" for f in findings)
     if facts.merged is not None and record.file in facts.merged:
@@ -171,11 +172,13 @@ def format_status_text(rows: Sequence[RecordStatus]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def format_status_markdown(rows: Sequence[RecordStatus]) -> str:
+def format_status_markdown(rows: Sequence[RecordStatus], where: str = "") -> str:
+    """The board as Markdown; `where` names the commit and branch it describes."""
     total = counts(rows)
     lines = [
         "## eCoC status",
         "",
+        *([f"As {where}.", ""] if where else []),
         "| " + " | ".join(STATES) + " |",
         "|" + " ---: |" * len(STATES),
         "| " + " | ".join(str(total[state]) for state in STATES) + " |",

@@ -55,6 +55,7 @@ BUILTIN_DESCRIPTIONS = {
     "vin.check-digit": "position 9 of the VIN is not the North-American check digit",
     "vin.format": "a VIN that is not 17 capital letters and digits without I, O and Q",
     "waiver.expired": "a waiver past its expiry date",
+    "waiver.expiring": "a waiver that expires within 30 days",
     "waiver.invalid": "a waiver with an unknown field or a wrong value",
     "waiver.not-waivable": "a waiver for a rule that may not be waived",
     "waiver.unknown-rule": "a waiver for a rule that does not exist",
@@ -85,10 +86,12 @@ BUILTIN_SEVERITIES = {
     "model.table-replaced": "info",
     "record.file-name": "warning",
     "record.version-number": "warning",
+    "release.correction": "info",
     "rules.skipped": "info",
     "signing.certificate-expiring": "warning",
     "vin.check-digit": "warning",
     "waiver.unused": "warning",
+    "waiver.expiring": "warning",
 }
 
 

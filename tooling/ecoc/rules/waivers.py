@@ -194,38 +194,68 @@ def _closest(name: str, known: list[str]) -> str:
     return f"did you mean {close[0]}?" if close else ""
 
 
-def _admit(waiver: Waiver, catalogue: Catalogue, builtin: frozenset[str], today: str) -> Finding | None:
-    """Return why a waiver cannot waive anything, or None when it is valid."""
+# A waiver this close to its expiry date gets a warning, as a seal does.
+EXPIRY_WARNING_DAYS = 30
+
+
+def _admit(waiver: Waiver, catalogue: Catalogue, builtin: frozenset[str], today: str) -> list[Finding]:
+    """Return every reason a waiver cannot waive anything, or a warning that it expires soon.
+
+    The reasons do not depend on each other, so that one round of edits fixes them all.
+    """
     spec = waiver.spec
     rules = catalogue.by_id()
+    problems = []
     if spec.rule not in rules and spec.rule not in builtin:
-        return _problem(
-            "waiver.unknown-rule",
-            f"waiver {spec.id} names the unknown rule {spec.rule}",
-            waiver,
-            _closest(spec.rule, [*rules, *builtin]) or "use a rule id from ecoc rules list",
-            "rule",
+        problems.append(
+            _problem(
+                "waiver.unknown-rule",
+                f"waiver {spec.id} names the unknown rule {spec.rule}",
+                waiver,
+                _closest(spec.rule, [*rules, *builtin]) or "use a rule id from ecoc rules list",
+                "rule",
+            )
         )
-    waivable = rules[spec.rule].spec.waivable if spec.rule in rules else spec.rule in WAIVABLE_BUILTIN
-    if not waivable:
-        return _problem(
-            "waiver.not-waivable",
-            f"waiver {spec.id}: rule {spec.rule} may not be waived",
-            waiver,
-            "fix the data instead; this rule guards something an authority never accepts"
-            if not spec.rule.startswith(("waiver.", "rules.", "yaml.", "io."))
-            else "fix the file the finding names; findings about waivers, rules and files cannot be waived",
-            "rule",
+    elif not (rules[spec.rule].spec.waivable if spec.rule in rules else spec.rule in WAIVABLE_BUILTIN):
+        problems.append(
+            _problem(
+                "waiver.not-waivable",
+                f"waiver {spec.id}: rule {spec.rule} may not be waived",
+                waiver,
+                "fix the data instead; this rule guards something an authority never accepts"
+                if not spec.rule.startswith(("waiver.", "rules.", "yaml.", "io."))
+                else "fix the file the finding names; findings about waivers, rules and files cannot be waived",
+                "rule",
+            )
         )
     if spec.expires < today:
-        return _problem(
-            "waiver.expired",
-            f"waiver {spec.id} for rule {spec.rule} expired on {spec.expires}",
-            waiver,
-            "fix the findings it covered, or renew the waiver with a new approval",
-            "expires",
+        problems.append(
+            _problem(
+                "waiver.expired",
+                f"waiver {spec.id} for rule {spec.rule} expired on {spec.expires}",
+                waiver,
+                "fix the findings it covered, or renew the waiver with a new approval",
+                "expires",
+            )
         )
-    return None
+    elif not problems:
+        left = (datetime.date.fromisoformat(spec.expires) - datetime.date.fromisoformat(today)).days
+        if left <= EXPIRY_WARNING_DAYS:
+            when = "today" if left == 0 else f"in {left} day" + ("" if left == 1 else "s")
+            problems.append(
+                replace(
+                    _problem(
+                        "waiver.expiring",
+                        f"waiver {spec.id} for rule {spec.rule} expires on {spec.expires}, {when}; after that "
+                        "the findings it accepts block their records again, and so does the expired waiver",
+                        waiver,
+                        "fix the findings it accepts before then, or renew the waiver with a new approval",
+                        "expires",
+                    ),
+                    severity=Severity.WARNING,
+                )
+            )
+    return problems
 
 
 def load_waivers(root: object, catalogue: Catalogue, builtin: frozenset[str], today: str) -> WaiverSet:
@@ -301,9 +331,8 @@ def _load_file(
             id_line, _, _ = waiver.at("id")
             waivers.places[spec.id] = f"{source.path}:{id_line}"
         # The other problems of a waiver are reported too, so that one round fixes them all.
-        problem = _admit(waiver, catalogue, builtin, today)
-        if problem is not None:
-            waivers.findings.append(problem)
-        if duplicate or problem is not None:
+        problems = _admit(waiver, catalogue, builtin, today)
+        waivers.findings.extend(problems)
+        if duplicate or any(problem.blocking for problem in problems):
             continue
         waivers.by_rule.setdefault(spec.rule, []).append(waiver)
