@@ -89,7 +89,7 @@ IVI = "http://eu.ereg.initialvehicleinformation.v2"
 SCENARIOS = frozenset(
     {"accepted", "rejected", "duplicate", "slow", "timeout", "forbidden", "server-error", "malformed"}
 )
-NAP_SCENARIOS = SCENARIOS | {"client-fault", "server-fault"}
+NAP_SCENARIOS = SCENARIOS | {"client-fault", "server-fault", "no-receipt"}
 VCA_SCENARIOS = SCENARIOS | {"invalid", "expired-token", "unauthorized", "processing"}
 
 JSON = "application/json"
@@ -502,7 +502,10 @@ class NapSimulator(_Simulator):
             # The timeout scenario takes the certificate too; only the answer comes too late.
             entry.outcome = "accepted"
             entry.late = scenario == "timeout"
-            return 200, self.response(entry.reference_id, "Accepted", entry.receipt_id)
+            # The no-receipt scenario takes the certificate but leaves the receipt id out of the answer.
+            return 200, self.response(
+                entry.reference_id, "Accepted", None if scenario == "no-receipt" else entry.receipt_id
+            )
 
     def reason_for(self, entry: Received) -> str:
         return "; ".join(entry.problems) if entry.problems else self.reason

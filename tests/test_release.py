@@ -350,6 +350,9 @@ def test_failed_delivery_is_sent_again(
     main(["--repo", str(repo), "status", "--format", "json"])
     rows = {row["vin"]: row for row in json.loads(capsys.readouterr().out)["records"]}
     assert sorted(row["state"] for row in rows.values()).count("signed") == 1
+    # The board says that the delivery failed, and why.
+    [signed] = [row for row in rows.values() if row["state"] == "signed"]
+    assert str(signed["missing"][0]).startswith("the authority's receipt: delivery failed once, last: ")
 
     nap.scenario = "accepted"
     assert release_nap(repo, seal, "--limit", "1") == 0
@@ -490,6 +493,14 @@ def test_release_without_remote_says_the_evidence_stays(
     git(repo, "remote", "remove", "origin")
     assert release(repo, seal, tmp_path / "outbox") == 0
     assert "the repository has no remote origin, so the evidence stays in this clone" in capsys.readouterr().err
+
+
+def test_no_push_with_a_remote_warns_that_other_clones_would_deliver_again(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert release(repo, seal, tmp_path / "outbox", "--no-push", "--limit", "1") == 0
+    err = capsys.readouterr().err
+    assert "--no-push keeps the evidence in this clone: a release from another clone of origin would sign" in err
 
 
 def test_stale_index_lock_stops_the_release_before_signing(
@@ -858,6 +869,8 @@ def test_two_releases_at_once_deliver_each_certificate_once(
     assert not list((tmp_path / "outbox").glob("*.xml"))
     assert git(repo, "rev-parse", "HEAD") == git(origin, "rev-parse", "main")
     assert len(ledger(repo)) == 2 * RECORDS
+    # With nothing delivered, this run commits no empty record of delivery results.
+    assert not [subject for subject in log_of(origin, "main") if subject.startswith("Record 0 ")]
 
 
 def test_failed_version_replaced_by_a_correction_is_not_sent(
@@ -884,6 +897,45 @@ def test_failed_version_replaced_by_a_correction_is_not_sent(
     # Only the correction reaches the NAP: the outdated version 1 is not sent after it.
     assert manifest["reference_id"] not in nap.accepted_ids
     assert len(nap.accepted_ids) == 1
+
+
+def test_acceptance_without_a_receipt_id_is_not_a_delivery(
+    repo: Path, seal: list[str], nap: NapSimulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure(repo, nap)
+    nap.scenario = "no-receipt"
+    assert release_nap(repo, seal, "--limit", "1") == 1
+    assert "accepted the certificate but gave no ReceiptId, so the delivery is unproven" in capsys.readouterr().out
+    folder = next((repo / "signed").rglob("manifest.json")).parent
+    nap.scenario = "accepted"
+    assert release_nap(repo, seal, "--limit", "1") == 0
+    attempts = [json.loads(p.read_bytes()) for p in sorted(folder.glob("delivery-*.json"))]
+    assert [(a["status"], a["receipt_id"]) for a in attempts] == [("failed", None), ("accepted", "NAP-000001")]
+
+
+def test_failed_version_whose_record_changed_is_held_back(
+    repo: Path, seal: list[str], nap: NapSimulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure(repo, nap, read_timeout=0.5)
+    nap.scenario = "server-error"
+    assert release_nap(repo, seal, "--limit", "1") == 1
+    folder = next((repo / "signed").rglob("manifest.json")).parent
+    manifest = json.loads((folder / "manifest.json").read_bytes())
+    record = repo / str(manifest["record"])
+    text = record.read_text(encoding="utf-8")
+    mass = re.search(r"ActualMass: ([0-9]+)", text)
+    assert mass is not None
+    # The data changes without a correction_reason: version 1 is outdated, and no correction is ready.
+    record.write_text(text.replace(mass.group(0), f"ActualMass: {int(mass.group(1)) - 1}", 1), encoding="utf-8")
+    git(repo, "commit", "-q", "-am", "change the actual mass")
+    nap.scenario = "accepted"
+    capsys.readouterr()
+    assert release_nap(repo, seal, "--limit", "1", "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert f"would hold back {manifest['vin']} IviVersionNumber 1 ({folder.relative_to(repo)}): its record is " in out
+    release_nap(repo, seal, "--limit", "1")
+    assert f"held back {manifest['vin']} IviVersionNumber 1" in capsys.readouterr().out
+    assert manifest["reference_id"] not in nap.accepted_ids
 
 
 @pytest.mark.parametrize("hiding", ["ignored", "skip-worktree"])
@@ -994,7 +1046,7 @@ def test_ctrl_c_during_delivery_keeps_the_answers_under_way(
     assert nap.received, "no delivery reached the NAP"
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=120)
-    assert process.returncode == 3
+    assert process.returncode == 130
     # Every certificate the NAP received has its delivery result on disk, although the run was stopped.
     recorded = sorted((repo / "signed").rglob("delivery-*.json"))
     assert 0 < len(recorded) == len(nap.received) < RECORDS

@@ -650,7 +650,9 @@ def audit(
                 for chunk in chunks:
                     report.entries += _audit_chunk(chunk)
             else:
-                with multiprocessing.get_context("fork").Pool(jobs) as pool:
+                from ecoc.runner import worker_signals
+
+                with multiprocessing.get_context("fork").Pool(jobs, initializer=worker_signals) as pool:
                     for results in pool.imap(_audit_chunk, chunks):
                         report.entries += results
         finally:

@@ -13,7 +13,9 @@ import errno
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ import click
 
 from ecoc import __version__
 from ecoc.cache import cache_folder
-from ecoc.errors import ConfigError, EcocError, InputError, UsageError
+from ecoc.errors import ConfigError, EcocError, InputError, Interrupted, UsageError
 from ecoc.fileio import write_atomically
 from ecoc.files import CONFIG_NAME, WAIVER_FILES, YAML_SUFFIXES, find_root, list_yaml
 from ecoc.findings import Finding, Severity, merge_duplicates
@@ -1472,8 +1474,10 @@ def release(
     """Sign, deliver and archive every ready certificate that has no evidence yet (run on main).
 
     Each step commits its evidence to signed/ and pushes it before the next starts: signing,
-    then delivery with the authority's receipts. A run that was interrupted is completed by the
-    next one, and nothing is delivered twice. Exits 1 when a delivery was rejected or failed.
+    then delivery with the authority's receipts. The next run in the same clone completes a run
+    that was interrupted. Only one release may run at a time (the workflow's concurrency group):
+    two at once can deliver the same certificates twice. Exits 1 when a delivery was rejected
+    or failed, and 130 when stopped by Ctrl-C or SIGTERM.
     A dry run exits with the code of the first problem that would stop the release.
     """
     from click.core import ParameterSource
@@ -1524,13 +1528,13 @@ def release(
             release_settings.transport or "",
         )
     except KeyboardInterrupt:
-        if not dry_run:
-            click.echo(
-                "\ninterrupted: run ecoc release again, which finishes what this run started: it commits the "
-                "answers of the deliveries under way, which were written, and sends the certificates not sent yet",
-                err=True,
-            )
-        raise
+        if dry_run:
+            raise
+        raise Interrupted(
+            "the release was interrupted",
+            "run ecoc release again, which finishes what this run started: it pushes the commits made here, "
+            "commits the answers of deliveries that were under way, and sends the certificates not sent yet",
+        ) from None
     for path in report.recovered:
         click.echo(f"recovered {path}")
     if dry_run:
@@ -1547,6 +1551,8 @@ def release(
                 f"would not deliver {entry.vin} IviVersionNumber {entry.version} ({entry.folder}): "
                 "a later version replaces it"
             )
+        for entry, reason in report.held_back:
+            click.echo(f"would hold back {entry.vin} IviVersionNumber {entry.version} ({entry.folder}): {reason}")
         for relative, reason in report.blocked_records:
             click.echo(f"blocked {relative}: {reason}")
         problems += report.problems
@@ -1561,6 +1567,8 @@ def release(
         return problems[0].exit_code if problems else EXIT_CLEAN
     for outcome in report.outcomes:
         click.echo(f"{outcome.vin} v{outcome.version} {outcome.reference_id}: {outcome.status}: {outcome.message}")
+    for entry, reason in report.held_back:
+        click.echo(f"held back {entry.vin} IviVersionNumber {entry.version} ({entry.folder}): {reason}")
     counted = {
         state: sum(1 for o in report.outcomes if o.status == state) for state in ("accepted", "rejected", "failed")
     }
@@ -1792,7 +1800,23 @@ def _quiet_stdout() -> None:
         pass
 
 
+def _stop(signum: int, frame: object) -> None:
+    """Turn SIGTERM, which job runners and containers send to stop a job, into Ctrl-C."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         code = cli.main(args=argv, prog_name="ecoc", standalone_mode=False)
         # Output still in the buffer would otherwise be lost without a word at exit.
@@ -1810,8 +1834,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.Abort:
-        click.echo("aborted", err=True)
-        return EXIT_ERROR
+        # Ctrl-C or SIGTERM: the shell's convention for a command stopped by SIGINT.
+        click.echo("interrupted", err=True)
+        return Interrupted.exit_code
     except click.ClickException as exc:
         exc.show()
         return EXIT_USAGE

@@ -36,3 +36,9 @@ class ConfigError(EcocError):
 
 class InputError(EcocError):
     """An input file (YAML or XML) cannot be read at all."""
+
+
+class Interrupted(EcocError):
+    """The user or the job runner stopped the command (Ctrl-C or SIGTERM)."""
+
+    exit_code = 130

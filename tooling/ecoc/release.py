@@ -119,6 +119,8 @@ class ReleaseReport:
     resend: list[Evidence] = field(default_factory=list)
     # Undelivered versions that a later version replaces, which are not sent again.
     superseded: list[Evidence] = field(default_factory=list)
+    # Undelivered versions whose record changed or is blocked now, with the reason; they wait.
+    held_back: list[tuple[Evidence, str]] = field(default_factory=list)
     signed: int = 0
     outcomes: list[Outcome] = field(default_factory=list)
     blocked: int = 0
@@ -180,6 +182,13 @@ class Publisher:
             )
         if not present and push is None:
             log.warning("the repository has no remote %s, so the evidence stays in this clone", self.remote)
+        if present and push is False:
+            # Only pushed evidence tells other clones what was delivered.
+            log.warning(
+                "--no-push keeps the evidence in this clone: a release from another clone of %s would sign and "
+                "deliver the same certificates again; push this clone's commits before any other release runs",
+                self.remote,
+            )
         self.push_enabled = present if push is None else push
         self.commits: list[str] = []
         self.seconds = 0.0
@@ -530,11 +539,15 @@ def select(
         )
     issued = {(vin, e.stage, e.version) for vin, entries in evidence.items() for e in entries}
     planned = []
+    # The data each vehicle and stage has now, and why a vehicle is blocked now.
+    current: dict[tuple[str, int], str | None] = {}
+    blocked_now: dict[str, str] = {}
     for result in sorted(results, key=lambda r: r.relative):
         summary = result.summary
         vin = summary.vin
         if vin is None:
             continue
+        current[(vin, summary.stage)] = result.data_digest
         blocked = vin in blocked_vins or any(f.blocking for f in summary.findings)
         if blocked or result.rendered is None or result.version_number is None:
             report.blocked += 1
@@ -542,6 +555,7 @@ def select(
             cause = own[0] if own else next((f for f in findings if f.blocking and vin in f.records), None)
             reason = f"{cause.rule}: {cause.message}" if cause else "its certificate cannot be rendered"
             report.blocked_records.append((result.relative, reason))
+            blocked_now[vin] = reason
             continue
         if (vin, summary.stage, result.version_number) in issued or not in_shard(vin, options.shard):
             continue
@@ -579,6 +593,15 @@ def select(
             if entry.version < latest[(entry.vin, entry.stage)]:
                 # A correction replaces this version, so the outdated data is not sent again.
                 report.superseded.append(entry)
+                continue
+            if entry.vin in blocked_now:
+                report.held_back.append((entry, f"its record is blocked now: {blocked_now[entry.vin]}"))
+                continue
+            now = current.get((entry.vin, entry.stage))
+            if now is not None and entry.data_digest is not None and now != entry.data_digest:
+                # The record changed since this version was signed: its data is outdated, and
+                # the correction that replaces it is not ready yet.
+                report.held_back.append((entry, "its record changed since it was signed; release the correction"))
                 continue
             report.resend.append(entry)
 
@@ -1039,9 +1062,11 @@ def run_release(
         start = time.perf_counter()
         files, events, trailers = deliver(root, entries, transport, report, repository.settings.release.connections)
         report.seconds["delivery"] = time.perf_counter() - start
-    accepted = sum(1 for outcome in report.outcomes if outcome.status == "accepted")
-    publisher.commit(files, events, f"Record {len(entries)} delivery result(s), {accepted} accepted", trailers)
-    report.pushed = publisher.publish() or report.pushed
+    if entries:
+        # A run whose certificates another release published has no delivery to record.
+        accepted = sum(1 for outcome in report.outcomes if outcome.status == "accepted")
+        publisher.commit(files, events, f"Record {len(entries)} delivery result(s), {accepted} accepted", trailers)
+        report.pushed = publisher.publish() or report.pushed
     report.commits = publisher.commits
     report.seconds["git"] = publisher.seconds
     log.info(

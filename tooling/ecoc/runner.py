@@ -151,6 +151,12 @@ def _chunks(items: list[tuple[str, str]], size: int) -> Iterator[list[tuple[str,
         yield items[start : start + size]
 
 
+def worker_signals() -> None:
+    """Let the parent handle Ctrl-C, and let SIGTERM end a pool worker, as the pool expects."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _check_all(items: list[tuple[str, str]], jobs: int) -> Iterator[RecordResult]:
     if jobs <= 1 or len(items) < PARALLEL_THRESHOLD:
         for path, relative in items:
@@ -158,7 +164,7 @@ def _check_all(items: list[tuple[str, str]], jobs: int) -> Iterator[RecordResult
         return
     context = multiprocessing.get_context("fork")
     # Ctrl-C reaches the whole process group: the parent stops the pool, so workers ignore it.
-    with context.Pool(jobs, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
+    with context.Pool(jobs, initializer=worker_signals) as pool:
         for results in pool.imap(_check_chunk, _chunks(items, CHUNK_SIZE)):
             yield from results
 

@@ -121,6 +121,18 @@ def status_of(record: CheckedRecord, approval: str | None, findings: Sequence[Fi
                 "correct the data, set correction_reason and release the correction",
                 "data",
             )
+        failures = [attempt for attempt in latest.attempts if attempt.status == "failed"]
+        if failures:
+            # Deliveries that keep failing need someone to look at the transport, not only the next run.
+            last = failures[-1]
+            times = "once" if len(failures) == 1 else f"{len(failures)} times"
+            return row(
+                "signed",
+                (f"the authority's receipt: delivery failed {times}, last: {last.message}", *later),
+                "fix what made the delivery fail (the endpoint, its certificates or the network), "
+                "then run the release again",
+                "release",
+            )
         return row("signed", ("the authority's receipt", *later), "the release job delivers the certificate", "release")
     if blocking:
         first = blocking[0]

@@ -923,6 +923,12 @@ class NapTransport:
                 f"{self.service} sent a response for IviReferenceId {_quote(echoed)!r} instead of {reference_id}", reply
             )
         receipt = f" (receipt {receipt_id})" if receipt_id else ""
+        if status == "Accepted" and receipt_id is None:
+            # Without a receipt id nothing proves the delivery later. Sent again, the certificate
+            # is a duplicate, which the NAP answers with the id it gave it.
+            raise _Failure(
+                f"{self.service} accepted the certificate but gave no ReceiptId, so the delivery is unproven", reply
+            )
         if status == "Accepted":
             message = f"{self.service} accepted the certificate{receipt}"
             return Delivery("accepted", message, reply.body, _xml(reply), receipt_id)
