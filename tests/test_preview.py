@@ -42,7 +42,7 @@ def test_changed_value_is_marked_with_its_old_value(
     row.find_element(By.CLASS_NAME, "page").click()
     assert browser.title == f"{VIN}: certificate of conformity preview"
     changed = browser.find_elements(By.CSS_SELECTOR, "tr.value.changed")
-    assert [line.text for line in changed] == ["Actual mass 99999 1478"]
+    assert [line.text for line in changed] == ["13.2 Actual mass 99999 1478"]
     assert (
         changed[0].find_element(By.CLASS_NAME, "before").value_of_css_property("text-decoration-line") == "line-through"
     )
@@ -218,7 +218,7 @@ def test_page_lists_what_changed(example_repo: Path, tmp_path: Path, browser: we
     out = tmp_path / "preview"
     assert preview(example_repo, out) == 0
     open_page(browser, out / "records" / f"{VIN}.html")
-    assert browser.find_element(By.ID, "changes").text == "Actual mass: 1478 → 1479"
+    assert browser.find_element(By.ID, "changes").text == "13.2 Actual mass: 1478 → 1479"
 
 
 def test_removed_table_row_is_the_row_that_was_removed(
@@ -339,3 +339,21 @@ def test_removed_value_shows_item_and_label(example_repo: Path, tmp_path: Path, 
     assert preview(example_repo, out) == 0
     open_page(browser, out / "records" / f"{VIN}.html")
     assert browser.find_element(By.ID, "removed").text == "49 WLTP CO2 extra high: 133"
+
+
+@pytest.mark.parametrize(
+    ("element", "number"),
+    [
+        ("Wheelbase", "4"),
+        ("ActualMass", "13.2"),
+        ("NumberOfPoweredAxles", "3"),
+        ("WltpFuelConsumptionCombined", "49"),
+        ("GearboxType", "28"),
+        ("CodeForBodywork", "38"),
+        ("SoundLevelDriveBy", "46"),
+    ],
+)
+def test_elements_the_rules_cite_have_their_item_number(element: str, number: str) -> None:
+    from ecoc.ivi.items import item
+
+    assert item(element) == number

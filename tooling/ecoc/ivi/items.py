@@ -1,8 +1,8 @@
 """CoC item numbers and readable labels for IVI 2.0 elements, for the pages people read.
 
-Only numbers that real certificates or authority documents confirm for an element are listed
-(Annex VIII of Implementing Regulation (EU) 2020/683 numbers the items of the CoC models).
-An element without a number here is shown with its label alone. Labels come from the element
+The numbers follow the items of the CoC models in Annex VIII of Implementing Regulation (EU)
+2020/683, for the elements whose item those models make clear; the readiness rules cite the same
+numbers. An element without a number here is shown with its label alone. Labels come from the element
 names, spelled out, with the abbreviations of the field kept in capitals.
 """
 
@@ -35,10 +35,19 @@ ITEMS: dict[str, str] = {
     "DateManufactureVehicle": "0.11",
     "NumberOfAxles": "1",
     "NumberOfWheels": "1",
+    "NumberOfAxlesWithTwinWheels": "1.1",
+    "NumberOfSteeredAxles": "2",
+    "NumberOfPoweredAxles": "3",
+    "Wheelbase": "4",
+    "AxleSpacing": "4.1",
     "Length": "5",
     "Width": "6",
     "Height": "7",
+    "LengthLoadingArea": "11",
+    "RearOverhang": "12",
     "MassInRunningOrder": "13",
+    "DistributionMassRunningOrderAxle": "13.1",
+    "ActualMass": "13.2",
     "TechnicallyPermissibleMaximumLadenMass": "16.1",
     "TechnicallyPermissibleMassAxle": "16.2",
     "TechnicallyPermissibleMaximumCombinationMass": "16.4",
@@ -47,6 +56,9 @@ ITEMS: dict[str, str] = {
     "ManufacturerEnergyConvertor": "20",
     "EnergyConvertorCodeMarkedOnEnergyConvertor": "21",
     "WorkingPrinciple": "22",
+    "CombustionCycle": "22",
+    "NumberOfCylinders": "24",
+    "ArrangementCylinders": "24",
     "PureElectricVehicleIndicator": "23",
     "ClassHybridVehicle": "23.1",
     "EngineCapacity": "25",
@@ -54,6 +66,9 @@ ITEMS: dict[str, str] = {
     "FuelType": "26.1",
     "MaximumNetPowerCombustion": "27.1",
     "EngineSpeedMaximumNetPower": "27.1",
+    "MaximumNetPowerElectric": "27.3",
+    "Maximum30MinutesPower": "27.4",
+    "GearboxType": "28",
     "MaximumSpeed": "29",
     "AxleTrack": "30",
     "TyreSize": "35",
@@ -65,9 +80,13 @@ ITEMS: dict[str, str] = {
     "RollingResistanceClass": "35",
     "TyreCategory": "35",
     "TyreFittedProductionIndicator": "35",
+    "CodeForBodywork": "38",
     "Colour": "40",
     "NumberOfDoors": "41",
     "NumberOfSeatingPositionsIncludingDriver": "42",
+    "SoundLevelStationary": "46",
+    "SoundLevelStationaryEngineSpeed": "46",
+    "SoundLevelDriveBy": "46",
     "ExhaustEmissionLevel": "47",
     "WltpEmissionTestMass": "47.1",
     "WltpFrontalArea": "47.1",
@@ -82,6 +101,13 @@ ITEMS: dict[str, str] = {
     "WltpCo2ExtraHigh": "49",
     "WltpCo2Combined": "49",
     "WltpCo2WeightedCombined": "49",
+    "WltpFuelConsumptionLow": "49",
+    "WltpFuelConsumptionMedium": "49",
+    "WltpFuelConsumptionHigh": "49",
+    "WltpFuelConsumptionExtraHigh": "49",
+    "WltpFuelConsumptionCombined": "49",
+    "WltpFuelConsumptionWeightedCombined": "49",
+    "SpecialPurposeDesignation": "51",
     "Remark": "52",
 }
 
