@@ -486,6 +486,18 @@ def test_negative_whole_number_is_not_told_to_keep_its_sign(
     assert str(finding["hint"]).endswith("the schema allows no sign")
 
 
+def test_number_with_a_leading_zero_is_warned_about(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 01470")
+    code, findings = check(example_repo, capsys)
+    finding = only(findings, "model.leading-zero")
+    assert finding["severity"] == "warning"
+    assert finding["message"] == (
+        "ActualMass: the unquoted 01470 has a leading zero, and other YAML tools read it as the octal number 824"
+    )
+    assert finding["hint"] == "write it without the leading zero: 1470"
+    assert code == 0
+
+
 def test_approval_finding_names_only_records_of_its_version(
     example_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -144,6 +144,7 @@ OPTIONAL_RULES = frozenset(
         "model.number-in-text",
         "model.boolean-in-text",
         "model.number-like-code",
+        "model.leading-zero",
         "model.table-replaced",
     }
 )

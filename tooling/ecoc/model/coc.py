@@ -19,6 +19,9 @@ from ecoc.ivi.values import loses_text_as_number, parse_value, retyped_by_yaml
 from ecoc.yamlload import Mapping, Node, Scalar, Sequence, Source
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
+# A number written with a leading zero, and one whose digits YAML 1.1 reads as octal.
+LEADING_ZERO = re.compile(r"0[0-9]")
+OCTAL = re.compile(r"0[0-7]+\Z")
 
 
 def join_path(parent: str, key: str) -> str:
@@ -243,6 +246,18 @@ class TreeTyper:
                     f"quote it: '{node.text}'",
                     severity=Severity.WARNING,
                 )
+        elif simple.kind in ("integer", "decimal") and LEADING_ZERO.match(node.text):
+            # YAML 1.1 tools, PyYAML among them, read 0 followed by digits as an octal number.
+            octal = f"the octal number {int(node.text, 8)}" if OCTAL.match(node.text) else "something else"
+            self.error(
+                "model.leading-zero",
+                f"{spec.name}: the unquoted {node.text} has a leading zero, and other YAML tools read it as {octal}",
+                node,
+                node.source.path,
+                (*parent, key),
+                f"write it without the leading zero: {value}",
+                severity=Severity.WARNING,
+            )
         elif simple.kind == "code" and loses_text_as_number(node.text):
             self.error(
                 "model.number-like-code",
