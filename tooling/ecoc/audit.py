@@ -222,12 +222,9 @@ def check_ledger(root: Path, report: AuditReport) -> dict[str, dict[str, Any]]:
                 )
 
     for file in _archive_files(root):
-        if file not in listed:
-            why = (
-                "it is not committed either, as with the files of an interrupted release"
-                if file in report.added
-                else "it was added outside a release, or its ledger lines were removed"
-            )
+        # A file that is not committed is reported once, as such, by the git check.
+        if file not in listed and file not in report.added:
+            why = "it was added outside a release, or its ledger lines were removed"
             report.problems.append(Discrepancy(file, "ledger", f"the file is in no ledger event: {why}"))
     return listed
 
@@ -328,11 +325,14 @@ def check_history(root: Path, report: AuditReport) -> None:
                 grown += [(parent, commit.sha, committed_by, name) for parent in commit.parents]
                 continue
             verb = "deleted" if status.startswith("D") else "changed"
+            parent = commit.parents[0][:12] if commit.parents else "its parent"
             report.problems.append(
                 Discrepancy(
                     name,
                     "history",
-                    f"{committed_by} {verb} this file after it was committed; evidence is never rewritten",
+                    f"{committed_by} {verb} this file after it was committed; evidence is never rewritten, so "
+                    f"restore it as it was before that commit (git checkout {parent} -- {name}), commit the "
+                    "restored file, and tell the release owners",
                     _vin_of(name),
                 )
             )
