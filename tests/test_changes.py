@@ -482,8 +482,20 @@ def test_row_inserted_above_a_finding_is_no_change(example_repo: Path, capsys: p
 def test_renamed_record_is_not_newly_ready(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     git(example_repo, "mv", RECORD, "records/kh16-first.yaml")
     _, document, err = base_check(example_repo, capsys, "--base", "HEAD")
-    assert {c["before"] for c in changes(document).values()} == {"ready", "absent"}
+    # One change, under the new file: the move adds only the warning about the file name.
+    [change] = changes(document).values()
+    assert (change["file"], change["renamed_from"]) == ("records/kh16-first.yaml", RECORD)
+    assert (change["before"], change["after"]) == ("ready", "ready")
+    assert [f["rule"] for f in change["added"]] == ["record.file-name"]  # type: ignore[union-attr]
+    assert change["resolved"] == []
     assert "since HEAD: 0 newly blocked, 0 newly ready" in err
+
+
+def test_record_moved_to_a_folder_is_no_change(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (example_repo / "records" / "kh16").mkdir()
+    git(example_repo, "mv", RECORD, "records/kh16/" + RECORD.rsplit("/", 1)[1])
+    _, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    assert changes(document) == {}
 
 
 def test_record_whose_rules_did_not_run_resolves_nothing(

@@ -391,8 +391,9 @@ def test_markdown_cut_note_names_a_complete_format() -> None:
 def test_markdown_names_the_files_of_a_renamed_record(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     git(example_repo, "mv", RECORD, "records/foo.yaml")
     text = markdown_since_head(example_repo, capsys)
-    assert f"| {VIN} (`{RECORD}`) | ready | **absent** |" in text
-    assert f"| {VIN} (`records/foo.yaml`) | absent | **ready** |" in text
+    # One row for the vehicle, which names the file it was moved from.
+    assert f"| {VIN} (moved from `{RECORD}`) | ready | ready | 1 added |" in text
+    assert "absent" not in text
 
 
 def test_markdown_marks_findings_the_change_added(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -93,6 +93,24 @@ def test_xml_matches_render_and_diff(example_repo: Path, tmp_path: Path) -> None
     assert sorted(path.name for path in (out / "records").iterdir()) == [f"{VIN}.diff", f"{VIN}.html", f"{VIN}.xml"]
 
 
+def test_moved_record_is_one_record_with_an_empty_diff(
+    example_repo: Path, tmp_path: Path, browser: webdriver.Chrome
+) -> None:
+    (example_repo / "records" / "kh16").mkdir()
+    git(example_repo, "mv", RECORD, f"records/kh16/{VIN}.yaml")
+    out = tmp_path / "preview"
+    assert preview(example_repo, out) == 0
+    assert sorted(path.name for path in (out / "records").iterdir()) == [f"{VIN}.diff", f"{VIN}.html", f"{VIN}.xml"]
+    assert (out / "records" / f"{VIN}.diff").read_text(encoding="utf-8") == ""
+    open_page(browser, out / "index.html")
+    row = browser.find_element(By.ID, f"record-{VIN}")
+    assert f"records/kh16/{VIN}.yaml, moved from {RECORD}" in row.text
+    assert row.find_element(By.CLASS_NAME, "values").text == "0"
+    assert [cell.text for cell in row.find_elements(By.CLASS_NAME, "state")] == ["ready", "ready"]
+    row.find_element(By.CLASS_NAME, "page").click()
+    assert browser.find_element(By.ID, "renamed-from").text == RECORD
+
+
 def test_new_and_deleted_records(example_repo: Path, tmp_path: Path, browser: webdriver.Chrome) -> None:
     text = (example_repo / OTHER_RECORD).read_text(encoding="utf-8")
     (example_repo / OTHER_RECORD).unlink()

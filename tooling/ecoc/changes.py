@@ -388,6 +388,7 @@ def compare(head: CheckRun, base: CheckRun | None) -> tuple[list[RecordChange], 
             continue
         vin = checked["head"].get(file) or checked["base"].get(file)
         changes.append(RecordChange(file, vin, before, after, tuple(added), tuple(resolved)))
+    changes = _merge_renames(changes)
     counts = {name: Counter(_finding_key(f) for f in general[name]) for name in runs}
     added = _only_in(general["head"], counts["head"] - counts["base"])
     resolved = _only_in(general["base"], counts["base"] - counts["head"])
@@ -395,11 +396,50 @@ def compare(head: CheckRun, base: CheckRun | None) -> tuple[list[RecordChange], 
     return changes, repository
 
 
-def _only_in(findings: Sequence[Finding], surplus: Counter[tuple[object, ...]]) -> list[Finding]:
+def _merge_renames(changes: list[RecordChange]) -> list[RecordChange]:
+    """Report a record whose file was moved or renamed as one change, under its new file.
+
+    Its findings are compared apart from the file name, so a move alone changes nothing.
+    """
+    gone: dict[str, list[RecordChange]] = {}
+    for change in changes:
+        if change.vin and change.after == "absent" and change.before != "unknown":
+            gone.setdefault(change.vin, []).append(change)
+    merged: list[RecordChange] = []
+    used: set[str] = set()
+    for change in changes:
+        old = gone.get(change.vin or "", [])
+        if change.before != "absent" or len(old) != 1:
+            merged.append(change)
+            continue
+        previous = old[0]
+        used.add(previous.file)
+
+        def key(finding: Finding) -> tuple[object, ...]:
+            return _finding_key(finding)[:3] + _finding_key(finding)[4:]
+
+        now, before = Counter(key(f) for f in change.added), Counter(key(f) for f in previous.resolved)
+        added = _only_in(change.added, now - before, key)
+        resolved = _only_in(previous.resolved, before - now, key)
+        if previous.before == change.after and not added and not resolved:
+            continue
+        merged.append(
+            RecordChange(
+                change.file, change.vin, previous.before, change.after, tuple(added), tuple(resolved), previous.file
+            )
+        )
+    return [change for change in merged if change.file not in used]
+
+
+def _only_in(
+    findings: Sequence[Finding],
+    surplus: Counter[tuple[object, ...]],
+    identify: Callable[[Finding], tuple[object, ...]] | None = None,
+) -> list[Finding]:
     left = Counter(surplus)
     kept = []
     for finding in findings:
-        key = _finding_key(finding)
+        key = (identify or _finding_key)(finding)
         if left[key] > 0:
             left[key] -= 1
             kept.append(finding)

@@ -71,6 +71,8 @@ class RecordChange:
     after: str
     added: tuple[Finding, ...] = ()
     resolved: tuple[Finding, ...] = ()
+    # The record's file at the base, when the record was moved or renamed since.
+    renamed_from: str | None = None
 
 
 @dataclass
@@ -152,6 +154,7 @@ def json_extra(report: Report) -> dict[str, object]:
         "changes": [
             {
                 "file": change.file,
+                "renamed_from": change.renamed_from,
                 "record": change.vin,
                 "before": change.before,
                 "after": change.after,
@@ -267,6 +270,7 @@ def changes_text(report: Report) -> str:
         lines.append("  no record changed its readiness or findings")
     for change in report.changes or ():
         name = change.file + (f" ({change.vin})" if change.vin and change.vin not in change.file else "")
+        name += f", moved from {change.renamed_from}" if change.renamed_from else ""
         state = change.after if change.before == change.after else f"{change.before} -> {change.after}"
         lines.append(f"  {name}: {state}")
         lines += _diff_lines(change)
@@ -880,6 +884,8 @@ def format_markdown(report: Report, limit: int = MARKDOWN_LIMIT, full_report: st
             for change in sorted(report.changes, key=lambda change: ranks[change.file]):
                 arrow = f"**{change.after}**" if change.before != change.after else change.after
                 name = _record_name(change.file, vins.get(change.file), files_per_vin)
+                if change.renamed_from:
+                    name += f" (moved from `{change.renamed_from.replace('`', '')}`)"
                 change_rows.append(f"| {name} | {change.before} | {arrow} | {diffs[change.file].phrase()} |")
             rows, missing = _capped(change_rows, int(room * _CHANGES_SHARE / (1 - _FINDINGS_SHARE)))
             blocks.append(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,8 @@ class Page:
     nodes: list[Node] = field(default_factory=list)
     # The values the base had that are gone now.
     removed: list[Node] = field(default_factory=list)
+    # The record file at the base, when the record was moved or renamed since.
+    renamed_from: str | None = None
 
     @property
     def new(self) -> bool:
@@ -291,14 +294,28 @@ def pages(comparison: Comparison, rendered: Mapping[str, bytes], base_rendered: 
     changes: dict[str, RecordChange] = {change.file: change for change in comparison.changes}
     here = dict(head.checked)
     there = dict(base.checked) if base is not None else {}
+    renamed = _renames(here, there)
+    moved = set(renamed.values())
+    base_grouped: dict[str, list[Finding]] = {}
+    if base is not None:
+        base_records = [CheckedRecord(file, vin) for file, vin in base.checked]
+        base_grouped, _ = affecting(Report(base.findings, {}, base_records))
     taken: set[str] = set()
     result = []
-    for file in sorted(set(here) | set(there)):
+    for file in sorted((set(here) | set(there)) - moved):
         vin = here.get(file) or there.get(file)
         findings = [*grouped.get(file, ()), *blocking_everywhere]
         change = changes.get(file)
         after = state_of(findings) if file in here else "absent"
         before = change.before if change is not None else after
+        added = len(change.added) if change else 0
+        resolved = len(change.resolved) if change else 0
+        old = renamed.get(file)
+        if old is not None:
+            # A moved record is one vehicle: compare it with its old file's render and findings.
+            gone = changes.get(old)
+            before = gone.before if gone is not None else after
+            added, resolved = _finding_changes(grouped.get(file, []), base_grouped.get(old, []))
         page = Page(
             page_name(file, vin, taken),
             file,
@@ -306,17 +323,42 @@ def pages(comparison: Comparison, rendered: Mapping[str, bytes], base_rendered: 
             before,
             after,
             list(findings),
-            len(change.added) if change else 0,
-            len(change.resolved) if change else 0,
+            added,
+            resolved,
             rendered.get(file),
-            base_rendered.get(file),
+            base_rendered.get(old or file),
             present=file in here,
-            at_base=file in there,
+            at_base=(old or file) in there,
+            renamed_from=old,
         )
         if page.rendered is not None:
             page.nodes, page.removed = page_nodes(page.rendered, page.base_rendered)
         result.append(page)
     return result
+
+
+def _renames(here: Mapping[str, str | None], there: Mapping[str, str | None]) -> dict[str, str]:
+    """Pair each record file that is new here with the file that held its VIN at the base and is gone now."""
+    gone: dict[str, list[str]] = {}
+    for file, vin in there.items():
+        if vin and file not in here:
+            gone.setdefault(vin, []).append(file)
+    pairs = {}
+    for file, vin in sorted(here.items()):
+        if vin and file not in there and len(gone.get(vin, ())) == 1:
+            pairs[file] = gone.pop(vin)[0]
+    return pairs
+
+
+def _finding_changes(now: Sequence[Finding], before: Sequence[Finding]) -> tuple[int, int]:
+    """Count the findings added and resolved between two files of one record, apart from the file name."""
+
+    def key(finding: Finding) -> tuple[object, ...]:
+        return (finding.rule, finding.severity, finding.message, finding.path, finding.waiver)
+
+    counted_now = Counter(key(f) for f in now)
+    counted_before = Counter(key(f) for f in before)
+    return sum((counted_now - counted_before).values()), sum((counted_before - counted_now).values())
 
 
 def write_preview(
