@@ -256,6 +256,51 @@ def rechain(repo: Path) -> None:
     path.write_bytes(b"".join(out))
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("correction_reason", "customer asked for a lower mass", "the manifest's correction_reason differs"),
+        ("approval_number", "e4*2018/858*09999*00", "the manifest's approval_number differs"),
+        ("data_digest", "0" * 64, "the manifest's data_digest differs"),
+        ("signer.serial", "1", "the manifest names the signer's issuer"),
+    ],
+)
+def test_manifest_rewritten_with_a_rebuilt_ledger_is_found(
+    released: Path, capsys: pytest.CaptureFixture[str], key: str, value: str, expected: str
+) -> None:
+    path = released / folder(VIN) / "manifest.json"
+    manifest = json.loads(path.read_bytes())
+    if "." in key:
+        outer, inner = key.split(".")
+        manifest[outer][inner] = value
+    else:
+        manifest[key] = value
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    rechain(released)
+    git(released, "commit", "-q", "-am", "rewrite a manifest")
+    code, report = audit(released, capsys, "--vin", VIN)
+    assert code == 1
+    messages = [p["message"] for p in report["entries"][0]["problems"]]  # type: ignore[index]
+    assert any(message.startswith(expected) for message in messages), messages
+
+
+def test_outbox_receipt_of_other_bytes_is_found(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    receipt = released / folder(VIN) / "receipt-1.json"
+    note = json.loads(receipt.read_bytes())
+    note["sha256"] = "ab" * 32
+    receipt.write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
+    delivery = released / folder(VIN) / "delivery-1.json"
+    result = json.loads(delivery.read_bytes())
+    result["receipt"]["sha256"] = hashlib.sha256(receipt.read_bytes()).hexdigest()
+    delivery.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    rechain(released)
+    git(released, "commit", "-q", "-am", "rewrite a receipt")
+    code, report = audit(released, capsys, "--vin", VIN)
+    assert code == 1
+    messages = [p["message"] for p in report["entries"][0]["problems"]]  # type: ignore[index]
+    assert "the receipt gives the sha256 of the delivered file, which is not that of the certificate" in messages
+
+
 def edit_delivery(repo: Path, key: str, value: str) -> None:
     """Change one field of VIN's first delivery result and rebuild the ledger chain over it."""
     delivery = repo / folder(VIN) / "delivery-1.json"

@@ -47,7 +47,7 @@ from ecoc.files import MANIFEST_NAME
 # The checks the audit runs, as its reports list them.
 CHECKS = (
     "signatures and certificate chains at the signing time",
-    "manifests against their folder, certificate, signer and record",
+    "manifests against their folder, certificate, signer, and the record and approval at the source commit",
     "delivery results and receipts",
     "each certificate against a new render of its record at the source commit",
     "the ledger's hash chain and digests",
@@ -400,10 +400,15 @@ class Renderer:
         for path, data in gitinfo.read_at(self.root, commit, sorted(set(paths))).items():
             self.records[(commit, path)] = data
 
-    def render(self, commit: str, record_path: str, manifest: dict[str, Any]) -> bytes:
+    def render(self, commit: str, record_path: str, manifest: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        """Render the record as it was at `commit`, with the manifest's version.
+
+        The second value holds what the manifest says about the same sources, as they were at the
+        commit: the correction reason, the approval and its files, and the content digests.
+        """
         from ecoc.check import load_approvals, resolve
         from ecoc.files import list_yaml
-        from ecoc.ivi.render import render
+        from ecoc.ivi.render import content_digest, render
         from ecoc.model.effective import build_effective, set_issue
         from ecoc.model.record import parse_record
         from ecoc.yamlload import Source
@@ -423,7 +428,19 @@ class Renderer:
         approval, variant, version = resolved
         effective, _ = build_effective(record, approval, variant, version, str(manifest["version_datetime"]))
         set_issue(effective, int(manifest["version"]), str(manifest["reference_id"]), str(manifest["version_datetime"]))
-        return render(effective.header, effective.coc).data
+        data = render(effective.header, effective.coc).data
+        number = approval.number_text
+        files = index.paths_of(number)
+        facts = {
+            "correction_reason": record.correction_reason.text if record.correction_reason is not None else None,
+            "approval_number": number,
+            "approval": files,
+            "approval_digests": {path: sha256_hex((self.exports[commit] / path).read_bytes()) for path in files},
+            "content_digest": content_digest(effective.header, effective.coc),
+            "data_digest": content_digest(effective.header, effective.coc, with_version=False),
+            "unsigned": sha256_hex(data),
+        }
+        return data, facts
 
 
 def _first_difference(left: bytes, right: bytes) -> str:
@@ -509,7 +526,16 @@ def audit_entry(
         subject = verified.signer.subject.rfc4514_string()
         if entry.signer is not None and entry.signer != subject:
             problem(manifest_path, "manifest", f"the manifest names signer {entry.signer}, but {subject} signed")
-    _audit_deliveries(root, folder, manifest, entry, problem)
+        signer = manifest.get("signer") or {}
+        issuer, serial = verified.signer.issuer.rfc4514_string(), format(verified.signer.serial_number, "x")
+        if signer.get("issuer") not in (None, issuer) or signer.get("serial") not in (None, serial):
+            problem(
+                manifest_path,
+                "manifest",
+                f"the manifest names the signer's issuer {signer.get('issuer')} and serial {signer.get('serial')}, "
+                f"but the certificate that signed has {issuer} and {serial}",
+            )
+    _audit_deliveries(root, folder, manifest, entry, problem, sha256_hex(signed))
     commit = entry.source_commit
     if renderer is not None and isinstance(commit, str):
         if commit not in known_commits:
@@ -524,10 +550,17 @@ def audit_entry(
         else:
             unsigned = unsigned_bytes(signed)
             try:
-                rendered = renderer.render(commit, str(manifest.get("record")), manifest)
+                rendered, facts = renderer.render(commit, str(manifest.get("record")), manifest)
             except (LookupError, KeyError, ValueError) as exc:
                 problem(manifest_path, "source", f"the record cannot be rendered at the source commit: {exc}")
             else:
+                for field_name, shown in _source_mismatches(manifest, facts):
+                    problem(
+                        manifest_path,
+                        "manifest",
+                        f"the manifest's {field_name} differs from the sources at commit {commit[:12]}, which give "
+                        f"{shown}: the manifest was changed after signing",
+                    )
                 record_data = renderer.records.get((commit, str(manifest.get("record"))))
                 record_digest = (manifest.get("digests") or {}).get("record")
                 if record_data is not None and record_digest and sha256_hex(record_data) != record_digest:
@@ -547,7 +580,41 @@ def audit_entry(
     return entry
 
 
-def _audit_deliveries(root: Path, folder: str, manifest: dict[str, Any], entry: EntryResult, problem: Any) -> None:
+def _source_mismatches(manifest: dict[str, Any], facts: dict[str, Any]) -> list[tuple[str, str]]:
+    """Return each manifest field that disagrees with the sources at its commit, with the sources' value."""
+    digests = manifest.get("digests") or {}
+    pairs = [
+        ("correction_reason", manifest.get("correction_reason"), facts["correction_reason"]),
+        ("approval_number", manifest.get("approval_number"), facts["approval_number"]),
+        ("approval", sorted(manifest.get("approval") or []), sorted(facts["approval"])),
+        ("digests.approval", digests.get("approval"), facts["approval_digests"]),
+        ("content_digest", manifest.get("content_digest"), facts["content_digest"]),
+        ("data_digest", manifest.get("data_digest"), facts["data_digest"]),
+        ("digests.unsigned", digests.get("unsigned"), facts["unsigned"]),
+    ]
+    return [(name, json.dumps(expected)) for name, given, expected in pairs if given != expected]
+
+
+def _delivered_digest(receipt: bytes) -> str | None:
+    """The sha256 of the delivered file that an outbox receipt gives, or None for other receipts."""
+    try:
+        note = json.loads(receipt)
+    except ValueError:
+        return None
+    if not isinstance(note, dict) or note.get("transport") != "outbox":
+        return None
+    digest = note.get("sha256")
+    return digest if isinstance(digest, str) else None
+
+
+def _audit_deliveries(
+    root: Path,
+    folder: str,
+    manifest: dict[str, Any],
+    entry: EntryResult,
+    problem: Any,
+    signed_digest: str | None = None,
+) -> None:
     names = sorted(
         (name for name in os.listdir(root / folder) if name.startswith("delivery-") and name.endswith(".json")),
         key=lambda name: int(name[len("delivery-") : -len(".json")] or 0),
@@ -574,6 +641,12 @@ def _audit_deliveries(root: Path, folder: str, manifest: dict[str, Any], entry: 
                     problem(receipt_path, "receipt", "the receipt differs from the sha256 its delivery result gives")
                 elif attempt.get("receipt_id") and str(attempt["receipt_id"]).encode() not in data:
                     problem(receipt_path, "receipt", "the receipt does not name the receipt id of its result")
+                elif signed_digest is not None and _delivered_digest(data) not in (None, signed_digest):
+                    problem(
+                        receipt_path,
+                        "receipt",
+                        "the receipt gives the sha256 of the delivered file, which is not that of the certificate",
+                    )
         elif status in ("accepted", "rejected"):
             problem(path, "receipt", f"the delivery was {status}, but no receipt was kept")
         if status in ("accepted", "rejected") and entry.delivery == "pending":
