@@ -671,6 +671,26 @@ def test_stale_clone_is_refused_before_signing(
     assert manifest["digests"]["record"] == hashlib.sha256(record).hexdigest()
 
 
+def test_unpushed_evidence_that_conflicts_with_the_remote_is_kept_and_named(
+    repo: Path, seal: list[str], tmp_path: Path, origin: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # This clone delivers with --no-push; another clone then releases the same certificates.
+    assert release(repo, seal, tmp_path / "outbox", "--no-push", "--limit", "1") == 0
+    head = git(repo, "rev-parse", "HEAD")
+    other = tmp_path / "other"
+    subprocess.run(["git", "clone", "-q", "-b", "main", str(origin), str(other)], check=True)
+    assert run(other, seal, tmp_path / "other-outbox", "--limit", "1") == 0
+    capsys.readouterr()
+    # The dry run finds the conflict that the real run would meet.
+    assert run(repo, seal, tmp_path / "outbox", "--dry-run") == 3
+    err = capsys.readouterr().err
+    assert "the evidence committed here and not pushed differs from the evidence on origin/main" in err
+    assert run(repo, seal, tmp_path / "outbox") == 3
+    assert "keep its delivery and receipt files" in capsys.readouterr().err
+    # This clone's own commits, with the authority's answers, are still there.
+    assert git(repo, "rev-parse", "HEAD") == head
+
+
 def test_data_changed_while_signing_is_not_delivered(
     repo: Path, seal: list[str], tmp_path: Path, origin: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -263,13 +263,11 @@ class Publisher:
         """
         new_head = gitinfo.remote_head(self.root, self.remote, self.branch)
         assert new_head is not None
-        steps = gitinfo.own_commits(self.root, new_head)
-        unsent = _unsent_certificates(steps)
-        changed = _changed_sources(self.root, unsent, new_head)
+        plan = replay_plan(self.root, new_head)
+        # Conflicts stop the run before the reset, so that this clone keeps its own commits.
+        _raise_conflict(plan, self.remote, self.branch)
+        steps, unsent, changed, elsewhere = plan.steps, plan.unsent, plan.changed, plan.elsewhere
         gitinfo.reset_to(self.root, new_head)
-        if changed:
-            steps = _without_certificates(steps, unsent)
-        elsewhere = _published_elsewhere(self.root, unsent)
         if elsewhere:
             # Another release signed the same certificates and pushed first: it delivers them.
             log.warning(
@@ -278,15 +276,9 @@ class Publisher:
                 len(elsewhere),
             )
             self.published_elsewhere.update(elsewhere)
-            steps = _without_certificates(steps, elsewhere)
         for message, files, events in steps:
             for path, data in files.items():
                 target = self.root / path
-                if target.exists() and target.read_bytes() != data:
-                    raise ConfigError(
-                        f"{path}: another release wrote different evidence for the same certificate",
-                        "stop the other release job; only one may run at a time (a concurrency group)",
-                    )
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
             append_ledger(self.root, events)
@@ -316,9 +308,55 @@ def _unsent_certificates(steps: list[Step]) -> dict[str, dict[str, object]]:
     return manifests
 
 
-def _published_elsewhere(root: Path, manifests: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
-    """Return the manifests of `manifests` whose evidence folder the checked-out head already holds."""
-    return {folder: manifest for folder, manifest in manifests.items() if (root / folder / MANIFEST_NAME).exists()}
+@dataclass
+class ReplayPlan:
+    """What replaying this clone's unpushed evidence commits on the remote's head would write."""
+
+    steps: list[Step]
+    # Certificates signed here and not delivered, by folder.
+    unsent: dict[str, dict[str, object]]
+    # Sources of those certificates that the remote's head changed; they are then dropped.
+    changed: list[str]
+    # Certificates of `unsent` that the remote's head already holds, signed by another release.
+    elsewhere: dict[str, dict[str, object]]
+    # Files the steps would write that the remote's head holds with other content.
+    conflicts: list[str]
+
+
+def replay_plan(root: Path, new_head: str) -> ReplayPlan:
+    """Work out the replay of the unpushed evidence commits on `new_head`, without changing anything."""
+    steps = gitinfo.own_commits(root, new_head)
+    unsent = _unsent_certificates(steps)
+    changed = _changed_sources(root, unsent, new_head)
+    if changed:
+        steps = _without_certificates(steps, unsent)
+    manifests = [(new_head, f"{folder}/{MANIFEST_NAME}") for folder in unsent]
+    present = gitinfo.read_many(root, manifests)
+    elsewhere = {folder: m for folder, m in unsent.items() if (new_head, f"{folder}/{MANIFEST_NAME}") in present}
+    if elsewhere:
+        steps = _without_certificates(steps, elsewhere)
+    existing = gitinfo.read_many(root, [(new_head, path) for _, files, _ in steps for path in files])
+    conflicts = [
+        path
+        for _, files, _ in steps
+        for path, data in files.items()
+        if existing.get((new_head, path), data) != data
+    ]
+    return ReplayPlan(steps, unsent, changed, elsewhere, conflicts)
+
+
+def _raise_conflict(plan: ReplayPlan, remote: str, branch: str) -> None:
+    if not plan.conflicts:
+        return
+    raise ConfigError(
+        f"{plan.conflicts[0]}: the evidence committed here and not pushed differs from the evidence on "
+        f"{remote}/{branch} for the same certificate ({len(plan.conflicts)} file(s)), so another release signed "
+        "or delivered the same certificates",
+        f"this clone keeps its commits: compare them (git diff {remote}/{branch} HEAD -- signed/) and keep its "
+        "delivery and receipt files, which record what the authority received, before resetting it to "
+        f"{remote}/{branch}; only one release may run at a time, and a run with --no-push keeps its evidence "
+        "from the others",
+    )
 
 
 def _changed_sources(root: Path, manifests: dict[str, dict[str, object]], new_head: str) -> list[str]:
@@ -860,6 +898,9 @@ def check_remote(publisher: Publisher) -> None:
             f"{remote}/{branch} has {behind} commit(s) that HEAD lacks, so this clone would sign old data",
             f"update the clone (git pull --ff-only {remote} {branch}) and run the release again",
         )
+    if behind:
+        # The unpushed evidence is replayed on the remote's head first; find out now whether it can be.
+        _raise_conflict(replay_plan(root, upstream), remote, branch)
 
 
 def check_start(repository: Repository, options: ReleaseOptions, report: ReleaseReport) -> tuple[str, Publisher | None]:
