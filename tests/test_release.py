@@ -919,6 +919,23 @@ def test_failed_version_replaced_by_a_correction_is_not_sent(
     assert len(nap.accepted_ids) == 1
 
 
+def test_endpoint_that_fails_every_delivery_stops_the_run_early(
+    repo: Path, seal: list[str], nap: NapSimulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure(repo, nap)
+    nap.scenario = "server-error"
+    assert release_nap(repo, seal) == 1
+    captured = capsys.readouterr()
+    failed = captured.out.count(": failed: ")
+    # The deliveries under way when the fifth failure arrived still finish; the rest are not sent.
+    assert 5 <= failed < RECORDS
+    assert f", {RECORDS - failed} not sent after 5 failures in a row" in captured.err
+    assert len(list((repo / "signed").rglob("delivery-*.json"))) == failed
+    nap.scenario = "accepted"
+    assert release_nap(repo, seal) == 0
+    assert len(set(nap.accepted_ids)) == RECORDS
+
+
 def test_acceptance_without_a_receipt_id_is_not_a_delivery(
     repo: Path, seal: list[str], nap: NapSimulator, capsys: pytest.CaptureFixture[str]
 ) -> None:

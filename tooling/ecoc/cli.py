@@ -1482,7 +1482,7 @@ def release(
     """
     from click.core import ParameterSource
 
-    from ecoc.release import ReleaseOptions, parse_shard, run_release
+    from ecoc.release import FAILURES_IN_A_ROW, ReleaseOptions, parse_shard, run_release
     from ecoc.runner import default_jobs
     from ecoc.transports import open_transport
 
@@ -1579,6 +1579,7 @@ def release(
         + ", "
         f"{counted['rejected']} rejected, {counted['failed']} failed"
         + (" (sent again by the next run)" if counted["failed"] else "")
+        + (f", {report.not_sent} not sent after {FAILURES_IN_A_ROW} failures in a row" if report.not_sent else "")
         + "; "
         f"{report.blocked} blocked"
         + (" (ecoc release --dry-run lists them)" if report.blocked else "")

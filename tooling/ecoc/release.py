@@ -123,6 +123,8 @@ class ReleaseReport:
     held_back: list[tuple[Evidence, str]] = field(default_factory=list)
     signed: int = 0
     outcomes: list[Outcome] = field(default_factory=list)
+    # Certificates this run meant to deliver and did not send, after too many failures in a row.
+    not_sent: int = 0
     blocked: int = 0
     # Each blocked record file with the first reason it is blocked.
     blocked_records: list[tuple[str, str]] = field(default_factory=list)
@@ -337,10 +339,7 @@ def replay_plan(root: Path, new_head: str) -> ReplayPlan:
         steps = _without_certificates(steps, elsewhere)
     existing = gitinfo.read_many(root, [(new_head, path) for _, files, _ in steps for path in files])
     conflicts = [
-        path
-        for _, files, _ in steps
-        for path, data in files.items()
-        if existing.get((new_head, path), data) != data
+        path for _, files, _ in steps for path, data in files.items() if existing.get((new_head, path), data) != data
     ]
     return ReplayPlan(steps, unsent, changed, elsewhere, conflicts)
 
@@ -707,6 +706,11 @@ def _sent(root: Path, folder: str, entry: Evidence | Candidate, transport: Trans
     return transport.deliver(entry.reference_id or "", entry.vin, signed), _now()
 
 
+# After this many failed deliveries in a row a run sends no more: the cause is the endpoint, the
+# network or its certificates, and each further attempt would only add a failed result to the archive.
+FAILURES_IN_A_ROW = 5
+
+
 def _results(
     root: Path, entries: list[tuple[str, Evidence | Candidate]], transport: Transport, connections: int
 ) -> Iterator[tuple[int, Delivery, list[str]]]:
@@ -731,9 +735,30 @@ def _results(
         }
         return index, answer, write_attempt(root, folder, attempt, answer.receipt, answer.media_type)
 
+    streak = 0
+    stopped = False
+
+    def gives_up(result: tuple[int, Delivery, list[str]]) -> bool:
+        """Count failures in a row; so many mean that the endpoint or its trust is broken, not one certificate."""
+        nonlocal streak, stopped
+        streak = streak + 1 if result[1].status == "failed" else 0
+        if stopped or streak < FAILURES_IN_A_ROW:
+            return False
+        stopped = True
+        log.warning(
+            "%d deliveries in a row failed, the last with: %s; the certificates not sent yet wait for the next "
+            "run, so fix the cause first",
+            streak,
+            result[1].message,
+        )
+        return True
+
     if connections <= 1 or len(entries) <= 1:
         for index in range(len(entries)):
-            yield send(index)
+            result = send(index)
+            yield result
+            if gives_up(result):
+                return
         return
 
     failure: Exception | None = None
@@ -754,6 +779,10 @@ def _results(
                         waiting.cancel()
                 continue
             yield result
+            if gives_up(result):
+                # Deliveries under way finish and are written; the rest stay open for the next run.
+                for waiting in futures:
+                    waiting.cancel()
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
     if failure is not None:
@@ -792,6 +821,7 @@ def deliver(
             )
             for i, (a, _) in sorted(results.items())
         ]
+    report.not_sent = len(entries) - len(results)
     events: list[dict[str, object]] = []
     trailers: list[str] = []
     for index, (answer, written) in sorted(results.items()):
