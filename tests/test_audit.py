@@ -401,6 +401,32 @@ def test_manifest_record_digest_edit_is_found(released: Path, capsys: pytest.Cap
     assert f"the record sha256 differs from records/{VIN}.yaml at commit" in " ".join(messages)
 
 
+def test_text_audit_of_a_vin_says_what_was_signed_and_delivered(
+    released: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = json.loads((released / folder(VIN) / "manifest.json").read_bytes())
+    capsys.readouterr()
+    trust = str(released.parent / "root.pem")
+    assert main(["--repo", str(released), "audit", "--trust", trust, "--vin", VIN]) == 0
+    text = capsys.readouterr().out
+    assert (
+        f"{folder(VIN)}: IviVersionNumber 1, IviReferenceId {manifest['reference_id']}, signed "
+        f"{manifest['signed_at']} by {manifest['signer']['subject']} from commit {manifest['source_commit'][:12]}, "
+        "delivery accepted: verified"
+    ) in text
+
+
+def test_deleted_entries_are_counted_against_the_ledger(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.rmtree(released / folder(VIN))
+    git(released, "commit", "-q", "-am", "remove a vehicle")
+    capsys.readouterr()
+    main(["--repo", str(released), "audit", "--trust", str(released.parent / "root.pem")])
+    text = capsys.readouterr().out
+    assert (
+        f"{RECORDS - 1} of {RECORDS - 1} evidence entries verified (the ledger names 1 more, which are missing)" in text
+    )
+
+
 def test_audit_of_a_vin_without_evidence(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, report = audit(released, capsys, "--vin", "XNHKH16S1TE100299")
     assert code == 1

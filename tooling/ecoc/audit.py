@@ -109,6 +109,12 @@ class AuditReport:
     added: set[str] = field(default_factory=set)
     # Subjects of the trust anchors the chains were checked against.
     anchors: list[str] = field(default_factory=list)
+    # Evidence folders that the ledger's signed events name, with their VIN.
+    ledger_folders: dict[str, str | None] = field(default_factory=dict)
+    # Whether the audit was limited to some VINs, so that the text report lists each entry.
+    selected: bool = False
+    # The --since limit, which leaves out older entries on purpose.
+    since: dt.datetime | None = None
 
     @property
     def discrepancies(self) -> list[Discrepancy]:
@@ -189,6 +195,8 @@ def check_ledger(root: Path, report: AuditReport) -> dict[str, dict[str, Any]]:
         files = event.get("files")
         for name, digest in (files or {}).items() if isinstance(files, dict) else ():
             listed[name] = {**event, "line": number, "digest": digest}
+        if event.get("event") == "signed" and isinstance(event.get("folder"), str):
+            report.ledger_folders[event["folder"]] = event.get("vin")
 
     for name, event in listed.items():
         target = root / name
@@ -684,6 +692,7 @@ def audit(
         commit=gitinfo.head(root),
         branch=gitinfo.current_branch(root),
         anchors=[anchor.subject.rfc4514_string() for anchor in anchors],
+        since=since,
     )
     check_uncommitted(root, report)
     check_ledger(root, report)
@@ -736,6 +745,8 @@ def audit(
             1 for problem in report.problems if problem.file.startswith(inside) or problem.folder == entry.folder
         )
     if wanted:
+        report.selected = True
+        report.ledger_folders = {f: vin for f, vin in report.ledger_folders.items() if vin in wanted}
         report.problems = [p for p in report.problems if p.vin is None or p.vin in wanted]
         report.problems += [
             Discrepancy(EVIDENCE_FOLDER, "evidence", f"{vin} has no evidence in {EVIDENCE_FOLDER}/", vin)
@@ -780,6 +791,14 @@ def format_report(report: AuditReport, format_: str, generated: str, root: Path)
             generated=generated,
         )
     lines = [f"{problem.file}: {problem.check}: {problem.message}" for problem in report.discrepancies]
+    if report.selected:
+        # For the vehicles asked about, say what was signed and delivered, not only whether it holds.
+        for entry in report.entries:
+            lines.append(
+                f"{entry.folder}: IviVersionNumber {entry.version}, IviReferenceId {entry.reference_id}, signed "
+                f"{entry.signed_at} by {entry.signer} from commit {(entry.source_commit or '')[:12]}, delivery "
+                f"{entry.delivery}: " + ("verified" if entry.ok else f"{len(entry.problems)} discrepancies")
+            )
     verified = sum(1 for entry in report.entries if entry.ok)
     where = f"commit {report.commit[:12]}" if report.commit else "a repository without commits"
     lines.append(
@@ -794,8 +813,10 @@ def format_report(report: AuditReport, format_: str, generated: str, root: Path)
             f"{report.uncommitted} file(s) below {EVIDENCE_FOLDER}/ differ from the commit; the counts below are of "
             "the files as they are now"
         )
+    missing = len(set(report.ledger_folders) - {entry.folder for entry in report.entries})
+    gone = f" (the ledger names {missing} more, which are missing)" if missing and report.since is None else ""
     lines.append(
-        f"{verified} of {len(report.entries)} evidence entries verified, {report.ledger_lines} ledger lines; "
+        f"{verified} of {len(report.entries)} evidence entries verified{gone}, {report.ledger_lines} ledger lines; "
         + (f"{len(report.discrepancies)} discrepancies" if len(report.discrepancies) != 1 else "1 discrepancy")
     )
     return "\n".join(lines) + "\n"
