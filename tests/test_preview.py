@@ -100,10 +100,11 @@ def test_moved_record_is_one_record_with_an_empty_diff(
     git(example_repo, "mv", RECORD, f"records/kh16/{VIN}.yaml")
     out = tmp_path / "preview"
     assert preview(example_repo, out) == 0
-    assert sorted(path.name for path in (out / "records").iterdir()) == [f"{VIN}.diff", f"{VIN}.html", f"{VIN}.xml"]
-    assert (out / "records" / f"{VIN}.diff").read_text(encoding="utf-8") == ""
+    # The XML did not change, so there is no diff file, and the index says so instead of linking an empty one.
+    assert sorted(path.name for path in (out / "records").iterdir()) == [f"{VIN}.html", f"{VIN}.xml"]
     open_page(browser, out / "index.html")
     row = browser.find_element(By.ID, f"record-{VIN}")
+    assert row.find_element(By.CLASS_NAME, "files").text == "XML · XML unchanged"
     assert f"records/kh16/{VIN}.yaml, moved from {RECORD}" in row.text
     assert row.find_element(By.CLASS_NAME, "values").text == "0"
     assert [cell.text for cell in row.find_elements(By.CLASS_NAME, "state")] == ["ready", "ready"]
@@ -375,3 +376,13 @@ def test_elements_the_rules_cite_have_their_item_number(element: str, number: st
     from ecoc.ivi.items import item
 
     assert item(element) == number
+
+
+def test_index_lists_newly_blocked_records_first(example_repo: Path, tmp_path: Path) -> None:
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 1479")
+    edit(example_repo, OTHER_RECORD, "ActualMass: 1496", "ActualMass: 99999")
+    out = tmp_path / "preview"
+    preview(example_repo, out)
+    index = etree.HTML((out / "index.html").read_bytes())
+    rows = [row.get("id") for row in index.iter("tr") if row.get("id")]
+    assert rows == ["record-XNHKH16S8TE103871", f"record-{VIN}"]

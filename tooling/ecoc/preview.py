@@ -75,6 +75,8 @@ class Page:
     removed: list[Node] = field(default_factory=list)
     # The record file at the base, when the record was moved or renamed since.
     renamed_from: str | None = None
+    # Whether the XML is the same as at the base, so that there is no diff to show.
+    same_xml: bool = False
 
     @property
     def new(self) -> bool:
@@ -384,11 +386,17 @@ def write_preview(
         # A record that cannot be rendered on one side gets no diff, because the diff would
         # show every line as added or deleted.
         if page.has_diff:
-            files[folder / f"{page.name}.diff"] = unified_diff(page.name, base, page.rendered, page.base_rendered)
+            diff = unified_diff(page.name, base, page.rendered, page.base_rendered)
+            # An empty file behind a link tells a reader nothing; the index says that the XML is unchanged.
+            page.same_xml = not diff
+            if diff:
+                files[folder / f"{page.name}.diff"] = diff
         if page.present:
             files[folder / f"{page.name}.html"] = render_page(root, "coc.html.j2", page=page, base=base)
+    # Newly blocked records first, as reviewers look at them first; then in file order.
+    ordered = sorted(previews, key=lambda page: not (page.after == "blocked" and page.before != "blocked"))
     files[out / "index.html"] = render_page(
-        root, "preview-index.html.j2", pages=previews, base=base, base_problem=base_problem, count_phrase=count_phrase
+        root, "preview-index.html.j2", pages=ordered, base=base, base_problem=base_problem, count_phrase=count_phrase
     )
     for path, data in files.items():
         write(path, data)
