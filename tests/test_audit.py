@@ -427,6 +427,36 @@ def test_deleted_entries_are_counted_against_the_ledger(released: Path, capsys: 
     )
 
 
+def test_anchors_from_the_audited_repository_are_warned_about(
+    released: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (released / "keys").mkdir()
+    shutil.copy(released.parent / "root.pem", released / "keys" / "root.pem")
+    with (released / "ecoc.yaml").open("a", encoding="utf-8") as handle:
+        handle.write("\nsigning:\n  trust: [keys/root.pem]\n")
+    git(released, "add", "-A")
+    git(released, "commit", "-q", "-m", "Add a trust anchor")
+    capsys.readouterr()
+    assert main(["--repo", str(released), "audit"]) == 0
+    err = capsys.readouterr().err
+    assert "the trust anchors come from signing.trust of the repository being audited" in err
+    assert "signing.trust or an anchor file changed after the first evidence: " in err
+    assert ": Add a trust anchor" in err
+
+
+def test_audit_with_another_ecoc_version_says_so(
+    released: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ecoc
+
+    signed_with = ecoc.__version__
+    monkeypatch.setattr("ecoc.cli.__version__", "9.9.9")
+    capsys.readouterr()
+    main(["--repo", str(released), "audit", "--trust", str(released.parent / "root.pem")])
+    err = capsys.readouterr().err
+    assert f"entries were signed with ecoc {signed_with}, and this is ecoc 9.9.9" in err
+
+
 def test_audit_of_a_vin_without_evidence(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, report = audit(released, capsys, "--vin", "XNHKH16S1TE100299")
     assert code == 1

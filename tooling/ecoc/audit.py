@@ -87,6 +87,8 @@ class EntryResult:
     problems: list[Discrepancy] = field(default_factory=list)
     # Problems of the archive as a whole (ledger, git history) found in this entry's files.
     elsewhere: int = 0
+    # The ecoc version that signed the entry, from its manifest.
+    tool_version: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -488,6 +490,8 @@ def audit_entry(
         "pending",
         (manifest.get("signer") or {}).get("subject"),
     )
+    tool = manifest.get("tool")
+    entry.tool_version = str(tool.get("version")) if isinstance(tool, dict) and tool.get("version") else None
 
     def problem(file: str, check: str, message: str) -> None:
         entry.problems.append(Discrepancy(file, check, message, vin))

@@ -1304,6 +1304,25 @@ def verify(
     return EXIT_FINDINGS if failed or not files else EXIT_CLEAN
 
 
+def _warn_own_anchors(repository: Repository) -> None:
+    """Warn that anchors read from the audited repository prove little, and name the commits that changed them."""
+    from ecoc import gitinfo
+
+    root = repository.root
+    files = [CONFIG_NAME, *repository.settings.signing.trust]
+    log.warning(
+        "the trust anchors come from signing.trust of the repository being audited, where anyone who can commit "
+        "can add one; pass --trust with anchors obtained outside the repository"
+    )
+    first = gitinfo.first_change(root, "signed/ledger.jsonl")
+    if first is None:
+        return
+    # Changes to the trust list in ecoc.yaml, or to the anchor files, after the first evidence was committed.
+    changes = gitinfo.changes_matching(root, f"{first}~1", files, r"trust|\.pem")
+    for line in changes:
+        log.warning("signing.trust or an anchor file changed after the first evidence: %s", line)
+
+
 def _signed_files(folder: Path) -> list[Path]:
     """The XML files below a folder, without the authorities' receipts kept in the evidence archive."""
     return [path for path in sorted(folder.rglob("*.xml")) if not path.name.startswith("receipt-")]
@@ -1364,6 +1383,8 @@ def audit(
             )
     repository = _repository(ctx)
     anchors = _anchors(ctx, trust)
+    if not trust:
+        _warn_own_anchors(repository)
     since = None
     if since_text is not None:
         try:
@@ -1382,6 +1403,16 @@ def audit(
     from ecoc.runner import default_jobs
 
     report = archive.audit(repository.root, anchors, vins, since, jobs=jobs or default_jobs())
+    others = sorted({e.tool_version for e in report.entries if e.tool_version and e.tool_version != __version__})
+    if others:
+        # Another version may render other bytes, which the audit would report as source discrepancies.
+        log.warning(
+            "entries were signed with ecoc %s, and this is ecoc %s; where the audit reports the source as "
+            "different, audit again with the version that signed (pip install ecoc==VERSION, or from the "
+            "tooling/ folder at the source commit)",
+            ", ".join(others),
+            __version__,
+        )
     main_branch = repository.settings.main_branch
     if report.branch != main_branch:
         checked_out = f"branch {report.branch}" if report.branch else "a detached HEAD"

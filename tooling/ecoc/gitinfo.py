@@ -531,6 +531,33 @@ def unstage(root: Path, folder: str) -> None:
     _git(root, "reset", "-q", "HEAD", "--", f":(literal){folder}")
 
 
+def first_change(root: Path, path: str) -> str | None:
+    """The first commit on HEAD that changed `path`, or None."""
+    completed = _git(root, "log", "--reverse", "--format=%H", "HEAD", "--", f":(literal){path}")
+    lines = _output(completed).split()
+    return lines[0] if lines else None
+
+
+def changes_matching(root: Path, since: str, paths: list[str], pattern: str) -> list[str]:
+    """Describe the commits after `since` whose diff of `paths` adds or removes a line matching `pattern`.
+
+    Each is "<short sha> <date> by <author>: <subject>". A `since` before the first commit lists all.
+    """
+    exists = _git(root, "rev-parse", "--verify", "--quiet", f"{since}^{{commit}}").returncode == 0
+    span = [f"{since}..HEAD"] if exists else ["HEAD"]
+    completed = _git(
+        root,
+        "log",
+        "--format=%h %cI by %an <%ae>: %s",
+        "-G",
+        pattern,
+        *span,
+        "--",
+        *[f":(literal){path}" for path in paths],
+    )
+    return [line for line in _output(completed).splitlines() if line]
+
+
 def last_change_time(root: Path, paths: tuple[str, ...]) -> str | None:
     """The committer date of the last commit that changed one of `paths`, in strict ISO 8601."""
     completed = _git(root, "log", "-1", "--format=%cI", "HEAD", "--", *[f":(literal){p}" for p in paths])
