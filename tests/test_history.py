@@ -184,6 +184,63 @@ def test_commit_of_a_merged_pull_request_names_it(repo: Path, capsys: pytest.Cap
     assert all(event["pull_request"] is None for event in first)
 
 
+def test_merged_change_is_dated_and_named_by_its_merge(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    git(repo, "checkout", "-q", "-b", "halvard/weight")
+    record = repo / "records" / f"{VIN}.yaml"
+    record.write_bytes(record.read_bytes().replace(b"ActualMass: 1478", b"ActualMass: 1481"))
+    # The author's date lies before the record was added; the change took effect at the merge.
+    git(repo, "add", "-A")
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(repo),
+            "-c",
+            "user.name=Bob",
+            "-c",
+            "user.email=bob@halvard.invalid",
+            "commit",
+            "-q",
+            "-m",
+            "Weigh again",
+            "--date",
+            "2020-01-01T10:00:00Z",
+        ],
+        check=True,
+    )
+    git(repo, "checkout", "-q", "main")
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(repo),
+            "-c",
+            "user.name=Carol",
+            "-c",
+            "user.email=carol@halvard.invalid",
+            "merge",
+            "-q",
+            "--no-ff",
+            "halvard/weight",
+            "-m",
+            "Merge pull request #9 from halvard/weight",
+        ],
+        check=True,
+    )
+    merge = git(repo, "rev-parse", "HEAD").strip()
+    events = history(repo, capsys)
+    [weighed] = [event for event in events if event["summary"] == "Weigh again"]
+    assert weighed["merge_commit"] == merge
+    assert weighed["merged_by"] == "Carol <carol@halvard.invalid>"
+    assert weighed["authored"] == "2020-01-01T10:00:00Z"
+    # It comes after the commit that added the record, not before it.
+    added = next(event for event in events if event["kind"] == "record")
+    assert events.index(added) < events.index(weighed)
+    main(["--repo", str(repo), "history", VIN])
+    text = capsys.readouterr().out
+    assert f"(pull request #9, merged by Carol <carol@halvard.invalid> in {merge[:12]}): Weigh again" in text
+
+
 def test_unreadable_ledger_is_named_in_history(
     repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -638,16 +638,16 @@ def log_names(root: Path, paths: list[str], merges: bool = False) -> bytes:
     return completed.stdout
 
 
-def commit_graph(root: Path) -> list[tuple[str, tuple[str, ...], str]]:
-    """Return every commit HEAD reaches as (commit, parents, subject), newest first, from one git call."""
-    completed = _git(root, "log", "--format=%H%x1f%P%x1f%s%x1e", "HEAD", "--")
+def commit_graph(root: Path) -> list[tuple[str, tuple[str, ...], str, str, str]]:
+    """Return every commit HEAD reaches as (commit, parents, subject, committer, commit date), newest first."""
+    completed = _git(root, "log", "--format=%H%x1f%P%x1f%s%x1f%cn <%ce>%x1f%cI%x1e", "HEAD", "--")
     if completed.returncode != 0:
         raise _failed("cannot read the history", completed, "check the repository (git log)")
     graph = []
     for chunk in completed.stdout.decode("utf-8", "replace").split("\x1e"):
         parts = chunk.strip("\n").split("\x1f")
-        if len(parts) == 3:
-            graph.append((parts[0], tuple(parts[1].split()), parts[2]))
+        if len(parts) == 5:
+            graph.append((parts[0], tuple(parts[1].split()), parts[2], parts[3], parts[4]))
     return graph
 
 

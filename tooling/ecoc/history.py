@@ -50,6 +50,11 @@ class Event:
     pull_request: int | None = None
     files: list[str] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
+    # For a commit that a merge brought to the main line: the merge, who made it, and when.
+    # `date` is then the merge's date, when the change took effect, and `authored` the author's.
+    merge_commit: str | None = None
+    merged_by: str | None = None
+    authored: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,15 +85,27 @@ def pull_request_of(subject: str) -> int | None:
     return int(match.group(1) or match.group(2))
 
 
-def merged_pull_requests(root: Path) -> dict[str, int]:
-    """Map each commit that a pull-request merge brought in to the number of that pull request.
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """How a commit reached the main line: the merge that brought it, or the commit itself."""
+
+    commit: str
+    by: str
+    date: str
+    pull_request: int | None
+
+
+def arrivals(root: Path) -> dict[str, Arrival]:
+    """Map each commit HEAD reaches to the commit of its first-parent line that brought it in.
 
     The first-parent line of HEAD is walked from the oldest commit on. At each merge, the commits
-    its other parents reach, and no earlier commit of the line reaches, came in with that merge.
+    its other parents reach, and no earlier commit of the line reaches, came in with that merge;
+    a commit of the line itself arrived as it was committed.
     """
     graph = gitinfo.commit_graph(root)
-    parents = {sha: commit_parents for sha, commit_parents, _ in graph}
-    subjects = {sha: subject for sha, _, subject in graph}
+    parents = {sha: commit_parents for sha, commit_parents, *_ in graph}
+    subjects = {sha: subject for sha, _, subject, *_ in graph}
+    committers = {sha: (committer, committed) for sha, _, _, committer, committed in graph}
     line = []
     current = graph[0][0] if graph else None
     while current is not None:
@@ -96,17 +113,18 @@ def merged_pull_requests(root: Path) -> dict[str, int]:
         first = parents.get(current, ())
         current = first[0] if first else None
     reached: set[str] = set()
-    found: dict[str, int] = {}
+    found: dict[str, Arrival] = {}
     for sha in reversed(line):
         number = pull_request_of(subjects[sha])
+        arrival = Arrival(sha, *committers[sha], number)
+        found[sha] = arrival
         waiting = [parent for parent in parents[sha][1:] if parent not in reached]
         while waiting:
             commit = waiting.pop()
             if commit in reached:
                 continue
             reached.add(commit)
-            if number is not None:
-                found[commit] = number
+            found[commit] = arrival
             waiting.extend(parent for parent in parents.get(commit, ()) if parent not in reached)
         reached.add(sha)
     return found
@@ -217,7 +235,7 @@ def history(root: Path, vin: str) -> list[Event]:
                 approvals[path] = (data.get("variant"), data.get("version"))
     paths = sorted(records) + sorted(approvals) + ["rules", f"{EVIDENCE_FOLDER}/{vin}"]
     commits = list(parse_log(gitinfo.log_names(root, paths)))
-    merged = merged_pull_requests(root)
+    arrived = arrivals(root)
     # Every version of every file the timeline compares or searches, read in one git call.
     wanted = []
     for commit in commits:
@@ -230,28 +248,35 @@ def history(root: Path, vin: str) -> list[Event]:
     events: list[Event] = []
     for commit in commits:
         touched = [name for _, name in commit.files]
-        pull_request = commit.pull_request or merged.get(commit.sha)
-        base = {"commit": commit.sha, "author": commit.author, "pull_request": pull_request}
+        arrival = arrived.get(commit.sha)
+        merge = arrival if arrival is not None and arrival.commit != commit.sha else None
+        pull_request = commit.pull_request or (arrival.pull_request if arrival is not None else None)
+        # A change takes effect when it reaches the main line: for a merged commit, at its merge.
+        when = _utc(merge.date if merge is not None else commit.committed or commit.date)
+        base: dict[str, Any] = {
+            "commit": commit.sha,
+            "author": commit.author,
+            "pull_request": pull_request,
+            "merge_commit": merge.commit if merge is not None else None,
+            "merged_by": merge.by if merge is not None else None,
+            "authored": _utc(commit.date),
+        }
         for name in touched:
             if name in records:
                 changes = value_changes(contents, commit, name)
-                events.append(
-                    Event("record", _utc(commit.date), commit.subject, files=[name], changes=changes, **base)  # type: ignore[arg-type]
-                )
+                events.append(Event("record", when, commit.subject, files=[name], changes=changes, **base))
             elif name in approvals:
                 variant, version = approvals[name]
                 changes = value_changes(contents, commit, name, keep=_within(variant, version))
                 if changes:
-                    events.append(
-                        Event("approval", _utc(commit.date), commit.subject, files=[name], changes=changes, **base)  # type: ignore[arg-type]
-                    )
+                    events.append(Event("approval", when, commit.subject, files=[name], changes=changes, **base))
         rules = [name for name in touched if name.startswith("rules/")]
         waivers = [name for name in rules if name.rsplit("/", 1)[-1].startswith("waivers")]
         if waivers and any(vin.encode() in contents.get((commit.sha, w), b"") for w in waivers):
-            events.append(Event("waivers", _utc(commit.date), commit.subject, files=waivers, **base))  # type: ignore[arg-type]
+            events.append(Event("waivers", when, commit.subject, files=waivers, **base))
         if [name for name in rules if name not in waivers]:
             files = [name for name in rules if name not in waivers]
-            events.append(Event("rules", _utc(commit.date), commit.subject, files=files, **base))  # type: ignore[arg-type]
+            events.append(Event("rules", when, commit.subject, files=files, **base))
     events.sort(key=lambda event: event.date)
     # The commit that added an evidence file is the one that published the event listing it.
     added_by = {name: commit for commit in commits for status, name in commit.files if status.startswith("A")}
@@ -354,8 +379,7 @@ def format_text(vin: str, events: list[Event]) -> str:
     for event in events:
         who = f" by {event.author}" if event.author else ""
         commit = f" {event.commit[:12]}" if event.commit else ""
-        pull = f" (pull request #{event.pull_request})" if event.pull_request else ""
-        lines.append(f"{event.date}  {event.kind:<16}{commit}{who}{pull}: {event.summary}")
+        lines.append(f"{event.date}  {event.kind:<16}{commit}{who}{_arrival_note(event)}: {event.summary}")
         if _added_file(event):
             files = ", ".join(event.files)
             lines.append(f"    {files}: added with {len(event.changes)} values (--format json lists each)")
@@ -363,6 +387,14 @@ def format_text(vin: str, events: list[Event]) -> str:
         for change in event.changes:
             lines.append(f"    {change.file}: {change.path}: {_shown(change.before)} -> {_shown(change.after)}")
     return "\n".join(lines) + "\n"
+
+
+def _arrival_note(event: Event) -> str:
+    """Name the pull request and the merge that brought a commit to the main line, with who merged it."""
+    parts = [f"pull request #{event.pull_request}"] if event.pull_request else []
+    if event.merge_commit:
+        parts.append(f"merged by {event.merged_by} in {event.merge_commit[:12]}")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def format_json(vin: str, events: list[Event]) -> str:
@@ -386,8 +418,9 @@ def format_markdown(vin: str, events: list[Event]) -> str:
             what += "<br>" + "<br>".join(
                 markdown_cell(f"{c.path}: {_shown(c.before)} → {_shown(c.after)}") for c in event.changes
             )
+        merged = f"<br>merged by {markdown_cell(event.merged_by or '')}" if event.merge_commit else ""
         lines.append(
             f"| {event.date} | {event.kind} | {(event.commit or '')[:12]} | {markdown_cell(event.author or '')} | "
-            f"{'#' + str(event.pull_request) if event.pull_request else ''} | {what} |"
+            f"{'#' + str(event.pull_request) if event.pull_request else ''}{merged} | {what} |"
         )
     return "\n".join(lines) + "\n"
