@@ -498,6 +498,26 @@ def test_number_with_a_leading_zero_is_warned_about(example_repo: Path, capsys: 
     assert code == 0
 
 
+def test_missing_value_of_one_vehicle_is_reported_in_its_record(
+    example_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(example_repo, RECORD, "  DateManufactureVehicle: 2026-02-12\n", "")
+    _, findings = check(example_repo, capsys)
+    finding = only(findings, "structure.date-of-manufacture-present")
+    assert finding["file"] == RECORD
+
+
+def test_mistyped_approval_number_adds_no_finding_about_the_country(
+    example_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for path in (APPROVAL, RECORD):
+        edit(example_repo, path, "e4*2018/858*04127*01", "E4*2018/858*04127*01")
+    _, findings = check(example_repo, capsys, str(example_repo / RECORD))
+    rules = {f["rule"] for f in findings}
+    assert "approval.number-format" in rules
+    assert not [f for f in findings if "DesignatedTypeApprovalCountry" in f["message"] and f["file"] == RECORD]
+
+
 def test_approval_finding_names_only_records_of_its_version(
     example_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

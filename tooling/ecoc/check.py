@@ -582,6 +582,8 @@ def check_record(
         and variant.valid
         and version.valid
         and not any(f.severity.blocking for f in structure)
+        # Without it the approval number is malformed, which the approval's findings report.
+        and "DesignatedTypeApprovalCountry" in effective.header
     )
     if not renderable:
         if rules is not None and rules.catalogue.rules:

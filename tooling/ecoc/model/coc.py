@@ -18,6 +18,17 @@ from ecoc.ivi.spec import ElementSpec
 from ecoc.ivi.values import loses_text_as_number, parse_value, retyped_by_yaml
 from ecoc.yamlload import Mapping, Node, Scalar, Sequence, Source
 
+# Elements whose value differs from vehicle to vehicle, so that only a record gives them.
+VEHICLE_VALUES: frozenset[str] = frozenset(
+    {
+        "DateManufactureVehicle",
+        "SignatureDate",
+        "ActualMass",
+        "ProductionYearSmallSeries",
+        "ProductionSequentialNumberSmallSeries",
+    }
+)
+
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
 # A number written with a leading zero, and one whose digits YAML 1.1 reads as octal.
 LEADING_ZERO = re.compile(r"0[0-9]")
@@ -400,6 +411,7 @@ def _missing(
     steps: PathSteps,
     record: str,
     removed: dict[str, Scalar],
+    own: Node | None = None,
 ) -> Finding:
     owner = spec.name if spec.kind == "group" else spec.row_name
     message = f"{owner} is missing {child.name}, which the IVI 2.0 schema requires"
@@ -415,6 +427,19 @@ def _missing(
             null.column,
             format_path(prefix, (*steps, child.name)),
             f"remove the null to keep the inherited {child.name}",
+            (record,),
+        )
+    if own is not None and child.name in VEHICLE_VALUES and node.source.path != own.source.path:
+        # A value of one vehicle belongs in its record, not in the approval file the group comes from.
+        return Finding(
+            "model.required",
+            Severity.ERROR,
+            message,
+            own.source.path,
+            own.line,
+            own.column,
+            format_path(prefix, (*steps, child.name)),
+            f"add {child.name} ({_describe(child)}) to the record: it differs from vehicle to vehicle",
             (record,),
         )
     return Finding(
@@ -438,18 +463,22 @@ def check_structure(
     findings: list[Finding],
     steps: PathSteps = (),
     removed: dict[str, Scalar] | None = None,
+    own: Node | None = None,
+    skip: frozenset[str] = frozenset(),
 ) -> None:
     """Report required elements and table rows missing from a merged tree.
 
     `removed` maps the YAML paths of nulls in the record to their scalars, so that a missing
-    element that the record removed is reported where the record removes it.
+    element that the record removed is reported where the record removes it. `own` is the
+    record's node, where a missing value of one vehicle is reported. Elements in `skip` are not
+    reported missing, because another finding already names their cause.
     """
     if node.complete and not removed:
         return
     found = len(findings)
     for child in spec.required_children:
-        if child.name not in node:
-            findings.append(_missing(node, spec, child, prefix, steps, record, removed or {}))
+        if child.name not in node and child.name not in skip:
+            findings.append(_missing(node, spec, child, prefix, steps, record, removed or {}, own))
     by_name = spec.by_name
     for name, value in node.items():
         child = by_name[name]
@@ -458,7 +487,7 @@ def check_structure(
             continue
         if kind == "group":
             if isinstance(value, Mapping):
-                check_structure(value, child, prefix, record, findings, (*steps, name), removed)
+                check_structure(value, child, prefix, record, findings, (*steps, name), removed, own)
             continue
         if not isinstance(value, Sequence):
             continue
@@ -480,7 +509,7 @@ def check_structure(
         if child.has_structure:
             for index, row in enumerate(value):
                 if isinstance(row, Mapping):
-                    check_structure(row, child, prefix, record, findings, (*steps, name, index), removed)
+                    check_structure(row, child, prefix, record, findings, (*steps, name, index), removed, own)
     node.complete = len(findings) == found
 
 

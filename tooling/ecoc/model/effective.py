@@ -146,8 +146,13 @@ def build_effective(
     findings += [_replacement_note(entry, vin) for entry in replaced_below + replaced]
     removed_header = nulls(record.header, "Header") if record.header is not None else {}
     removed_coc = nulls(record.coc, "CocDataGroup") if record.coc is not None else {}
-    check_structure(header, ivi_spec.header(), "Header", vin, findings, removed=removed_header)
-    check_structure(coc, ivi_spec.coc_data_group(), "CocDataGroup", vin, findings, removed=removed_coc)
+    # An approval number that names no country (approval.number-format reports it) gives no
+    # DesignatedTypeApprovalCountry; the record cannot set it, so its absence is no finding of its own.
+    country = "DesignatedTypeApprovalCountry"
+    skip = frozenset({country}) if country not in header else frozenset()
+    own = record.coc if record.coc is not None else record.root
+    check_structure(header, ivi_spec.header(), "Header", vin, findings, removed=removed_header, skip=skip)
+    check_structure(coc, ivi_spec.coc_data_group(), "CocDataGroup", vin, findings, removed=removed_coc, own=own)
     base = base_coc if isinstance(base_coc, Mapping) else None
     return Effective(record, approval, header, coc, stage, version_number, base), findings
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from ecoc.findings import Finding, Severity
 from ecoc.identifiers import parse_approval_number
-from ecoc.model.coc import nulls
+from ecoc.model.coc import VEHICLE_VALUES, nulls
 from ecoc.model.effective import Effective
 from ecoc.rules.catalogue import Catalogue, Rule, static_path
 from ecoc.rules.celimport import add_stdlib_to_context, cel
@@ -143,7 +143,7 @@ def locate(effective: Effective, path: str) -> tuple[str, int, int]:
     else:
         node = effective.header if head == "Header" else effective.coc
         steps = steps[1:]
-    for name, index in steps:
+    for position, (name, index) in enumerate(steps):
         following: Node | None = None
         if isinstance(node, Mapping) and name:
             following = node.get(name)
@@ -154,6 +154,11 @@ def locate(effective: Effective, path: str) -> tuple[str, int, int]:
             removed = _removed_by_record(effective, path)
             if removed is not None:
                 return removed.source.path, removed.line, removed.column
+            if any(missing in VEHICLE_VALUES for missing, _ in steps[position:]):
+                # A value of one vehicle goes into its record, whatever file the group above comes from.
+                own = effective.record.coc or record_node
+                if own is not None:
+                    return own.source.path, own.line, own.column
             break
         node = following
         if index is not None and isinstance(node, Sequence) and index < len(node):
