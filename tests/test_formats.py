@@ -513,3 +513,21 @@ def test_findings_of_an_unparsable_record_name_it(example_repo: Path, capsys: py
     assert change["added"][0]["records"] == [VIN]
     cases = etree.fromstring(junit.encode()).findall("testsuite[@name='records']/testcase")
     assert [case.get("name") for case in cases] == [VIN]
+
+
+def test_approval_change_is_named_where_it_was_made(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, APPROVAL, "MaximumSpeed: 178", "MaximumSpeed: 260")
+    text = markdown_since_head(example_repo, capsys)
+    assert f"Besides record files, the change edits `{APPROVAL}` (changed)." in text
+    main(["--repo", str(example_repo), "check", "--no-cache", "--base", "HEAD", "--format", "github"])
+    first = capsys.readouterr().out.splitlines()[0]
+    line = next(
+        number
+        for number, text in enumerate((example_repo / APPROVAL).read_text().splitlines(), start=1)
+        if "MaximumSpeed: 260" in text
+    )
+    # The edited line carries a notice, although the findings it causes sit elsewhere.
+    assert first.startswith(
+        f"::notice file={APPROVAL},line={line},title=ecoc readiness::since HEAD, with this change: "
+    )
+    assert "newly blocked" in first

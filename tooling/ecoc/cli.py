@@ -552,6 +552,11 @@ def _check_base(ctx: click.Context, base: str, outputs: _Outputs, xsd: Path | No
     if "github" in outputs.formats:
         present = [path for path, status in scope.changed.items() if status != "D"]
         report.changed_lines = changed_lines(repository.root, scope.commit, present)
+    report.changed_sources = [
+        (path, status)
+        for path, status in sorted(scope.changed.items())
+        if path.startswith(("approvals/", "rules/")) or path == CONFIG_NAME
+    ]
     line = summary_line(summary) + _changes_note(comparison.changes, base)
     outputs.write(report, line)
     click.echo(line, err=True)

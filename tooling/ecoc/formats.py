@@ -88,6 +88,9 @@ class Report:
     repository_change: RecordChange | None = None
     # Lines each file changed since the base; GitHub annotations put findings there first.
     changed_lines: Mapping[str, frozenset[int]] | None = None
+    # Files other than records that the change edits, with git's status letter: the approvals,
+    # rules, waivers and settings whose change can alter the readiness of records it does not touch.
+    changed_sources: Sequence[tuple[str, str]] = ()
     # Start of a link to a file at this commit, such as https://github.com/o/r/blob/<sha>/.
     link_base: str | None = None
     # Why the base could not be checked, when it could not.
@@ -532,6 +535,32 @@ def _annotation(finding: Finding) -> str:
     return f"::{kind} {','.join(properties)}::{_command_data(chr(10).join(lines))}"
 
 
+_STATUS_WORDS = {"A": "added", "D": "deleted", "M": "changed", "T": "changed"}
+
+
+def _source_notices(report: Report) -> list[str]:
+    """One notice on the first changed line of each approval, rule or settings file the change edits.
+
+    A finding that such a change causes sits in records or approval files the change does not
+    touch, so the edited line itself would otherwise carry no annotation at all.
+    """
+    changes = report.changes or ()
+    blocked = sum(1 for c in changes if c.after == "blocked" and c.before != "blocked")
+    ready = sum(1 for c in changes if c.after == "ready" and c.before == "blocked")
+    if not (blocked or ready):
+        return []
+    effect = f"{count_phrase(blocked, 'record')} newly blocked, {count_phrase(ready, 'record')} newly ready"
+    lines = []
+    for path, status in report.changed_sources:
+        if status == "D":
+            continue
+        changed = sorted((report.changed_lines or {}).get(path, ()))
+        place = f"file={_command_property(path)}" + (f",line={changed[0]}" if changed else "")
+        text = f"since {report.base}, with this change: {effect}; the pull-request comment lists them"
+        lines.append(f"::notice {place},title=ecoc readiness::{_command_data(text)}")
+    return lines
+
+
 def format_github(report: Report) -> str:
     """Workflow commands for the findings GitHub will show, then the rest as plain log lines.
 
@@ -547,7 +576,8 @@ def format_github(report: Report) -> str:
 
     findings = sorted(report.findings, key=order)  # stable: file order within each group
     shown: dict[str, int] = {}
-    lines = []
+    lines = _source_notices(report)
+    shown["notice"] = len(lines)
     if report.official_schema is False:
         # First, so that GitHub shows it whatever the number of findings.
         shown["warning"] = 1
@@ -848,6 +878,16 @@ def format_markdown(report: Report, limit: int = MARKDOWN_LIMIT, full_report: st
     ]
     if report.base is not None:
         head += ["", f"Checked the records changed or affected since `{report.base.replace('`', '')}`."]
+    if report.changed_sources:
+        edited = ", ".join(
+            f"`{path.replace('`', '')}` ({_STATUS_WORDS.get(status, 'changed')})"
+            for path, status in report.changed_sources
+        )
+        head += [
+            "",
+            f"Besides record files, the change edits {edited}. Records whose readiness changed without "
+            "an edit of their own changed because of these files.",
+        ]
     if report.base_problem:
         head += ["", markdown_cell(report.base_problem) + "; every checked record counts as new."]
     if report.base is not None and full_report and (report.records or report.changes):
