@@ -42,7 +42,7 @@ def test_changed_value_is_marked_with_its_old_value(
     row.find_element(By.CLASS_NAME, "page").click()
     assert browser.title == f"{VIN}: certificate of conformity preview"
     changed = browser.find_elements(By.CSS_SELECTOR, "tr.value.changed")
-    assert [line.text for line in changed] == ["13.2 Actual mass 99999 1478"]
+    assert [line.text for line in changed] == ["13.2 Actual mass 99999 kg 1478 kg"]
     assert (
         changed[0].find_element(By.CLASS_NAME, "before").value_of_css_property("text-decoration-line") == "line-through"
     )
@@ -237,7 +237,7 @@ def test_page_lists_what_changed(example_repo: Path, tmp_path: Path, browser: we
     out = tmp_path / "preview"
     assert preview(example_repo, out) == 0
     open_page(browser, out / "records" / f"{VIN}.html")
-    assert browser.find_element(By.ID, "changes").text == "13.2 Actual mass: 1478 → 1479"
+    assert browser.find_element(By.ID, "changes").text == "13.2 Actual mass: 1478 kg → 1479 kg"
 
 
 def test_removed_table_row_is_the_row_that_was_removed(
@@ -386,3 +386,16 @@ def test_index_lists_newly_blocked_records_first(example_repo: Path, tmp_path: P
     index = etree.HTML((out / "index.html").read_bytes())
     rows = [row.get("id") for row in index.iter("tr") if row.get("id")]
     assert rows == ["record-XNHKH16S8TE103871", f"record-{VIN}"]
+
+
+def test_page_shows_units_and_what_codes_stand_for(
+    example_repo: Path, tmp_path: Path, browser: webdriver.Chrome
+) -> None:
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 1479")
+    out = tmp_path / "preview"
+    preview(example_repo, out)
+    open_page(browser, out / "records" / f"{VIN}.html")
+    length = browser.find_element(By.CSS_SELECTOR, "tr[data-element='Length'] .now")
+    assert length.text.endswith(" mm")
+    source = browser.find_element(By.CSS_SELECTOR, "tr[data-element='EnergySource'] .now")
+    assert source.text == "10 (petrol)"

@@ -28,7 +28,7 @@ from lxml import etree
 from ecoc.changes import Comparison
 from ecoc.findings import Finding
 from ecoc.formats import CheckedRecord, RecordChange, Report, affecting, state_of
-from ecoc.ivi.items import item, label
+from ecoc.ivi.items import item, label, meaning, unit
 from ecoc.ivi.xmlsafe import parse_xml_bytes
 from ecoc.report import count_phrase
 
@@ -51,6 +51,10 @@ class Node:
     # A group or a table: its children; a table's children are its rows.
     children: list[Node] = field(default_factory=list)
     kind: str = "value"
+    # The value's unit, and what its code stands for, where ecoc knows them.
+    unit: str | None = None
+    meaning: str | None = None
+    before_meaning: str | None = None
 
 
 @dataclass
@@ -243,6 +247,9 @@ def _compare(now: etree._Element, base: etree._Element | None, known_base: bool,
         old = (base.text or "") if base is not None else None
         node.changed = known_base and old != node.value
         node.before = old if node.changed else None
+        node.unit = unit(name)
+        node.meaning = meaning(name, node.value)
+        node.before_meaning = meaning(name, node.before) if node.before is not None else None
         return node
     node.kind = "table" if name.endswith("Table") else "group"
     base_children = _children(base) if base is not None else []

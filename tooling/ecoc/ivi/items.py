@@ -171,3 +171,92 @@ def label(name: str) -> str:
 
 def item(name: str) -> str | None:
     return ITEMS.get(name)
+
+
+# The unit of each value that has one, as the CoC models print it.
+_UNIT_ELEMENTS: dict[str, tuple[str, ...]] = {
+    "mm": (
+        "Wheelbase",
+        "AxleSpacing",
+        "Length",
+        "Width",
+        "Height",
+        "LengthLoadingArea",
+        "RearOverhang",
+        "AxleTrack",
+    ),
+    "kg": (
+        "MassInRunningOrder",
+        "ActualMass",
+        "DistributionMassRunningOrderAxle",
+        "TechnicallyPermissibleMaximumLadenMass",
+        "TechnicallyPermissibleMassAxle",
+        "TechnicallyPermissibleMaximumCombinationMass",
+        "TechnicallyPermissibleMaximumTowableMass",
+        "TechnicallyPermissibleMaximumStaticVerticalMassCouplingPoint",
+        "WltpEmissionTestMass",
+    ),
+    "kW": ("MaximumNetPowerCombustion", "MaximumNetPowerElectric", "Maximum30MinutesPower"),
+    "min⁻¹": ("EngineSpeedMaximumNetPower", "SoundLevelStationaryEngineSpeed"),
+    "cm³": ("EngineCapacity",),
+    "km/h": ("MaximumSpeed",),
+    "m²": ("WltpFrontalArea",),
+    "dB(A)": ("SoundLevelStationary", "SoundLevelDriveBy"),
+    "g/km": (
+        "WltpCo2Low",
+        "WltpCo2Medium",
+        "WltpCo2High",
+        "WltpCo2ExtraHigh",
+        "WltpCo2Combined",
+        "WltpCo2WeightedCombined",
+    ),
+}
+UNITS: dict[str, str] = {name: unit for unit, names in _UNIT_ELEMENTS.items() for name in names}
+
+# What the codes of some code lists stand for, where the names of the IVI 2.0 documentation
+# say it. Other codes are shown as they are.
+CODE_MEANINGS: dict[str, dict[str, str]] = {
+    "EnergySource": {
+        "10": "petrol",
+        "11": "petrol E5",
+        "12": "petrol E10",
+        "15": "ethanol",
+        "16": "ethanol E85",
+        "19": "mixture",
+        "20": "diesel",
+        "21": "biodiesel",
+        "22": "ED95",
+        "30": "LPG",
+        "40": "CNG",
+        "44": "biomethane",
+        "50": "hydrogen",
+        "55": "H2NG",
+        "60": "LNG",
+        "90": "other",
+        "91": "compressed air",
+        "95": "electricity",
+    },
+    "StageOfCompletion": {"C": "complete", "I": "incomplete", "V": "completed"},
+    "WorkingPrinciple": {
+        "INTPI": "internal combustion, positive ignition",
+        "INTCI": "internal combustion, compression ignition",
+        "EXTPI": "external combustion, positive ignition",
+        "EXTCI": "external combustion, compression ignition",
+        "ELECT": "electric",
+        "CMPRA": "compressed air",
+        "TRBNE": "turbine",
+    },
+    "CombustionCycle": {"2ST": "two-stroke", "4ST": "four-stroke", "ROT": "rotary", "OTH": "other"},
+    "BrakedTypeTrail": {"BRK": "braked", "UNB": "unbraked"},
+}
+
+
+def unit(name: str) -> str | None:
+    return UNITS.get(name)
+
+
+def meaning(name: str, code: str) -> str | None:
+    """Say what a code stands for; indicators read Y and N as yes and no."""
+    if name.endswith("Indicator"):
+        return {"Y": "yes", "N": "no"}.get(code)
+    return CODE_MEANINGS.get(name, {}).get(code)
