@@ -530,3 +530,17 @@ def test_two_reports_in_one_file_are_rejected(
     assert code == 2
     assert f"--report sarif={target} names the same file as --output" in capsys.readouterr().err
     assert not target.exists()
+
+
+def test_new_version_without_records_is_named(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (example_repo / APPROVAL).read_text(encoding="utf-8")
+    block = text[text.index("      KH16F-L19:") :]
+    block = block[: block.index("\n\n") + 1] if "\n\n" in block else block
+    (example_repo / APPROVAL).write_text(
+        text.rstrip("\n") + "\n" + block.replace("KH16F-L19:", "KH16F-L21:"), encoding="utf-8"
+    )
+    _, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    added = document["base"]["repository"]["added"]  # type: ignore[index]
+    [unchecked] = [f for f in added if f["rule"] == "approval.version-unchecked"]
+    assert unchecked["message"].startswith("version KH16F-L21 of variant ")
+    assert unchecked["file"] == APPROVAL

@@ -406,6 +406,40 @@ class _Run:
             findings.append(finding if finding.records or not vins else replace(finding, records=vins))
         return findings
 
+    def unused_versions(self) -> list[Finding]:
+        """Info findings for versions of the selected approvals that no checked record uses.
+
+        The readiness rules run on a version only through its records, so a new version without
+        vehicles is checked against the schema model alone. Only a run limited to some files, as
+        `ecoc check --base` makes, reports them: there the approval's records are all checked.
+        """
+        if self.options.files is None:
+            return []
+        findings = []
+        for approval in self.index.approvals:
+            path = approval.source.path
+            if path not in self.selected_approvals:
+                continue
+            used = {(variant, version) for _, variant, version in self.affected.get(path, ())}
+            for variant in approval.variants.values():
+                for version in variant.versions.values():
+                    if (variant.name, version.name) in used:
+                        continue
+                    findings.append(
+                        Finding(
+                            "approval.version-unchecked",
+                            Severity.INFO,
+                            f"version {version.name} of variant {variant.name} has no record, so the readiness "
+                            "rules did not check its values; they run on a version through its records",
+                            path,
+                            version.line,
+                            version.column,
+                            f"variants.{variant.name}.versions.{version.name}",
+                            "check the version's values before its first vehicle, whose record brings the rules",
+                        )
+                    )
+        return findings
+
     def duplicate_reference_ids(self) -> list[Finding]:
         """One finding per checked record whose IviReferenceId another checked record also renders.
 
@@ -487,6 +521,7 @@ class _Run:
         run.index = self.index
         run.evidence = self.evidence
         run.findings.extend(self.waive(self.approval_findings()))
+        run.findings.extend(self.unused_versions())
         run.findings.extend(self.catalogue_findings)
         run.findings.extend(self.waive([f for f in duplicate_vins(self.vins) if f.file in self.selected_files]))
         run.findings.extend(self.waive(self.duplicate_reference_ids()))

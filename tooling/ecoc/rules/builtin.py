@@ -6,6 +6,7 @@ BUILTIN_DESCRIPTIONS = {
     "approval.authority": "the approval number's e-code is not one of an EU approval authority",
     "approval.duplicate": "two approval files define the same approval number",
     "approval.ecode-country": "DesignatedTypeApprovalCountry disagrees with the approval number's e-code",
+    "approval.version-unchecked": "a version of a changed approval that no record uses, so no rule checked it",
     "approval.framework": "the approval number names an act ecoc does not know",
     "approval.number-format": "the approval number is not of the form e<authority>*<act>*<base>*<extension>",
     "io.read": "a file cannot be read",
@@ -81,6 +82,7 @@ BUILTIN_RULES = frozenset(BUILTIN_DESCRIPTIONS)
 # Severity of the built-in checks that are not errors.
 BUILTIN_SEVERITIES = {
     "approval.framework": "warning",
+    "approval.version-unchecked": "info",
     "model.boolean-in-text": "warning",
     "model.number-in-text": "warning",
     "model.number-like-code": "warning",
