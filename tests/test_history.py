@@ -14,6 +14,7 @@ from selenium.webdriver.common.by import By
 
 from conftest import git
 from ecoc.cli import main
+from pki import Pki
 from test_release import VIN, release
 
 
@@ -239,6 +240,38 @@ def test_merged_change_is_dated_and_named_by_its_merge(repo: Path, capsys: pytes
     main(["--repo", str(repo), "history", VIN])
     text = capsys.readouterr().out
     assert f"(pull request #9, merged by Carol <carol@halvard.invalid> in {merge[:12]}): Weigh again" in text
+
+
+def test_history_names_the_seal_and_trust_changes_and_foreign_evidence(
+    repo: Path, seal: list[str], seal_pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert release(repo, seal, tmp_path / "outbox") == 0
+    (repo / "keys").mkdir()
+    (repo / "keys" / "root.pem").write_bytes(seal_pki.root.pem())
+    with (repo / "ecoc.yaml").open("a", encoding="utf-8") as handle:
+        handle.write("\nsigning:\n  trust: [keys/root.pem]\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "Trust the seal's root")
+    # A delivery event appended by hand, outside any release, with a file of its own.
+    note = repo / "signed" / VIN / "stage-1" / "v1" / "note.txt"
+    note.write_text("withdrawn\n", encoding="utf-8")
+    ledger = repo / "signed" / "ledger.jsonl"
+    last = json.loads(ledger.read_bytes().splitlines()[-1])
+    files = {f"signed/{VIN}/stage-1/v1/note.txt": "0" * 64}
+    forged = {**last, "vin": VIN, "seq": last["seq"] + 1, "status": "failed", "files": files}
+    ledger.write_bytes(ledger.read_bytes() + json.dumps(forged, sort_keys=True).encode() + b"\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "Withdraw by hand")
+    events = history(repo, capsys)
+    [signed] = [event for event in events if event["kind"] == "signed"]
+    assert " by CN=Halvard Motors B.V. eCoC seal" in signed["summary"]
+    assert " from commit " in signed["summary"]
+    [settings] = [event for event in events if event["kind"] == "settings"]
+    assert [change["path"] for change in settings["changes"]] == ["signing.trust[0]"]
+    [forged_event] = [
+        event for event in events if event["summary"].endswith("not written by an ecoc release (run ecoc audit)")
+    ]
+    assert forged_event["kind"] == "delivery-failed"
 
 
 def test_unreadable_ledger_is_named_in_history(

@@ -20,6 +20,7 @@ from typing import Any
 from ecoc import gitinfo
 from ecoc.errors import ConfigError, UsageError
 from ecoc.evidence import EVIDENCE_FOLDER, LEDGER
+from ecoc.files import CONFIG_NAME
 
 # A squash merge ends its subject with (#123), and a merge commit's subject is "Merge pull request #123 ...".
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class Change:
 class Event:
     """One entry of a vehicle's timeline."""
 
-    kind: str  # record, approval, rules, waivers, signed, delivered, rejected, delivery-failed, correction
+    kind: str  # record, approval, rules, waivers, settings, signed, delivered, rejected, delivery-failed, correction
     date: str
     summary: str
     commit: str | None = None
@@ -233,14 +234,14 @@ def history(root: Path, vin: str) -> list[Event]:
         if isinstance(data, dict):
             for path in index.paths_of(data.get("approval")):
                 approvals[path] = (data.get("variant"), data.get("version"))
-    paths = sorted(records) + sorted(approvals) + ["rules", f"{EVIDENCE_FOLDER}/{vin}"]
+    paths = sorted(records) + sorted(approvals) + ["rules", CONFIG_NAME, f"{EVIDENCE_FOLDER}/{vin}"]
     commits = list(parse_log(gitinfo.log_names(root, paths)))
     arrived = arrivals(root)
     # Every version of every file the timeline compares or searches, read in one git call.
     wanted = []
     for commit in commits:
         for _, name in commit.files:
-            if name in records or name in approvals or name.startswith("rules/"):
+            if name in records or name in approvals or name.startswith("rules/") or name == CONFIG_NAME:
                 wanted.append((commit.sha, name))
                 if commit.parents and not name.startswith("rules/"):
                     wanted.append((commit.parents[0], name))
@@ -270,6 +271,11 @@ def history(root: Path, vin: str) -> list[Event]:
                 changes = value_changes(contents, commit, name, keep=_within(variant, version))
                 if changes:
                     events.append(Event("approval", when, commit.subject, files=[name], changes=changes, **base))
+        if any(name == CONFIG_NAME and status.startswith("M") for status, name in commit.files):
+            # Settings that decide readiness, and who may sign and which roots are trusted.
+            changes = value_changes(contents, commit, CONFIG_NAME, keep=_settings_that_matter)
+            if changes:
+                events.append(Event("settings", when, commit.subject, files=[CONFIG_NAME], changes=changes, **base))
         rules = [name for name in touched if name.startswith("rules/")]
         waivers = [name for name in rules if name.rsplit("/", 1)[-1].startswith("waivers")]
         if waivers and any(vin.encode() in contents.get((commit.sha, w), b"") for w in waivers):
@@ -314,6 +320,20 @@ def _within(variant: str | None, version: str | None) -> Any:
     return keep
 
 
+def _settings_that_matter(path: str) -> bool:
+    """Whether a key of ecoc.yaml decides readiness or the seal: disabled rules, the schema, signing."""
+    return path.startswith(("signing", "disable", "xsd", "rules"))
+
+
+def _manifest(path: Path) -> dict[str, Any]:
+    """Read a manifest for the timeline, or nothing when it is missing or damaged (ecoc audit says why)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _evidence_events(root: Path, vin: str, added_by: dict[str, Commit]) -> list[Event]:
     events = []
     has_evidence = (root / EVIDENCE_FOLDER / vin).is_dir()
@@ -336,15 +356,23 @@ def _evidence_events(root: Path, vin: str, added_by: dict[str, Commit]) -> list[
         files = sorted(event.get("files") or {})
         published = next((added_by[name] for name in files if name in added_by), None)
         origin = {"commit": published.sha, "author": published.author} if published else {}
+        # The release writes its trailers into every evidence commit; a commit without them did not
+        # come from a release, and ecoc audit reports it.
+        foreign = published is not None and "Written by ecoc" not in published.message
+        warning = "; not written by an ecoc release (run ecoc audit)" if foreign else ""
         at = _utc(event.get("at"))
         if event.get("event") == "signed":
             kind = "signed" if version == 1 else "correction"
             summary = f"IviVersionNumber {version} signed as IviReferenceId {event.get('reference_id')}"
             manifest = root / str(event.get("folder")) / "manifest.json"
-            if kind == "correction" and manifest.is_file():
-                reason = json.loads(manifest.read_bytes()).get("correction_reason")
-                summary += f"; correction: {reason}"
-            events.append(Event(kind, at, summary, files=files, **origin))  # type: ignore[arg-type]
+            details = _manifest(manifest)
+            signer = (details.get("signer") or {}).get("subject")
+            source = str(details.get("source_commit") or "")[:12]
+            if signer or source:
+                summary += f" by {signer or 'an unknown seal'} from commit {source or 'unknown'}"
+            if kind == "correction":
+                summary += f"; correction: {details.get('correction_reason')}"
+            events.append(Event(kind, at, summary + warning, files=files, **origin))  # type: ignore[arg-type]
         elif event.get("event") == "delivery":
             status = event.get("status")
             kind = {"accepted": "delivered", "rejected": "rejected"}.get(str(status), "delivery-failed")
@@ -355,7 +383,8 @@ def _evidence_events(root: Path, vin: str, added_by: dict[str, Commit]) -> list[
                     message = result.get("message", "")
                     # A killed run's result is logged by the next run; the result keeps the real time.
                     at = _utc(result.get("at") or at)
-            events.append(Event(kind, at, f"IviVersionNumber {version}: {message}", files=files, **origin))  # type: ignore[arg-type]
+            summary = f"IviVersionNumber {version}: {message}{warning}"
+            events.append(Event(kind, at, summary, files=files, **origin))  # type: ignore[arg-type]
     if unreadable:
         log.warning("%d line(s) of %s are not JSON, so their events are left out; run ecoc audit", unreadable, LEDGER)
     elif has_evidence and not events:
