@@ -1062,8 +1062,15 @@ def test_digest_of_a_file_changed_after_writing_is_read_again(tmp_path: Path) ->
     }
 
 
+@pytest.mark.parametrize("remote_moved", [False, True], ids=["same-remote", "remote-moved"])
 def test_ctrl_c_during_delivery_keeps_the_answers_under_way(
-    repo: Path, seal: list[str], nap: NapSimulator, capsys: pytest.CaptureFixture[str]
+    repo: Path,
+    seal: list[str],
+    nap: NapSimulator,
+    capsys: pytest.CaptureFixture[str],
+    origin: Path,
+    tmp_path: Path,
+    remote_moved: bool,
 ) -> None:
     import signal
     import sys
@@ -1087,8 +1094,16 @@ def test_ctrl_c_during_delivery_keeps_the_answers_under_way(
     # Every certificate the NAP received has its delivery result on disk, although the run was stopped.
     recorded = sorted((repo / "signed").rglob("delivery-*.json"))
     assert 0 < len(recorded) == len(nap.received) < RECORDS
+    if remote_moved:
+        # A reviewed change lands before the rerun: the answers on disk must still be kept.
+        other = tmp_path / "other"
+        subprocess.run(["git", "clone", "-q", "-b", "main", str(origin), str(other)], check=True)
+        (other / "NOTES.txt").write_text("merged while the release was stopped\n", encoding="utf-8")
+        git(other, "add", "NOTES.txt")
+        git(other, "commit", "-q", "-m", "Add notes")
+        git(other, "push", "-q", "origin", "main")
     nap.scenario = "accepted"
-    assert release_nap(repo, seal) == 0
+    assert main(["--repo", str(repo), "release", *seal]) == 0
     # The rerun commits the results it found and sends only the rest, so nothing reaches the NAP twice.
     references = [entry.reference_id for entry in nap.received]
     assert len(references) == len(set(references)) == RECORDS

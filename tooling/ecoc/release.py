@@ -923,12 +923,15 @@ def check_remote(publisher: Publisher) -> None:
             f"{remote}/{branch}; the release signs and pushes only reviewed data",
         )
     behind = int(gitinfo.git_text(root, failure, "rev-list", "--count", f"HEAD..{upstream}", "--").strip() or 0)
-    if behind and not unpushed:
+    # Answers that an interrupted run wrote and did not commit are committed first and then
+    # replayed on the remote's head like unpushed evidence, so they are not lost to a pull.
+    stranded = behind and not unpushed and bool(gitinfo.uncommitted(root, (EVIDENCE_FOLDER,)))
+    if behind and not unpushed and not stranded:
         raise ConfigError(
             f"{remote}/{branch} has {behind} commit(s) that HEAD lacks, so this clone would sign old data",
             f"update the clone (git pull --ff-only {remote} {branch}) and run the release again",
         )
-    if behind:
+    if behind and unpushed:
         # The unpushed evidence is replayed on the remote's head first; find out now whether it can be.
         _raise_conflict(replay_plan(root, upstream), remote, branch)
 
