@@ -89,7 +89,7 @@ def test_release_commits_signs_and_delivers(
     events = ledger(repo)
     assert [e["event"] for e in events] == ["signed"] * RECORDS + ["delivery"] * RECORDS
     assert log_of(repo)[:2] == [
-        f"Record {RECORDS} delivery result(s), {RECORDS} accepted",
+        f"Record {RECORDS} delivery result(s), {RECORDS} written to the outbox",
         f"Sign {RECORDS} certificate(s) for delivery",
     ]
     body = git(repo, "log", "-1", "--format=%B", "HEAD~1")
@@ -250,7 +250,7 @@ def test_lost_push_race_is_replayed(repo: Path, seal: list[str], tmp_path: Path,
     assert release(repo, seal, tmp_path / "outbox") == 0
     subjects = log_of(origin, "main")
     assert subjects[:3] == [
-        f"Record {RECORDS} delivery result(s), {RECORDS} accepted",
+        f"Record {RECORDS} delivery result(s), {RECORDS} written to the outbox",
         f"Sign {RECORDS} certificate(s) for delivery",
         "merge another pull request",
     ]
@@ -604,7 +604,7 @@ def test_summary_counts_duplicate_deliveries(
     release_and_lose_a_result(repo, seal, tmp_path)
     capsys.readouterr()
     assert release(repo, seal, tmp_path / "outbox") == 0
-    assert "sent 1: 1 accepted (1 of them already there), 0 rejected, 0 failed;" in capsys.readouterr().err
+    assert "sent 1: 1 written to the outbox (1 of them already there), 0 rejected, 0 failed;" in capsys.readouterr().err
 
 
 def test_seal_without_its_issuer_is_refused_before_signing(

@@ -1609,8 +1609,9 @@ def release(
         state: sum(1 for o in report.outcomes if o.status == state) for state in ("accepted", "rejected", "failed")
     }
     duplicates = sum(1 for o in report.outcomes if o.duplicate)
+    taken = "written to the outbox" if release_settings.transport == "outbox" else "accepted"
     click.echo(
-        f"signed {report.signed}, sent {len(report.outcomes)}: {counted['accepted']} accepted"
+        f"signed {report.signed}, sent {len(report.outcomes)}: {counted['accepted']} {taken}"
         + (f" ({duplicates} of them already there)" if duplicates else "")
         + ", "
         f"{counted['rejected']} rejected, {counted['failed']} failed"
