@@ -296,7 +296,7 @@ def test_settings_errors_each_name_their_line(example_repo: Path, capsys: pytest
     path = example_repo / "ecoc.yaml"
     assert f"{path}:{version_line}:10: invalid settings: version 2 is above the maximum 1 (version)" in err
     # An unknown key is reported at the key, on a line of its own.
-    assert f"\n{path}:{len(lines) + 1}:1: unknown key bogus_key (bogus_key); known keys: version," in err
+    assert f"\n{path}:{len(lines) + 1}:1: unknown key bogus_key; known keys: version," in err
     assert "Input should" not in err
 
 
@@ -433,3 +433,19 @@ def test_saved_text_report_ends_with_the_summary(
     summary = err.strip().splitlines()[-1]
     assert summary.startswith("0 errors, ")
     assert out.read_text(encoding="utf-8").endswith(summary + "\n")
+
+
+def test_repository_below_the_top_of_its_git_repository_is_refused(
+    example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    top = tmp_path / "mono"
+    shutil.copytree(example_repo, top / "coc", ignore=shutil.ignore_patterns(".git"))
+    subprocess.run(["git", "init", "-q", str(top)], check=True)
+    subprocess.run(["git", "-C", str(top), "add", "-A"], check=True)
+    subprocess.run(
+        ["git", "-C", str(top), "-c", "user.name=a", "-c", "user.email=a@b.invalid", "commit", "-q", "-m", "base"],
+        check=True,
+    )
+    code, _, err = run(capsys, "--repo", str(top / "coc"), "check", "--base", "HEAD")
+    assert code == 3
+    assert "is the folder coc of a larger git repository; ecoc needs ecoc.yaml at the top" in err

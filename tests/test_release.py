@@ -503,6 +503,22 @@ def test_no_push_with_a_remote_warns_that_other_clones_would_deliver_again(
     assert "--no-push keeps the evidence in this clone: a release from another clone of origin would sign" in err
 
 
+def test_refused_push_quotes_the_remote_s_reason(
+    repo: Path, seal: list[str], tmp_path: Path, origin: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    merge(repo)
+    hook = origin / "hooks" / "pre-receive"
+    hook.write_text(
+        "#!/bin/sh\necho 'error: GH006: Protected branch update failed for refs/heads/main.' >&2\nexit 1\n",
+        encoding="utf-8",
+    )
+    hook.chmod(0o755)
+    assert run(repo, seal, tmp_path / "outbox") == 3
+    assert "the remote says: error: GH006: Protected branch update failed for refs/heads/main." in (
+        capsys.readouterr().err
+    )
+
+
 def test_stale_index_lock_stops_the_release_before_signing(
     repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

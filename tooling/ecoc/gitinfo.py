@@ -92,9 +92,37 @@ def hidden_files(root: Path, folders: tuple[str, ...], suffixes: tuple[str, ...]
     return sorted(set(hidden))
 
 
+# Repository folders known to sit at the top of their git repository.
+_AT_TOP: set[str] = set()
+
+
+def _require_top(root: Path) -> None:
+    """Raise ConfigError when `root` lies below the top of its git repository.
+
+    git names files from the top of the repository, and ecoc from the folder of ecoc.yaml; below
+    the top the two would never match, and a change would look like no change at all.
+    """
+    key = str(root)
+    if key in _AT_TOP:
+        return
+    completed = subprocess.run(
+        ["git", "-C", key, "rev-parse", "--show-prefix"], capture_output=True, check=False, timeout=60
+    )
+    prefix = completed.stdout.decode("utf-8", "replace").strip() if completed.returncode == 0 else ""
+    if prefix:
+        raise ConfigError(
+            f"{root} is the folder {prefix.rstrip('/')} of a larger git repository; ecoc needs ecoc.yaml at the "
+            "top of its git repository",
+            "make the compliance repository a git repository of its own, or move ecoc.yaml, approvals/, "
+            "records/, rules/ and signed/ to the top of this one",
+        )
+    _AT_TOP.add(key)
+
+
 def _git(root: Path, *args: str, stdin: bytes | None = None, timeout: int = 600) -> subprocess.CompletedProcess[bytes]:
     """Run git in `root` with a fixed argument list; user text only ever follows --end-of-options or --."""
     try:
+        _require_top(root)
         return subprocess.run(
             ["git", "-C", str(root), "-c", "core.quotepath=off", *args],
             input=stdin,
@@ -340,6 +368,11 @@ def _failed(what: str, completed: subprocess.CompletedProcess[bytes], hint: str)
         detail = reasons[0]
     elif lines:
         detail = lines[-1]
+    # A server states its own reason (branch protection, permissions) on remote: lines.
+    remote = [line.split(":", 1)[1].strip() for line in lines if line.startswith("remote:")]
+    remote = [line for line in remote if line]
+    if remote:
+        detail += "; the remote says: " + " ".join(remote)[:500]
     return ConfigError(f"{what}: {detail}", hint)
 
 
