@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import PROJECT
+from conftest import PROJECT, git
 from ecoc.cli import main
 from ecoc.formats import MARKDOWN_MARKER
 
@@ -128,7 +128,8 @@ def test_pre_commit_hooks_run_ecoc_commands(example_repo: Path) -> None:
     for hook in hooks:
         assert hook["language"] == "python"
         assert hook["pass_filenames"] is False
-        assert re.compile(hook["files"]).search("records/XNHKH16S1TE100214.yaml") or hook["id"] == "ecoc-rules-test"
+        # The check hooks run on every commit, so one that only deletes a record is checked too.
+        assert hook.get("always_run") is True or hook["id"] == "ecoc-rules-test"
         command = hook["entry"].split()
         assert command[0] == "ecoc"
         assert main(["--repo", str(example_repo), *command[1:]]) == 0, hook["id"]
@@ -167,7 +168,7 @@ def _check_step() -> dict[str, Any]:
     return next(s for s in steps(workflow("pr-readiness.yml")) if s.get("name", "").startswith("Check the changes"))
 
 
-def _run_check_step(repo: Path, path: str, tmp_path: Path) -> tuple[int, str]:
+def _run_check_step(repo: Path, path: str, tmp_path: Path, **outcomes: str) -> tuple[int, str]:
     step = _check_step()
     summary = tmp_path / "summary.md"
     environment = {
@@ -178,6 +179,8 @@ def _run_check_step(repo: Path, path: str, tmp_path: Path) -> tuple[int, str]:
         "COMMIT": "0" * 40,
         "RUN_URL": "https://ci.invalid/run/1",
         "GITHUB_STEP_SUMMARY": str(summary),
+        "RULES_TEST": outcomes.get("rules_test", "success"),
+        "CODEOWNERS": outcomes.get("codeowners", "success"),
     }
     completed = subprocess.run(
         ["bash", "-e", "-c", step["run"]], cwd=repo, env=environment, capture_output=True, text=True, check=False
@@ -204,3 +207,16 @@ def test_readiness_comment_is_replaced_when_the_check_cannot_run(example_repo: P
     assert comment.startswith(f"{MARKDOWN_MARKER}\n### ecoc could not check this change")
     assert "https://ci.invalid/run/1" in comment
     assert (tmp_path / "summary.md").read_text(encoding="utf-8").endswith(comment)
+
+
+def test_comment_names_the_other_checks_that_failed(example_repo: Path, tmp_path: Path) -> None:
+    git(example_repo, "branch", "-M", "main")
+    git(example_repo, "update-ref", "refs/remotes/origin/main", "HEAD")
+    ecoc = Path(sys.executable).parent
+    git_folder = Path(shutil.which("git") or "/usr/bin/git").parent
+    path = f"{ecoc}{os.pathsep}{git_folder}"
+    code, comment = _run_check_step(example_repo, path, tmp_path, rules_test="failure", codeowners="skipped")
+    assert code == 0
+    # The check itself passed, but the comment must not read as a pass.
+    assert "### Other checks of this change failed\n\n- `ecoc rules test`: a rule gives the wrong result" in comment
+    assert "codeowners" not in comment
