@@ -531,3 +531,33 @@ def test_approval_change_is_named_where_it_was_made(example_repo: Path, capsys: 
         f"::notice file={APPROVAL},line={line},title=ecoc readiness::since HEAD, with this change: "
     )
     assert "newly blocked" in first
+
+
+def test_json_and_sarif_say_whether_the_official_schema_was_used(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ECOC_XSD", raising=False)
+    _, text = run(example_repo, capsys, "--format", "json")
+    assert json.loads(text)["official_schema"] is False
+    _, text = run(example_repo, capsys, "--format", "sarif")
+    assert json.loads(text)["runs"][0]["properties"]["officialSchema"] is False
+
+
+def test_sarif_stays_within_the_results_code_scanning_takes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ecoc import formats
+
+    monkeypatch.setattr(formats, "SARIF_MAX_RESULTS", 50)
+    warnings = [
+        Finding("vin.check-digit", Severity.WARNING, "check digit", f"records/V{n:05}.yaml", 2, 6) for n in range(60)
+    ]
+    error = Finding("mass.actual-within-maximum", Severity.ERROR, "too heavy", "records/V99999.yaml", 13, 5)
+    summary = {"errors": 1, "warnings": 60, "info": 0, "waived": 0, "records": 61, "approvals": 0}
+    document = json.loads(formats.format_sarif(Report([*warnings, error], summary)))
+    run = document["runs"][0]
+    assert len(run["results"]) == 50
+    # The blocking finding is kept, and the run says how many were left out.
+    assert any(result["ruleId"] == "mass.actual-within-maximum" for result in run["results"])
+    assert run["properties"]["omittedResults"] == 11
+    notification = run["invocations"][0]["toolExecutionNotifications"][0]["message"]["text"]
+    assert notification.startswith("11 findings are left out")
+    jsonschema.validate(document, sarif_schema())

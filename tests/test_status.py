@@ -407,3 +407,18 @@ def test_next_action_names_the_element_and_the_problem(repo: Path, capsys: pytes
     action = str(rows[VIN]["next_action"])
     assert action.startswith("fix the data: Colour: '11' is not a code of ")
     assert "; " in action
+
+
+def test_markdown_board_stays_within_a_job_summary(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ecoc import status as board
+
+    edit(repo, OTHER_RECORD, "ActualMass:", "ActualMass: 99999\n    # was:")
+    monkeypatch.setattr(board, "MARKDOWN_LIMIT", 1200)
+    main(["--repo", str(repo), "status", "--format", "markdown"])
+    text = capsys.readouterr().out
+    assert len(text) <= 1200 + 200
+    # The blocked record comes first, so a cut board still lists it.
+    assert "| XNHKH16S8TE103871 | **blocked** |" in text
+    assert "more records are not listed, to stay within the size of a job summary" in text

@@ -1007,7 +1007,7 @@ def preview(
     comparison = check_against_base(repository, scope, options, (keeper(rendered), keeper(base_rendered)))
     previews = pages(comparison, rendered, base_rendered)
     written = write_preview(out_dir, repository.root, base, previews, _write, comparison.base_problem)
-    click.echo(f"wrote {len(written)} files for {_plural(len(previews), 'record')} to {out_dir}", err=True)
+    click.echo(f"wrote {_plural(len(written), 'file')} for {_plural(len(previews), 'record')} to {out_dir}", err=True)
     return EXIT_CLEAN
 
 

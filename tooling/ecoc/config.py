@@ -241,7 +241,8 @@ def read_settings(data: bytes, root: Path) -> Settings:
             f"{path}:{f.line}:{f.column}: "
             + ("invalid settings: " if n == 0 else "")
             + f.message
-            + (f" ({f.path})" if f.path else "")
+            # The YAML path, unless the message names it already, as for a top-level key.
+            + (f" ({f.path})" if f.path and not f.message.endswith(f" {f.path}") else "")
             + (f"; {f.hint}" if n > 0 and f.hint else "")
             for n, f in enumerate(findings)
         ]

@@ -146,6 +146,9 @@ def json_extra(report: Report) -> dict[str, object]:
     """
     named = attributed(report)
     extra: dict[str, object] = {}
+    if report.official_schema is not None:
+        # A saved report says whether the official XSD took part, as the text report does.
+        extra["official_schema"] = report.official_schema
     if list(named.findings) != list(report.findings):
         extra["findings"] = [f.to_dict() for f in named.findings]
     if report.base is None:
@@ -352,10 +355,11 @@ def _sarif_rule(rule_id: str, info: RuleInfo | None) -> dict[str, object]:
 
 def format_sarif(report: Report) -> str:
     report = attributed(report)
-    rule_ids = sorted({f.rule for f in report.findings})
+    findings, omitted = _within_sarif_limit(report.findings)
+    rule_ids = sorted({f.rule for f in findings})
     index = {rule_id: position for position, rule_id in enumerate(rule_ids)}
     results = []
-    for finding, fingerprint in zip(report.findings, _fingerprints(report.findings), strict=True):
+    for finding, fingerprint in zip(findings, _fingerprints(findings), strict=True):
         message = finding.message if not finding.hint else f"{finding.message}\nHint: {finding.hint}"
         result: dict[str, object] = {
             "ruleId": finding.rule,
@@ -396,11 +400,49 @@ def format_sarif(report: Report) -> str:
                 "originalUriBaseIds": {"SRCROOT": {"description": {"text": "the compliance repository"}}},
                 "columnKind": "unicodeCodePoints",
                 "results": results,
-                "properties": {"summary": dict(report.summary)},
+                "properties": {
+                    "summary": dict(report.summary),
+                    **({"officialSchema": report.official_schema} if report.official_schema is not None else {}),
+                    **({"omittedResults": omitted} if omitted else {}),
+                },
             }
         ],
     }
+    if omitted:
+        # Code scanning rejects a run with more results; the JSON report keeps every finding.
+        log["runs"][0]["invocations"] = [  # type: ignore[index]
+            {
+                "executionSuccessful": True,
+                "toolExecutionNotifications": [
+                    {
+                        "level": "warning",
+                        "message": {
+                            "text": f"{omitted} findings are left out, because code scanning takes at most "
+                            f"{SARIF_MAX_RESULTS} results per run; errors come first, and --format json lists all"
+                        },
+                    }
+                ],
+            }
+        ]
     return json.dumps(log, indent=2, ensure_ascii=False) + "\n"
+
+
+# Code scanning rejects a SARIF run with more results than this.
+SARIF_MAX_RESULTS = 25_000
+
+
+def _within_sarif_limit(findings: Sequence[Finding]) -> tuple[list[Finding], int]:
+    """Keep at most SARIF_MAX_RESULTS findings, the blocking ones first, in their order; count the rest."""
+    if len(findings) <= SARIF_MAX_RESULTS:
+        return list(findings), 0
+    ranked = sorted(
+        range(len(findings)), key=lambda i: (not findings[i].blocking, _SEVERITY_RANK[findings[i].severity])
+    )
+    kept = sorted(ranked[:SARIF_MAX_RESULTS])
+    return [findings[i] for i in kept], len(findings) - SARIF_MAX_RESULTS
+
+
+_SEVERITY_RANK = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
 
 
 # JUnit XML -----------------------------------------------------------------------------------------

@@ -198,7 +198,10 @@ def format_status_markdown(rows: Sequence[RecordStatus], where: str = "") -> str
         "| record | state | missing | next action | owners |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for row in rows:
+    # Records that need someone first, so that a cut board still lists them.
+    ordered = sorted(rows, key=lambda row: _ACTION_ORDER.index(row.state))
+    size = sum(len(line) + 1 for line in lines)
+    for shown, row in enumerate(ordered):
         cells = (
             markdown_cell(row.vin or row.file),
             f"**{row.state}**" if row.state in ("blocked", "rejected") else row.state,
@@ -206,8 +209,26 @@ def format_status_markdown(rows: Sequence[RecordStatus], where: str = "") -> str
             markdown_cell(row.next_action),
             markdown_cell(", ".join(row.owners)) or "-",
         )
-        lines.append("| " + " | ".join(cells) + " |")
+        line = "| " + " | ".join(cells) + " |"
+        if size + len(line) + 1 > MARKDOWN_LIMIT:
+            # GitHub drops a job summary above 1 MiB, so the board stops short of it.
+            left = len(ordered) - shown
+            lines += [
+                "",
+                f"{count_phrase(left, 'more record')} {'is' if left == 1 else 'are'} not listed, to stay within "
+                "the size of a job summary; "
+                "the counts above include them, and ecoc status --format json lists every record.",
+            ]
+            break
+        lines.append(line)
+        size += len(line) + 1
     return "\n".join(lines) + "\n"
+
+
+# Blocked and rejected records need action first, delivered ones none.
+_ACTION_ORDER = ("blocked", "rejected", "signed", "ready", "approved", "delivered")
+# The board's size in characters, below GitHub's limit of 1 MiB for a step summary.
+MARKDOWN_LIMIT = 900_000
 
 
 def format_status_json(rows: Sequence[RecordStatus]) -> str:
