@@ -952,6 +952,19 @@ def test_endpoint_that_fails_every_delivery_stops_the_run_early(
     assert len(set(nap.accepted_ids)) == RECORDS
 
 
+def test_dry_run_finds_a_nap_whose_server_certificate_is_not_trusted(
+    repo: Path, seal: list[str], seal_pki: Pki, nap: NapSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wrong = tmp_path / "wrong-ca.pem"
+    wrong.write_bytes(seal_pki.root.pem())
+    configure(repo, nap, ca=str(wrong))
+    assert release_nap(repo, seal, "--dry-run") == 3
+    err = capsys.readouterr().err
+    assert "the server certificate of the NAP at " in err
+    assert "every delivery would fail the same way" in err
+    assert not nap.received
+
+
 def test_acceptance_without_a_receipt_id_is_not_a_delivery(
     repo: Path, seal: list[str], nap: NapSimulator, capsys: pytest.CaptureFixture[str]
 ) -> None:

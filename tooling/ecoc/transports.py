@@ -776,7 +776,23 @@ class NapTransport:
         self._connections.close()
 
     def check_ready(self, create: bool = True) -> None:
-        """Do nothing: open_transport checked the settings, and no request goes out before signing."""
+        """In a dry run, open one TLS connection to the NAP, so that a wrong address or trust shows first.
+
+        No request goes out. A real run does not connect before signing: a NAP that is down for
+        a while should not keep the evidence of the certificates from being written.
+        """
+        if create:
+            return
+        connection = self._open()
+        try:
+            connection._open()
+        except _Failure as failure:
+            raise ConfigError(
+                failure.message,
+                "every delivery would fail the same way; fix release.nap (endpoint, ca, client_cert) first",
+            ) from None
+        finally:
+            connection.close()
 
     def _open(self) -> _Connection:
         return _Connection(
