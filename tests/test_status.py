@@ -422,3 +422,15 @@ def test_markdown_board_stays_within_a_job_summary(
     # The blocked record comes first, so a cut board still lists it.
     assert "| XNHKH16S8TE103871 | **blocked** |" in text
     assert "more records are not listed, to stay within the size of a job summary" in text
+
+
+def test_base_check_knows_the_evidence_at_the_base(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The record was changed after delivery, so it needs a correction both at the base and here.
+    issue(repo, VIN, {"status": "accepted"}, digest="0" * 64)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "deliver, then change")
+    with (repo / RECORD).open("a", encoding="utf-8") as handle:
+        handle.write("# a comment only\n")
+    main(["--repo", str(repo), "check", "--base", "HEAD", "--format", "json"])
+    document = json.loads(capsys.readouterr().out)
+    assert document["base"]["changes"] == []

@@ -26,6 +26,7 @@ from pathlib import Path
 from ecoc import gitinfo
 from ecoc.config import Repository, open_repository, read_settings
 from ecoc.errors import EcocError
+from ecoc.evidence import EVIDENCE_FOLDER
 from ecoc.files import CONFIG_NAME, WAIVER_FILES, YAML_SUFFIXES
 from ecoc.findings import Finding
 from ecoc.formats import CheckedRecord, RecordChange, Report, affecting, state_of
@@ -505,9 +506,13 @@ def _prepare(repository: Repository, scope: Scope, copy: Path) -> tuple[set[str]
     wanted = [CONFIG_NAME, "approvals", "rules"]
     try:
         if scope.everything:
-            gitinfo.export(repository.root, scope.commit, [*wanted, "records"], [], copy)
+            gitinfo.export(repository.root, scope.commit, [*wanted, "records", EVIDENCE_FOLDER], [], copy)
         else:
-            gitinfo.export(repository.root, scope.commit, wanted, sorted(related_at_base(scope, related)), copy)
+            files = sorted(related_at_base(scope, related))
+            # The evidence of these vehicles decides their state at the base too (issued versions,
+            # corrections, rejections); a record file is named after its VIN.
+            evidence = sorted({f"{EVIDENCE_FOLDER}/{_stem(path)}" for path in files})
+            gitinfo.export(repository.root, scope.commit, [*wanted, *evidence], files, copy)
     except EcocError as exc:
         return related, f"the base {scope.base} cannot be checked: {exc.message}"
     return related, None

@@ -158,7 +158,8 @@ def statuses(report: Report, approvals: Mapping[str, str | None], facts: Facts) 
     grouped, general = affecting(report)
     blocked_everywhere = [f for f in general if f.blocking]
     rows = []
-    for record in report.records:
+    # In file order, whichever records came from the cache.
+    for record in sorted(report.records, key=lambda record: record.file):
         findings = [*grouped.get(record.file, ()), *blocked_everywhere]
         rows.append(status_of(record, approvals.get(record.file), findings, facts))
     return rows
