@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -207,6 +208,29 @@ def test_staged_rename_names_both_paths_whole(
     assert release(repo, seal, tmp_path / "outbox") == 3
     err = capsys.readouterr().err
     assert f"(records/renamed.yaml, records/{VIN}.yaml)" in err
+
+
+def test_render_and_release_give_the_same_version_time(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A later commit of another file moves HEAD's time, but not the time of the data.
+    (repo / "NOTES.txt").write_text("notes\n", encoding="utf-8")
+    git(repo, "add", "NOTES.txt")
+    subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=a", "-c", "user.email=a@b.invalid", "commit", "-q", "-m", "notes"],
+        env={**os.environ, "GIT_COMMITTER_DATE": "2030-01-01T00:00:00Z"},
+        check=True,
+    )
+    assert (
+        main(["--repo", str(repo), "render", str(repo / "records" / f"{VIN}.yaml"), "--out", str(tmp_path / "render")])
+        == 0
+    )
+    rendered = (tmp_path / "render" / f"{VIN}.xml").read_bytes()
+    assert release(repo, seal, tmp_path / "outbox") == 0
+    signed = (repo / "signed" / VIN / "stage-1" / "v1" / "certificate.xml").read_bytes()
+    pattern = re.compile(rb"<IviVersionDateTime>([^<]+)<")
+    assert pattern.search(rendered).group(1) == pattern.search(signed).group(1)  # type: ignore[union-attr]
+    assert b"2030" not in pattern.search(rendered).group(1)  # type: ignore[union-attr]
 
 
 def test_release_refuses_another_branch(
@@ -1052,8 +1076,15 @@ def test_outbox_in_the_repository_is_refused(
 
 
 def test_remote_without_the_branch_says_to_push_it(
-    example_repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    example_repo: Path,
+    seal: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    official_xsd: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # A release needs the official schema; without it the run stops before it reaches the remote.
+    monkeypatch.setenv("ECOC_XSD", str(official_xsd))
     git(example_repo, "branch", "-M", "main")
     empty = tmp_path / "empty.git"
     subprocess.run(["git", "init", "-q", "--bare", str(empty)], check=True)

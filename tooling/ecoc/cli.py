@@ -587,7 +587,8 @@ def _changes_note(changes: Sequence[RecordChange], base: str) -> str:
 
 
 def _version_datetime(repository: Repository, given: str | None) -> str:
-    from ecoc.gitinfo import head_commit_time, uncommitted
+    from ecoc.files import SOURCE_FOLDERS
+    from ecoc.gitinfo import head_commit_time, last_change_time, uncommitted
     from ecoc.ivi.spec import elements_by_name
     from ecoc.ivi.values import has_time_zone, parse_value
 
@@ -609,7 +610,9 @@ def _version_datetime(repository: Repository, given: str | None) -> str:
         except (ValueError, OverflowError):
             raise ConfigError(f"SOURCE_DATE_EPOCH={epoch} is not a number of seconds") from None
         return moment.isoformat().replace("+00:00", "Z")
-    committed = head_commit_time(repository.root)
+    # The time of the data, not of later commits of other files (such as the release's own
+    # evidence commits), as the release signs with; so render and preview show what it signs.
+    committed = last_change_time(repository.root, SOURCE_FOLDERS) or head_commit_time(repository.root)
     if committed is None:
         raise ConfigError(
             f"{repository.root}: no commit to take IviVersionDateTime from",
@@ -618,7 +621,8 @@ def _version_datetime(repository: Repository, given: str | None) -> str:
     _warn_uncommitted(
         uncommitted(repository.root, ("approvals", "records")),
         "under approvals/ and records/",
-        "the output carries the time of HEAD, and the IviReferenceId of HEAD unless IviVersionNumber changed",
+        "the output carries the time of the last commit of the data, and the IviReferenceId of HEAD unless "
+        "IviVersionNumber changed",
     )
     return committed
 
@@ -663,7 +667,8 @@ def _warn_uncommitted_rules(repository: Repository) -> None:
     "--datetime",
     "given_datetime",
     help="IviVersionDateTime to write, as an XML date and time with a time zone. "
-    "Default: SOURCE_DATE_EPOCH, else the committer date of HEAD.",
+    "Default: SOURCE_DATE_EPOCH, else the committer date of the last commit that changed approvals/, records/, "
+    "rules/ or ecoc.yaml, as the release uses.",
 )
 @_xsd_option
 @_jobs_option
@@ -966,7 +971,8 @@ def init(folder: Path | None, no_rules: bool) -> int:
     "--datetime",
     "given_datetime",
     metavar="ISO",
-    help="IviVersionDateTime of both renders (default: SOURCE_DATE_EPOCH, else the time of HEAD).",
+    help="IviVersionDateTime of both renders (default: SOURCE_DATE_EPOCH, else the time of the last commit "
+    "of the data).",
 )
 @_xsd_option
 @_jobs_option
@@ -1182,7 +1188,7 @@ def sign(
     signs. Options left out come from signing in ecoc.yaml. A key file's passphrase comes from
     the environment variable ECOC_KEY_PASSPHRASE.
     """
-    from ecoc.signing import TokenKey
+    from ecoc.signing import TokenKey, check_seal, load_anchors
     from ecoc.signing import sign as sign_document
 
     if (out_file is None) == (out_dir is None):
@@ -1202,6 +1208,9 @@ def sign(
     signing = _load_seal(settings, root, key_source, cert_path, chain_path)
     signed: list[bytes] = []
     try:
+        # As the release does: a seal whose chain does not reach the root signs files that
+        # ecoc verify and the authority reject.
+        check_seal(signing, load_anchors([root / path for path in settings.trust]) if settings is not None else [])
         for file in files:
             try:
                 data = file.read_bytes()
@@ -1733,8 +1742,8 @@ def _merged(
 
     try:
         commit = gitinfo.resolve_commit(root, main, "--main")
-    except EcocError:
-        if explicit:
+    except EcocError as exc:
+        if explicit or exc.message.startswith("git refuses"):
             raise
         # A CI checkout often has the remote's branch only, as origin/main.
         remote = f"origin/{main}"

@@ -17,6 +17,8 @@ CONFIG_NAME = "ecoc.yaml"
 # Files under rules/ that hold waivers, not rules.
 WAIVER_FILES = frozenset({"waivers.yaml", "waivers.yml"})
 YAML_SUFFIXES = (".yaml", ".yml")
+# What a certificate is made from; the last commit that changed them dates its IviVersionDateTime.
+SOURCE_FOLDERS = ("approvals", "records", "rules", CONFIG_NAME)
 
 
 def digest(data: bytes) -> str:

@@ -57,7 +57,7 @@ from ecoc.evidence import (
     write_attempt,
     write_certificate,
 )
-from ecoc.files import MANIFEST_NAME, YAML_SUFFIXES
+from ecoc.files import MANIFEST_NAME, SOURCE_FOLDERS, YAML_SUFFIXES
 from ecoc.findings import Finding
 
 if TYPE_CHECKING:
@@ -69,7 +69,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Folders whose committed state is what gets released.
-SOURCE_FOLDERS = ("approvals", "records", "rules", "ecoc.yaml")
 
 
 @dataclass(frozen=True)
