@@ -216,9 +216,10 @@ def test_certificate_problems_have_plain_messages(
     expected: str,
 ) -> None:
     pki = make_pki(digital_signature=case != "no-digital-signature")
-    if case == "no-digital-signature":
+    if case in ("no-digital-signature", "missing-intermediate"):
         # ecoc refuses to sign with such a seal; the file stands for one another tool signed.
         monkeypatch.setattr("ecoc.signing._check_seal", lambda signing, at: None)
+        monkeypatch.setattr("ecoc.signing.check_seal", lambda signing, anchors=(), at=None: None)
     _, out = sign(pki, unsigned, tmp_path, chain=case != "missing-intermediate")
     monkeypatch.undo()
     extra: tuple[str, ...] = ()
@@ -275,6 +276,15 @@ def test_untrusted_root_in_keyinfo_is_named_as_the_end_of_the_chain(
     assert "longer than 10" not in text
 
 
+def test_sign_refuses_a_seal_without_its_intermediate(
+    pki: Pki, unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = sign(pki, unsigned, tmp_path, chain=False)
+    assert code == 3
+    assert "the seal's chain lacks CN=Halvard Test Issuing CA" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_wrapped_document_is_refused(
     pki: Pki, unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -329,7 +339,8 @@ def test_signing_twice_is_refused(pki: Pki, unsigned: Path, tmp_path: Path, caps
     _, out = sign(pki, unsigned, tmp_path)
     files = pki.write(tmp_path / "pki")
     again = tmp_path / "again.xml"
-    assert main(["sign", str(out), "--out", str(again), "--key", str(files["key"]), "--cert", str(files["cert"])]) == 3
+    keys = ["--key", str(files["key"]), "--cert", str(files["cert"]), "--chain", str(files["chain"])]
+    assert main(["sign", str(out), "--out", str(again), *keys]) == 3
     assert "the document is signed already" in capsys.readouterr().err
     assert (
         main(["sign", str(unsigned), "--out", str(out), "--key", str(files["key"]), "--cert", str(files["cert"])]) == 2
