@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import pytest
@@ -97,12 +96,17 @@ def test_shared_reference_id_is_an_error(
 ) -> None:
     toyota = [p for p in official_examples if "toyota" in p.name.lower()]
     assert len(toyota) >= 2
-    assert run(empty_repo, "import", "ivi", *map(str, toyota), capsys=capsys)[0] == 0
-    code = main(["--repo", str(empty_repo), "check", "--format", "json"])
-    findings = json.loads(capsys.readouterr().out)["findings"]
-    duplicated = [f for f in findings if f["rule"] == "record.duplicate-reference-id"]
-    assert len(duplicated) == len(toyota)
+    # The examples share one IviReferenceId, which two vehicles' certificates cannot: nothing is written.
+    code, _, err = run(empty_repo, "import", "ivi", *map(str, toyota), capsys=capsys)
     assert code == 1
+    assert "import.conflict" in err
+    assert "is also the id of" in err
+    assert not list((empty_repo / "records").glob("*.yaml"))
+    # Imported one at a time, the second finds the first's record.
+    assert run(empty_repo, "import", "ivi", str(toyota[0]), capsys=capsys)[0] == 0
+    code, _, err = run(empty_repo, "import", "ivi", str(toyota[1]), capsys=capsys)
+    assert code == 1
+    assert "is also the id of records/" in err
 
 
 def vehicle_variant(example: Path, vin: str, changes: dict[str, str]) -> bytes:
@@ -294,6 +298,7 @@ def test_vehicle_without_an_element_of_its_version(
     tree = etree.parse(str(example))
     root = tree.getroot()
     root.find(f".//{Q}VehicleIdentificationNumber").text = "JTMM1C0MPTEST0023"
+    root.find(f".//{Q}IviReferenceId").text = reference_id("JTMM1C0MPTEST0023", 1, 1)
     speed = root.find(f".//{Q}MaximumSpeed")
     speed.getparent().remove(speed)
     second = tmp_path / "second.xml"

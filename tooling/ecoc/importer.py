@@ -132,6 +132,8 @@ class Importer:
         self.repository = repository
         self.approval_files: dict[str, _ApprovalFile] = {}
         self.records: dict[str, tuple[Path, str]] = {}
+        # IviReferenceIds of the messages of this import, with the message that has each.
+        self.references: dict[str, str] = {}
         self.result = ImportResult()
         self._index_existing()
 
@@ -145,6 +147,17 @@ class Importer:
             number = entry.parsed().number_text
             if number is not None:
                 self.approval_files.setdefault(number, entry)
+
+    def _record_with(self, reference: str) -> str | None:
+        """Return the existing record file that keeps `reference` as its issued IviReferenceId, or None."""
+        needle = reference.encode()
+        for path, relative in list_yaml(self.repository.root, "records"):
+            try:
+                if needle in Path(path).read_bytes():
+                    return relative
+            except OSError:
+                continue
+        return None
 
     def fail(self, source: Source, message: str, hint: str, line: int = 1) -> None:
         self.result.findings.append(
@@ -193,6 +206,20 @@ class Importer:
                 "delete or rename that record first if this message should replace it",
             )
             return
+        reference = message.header.get("IviReferenceId")
+        if isinstance(reference, Scalar) and reference.text:
+            # An IviReferenceId names one certificate version; two vehicles cannot share it.
+            holder = self.references.get(reference.text) or self._record_with(reference.text)
+            if holder is not None:
+                self.fail(
+                    message.source,
+                    f"IviReferenceId {reference.text} is also the id of {holder}",
+                    "each certificate version has an IviReferenceId of its own; import only the messages "
+                    "the authority received, each once",
+                    reference.line,
+                )
+                return
+            self.references[reference.text] = message.source.path
 
         entry = self.approval_files.get(number)
         if entry is None:
