@@ -176,6 +176,10 @@ def test_status_pages(repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["--repo", str(repo), "status", "--format", "markdown"]) == 1
     markdown = capsys.readouterr().out
     assert markdown.startswith(f"## eCoC status\n\nAs of commit {head} on branch main.\n")
+    main(["--repo", str(repo), "status", "--format", "json"])
+    document = json.loads(capsys.readouterr().out)
+    assert (document["commit"][:12], document["branch"]) == (head, "main")
+    assert document["generated"]
     assert "| XNHKH16S8TE103871 | **blocked** |" in markdown
     assert main(["--repo", str(repo), "status"]) == 1
     text = capsys.readouterr().out

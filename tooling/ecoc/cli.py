@@ -1697,7 +1697,7 @@ def status(
     summary = summarize(run.findings, run.records, run.approvals)
     report = Report(run.findings, summary, [CheckedRecord(file, vin) for file, vin in run.checked])
     rows = board.statuses(report, run.approval_of, facts)
-    if format_ in ("html", "markdown"):
+    if format_ in ("html", "markdown", "json"):
         from ecoc import gitinfo
 
         commit, branch = gitinfo.head(root), gitinfo.current_branch(root)
@@ -1717,9 +1717,10 @@ def status(
         )
     elif format_ == "markdown":
         text = board.format_status_markdown(rows, where)
+    elif format_ == "json":
+        text = board.format_status_json(rows, {"commit": commit, "branch": branch, "generated": now_text()})
     else:
-        writers = {"text": board.format_status_text, "json": board.format_status_json}
-        text = writers[format_](rows)
+        text = board.format_status_text(rows)
     _emit(text, output)
     stuck = sum(1 for row in rows if row.state in ("blocked", "rejected"))
     return EXIT_FINDINGS if stuck else EXIT_CLEAN

@@ -232,6 +232,7 @@ _ACTION_ORDER = ("blocked", "rejected", "signed", "ready", "approved", "delivere
 MARKDOWN_LIMIT = 900_000
 
 
-def format_status_json(rows: Sequence[RecordStatus]) -> str:
-    document = {"counts": counts(rows), "records": [asdict(row) for row in rows]}
+def format_status_json(rows: Sequence[RecordStatus], scope: Mapping[str, str | None] | None = None) -> str:
+    """The board as JSON; `scope` names the commit and branch it describes and when it was made."""
+    document = {**(scope or {}), "counts": counts(rows), "records": [asdict(row) for row in rows]}
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
