@@ -274,6 +274,21 @@ def test_history_names_the_seal_and_trust_changes_and_foreign_evidence(
     assert forged_event["kind"] == "delivery-failed"
 
 
+def test_waiver_that_covers_the_vin_by_pattern_is_in_the_history(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_changes import write_waiver
+
+    write_waiver(repo, "vin.check-digit", '"XNHKH16S*"', waiver_id="W-12")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "Waive the check digit of the KH16S series")
+    events = history(repo, capsys)
+    [waiver] = [event for event in events if event["kind"] == "waivers"]
+    assert waiver["summary"] == (
+        "Waive the check digit of the KH16S series (waivers for this vehicle: W-12 (vin.check-digit))"
+    )
+
+
 def test_unreadable_ledger_is_named_in_history(
     repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -9,6 +9,7 @@ delivered, rejected, corrections) come from the ledger.
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import json
 import logging
 import re
@@ -278,8 +279,17 @@ def history(root: Path, vin: str) -> list[Event]:
                 events.append(Event("settings", when, commit.subject, files=[CONFIG_NAME], changes=changes, **base))
         rules = [name for name in touched if name.startswith("rules/")]
         waivers = [name for name in rules if name.rsplit("/", 1)[-1].startswith("waivers")]
-        if waivers and any(vin.encode() in contents.get((commit.sha, w), b"") for w in waivers):
-            events.append(Event("waivers", when, commit.subject, files=waivers, **base))
+        covering = sorted(
+            {
+                waiver
+                for name in waivers
+                for side in (commit.sha, *commit.parents[:1])
+                for waiver in _waivers_for(vin, contents.get((side, name)))
+            }
+        )
+        if covering:
+            summary = f"{commit.subject} (waivers for this vehicle: {', '.join(covering)})"
+            events.append(Event("waivers", when, summary, files=waivers, **base))
         if [name for name in rules if name not in waivers]:
             files = [name for name in rules if name not in waivers]
             events.append(Event("rules", when, commit.subject, files=files, **base))
@@ -318,6 +328,20 @@ def _within(variant: str | None, version: str | None) -> Any:
         return len(steps) < 4 or steps[2] != "versions" or steps[3] == version
 
     return keep
+
+
+def _waivers_for(vin: str, data: bytes | None) -> list[str]:
+    """Name the waivers of a waiver file that cover `vin`, by VIN or by pattern, as "id (rule)"."""
+    document = _plain(data)
+    entries = document.get("waivers") if isinstance(document, dict) else None
+    found = []
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        patterns = entry.get("records") or []
+        if any(isinstance(p, str) and fnmatch.fnmatchcase(vin, p) for p in patterns):
+            found.append(f"{entry.get('id')} ({entry.get('rule')})")
+    return found
 
 
 def _settings_that_matter(path: str) -> bool:
