@@ -705,7 +705,12 @@ def test_record_reviewers_add_to_approval(example_repo: Path, capsys: pytest.Cap
 def test_codeowners_without_review_owners(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["init", str(tmp_path / "new")]) == 0
     assert main(["--repo", str(tmp_path / "new"), "codeowners", "--write"]) == 1
-    assert "names no review owners" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "names no review owners" in err
+    # The finding points at the review key, not at the first line of ecoc.yaml.
+    lines = (tmp_path / "new" / "ecoc.yaml").read_text(encoding="utf-8").splitlines()
+    review = next(number for number, text in enumerate(lines, start=1) if text.strip().startswith("review:"))
+    assert f"ecoc.yaml:{review}:" in err
     assert not (tmp_path / "new" / ".github" / "CODEOWNERS").exists()
 
 

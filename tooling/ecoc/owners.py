@@ -45,18 +45,35 @@ def _line(path: str, owners: tuple[str, ...]) -> str | None:
     return f"{_escape(path)} {' '.join(dict.fromkeys(owners))}" if owners else None
 
 
+def _review_position(repository: Repository) -> tuple[int, int]:
+    """Where ecoc.yaml sets owners.review, or owners, or else its first line."""
+    from ecoc.yamlload import Mapping, Source, load_yaml
+
+    try:
+        node, _ = load_yaml((repository.root / CONFIG_NAME).read_bytes(), Source(CONFIG_NAME))
+    except OSError:
+        return 1, 1
+    if isinstance(node, Mapping) and "owners" in node.key_positions:
+        owners = node["owners"]
+        if isinstance(owners, Mapping) and "review" in owners.key_positions:
+            return owners.key_position("review")
+        return node.key_position("owners")
+    return 1, 1
+
+
 def generate(repository: Repository) -> CodeOwners:
     defaults = repository.settings.owners
     findings: list[Finding] = []
     if not defaults.review:
+        review_line, review_column = _review_position(repository)
         findings.append(
             Finding(
                 "model.invalid",
                 Severity.ERROR,
                 "ecoc.yaml names no review owners, so CODEOWNERS would leave files without a reviewer",
                 CONFIG_NAME,
-                1,
-                1,
+                review_line,
+                review_column,
                 "owners.review",
                 'add owners: {review: ["@your-org/your-team"]} to ecoc.yaml (see Owners in the README)',
             )
