@@ -449,3 +449,12 @@ def test_repository_below_the_top_of_its_git_repository_is_refused(
     code, _, err = run(capsys, "--repo", str(top / "coc"), "check", "--base", "HEAD")
     assert code == 3
     assert "is the folder coc of a larger git repository; ecoc needs ecoc.yaml at the top" in err
+
+
+def test_summary_counts_the_approval_of_a_checked_record(
+    example_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = example_repo / "records" / "XNHKH16S1TE100214.yaml"
+    code, _, err = run(capsys, "--repo", str(example_repo), "check", str(record))
+    assert code == 0
+    assert err.rstrip().endswith("in 1 record and 1 approval")

@@ -517,6 +517,8 @@ class _Run:
 
     def finish(self) -> CheckRun:
         run = self.result
+        # The approval files the run checked: those selected, and those of the checked records.
+        run.approvals = len(self.selected_approvals | set(self.affected))
         run.catalogue = self.catalogue
         run.index = self.index
         run.evidence = self.evidence
