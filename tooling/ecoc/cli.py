@@ -157,7 +157,7 @@ def _emit(text: str, output: Path | None) -> None:
     if output is None:
         click.echo(text, nl=False)
     else:
-        _refuse_data_path(output, "--output")
+        _reject_data_path(output, "--output")
         _write(output, text)
 
 
@@ -165,7 +165,7 @@ def _emit(text: str, output: Path | None) -> None:
 _DATA_FOLDERS = ("approvals", "records", "rules", "signed", ".git")
 
 
-def _refuse_data_path(path: Path, option: str) -> None:
+def _reject_data_path(path: Path, option: str) -> None:
     """Raise a UsageError when an output file or folder would overwrite or mix with a repository's data."""
     target = path.resolve()
     for folder in (target, *target.parents):
@@ -173,15 +173,15 @@ def _refuse_data_path(path: Path, option: str) -> None:
             continue
         parts = target.relative_to(folder).parts
         if not parts:
-            what = "is the repository's own folder"
+            problem = "is the repository's own folder"
         elif parts == (CONFIG_NAME,):
-            what = f"is the repository's {CONFIG_NAME}"
+            problem = f"is the repository's {CONFIG_NAME}"
         elif parts[0] in _DATA_FOLDERS:
-            what = f"lies in the repository's {parts[0]}/ folder"
+            problem = f"lies in the repository's {parts[0]}/ folder"
         else:
             return
         raise UsageError(
-            f"{option} {path} {what}, which holds data ecoc reads",
+            f"{option} {path} {problem}, which holds data ecoc reads",
             "write outputs outside approvals/, records/, rules/, signed/ and .git, such as build/",
         )
 
@@ -436,7 +436,7 @@ _LOCATED = re.compile(r"(?P<file>[^\s:][^:]*):(?P<line>[0-9]+):(?P<column>[0-9]+
 
 def _check_destination(path: Path, option: str) -> None:
     """Raise a UsageError when `path` names a folder, lies below a file, or would overwrite the repository's data."""
-    _refuse_data_path(path, option.rstrip(":"))
+    _reject_data_path(path, option.rstrip(":"))
     if path.is_dir():
         raise UsageError(f"{option} {path} is a folder", f"name a file, such as {path / 'report'}")
     for parent in path.absolute().parents:
@@ -746,7 +746,7 @@ def _plural(count: int, word: str) -> str:
 
 def _prepare_output(out_dir: Path, clean: bool) -> None:
     """Make sure --out contains no certificates of an earlier render that this one would not replace."""
-    _refuse_data_path(out_dir, "--out")
+    _reject_data_path(out_dir, "--out")
     _prepare_folder(
         out_dir,
         clean,
@@ -1022,7 +1022,7 @@ _PREVIEW_FILES = ("index.html", "records/*.xml", "records/*.diff", "records/*.ht
 
 
 def _prepare_preview(out_dir: Path, clean: bool) -> None:
-    _refuse_data_path(out_dir, "--out")
+    _reject_data_path(out_dir, "--out")
     _prepare_folder(
         out_dir,
         clean,
@@ -1121,7 +1121,7 @@ def _load_seal(
     return load_signing_key(key_source, cert_path, chain_path, secret.encode() if secret else None)
 
 
-def _refuse_other_signer(
+def _reject_other_signer(
     file: Path, signed: bytes, certificate: x509.Certificate, signers: dict[str, tuple[str, ...]]
 ) -> None:
     """Raise an InputError when signing.signers does not allow the seal for the file's manufacturer.
@@ -1199,7 +1199,7 @@ def sign(
     if len({target.resolve() for target in targets}) < len(targets):
         raise UsageError("two of the files have the same name", "sign them into different folders")
     for target in targets:
-        _refuse_data_path(target, "--out-dir" if out_dir is not None else "--out")
+        _reject_data_path(target, "--out-dir" if out_dir is not None else "--out")
         if target.exists():
             raise UsageError(f"{target}: exists already", "a signed file is written once; choose a new name")
     settings, root = _signing_settings(ctx)
@@ -1221,7 +1221,7 @@ def sign(
             except InputError as exc:
                 raise InputError(f"{file}: {exc.message}", exc.hint) from None
             if settings is not None and settings.signers:
-                _refuse_other_signer(file, signed[-1], signing.certificate, settings.signers)
+                _reject_other_signer(file, signed[-1], signing.certificate, settings.signers)
     finally:
         if isinstance(signing.key, TokenKey):
             signing.key.close()
@@ -1618,9 +1618,9 @@ def release(
         state: sum(1 for o in report.outcomes if o.status == state) for state in ("accepted", "rejected", "failed")
     }
     duplicates = sum(1 for o in report.outcomes if o.duplicate)
-    taken = "written to the outbox" if release_settings.transport == "outbox" else "accepted"
+    accepted_word = "written to the outbox" if release_settings.transport == "outbox" else "accepted"
     click.echo(
-        f"signed {report.signed}, sent {len(report.outcomes)}: {counted['accepted']} {taken}"
+        f"signed {report.signed}, sent {len(report.outcomes)}: {counted['accepted']} {accepted_word}"
         + (f" ({duplicates} of them already there)" if duplicates else "")
         + ", "
         f"{counted['rejected']} rejected, {counted['failed']} failed"

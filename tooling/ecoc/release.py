@@ -1139,8 +1139,9 @@ def run_release(
         # A run whose certificates another release published has no delivery to record.
         accepted = sum(1 for outcome in report.outcomes if outcome.status == "accepted")
         # The outbox takes a file; whether the authority accepts it, the system that uploads it learns.
-        taken = "written to the outbox" if transport_name == "outbox" else "accepted"
-        publisher.commit(files, events, f"Record {len(entries)} delivery result(s), {accepted} {taken}", trailers)
+        accepted_word = "written to the outbox" if transport_name == "outbox" else "accepted"
+        subject = f"Record {len(entries)} delivery result(s), {accepted} {accepted_word}"
+        publisher.commit(files, events, subject, trailers)
         report.pushed = publisher.publish() or report.pushed
     report.commits = publisher.commits
     report.seconds["git"] = publisher.seconds
