@@ -141,3 +141,24 @@ def browser() -> Iterator[webdriver.Chrome]:
         yield session
     finally:
         session.quit()
+
+
+def fill_disk_after(monkeypatch: pytest.MonkeyPatch, writes: int) -> None:
+    """Let ecoc's CLI write `writes` files, then fail each further write as a full disk does.
+
+    A full disk cannot be made here without privileges, so the file write stands in for it.
+    """
+    import errno
+
+    from ecoc import cli
+
+    real = cli.write_atomically
+    done = []
+
+    def write(path: Path, data: bytes | str) -> None:
+        if len(done) >= writes:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        done.append(path)
+        real(path, data)
+
+    monkeypatch.setattr(cli, "write_atomically", write)

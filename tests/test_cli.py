@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT
+from conftest import PROJECT, fill_disk_after
 from ecoc import __version__
 from ecoc.cli import main
 from ecoc.rules.catalogue import load_catalogue
@@ -354,7 +354,7 @@ def test_report_over_an_input_file_is_refused(
     argument = f"json={example_repo / name}" if "=" in target else str(example_repo / name)
     code, _, err = run(capsys, "--repo", str(example_repo), *command, argument)
     assert code == 2
-    assert "which holds data ecoc reads" in err
+    assert "which contains data ecoc reads" in err
     assert (example_repo / name).read_bytes() == before
 
 
@@ -368,7 +368,7 @@ def test_render_into_the_repository_data_is_refused(
     before = sorted(p.name for p in (example_repo / "records").iterdir())
     code, _, err = run(capsys, "--repo", str(example_repo), "render", "--clean", "--out", str(example_repo / folder))
     assert code == 2
-    assert "which holds data ecoc reads" in err
+    assert "which contains data ecoc reads" in err
     assert kept.read_bytes() == b"<kept/>"
     assert sorted(p.name for p in (example_repo / "records").iterdir()) == before
 
@@ -376,20 +376,7 @@ def test_render_into_the_repository_data_is_refused(
 def test_render_on_a_full_disk_leaves_no_files(
     example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import errno
-
-    from ecoc import cli
-
-    calls = []
-    real = cli.write_atomically
-
-    def fill_up(path: Path, data: bytes | str) -> None:
-        calls.append(path)
-        if len(calls) == 3:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real(path, data)
-
-    monkeypatch.setattr(cli, "write_atomically", fill_up)
+    fill_disk_after(monkeypatch, 2)
     out = tmp_path / "out"
     code, _, err = run(capsys, "--repo", str(example_repo), "render", "--out", str(out), "-j", "1")
     assert code == 3

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from lxml import etree
 
+from conftest import fill_disk_after
 from ecoc.cli import main
 from pki import DAY, NOW, Pki, issue, make_pki
 
@@ -919,23 +920,10 @@ def test_unreachable_timestamp_authority_names_the_setting(
 def test_sign_on_a_full_disk_leaves_no_files(
     pki: Pki, unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import errno
-
-    from ecoc import cli
-
     files = pki.write(tmp_path / "pki")
     keys = ["--key", str(files["key"]), "--cert", str(files["cert"]), "--chain", str(files["chain"])]
     rendered = sorted(unsigned.parent.glob("*.xml"))[:3]
-    calls = []
-    real = cli.write_atomically
-
-    def fill_up(path: Path, data: bytes | str) -> None:
-        calls.append(path)
-        if len(calls) == 3:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real(path, data)
-
-    monkeypatch.setattr(cli, "write_atomically", fill_up)
+    fill_disk_after(monkeypatch, 2)
     out = tmp_path / "signed"
     assert main(["sign", *map(str, rendered), "--out-dir", str(out), *keys]) == 3
     assert "removed the 2 signed files written before it" in capsys.readouterr().err
