@@ -399,6 +399,8 @@ class Renderer:
         self.indexes: dict[str, Any] = {}
         # Record files by (commit, path), read in one git call per commit.
         self.records: dict[tuple[str, str], bytes] = {}
+        # The sha256 of approval files by (commit, path).
+        self.digests: dict[tuple[str, str], str] = {}
 
     def prefetch(self, commit: str, paths: list[str]) -> None:
         """Export the approvals at `commit` and read the record files, before worker processes fork."""
@@ -410,10 +412,17 @@ class Renderer:
         for path, data in gitinfo.read_at(self.root, commit, sorted(set(paths))).items():
             self.records[(commit, path)] = data
 
+    def _digest(self, commit: str, path: str) -> str:
+        """Return the sha256 of an approval file at `commit`, hashing each file once for all its entries."""
+        key = (commit, path)
+        if key not in self.digests:
+            self.digests[key] = sha256_hex((self.exports[commit] / path).read_bytes())
+        return self.digests[key]
+
     def render(self, commit: str, record_path: str, manifest: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
         """Render the record as it was at `commit`, with the manifest's version.
 
-        The second value holds what the manifest says about the same sources, as they were at the
+        The second value contains what the manifest records about the same sources, as they were at the
         commit: the correction reason, the approval and its files, and the content digests.
         """
         from ecoc.check import load_approvals, resolve
@@ -445,7 +454,7 @@ class Renderer:
             "correction_reason": record.correction_reason.text if record.correction_reason is not None else None,
             "approval_number": number,
             "approval": files,
-            "approval_digests": {path: sha256_hex((self.exports[commit] / path).read_bytes()) for path in files},
+            "approval_digests": {path: self._digest(commit, path) for path in files},
             "content_digest": content_digest(effective.header, effective.coc),
             "data_digest": content_digest(effective.header, effective.coc, with_version=False),
             "unsigned": sha256_hex(data),
@@ -608,7 +617,7 @@ def _source_mismatches(manifest: dict[str, Any], facts: dict[str, Any]) -> list[
 
 
 def _delivered_digest(receipt: bytes) -> str | None:
-    """The sha256 of the delivered file that an outbox receipt gives, or None for other receipts."""
+    """Return the sha256 of the delivered file that an outbox receipt gives, or None for other receipts."""
     try:
         note = json.loads(receipt)
     except ValueError:

@@ -134,6 +134,8 @@ class Importer:
         self.records: dict[str, tuple[Path, str]] = {}
         # IviReferenceIds of the messages of this import, with the message that has each.
         self.references: dict[str, str] = {}
+        # The existing record files with their bytes, read when an IviReferenceId is first looked up.
+        self._existing: list[tuple[str, bytes]] | None = None
         self.result = ImportResult()
         self._index_existing()
 
@@ -150,14 +152,16 @@ class Importer:
 
     def _record_with(self, reference: str) -> str | None:
         """Return the existing record file that keeps `reference` as its issued IviReferenceId, or None."""
+        if self._existing is None:
+            # The record files are read once per import, not once per message.
+            self._existing = []
+            for path, relative in list_yaml(self.repository.root, "records"):
+                try:
+                    self._existing.append((relative, Path(path).read_bytes()))
+                except OSError:
+                    continue  # ecoc check reports a record it cannot read
         needle = reference.encode()
-        for path, relative in list_yaml(self.repository.root, "records"):
-            try:
-                if needle in Path(path).read_bytes():
-                    return relative
-            except OSError:
-                continue
-        return None
+        return next((relative for relative, data in self._existing if needle in data), None)
 
     def fail(self, source: Source, message: str, hint: str, line: int = 1) -> None:
         self.result.findings.append(
