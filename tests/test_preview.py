@@ -228,7 +228,7 @@ def test_template_mistakes_are_reported(
 def test_preview_stays_out_of_the_data(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 1479")
     assert preview(example_repo, example_repo / "records", "--clean") == 2
-    assert "lies in the repository's records/ folder, which holds data ecoc reads" in capsys.readouterr().err
+    assert "lies in the repository's records/ folder, which contains data ecoc reads" in capsys.readouterr().err
     assert sorted(path.suffix for path in (example_repo / "records").iterdir()) == [".yaml"] * 12
 
 

@@ -181,7 +181,7 @@ def _reject_data_path(path: Path, option: str) -> None:
         else:
             return
         raise UsageError(
-            f"{option} {path} {problem}, which holds data ecoc reads",
+            f"{option} {path} {problem}, which contains data ecoc reads",
             "write outputs outside approvals/, records/, rules/, signed/ and .git, such as build/",
         )
 
@@ -610,8 +610,8 @@ def _version_datetime(repository: Repository, given: str | None) -> str:
         except (ValueError, OverflowError):
             raise ConfigError(f"SOURCE_DATE_EPOCH={epoch} is not a number of seconds") from None
         return moment.isoformat().replace("+00:00", "Z")
-    # The time of the data, not of later commits of other files (such as the release's own
-    # evidence commits), as the release signs with; so render and preview show what it signs.
+    # The time of the data, not of later commits of other files such as the evidence commits.
+    # The release signs with this time, so render and preview show what it signs.
     committed = last_change_time(repository.root, SOURCE_FOLDERS) or head_commit_time(repository.root)
     if committed is None:
         raise ConfigError(

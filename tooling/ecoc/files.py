@@ -17,7 +17,7 @@ CONFIG_NAME = "ecoc.yaml"
 # Files under rules/ that hold waivers, not rules.
 WAIVER_FILES = frozenset({"waivers.yaml", "waivers.yml"})
 YAML_SUFFIXES = (".yaml", ".yml")
-# What a certificate is made from; the last commit that changed them dates its IviVersionDateTime.
+# The sources of a certificate. The last commit that changed them dates its IviVersionDateTime.
 SOURCE_FOLDERS = ("approvals", "records", "rules", CONFIG_NAME)
 
 
@@ -61,7 +61,7 @@ def _walk(root: Path, folder: str) -> list[tuple[str, os.DirEntry[str]]]:
             if entry.name.startswith("."):
                 continue
             if entry.is_symlink():
-                _refuse_outside_link(entry, f"{relative}/{entry.name}", top)
+                _reject_outside_link(entry, f"{relative}/{entry.name}", top)
             try:
                 if entry.is_dir():
                     if not (entry.is_symlink() and _encloses(os.path.realpath(entry.path), start)):
@@ -77,7 +77,7 @@ def _walk(root: Path, folder: str) -> list[tuple[str, os.DirEntry[str]]]:
     return found
 
 
-def _refuse_outside_link(entry: os.DirEntry[str], relative: str, top: str) -> None:
+def _reject_outside_link(entry: os.DirEntry[str], relative: str, top: str) -> None:
     """Raise a ConfigError for a symbolic link that leads out of the repository.
 
     git stores only the link, so the data it leads to was never committed or reviewed, and a
@@ -87,7 +87,7 @@ def _refuse_outside_link(entry: os.DirEntry[str], relative: str, top: str) -> No
     if _encloses(top, target) or not os.path.exists(target):
         return  # a link inside the repository, or a dangling one that reading reports
     raise ConfigError(
-        f"{relative} is a symbolic link to {target}, outside the repository, so git holds only the link",
+        f"{relative} is a symbolic link to {target}, outside the repository, so git contains only the link",
         "replace the link by the file or folder itself and commit it, so that it is reviewed like the rest",
     )
 

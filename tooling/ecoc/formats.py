@@ -147,7 +147,7 @@ def json_extra(report: Report) -> dict[str, object]:
     named = attributed(report)
     extra: dict[str, object] = {}
     if report.official_schema is not None:
-        # A saved report says whether the official XSD took part, as the text report does.
+        # A saved report records whether the official XSD took part, as the text report does.
         extra["official_schema"] = report.official_schema
     if list(named.findings) != list(report.findings):
         extra["findings"] = [f.to_dict() for f in named.findings]
@@ -581,7 +581,7 @@ _STATUS_WORDS = {"A": "added", "D": "deleted", "M": "changed", "T": "changed"}
 
 
 def _source_notices(report: Report) -> list[str]:
-    """One notice on the first changed line of each approval, rule or settings file the change edits.
+    """Return one notice on the first changed line of each approval, rule or settings file the change edits.
 
     A finding that such a change causes sits in records or approval files the change does not
     touch, so the edited line itself would otherwise carry no annotation at all.

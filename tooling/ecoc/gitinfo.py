@@ -99,8 +99,8 @@ _AT_TOP: set[str] = set()
 def _require_top(root: Path) -> None:
     """Raise ConfigError when `root` lies below the top of its git repository.
 
-    git names files from the top of the repository, and ecoc from the folder of ecoc.yaml; below
-    the top the two would never match, and a change would look like no change at all.
+    git names files from the top of the repository, and ecoc from the folder of ecoc.yaml. Below
+    the top the two never match, so a change would look like no change at all.
     """
     key = str(root)
     if key in _AT_TOP:
@@ -565,7 +565,7 @@ def unstage(root: Path, folder: str) -> None:
 
 
 def first_change(root: Path, path: str) -> str | None:
-    """The first commit on HEAD that changed `path`, or None."""
+    """Return the first commit on HEAD that changed `path`, or None."""
     completed = _git(root, "log", "--reverse", "--format=%H", "HEAD", "--", f":(literal){path}")
     lines = _output(completed).split()
     return lines[0] if lines else None

@@ -89,7 +89,7 @@ def pull_request_of(subject: str) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class Arrival:
-    """How a commit reached the main line: the merge that brought it, or the commit itself."""
+    """The arrival of a commit on the main line: the merge that brought it, or the commit itself."""
 
     commit: str
     by: str
@@ -101,8 +101,8 @@ def arrivals(root: Path) -> dict[str, Arrival]:
     """Map each commit HEAD reaches to the commit of its first-parent line that brought it in.
 
     The first-parent line of HEAD is walked from the oldest commit on. At each merge, the commits
-    its other parents reach, and no earlier commit of the line reaches, came in with that merge;
-    a commit of the line itself arrived as it was committed.
+    its other parents reach, and no earlier commit of the line reaches, came in with that merge.
+    A commit of the line itself arrived as it was committed.
     """
     graph = gitinfo.commit_graph(root)
     parents = {sha: commit_parents for sha, commit_parents, *_ in graph}
@@ -345,12 +345,12 @@ def _waivers_for(vin: str, data: bytes | None) -> list[str]:
 
 
 def _settings_that_matter(path: str) -> bool:
-    """Whether a key of ecoc.yaml decides readiness or the seal: disabled rules, the schema, signing."""
+    """Return whether a key of ecoc.yaml decides readiness or the seal: disabled rules, the schema, signing."""
     return path.startswith(("signing", "disable", "xsd", "rules"))
 
 
 def _manifest(path: Path) -> dict[str, Any]:
-    """Read a manifest for the timeline, or nothing when it is missing or damaged (ecoc audit says why)."""
+    """Read a manifest for the timeline, or nothing when it is missing or damaged (ecoc audit reports why)."""
     try:
         data = json.loads(path.read_bytes())
     except (OSError, ValueError):

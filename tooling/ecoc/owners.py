@@ -46,7 +46,7 @@ def _line(path: str, owners: tuple[str, ...]) -> str | None:
 
 
 def _review_position(repository: Repository) -> tuple[int, int]:
-    """Where ecoc.yaml sets owners.review, or owners, or else its first line."""
+    """Return where ecoc.yaml sets owners.review, or owners, or else its first line."""
     from ecoc.yamlload import Mapping, Source, load_yaml
 
     try:

@@ -51,7 +51,7 @@ class Node:
     # A group or a table: its children; a table's children are its rows.
     children: list[Node] = field(default_factory=list)
     kind: str = "value"
-    # The value's unit, and what its code stands for, where ecoc knows them.
+    # The value's unit and the meaning of its code, where ecoc has them.
     unit: str | None = None
     meaning: str | None = None
     before_meaning: str | None = None
@@ -394,7 +394,7 @@ def write_preview(
         # show every line as added or deleted.
         if page.has_diff:
             diff = unified_diff(page.name, base, page.rendered, page.base_rendered)
-            # An empty file behind a link tells a reader nothing; the index says that the XML is unchanged.
+            # An empty file behind a link is of no use, so the index notes that the XML is unchanged.
             page.same_xml = not diff
             if diff:
                 files[folder / f"{page.name}.diff"] = diff

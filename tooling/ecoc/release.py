@@ -184,7 +184,7 @@ class Publisher:
         if not present and push is None:
             log.warning("the repository has no remote %s, so the evidence stays in this clone", self.remote)
         if present and push is False:
-            # Only pushed evidence tells other clones what was delivered.
+            # Only pushed evidence shows other clones what was delivered.
             log.warning(
                 "--no-push keeps the evidence in this clone: a release from another clone of %s would sign and "
                 "deliver the same certificates again; push this clone's commits before any other release runs",
@@ -311,7 +311,7 @@ def _unsent_certificates(steps: list[Step]) -> dict[str, dict[str, object]]:
 
 @dataclass
 class ReplayPlan:
-    """What replaying this clone's unpushed evidence commits on the remote's head would write."""
+    """The plan to replay this clone's unpushed evidence commits on the remote's head."""
 
     steps: list[Step]
     # Certificates signed here and not delivered, by folder.
@@ -320,7 +320,7 @@ class ReplayPlan:
     changed: list[str]
     # Certificates of `unsent` that the remote's head already holds, signed by another release.
     elsewhere: dict[str, dict[str, object]]
-    # Files the steps would write that the remote's head holds with other content.
+    # Files the steps would write that the remote's head contains with other content.
     conflicts: list[str]
 
 
@@ -922,8 +922,8 @@ def check_remote(publisher: Publisher) -> None:
             f"{remote}/{branch}; the release signs and pushes only reviewed data",
         )
     behind = int(gitinfo.git_text(root, failure, "rev-list", "--count", f"HEAD..{upstream}", "--").strip() or 0)
-    # Answers that an interrupted run wrote and did not commit are committed first and then
-    # replayed on the remote's head like unpushed evidence, so they are not lost to a pull.
+    # Delivery results that an interrupted run wrote and did not commit are committed first. They
+    # are then replayed on the remote's head like unpushed evidence, so a pull cannot lose them.
     stranded = behind and not unpushed and bool(gitinfo.uncommitted(root, (EVIDENCE_FOLDER,)))
     if behind and not unpushed and not stranded:
         raise ConfigError(

@@ -673,8 +673,8 @@ def verify(
     )
     properties = _xades_properties(signature, leaf)
     expected = 1 if properties is None else 2
-    # signxml checks the leaf's validity period on its own; it must use the moment the chain was
-    # judged at, or every certificate whose seal has since expired would fail years later.
+    # signxml checks the leaf's validity period on its own, so it gets the moment the chain is judged
+    # at. Otherwise every certificate whose seal has since expired would fail years later.
     if allow_weak:
         config = SignatureConfiguration(
             location="./",

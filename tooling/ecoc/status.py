@@ -186,7 +186,7 @@ def format_status_text(rows: Sequence[RecordStatus]) -> str:
 
 
 def format_status_markdown(rows: Sequence[RecordStatus], where: str = "") -> str:
-    """The board as Markdown; `where` names the commit and branch it describes."""
+    """Format the board as Markdown. `where` names the commit and branch it describes."""
     total = counts(rows)
     lines = [
         "## eCoC status",
@@ -233,6 +233,6 @@ MARKDOWN_LIMIT = 900_000
 
 
 def format_status_json(rows: Sequence[RecordStatus], scope: Mapping[str, str | None] | None = None) -> str:
-    """The board as JSON; `scope` names the commit and branch it describes and when it was made."""
+    """Format the board as JSON. `scope` names the commit and branch it describes and when it was made."""
     document = {**(scope or {}), "counts": counts(rows), "records": [asdict(row) for row in rows]}
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"

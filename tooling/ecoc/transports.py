@@ -941,7 +941,7 @@ class NapTransport:
         receipt = f" (receipt {receipt_id})" if receipt_id else ""
         if status == "Accepted" and receipt_id is None:
             # Without a receipt id nothing proves the delivery later. Sent again, the certificate
-            # is a duplicate, which the NAP answers with the id it gave it.
+            # is a duplicate, and the NAP replies with the id it gave it.
             raise _Failure(
                 f"{self.service} accepted the certificate but gave no ReceiptId, so the delivery is unproven", reply
             )

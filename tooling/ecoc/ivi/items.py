@@ -213,8 +213,8 @@ _UNIT_ELEMENTS: dict[str, tuple[str, ...]] = {
 }
 UNITS: dict[str, str] = {name: unit for unit, names in _UNIT_ELEMENTS.items() for name in names}
 
-# What the codes of some code lists stand for, where the names of the IVI 2.0 documentation
-# say it. Other codes are shown as they are.
+# The meanings of the codes of some code lists, as the IVI 2.0 documentation names them.
+# Other codes are shown as they are.
 CODE_MEANINGS: dict[str, dict[str, str]] = {
     "EnergySource": {
         "10": "petrol",

@@ -146,8 +146,8 @@ def build_effective(
     findings += [_replacement_note(entry, vin) for entry in replaced_below + replaced]
     removed_header = nulls(record.header, "Header") if record.header is not None else {}
     removed_coc = nulls(record.coc, "CocDataGroup") if record.coc is not None else {}
-    # An approval number that names no country (approval.number-format reports it) gives no
-    # DesignatedTypeApprovalCountry; the record cannot set it, so its absence is no finding of its own.
+    # An approval number that names no country gives no DesignatedTypeApprovalCountry, and
+    # approval.number-format reports it. The record cannot set it, so its absence is no finding of its own.
     country = "DesignatedTypeApprovalCountry"
     skip = frozenset({country}) if country not in header else frozenset()
     own = record.coc if record.coc is not None else record.root

@@ -241,7 +241,12 @@ def _admit(waiver: Waiver, catalogue: Catalogue, builtin: frozenset[str], today:
     elif not problems:
         left = (datetime.date.fromisoformat(spec.expires) - datetime.date.fromisoformat(today)).days
         if left <= EXPIRY_WARNING_DAYS:
-            when = "today" if left == 0 else f"in {left} day" + ("" if left == 1 else "s")
+            if left == 0:
+                when = "today"
+            elif left == 1:
+                when = "in 1 day"
+            else:
+                when = f"in {left} days"
             problems.append(
                 replace(
                     _problem(
