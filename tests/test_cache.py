@@ -43,6 +43,9 @@ def test_second_run_reuses_every_result(example_repo: Path) -> None:
     assert first.cache_hits == 0
     assert second.cache_hits == 12
     assert second.findings == first.findings
+    # The digest of each record's certificate comes back from the cache too.
+    assert second.certificates == first.certificates
+    assert len(set(first.certificates.values())) == 12
 
 
 def test_changed_record_is_checked_again(example_repo: Path) -> None:

@@ -498,6 +498,41 @@ def test_record_moved_to_a_folder_is_no_change(example_repo: Path, capsys: pytes
     assert changes(document) == {}
 
 
+def test_value_change_without_readiness_change_was_not_listed(
+    example_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 1479")
+    _, document, err = base_check(example_repo, capsys, "--base", "HEAD")
+    change = changes(document)[RECORD]
+    assert (change["before"], change["after"], change["added"], change["resolved"]) == ("ready", "ready", [], [])
+    assert change["certificate_changed"] is True
+    assert "since HEAD: 0 newly blocked, 0 newly ready, 1 record with changed certificate content" in err
+    assert main(["--repo", str(example_repo), "check", "--base", "HEAD"]) == 0
+    text = capsys.readouterr().out
+    assert f"  {RECORD}: ready\n    certificate content changed\n" in text
+    assert main(["--repo", str(example_repo), "check", "--base", "HEAD", "--format", "markdown"]) == 0
+    comment = capsys.readouterr().out
+    assert "| record | before | after | findings | certificate |" in comment
+    assert "| ready | ready | none | changed |" in comment
+
+
+def test_comment_change_leaves_the_certificate_alone(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 1478  # weighed again")
+    _, document, err = base_check(example_repo, capsys, "--base", "HEAD")
+    assert changes(document) == {}
+    assert "certificate" not in err
+
+
+def test_renamed_record_with_a_new_value_was_not_listed(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (example_repo / "records" / "kh16").mkdir()
+    moved = "records/kh16/" + RECORD.rsplit("/", 1)[1]
+    git(example_repo, "mv", RECORD, moved)
+    edit(example_repo, moved, "ActualMass: 1478", "ActualMass: 1479")
+    _, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    [change] = changes(document).values()
+    assert (change["file"], change["renamed_from"], change["certificate_changed"]) == (moved, RECORD, True)
+
+
 def test_record_whose_rules_did_not_run_resolves_nothing(
     example_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -534,6 +534,19 @@ def test_approval_change_is_named_where_it_was_made(example_repo: Path, capsys: 
     assert "newly blocked" in first
 
 
+def test_approval_value_change_without_new_blocks_had_no_notice(
+    example_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(example_repo, APPROVAL, "MaximumSpeed: 178", "MaximumSpeed: 179")
+    main(["--repo", str(example_repo), "check", "--no-cache", "--base", "HEAD", "--format", "github"])
+    notices = [line for line in capsys.readouterr().out.splitlines() if "title=ecoc readiness" in line]
+    assert len(notices) == 1
+    assert notices[0].endswith(
+        "0 records newly blocked, 0 records newly ready, 2 records with changed certificate content; "
+        "the pull-request comment lists them"
+    )
+
+
 def test_json_and_sarif_say_whether_the_official_schema_was_used(
     example_repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

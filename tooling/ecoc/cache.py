@@ -26,7 +26,7 @@ from ecoc.findings import Finding
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 6
+CACHE_FORMAT = 7
 CACHE_FILE = "check.json"
 ENVIRONMENT_VARIABLE = "ECOC_CACHE_DIR"
 DEFAULT_FOLDER = ".ecoc-cache"
@@ -51,6 +51,8 @@ class CachedRecord:
     # approval file affects.
     variant: str | None = None
     version: str | None = None
+    # sha256 of the certificate the check rendered, at the check's fixed IviVersionDateTime.
+    certificate: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +64,7 @@ class CachedRecord:
             "stage": self.stage,
             "variant": self.variant,
             "version": self.version,
+            "certificate": self.certificate,
         }
 
     @classmethod
@@ -78,6 +81,7 @@ class CachedRecord:
             data["stage"],
             data["variant"],
             data["version"],
+            data["certificate"],
         )
 
 

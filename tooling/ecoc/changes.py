@@ -18,7 +18,7 @@ import logging
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -385,11 +385,12 @@ def compare(head: CheckRun, base: CheckRun | None) -> tuple[list[RecordChange], 
         counts = {name: Counter(_finding_key(f) for f in findings[name]) for name in runs}
         added = _only_in(findings["head"], counts["head"] - counts["base"])
         resolved = _only_in(findings["base"], counts["base"] - counts["head"])
-        if before == after and not added and not resolved:
+        rewritten = base is not None and _rewritten(base.certificates.get(file), head.certificates.get(file))
+        if before == after and not added and not resolved and not rewritten:
             continue
         vin = checked["head"].get(file) or checked["base"].get(file)
-        changes.append(RecordChange(file, vin, before, after, tuple(added), tuple(resolved)))
-    changes = _merge_renames(changes)
+        changes.append(RecordChange(file, vin, before, after, tuple(added), tuple(resolved), None, rewritten))
+    changes = _merge_renames(changes, head.certificates, base.certificates if base is not None else {})
     counts = {name: Counter(_finding_key(f) for f in general[name]) for name in runs}
     added = _only_in(general["head"], counts["head"] - counts["base"])
     resolved = _only_in(general["base"], counts["base"] - counts["head"])
@@ -397,10 +398,18 @@ def compare(head: CheckRun, base: CheckRun | None) -> tuple[list[RecordChange], 
     return changes, repository
 
 
-def _merge_renames(changes: list[RecordChange]) -> list[RecordChange]:
+def _rewritten(before: str | None, after: str | None) -> bool:
+    """Whether a record renders another certificate than at the base; False when either side renders none."""
+    return before is not None and after is not None and before != after
+
+
+def _merge_renames(
+    changes: list[RecordChange], here: Mapping[str, str | None], there: Mapping[str, str | None]
+) -> list[RecordChange]:
     """Report a record whose file was moved or renamed as one change, under its new file.
 
-    Its findings are compared apart from the file name, so a move alone changes nothing.
+    Its findings and certificates (`here` and `there` by record file) are compared apart from the
+    file name, so a move alone changes nothing.
     """
     gone: dict[str, list[RecordChange]] = {}
     for change in changes:
@@ -422,11 +431,19 @@ def _merge_renames(changes: list[RecordChange]) -> list[RecordChange]:
         now, before = Counter(key(f) for f in change.added), Counter(key(f) for f in previous.resolved)
         added = _only_in(change.added, now - before, key)
         resolved = _only_in(previous.resolved, before - now, key)
-        if previous.before == change.after and not added and not resolved:
+        rewritten = _rewritten(there.get(previous.file), here.get(change.file))
+        if previous.before == change.after and not added and not resolved and not rewritten:
             continue
         merged.append(
             RecordChange(
-                change.file, change.vin, previous.before, change.after, tuple(added), tuple(resolved), previous.file
+                change.file,
+                change.vin,
+                previous.before,
+                change.after,
+                tuple(added),
+                tuple(resolved),
+                previous.file,
+                rewritten,
             )
         )
     return [change for change in merged if change.file not in used]

@@ -9,6 +9,7 @@ of its approval file, of the schema and on the version of ecoc, which is what th
 from __future__ import annotations
 
 import difflib
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -531,6 +532,8 @@ class RecordOutcome:
     findings: list[Finding]
     effective: Effective | None = None
     rendered: bytes | None = None
+    # sha256 of the rendered certificate, which tells whether a change alters what would be signed.
+    certificate: str | None = None
 
 
 @dataclass(eq=False)
@@ -596,6 +599,7 @@ def check_record(
         memo = rules.memo(approval, variant, version)
         findings += evaluate(rules.catalogue, effective, effective.base_coc, memo, rules.today)
     rendered = render(effective.header, effective.coc)
+    outcome.certificate = hashlib.sha256(rendered.data).hexdigest()
     if schema is not None:
         findings += xsd_findings(effective, schema, rendered.data)
     if keep_render:

@@ -31,7 +31,7 @@ from ecoc.fileio import write_atomically
 from ecoc.files import CONFIG_NAME, WAIVER_FILES, YAML_SUFFIXES, find_root, list_yaml
 from ecoc.findings import Finding, Severity, merge_duplicates
 from ecoc.memo import CheckInputs, Memo, fingerprint, now, replayable, save_memo, today
-from ecoc.report import format_json, format_text, summarize, summary_line
+from ecoc.report import count_phrase, format_json, format_text, summarize, summary_line
 
 # The model, the schema and the runner are imported where they are used, so that a check
 # whose inputs are unchanged (see ecoc.memo) starts without loading them.
@@ -564,7 +564,7 @@ def _check_base(ctx: click.Context, base: str, outputs: _Outputs, xsd: Path | No
 
 
 def _changes_note(changes: Sequence[RecordChange], base: str) -> str:
-    """Count the vehicles that became blocked or ready since the base.
+    """Count the vehicles that became blocked or ready since the base, and the records whose certificate changed.
 
     A vehicle is counted by its VIN, so a record file that was renamed or copied counts once,
     by its states in all of its files.
@@ -583,7 +583,9 @@ def _changes_note(changes: Sequence[RecordChange], base: str) -> str:
         for vehicle in after
         if "ready" in after[vehicle] and "blocked" not in after[vehicle] and "ready" not in before[vehicle]
     )
-    return f"; since {base}: {blocked} newly blocked, {ready} newly ready"
+    rewritten = sum(1 for change in changes if change.certificate_changed)
+    note = f"; since {base}: {blocked} newly blocked, {ready} newly ready"
+    return note + (f", {count_phrase(rewritten, 'record')} with changed certificate content" if rewritten else "")
 
 
 def _version_datetime(repository: Repository, given: str | None) -> str:

@@ -73,6 +73,9 @@ class RecordChange:
     resolved: tuple[Finding, ...] = ()
     # The record's file at the base, when the record was moved or renamed since.
     renamed_from: str | None = None
+    # Whether the certificate the record renders differs from the one it rendered at the base,
+    # which a change can do without changing the record's readiness or findings.
+    certificate_changed: bool = False
 
 
 @dataclass
@@ -166,6 +169,7 @@ def json_extra(report: Report) -> dict[str, object]:
                 "after": change.after,
                 "added": [f.to_dict() for f in change.added],
                 "resolved": [f.to_dict() for f in change.resolved],
+                "certificate_changed": change.certificate_changed,
             }
             for change in named.changes or ()
         ],
@@ -273,13 +277,15 @@ def changes_text(report: Report) -> str:
         lines.append("  repository findings (rule files, waivers, settings):")
         lines += _diff_lines(report.repository_change)
     if not report.changes:
-        lines.append("  no record changed its readiness or findings")
+        lines.append("  no record changed its readiness, findings or certificate")
     for change in report.changes or ():
         name = change.file + (f" ({change.vin})" if change.vin and change.vin not in change.file else "")
         name += f", moved from {change.renamed_from}" if change.renamed_from else ""
         state = change.after if change.before == change.after else f"{change.before} -> {change.after}"
         lines.append(f"  {name}: {state}")
         lines += _diff_lines(change)
+        if change.certificate_changed:
+            lines.append("    certificate content changed")
     return "\n".join(lines) + "\n"
 
 
@@ -589,9 +595,11 @@ def _source_notices(report: Report) -> list[str]:
     changes = report.changes or ()
     blocked = sum(1 for c in changes if c.after == "blocked" and c.before != "blocked")
     ready = sum(1 for c in changes if c.after == "ready" and c.before == "blocked")
-    if not (blocked or ready):
+    rewritten = sum(1 for c in changes if c.certificate_changed)
+    if not (blocked or ready or rewritten):
         return []
     effect = f"{count_phrase(blocked, 'record')} newly blocked, {count_phrase(ready, 'record')} newly ready"
+    effect += f", {count_phrase(rewritten, 'record')} with changed certificate content" if rewritten else ""
     lines = []
     for path, status in report.changed_sources:
         if status == "D":
@@ -959,7 +967,7 @@ def format_markdown(report: Report, limit: int = MARKDOWN_LIMIT, full_report: st
         if report.repository_change is not None:
             blocks.append(f"\nRepository findings since the base: {repository_diff.phrase()} (see below).")
         if not report.changes:
-            blocks.append("\n### Changes since the base\n\nNo record's readiness or findings changed.")
+            blocks.append("\n### Changes since the base\n\nNo record's readiness, findings or certificate changed.")
         else:
             files_per_vin = Counter(vins.values())
             change_rows = []
@@ -968,11 +976,15 @@ def format_markdown(report: Report, limit: int = MARKDOWN_LIMIT, full_report: st
                 name = _record_name(change.file, vins.get(change.file), files_per_vin)
                 if change.renamed_from:
                     name += f" (moved from `{change.renamed_from.replace('`', '')}`)"
-                change_rows.append(f"| {name} | {change.before} | {arrow} | {diffs[change.file].phrase()} |")
+                certificate = "changed" if change.certificate_changed else ""
+                change_rows.append(
+                    f"| {name} | {change.before} | {arrow} | {diffs[change.file].phrase()} | {certificate} |"
+                )
             rows, missing = _capped(change_rows, int(room * _CHANGES_SHARE / (1 - _FINDINGS_SHARE)))
             blocks.append(
                 "\n### Changes since the base\n\n"
-                "| record | before | after | findings |\n| --- | --- | --- | --- |\n" + "\n".join(rows)
+                "| record | before | after | findings | certificate |\n| --- | --- | --- | --- | --- |\n"
+                + "\n".join(rows)
             )
             room -= sum(len(row) + 1 for row in rows) + 150
             if missing:

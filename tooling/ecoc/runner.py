@@ -76,6 +76,8 @@ class CheckRun:
     catalogue: Catalogue | None = None
     # (record file, VIN) of each checked record, in the order they were checked.
     checked: list[tuple[str, str | None]] = field(default_factory=list)
+    # The sha256 of the certificate each checked record renders, when it renders.
+    certificates: dict[str, str | None] = field(default_factory=dict)
     # The approval number each checked record names.
     approval_of: dict[str, str | None] = field(default_factory=dict)
     # The approvals of the run, and the evidence archive as it was read.
@@ -129,6 +131,7 @@ def _check_one(path: str, relative: str) -> RecordResult:
         outcome.effective.stage if outcome.effective is not None else 1,
         record.variant.text if record.variant is not None else None,
         record.version.text if record.version is not None else None,
+        outcome.certificate,
     )
     content = data_digest = None
     version_number = None
@@ -290,6 +293,7 @@ class _Run:
         self.result.records += 1
         self.result.checked.append((result.relative, summary.vin))
         self.result.approval_of[result.relative] = summary.approval
+        self.result.certificates[result.relative] = summary.certificate
         if self.sink is not None:
             self.sink(result)
 
