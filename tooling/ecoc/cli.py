@@ -13,6 +13,7 @@ import errno
 import logging
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -933,17 +934,63 @@ owners:
 """
 
 
+# The install command of the shipped workflows, which install ecoc from the repository they run in.
+_WORKFLOW_INSTALL = ".venv/bin/pip install .\n"
+
+
+def _copy_workflows(folder: Path, requirement: str) -> tuple[list[str], list[str]]:
+    """Write the shipped GitHub workflows that `folder` lacks, installing `requirement`.
+
+    Returns the names of the files written and of those that existed already.
+    """
+    from importlib.resources import files
+
+    shipped = files("ecoc") / "workflows"
+    written: list[str] = []
+    existing: list[str] = []
+    for entry in sorted(shipped.iterdir(), key=lambda item: item.name):
+        target = folder / entry.name
+        if not entry.name.endswith(".yml"):
+            continue
+        if target.exists():
+            existing.append(entry.name)
+            continue
+        text = entry.read_text(encoding="utf-8")
+        _write(target, text.replace(_WORKFLOW_INSTALL, f".venv/bin/pip install {shlex.quote(requirement)}\n"))
+        written.append(entry.name)
+    return written, existing
+
+
 @cli.command()
 @click.argument("folder", required=False, type=click.Path(path_type=Path, file_okay=False))
 @click.option("--no-rules", is_flag=True, help="Start with an empty rules/ instead of ecoc's rule catalogue.")
-def init(folder: Path | None, no_rules: bool) -> int:
-    """Start a compliance repository in FOLDER (default: here): ecoc.yaml, approvals/, records/, rules/."""
+@click.option(
+    "--install",
+    "requirement",
+    metavar="REQUIREMENT",
+    help="What the workflows install with pip, such as a pinned version or a git URL with a commit "
+    "(default: ecoc==VERSION, this version).",
+)
+@click.option("--no-workflows", is_flag=True, help="Write no GitHub workflows into .github/workflows/.")
+def init(folder: Path | None, no_rules: bool, requirement: str | None, no_workflows: bool) -> int:
+    """Start a compliance repository in FOLDER (default: here): ecoc.yaml, approvals/, records/, rules/.
+
+    It also writes the GitHub workflows that check pull requests and release on merge, with
+    ecoc pinned to this version unless --install names another requirement.
+    """
     from ecoc.schemas import SCHEMA_FOLDER, exported
 
     root = folder or Path.cwd()
     settings = root / CONFIG_NAME
     if settings.exists():
         raise UsageError(f"{settings}: exists already", "this folder is a compliance repository already")
+    if requirement is not None and (not requirement.strip() or any(ord(c) < 32 for c in requirement)):
+        raise UsageError(
+            f"--install {requirement!r}: invalid pip requirement",
+            "give one line, such as ecoc==1.2.0 or 'ecoc @ git+https://git.example.com/ecoc@COMMIT'",
+        )
+    if no_workflows and requirement is not None:
+        raise UsageError("--install and --no-workflows exclude each other", "leave out one of them")
     for name in ("approvals", "records", "rules"):
         try:
             (root / name).mkdir(parents=True, exist_ok=True)
@@ -956,9 +1003,18 @@ def init(folder: Path | None, no_rules: bool) -> int:
         _write(attributes, GITATTRIBUTES)
     for name, text in exported().items():
         _write(root / SCHEMA_FOLDER / name, text)
+    installed = requirement or f"ecoc=={__version__}"
+    written, existing = ([], []) if no_workflows else _copy_workflows(root / ".github" / "workflows", installed)
     click.echo(f"created {settings}")
     if copied:
         click.echo(f"copied ecoc's readiness rules into rules/ ({copied} files); edit them like any other file")
+    if written:
+        click.echo(
+            f"wrote the GitHub workflows into .github/workflows/ ({', '.join(written)}); they install "
+            f"{installed} and need review owners in ecoc.yaml and a release environment"
+        )
+    if existing:
+        click.echo(f"kept the workflows that exist already in .github/workflows/: {', '.join(existing)}")
     click.echo("next: import existing certificates with `ecoc import ivi FILE...`, or write approvals and records")
     return EXIT_CLEAN
 
