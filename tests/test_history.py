@@ -314,3 +314,20 @@ def test_added_files_are_one_line_in_text(repo: Path, capsys: pytest.CaptureFixt
     # JSON keeps every value.
     first = history(repo, capsys)[0]
     assert len(first["changes"]) > 10  # type: ignore[arg-type]
+
+
+def test_new_version_looked_like_a_new_file(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    approval = repo / "approvals" / "e4-2018-858-04127-01.yaml"
+    approval.write_bytes(approval.read_bytes().replace(b"      KH16F-S17:", b"      KH16F-S18:"))
+    record = repo / "records" / f"{VIN}.yaml"
+    record.write_bytes(record.read_bytes().replace(b"version: KH16F-S17", b"version: KH16F-S18"))
+    commit_as(repo, "Ingrid Maas", "Add the version with 18-inch wheels")
+    capsys.readouterr()
+    assert main(["--repo", str(repo), "history", VIN]) == 0
+    text = capsys.readouterr().out
+    assert "approvals/e4-2018-858-04127-01.yaml: version KH16F-S18 of variant KH16F added with " in text
+    # The first commit added the whole file.
+    assert "approvals/e4-2018-858-04127-01.yaml: added with " in text
+    events = history(repo, capsys)
+    [added] = [event for event in events if event["added_part"] is not None]
+    assert added["added_part"] == "version KH16F-S18 of variant KH16F"

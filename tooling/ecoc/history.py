@@ -57,6 +57,9 @@ class Event:
     merge_commit: str | None = None
     merged_by: str | None = None
     authored: str | None = None
+    # What the event's values are new for when the file existed before, as "version X of variant Y"
+    # for a version added to an approval file.
+    added_part: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,8 +273,12 @@ def history(root: Path, vin: str) -> list[Event]:
             elif name in approvals:
                 variant, version = approvals[name]
                 changes = value_changes(contents, commit, name, keep=_within(variant, version))
+                existed = not any(status.startswith("A") for status, path in commit.files if path == name)
+                part = f"version {version} of variant {variant}" if existed and _all_new(changes) else None
                 if changes:
-                    events.append(Event("approval", when, commit.subject, files=[name], changes=changes, **base))
+                    events.append(
+                        Event("approval", when, commit.subject, files=[name], changes=changes, added_part=part, **base)
+                    )
         if any(name == CONFIG_NAME and status.startswith("M") for status, name in commit.files):
             # Settings that decide readiness, and who may sign and which roots are trusted.
             changes = value_changes(contents, commit, CONFIG_NAME, keep=_settings_that_matter)
@@ -422,9 +429,20 @@ def _evidence_events(root: Path, vin: str, added_by: dict[str, Commit]) -> list[
 LISTED_NEW_VALUES = 10
 
 
+def _all_new(changes: list[Change]) -> bool:
+    return bool(changes) and all(change.before is None for change in changes)
+
+
 def _added_file(event: Event) -> bool:
-    """Return whether the event adds a file with many values, which text and Markdown summarize."""
-    return len(event.changes) > LISTED_NEW_VALUES and all(change.before is None for change in event.changes)
+    """Return whether the event adds a file or a part of one with many values, which text and Markdown summarize."""
+    return len(event.changes) > LISTED_NEW_VALUES and _all_new(event.changes)
+
+
+def _added_note(event: Event) -> str:
+    """Describe an added file or approval version, as in "approvals/a.yaml: added with 40 values"."""
+    files = ", ".join(event.files)
+    what = f"{event.added_part} added" if event.added_part else "added"
+    return f"{files}: {what} with {len(event.changes)} values"
 
 
 def format_text(vin: str, events: list[Event]) -> str:
@@ -434,8 +452,7 @@ def format_text(vin: str, events: list[Event]) -> str:
         commit = f" {event.commit[:12]}" if event.commit else ""
         lines.append(f"{event.date}  {event.kind:<16}{commit}{who}{_arrival_note(event)}: {event.summary}")
         if _added_file(event):
-            files = ", ".join(event.files)
-            lines.append(f"    {files}: added with {len(event.changes)} values (--format json lists each)")
+            lines.append(f"    {_added_note(event)} (--format json lists each)")
             continue
         for change in event.changes:
             lines.append(f"    {change.file}: {change.path}: {_shown(change.before)} -> {_shown(change.after)}")
@@ -466,7 +483,7 @@ def format_markdown(vin: str, events: list[Event]) -> str:
     for event in events:
         what = markdown_cell(event.summary)
         if _added_file(event):
-            what += "<br>" + markdown_cell(f"{', '.join(event.files)}: added with {len(event.changes)} values")
+            what += "<br>" + markdown_cell(_added_note(event))
         elif event.changes:
             what += "<br>" + "<br>".join(
                 markdown_cell(f"{c.path}: {_shown(c.before)} → {_shown(c.after)}") for c in event.changes
