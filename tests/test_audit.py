@@ -412,8 +412,19 @@ def test_text_audit_of_a_vin_says_what_was_signed_and_delivered(
     assert (
         f"{folder(VIN)}: IviVersionNumber 1, IviReferenceId {manifest['reference_id']}, signed "
         f"{manifest['signed_at']} by {manifest['signer']['subject']} from commit {manifest['source_commit'][:12]}, "
-        "delivery accepted: verified"
+        "delivery accepted by the outbox, not yet known to the authority: verified"
     ) in text
+
+
+def test_outbox_delivery_read_as_accepted_by_the_authority(released: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    trust = str(released.parent / "root.pem")
+    assert main(["--repo", str(released), "audit", "--trust", trust, "--vin", VIN]) == 0
+    text = capsys.readouterr().out
+    assert "delivery accepted: verified" not in text
+    assert "delivery accepted by the outbox, not yet known to the authority: verified" in text
+    assert main(["--repo", str(released), "history", VIN]) == 0
+    assert "written to the outbox, not yet known to the authority" in capsys.readouterr().out
 
 
 def test_deleted_entries_are_counted_against_the_ledger(released: Path, capsys: pytest.CaptureFixture[str]) -> None:

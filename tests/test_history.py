@@ -82,6 +82,11 @@ def test_timeline_lists_changes_approvals_and_evidence(
     assert evidence == ["signed", "delivered", "correction", "delivered"]
     correction = next(event for event in events if event["kind"] == "correction")
     assert "weighed with the tow bar fitted" in str(correction["summary"])
+    # The outbox took the files: whether the authority accepts them is not known yet.
+    delivered = next(event for event in events if event["kind"] == "delivered")
+    assert str(delivered["summary"]).startswith(
+        "IviVersionNumber 1: written to the outbox, not yet known to the authority: wrote "
+    )
     # Each evidence event names the release commit that published it.
     signed = next(event for event in events if event["kind"] == "signed")
     assert signed["commit"] == git(repo, "log", "-1", "--format=%H", "--grep=^Sign ", "HEAD~2").strip()

@@ -89,6 +89,8 @@ class EntryResult:
     elsewhere: int = 0
     # The ecoc version that signed the entry, from its manifest.
     tool_version: str | None = None
+    # The transport the manifest names: outbox, nap-soap or vca-rest.
+    transport: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -501,6 +503,7 @@ def audit_entry(
     )
     tool = manifest.get("tool")
     entry.tool_version = str(tool.get("version")) if isinstance(tool, dict) and tool.get("version") else None
+    entry.transport = str(manifest["transport"]) if manifest.get("transport") else None
 
     def problem(file: str, check: str, message: str) -> None:
         entry.problems.append(Discrepancy(file, check, message, vin))
@@ -807,10 +810,13 @@ def format_report(report: AuditReport, format_: str, generated: str, root: Path)
     if report.selected:
         # For the vehicles asked about, say what was signed and delivered, not only whether it holds.
         for entry in report.entries:
+            delivery = entry.delivery
+            if delivery == "accepted" and entry.transport == "outbox":
+                delivery = "accepted by the outbox, not yet known to the authority"
             lines.append(
                 f"{entry.folder}: IviVersionNumber {entry.version}, IviReferenceId {entry.reference_id}, signed "
                 f"{entry.signed_at} by {entry.signer} from commit {(entry.source_commit or '')[:12]}, delivery "
-                f"{entry.delivery}: " + ("verified" if entry.ok else f"{len(entry.problems)} discrepancies")
+                f"{delivery}: " + ("verified" if entry.ok else f"{len(entry.problems)} discrepancies")
             )
     verified = sum(1 for entry in report.entries if entry.ok)
     where = f"commit {report.commit[:12]}" if report.commit else "a repository without commits"

@@ -408,12 +408,17 @@ def _evidence_events(root: Path, vin: str, added_by: dict[str, Commit]) -> list[
             status = event.get("status")
             kind = {"accepted": "delivered", "rejected": "rejected"}.get(str(status), "delivery-failed")
             message = ""
+            outbox = False
             for name in files:
                 if name.rsplit("/", 1)[-1].startswith("delivery-") and (root / name).is_file():
                     result = json.loads((root / name).read_bytes())
                     message = result.get("message", "")
+                    outbox = result.get("transport") == "outbox"
                     # A killed run's result is logged by the next run; the result keeps the real time.
                     at = _utc(result.get("at") or at)
+            if outbox and status == "accepted":
+                # The outbox takes the file; the system that uploads it receives the authority's answer.
+                message = f"written to the outbox, not yet known to the authority: {message}"
             summary = f"IviVersionNumber {version}: {message}{warning}"
             events.append(Event(kind, at, summary, files=files, **origin))  # type: ignore[arg-type]
     if unreadable:
