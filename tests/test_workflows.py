@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -14,9 +15,10 @@ import pytest
 import yaml
 
 from conftest import PROJECT, git
-from ecoc import __version__
+from ecoc import scaffold
 from ecoc.cli import main
 from ecoc.formats import MARKDOWN_MARKER
+from ecoc.scaffold import installed_requirement
 
 WORKFLOWS = sorted((PROJECT / ".github" / "workflows").glob("*.yml"))
 
@@ -64,48 +66,145 @@ def test_workflows_pass_zizmor() -> None:
     zizmor(PROJECT / ".github" / "workflows")
 
 
+PINNED = "ecoc @ git+https://git.example.com/tools/ecoc@0123456789abcdef0123456789abcdef01234567"
+
+
 def test_new_repository_had_no_workflows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["init", str(tmp_path / "new")]) == 0
-    assert "wrote the GitHub workflows into .github/workflows/" in capsys.readouterr().out
+    assert main(["init", "--install", PINNED, str(tmp_path / "new")]) == 0
+    assert "wrote .github/workflows/ (" in capsys.readouterr().out
     folder = tmp_path / "new" / ".github" / "workflows"
     written = sorted(folder.glob("*.yml"))
     assert [path.name for path in written] == [path.name for path in WORKFLOWS]
-    pinned = f".venv/bin/pip install ecoc=={__version__}\n"
+    install = f".venv/bin/pip install '{PINNED}'\n"
     for path, ours in zip(written, WORKFLOWS, strict=True):
-        # The same workflows, except that they install this version of ecoc instead of the checkout.
+        # ecoc's own workflows, except that they install the pinned ecoc instead of the checkout.
         text = path.read_text(encoding="utf-8")
-        assert text == ours.read_text(encoding="utf-8").replace(".venv/bin/pip install .\n", pinned)
-    assert sum(path.read_text(encoding="utf-8").count(pinned) for path in written) == 3
+        assert text == ours.read_text(encoding="utf-8").replace(".venv/bin/pip install .\n", install)
+    assert sum(path.read_text(encoding="utf-8").count(install) for path in written) == 3
     actionlint(written)
     zizmor(folder)
 
 
-def test_init_installs_the_requirement_it_is_given(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    requirement = "ecoc @ git+https://git.example.com/tools/ecoc@0123456789abcdef0123456789abcdef01234567"
-    assert main(["init", "--install", requirement, str(tmp_path / "new")]) == 0
-    release = (tmp_path / "new" / ".github" / "workflows" / "release.yml").read_text(encoding="utf-8")
-    assert f".venv/bin/pip install '{requirement}'\n" in release
-    actionlint([tmp_path / "new" / ".github" / "workflows" / "release.yml"])
+def test_workflows_installed_an_unpublished_package(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The tests run an ecoc installed from a folder, which a runner cannot install from.
+    assert installed_requirement() is None
+    assert main(["init", str(tmp_path / "new")]) == 0
+    out = capsys.readouterr().out
+    assert not (tmp_path / "new" / ".github").exists()
+    assert "1. add the GitHub workflows with `ecoc workflows --install REQUIREMENT`" in out
+    assert "`ecoc workflows --schema-url URL --replace`" in out
+    assert main(["--repo", str(tmp_path / "new"), "workflows"]) == 2
+    assert "name the ecoc your runners install with --install" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("requirement", "problem"),
+    [
+        ("", "invalid pip requirement"),
+        ("ecoc==", "invalid pip requirement"),
+        ("not a requirement!!", "invalid pip requirement"),
+        ("ecoc==0.1.0 --pre", "invalid pip requirement"),
+        ("ecoc\n; rm -rf /", "invalid pip requirement"),
+        ("requests==2.0", "installs requests, not ecoc"),
+        ("ecoc>=0.1", "does not pin one ecoc"),
+        ("ecoc==0.1.*", "does not pin one ecoc"),
+    ],
+)
+def test_install_accepted_any_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], requirement: str, problem: str
+) -> None:
+    assert main(["init", "--install", requirement, str(tmp_path / "new")]) == 2
+    assert problem in capsys.readouterr().err
+    assert not (tmp_path / "new" / "ecoc.yaml").exists()
+
+
+def test_requirement_comes_from_the_git_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    recorded = {
+        "url": "https://git.example.com/tools/ecoc",
+        "vcs_info": {"vcs": "git", "commit_id": "0123456789abcdef0123456789abcdef01234567"},
+    }
+
+    class Distribution:
+        def read_text(self, name: str) -> str:
+            assert name == "direct_url.json"
+            return json.dumps(recorded)
+
+    monkeypatch.setattr(scaffold.metadata, "distribution", lambda name: Distribution())
+    assert installed_requirement() == PINNED
+    recorded = {"url": "file:///home/someone/ecoc", "dir_info": {}}
+    assert installed_requirement() is None
+
+
+def test_plain_git_init_branch_was_ignored(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    new = tmp_path / "new"
+    subprocess.run(["git", "init", "-q", "-b", "master", str(new)], check=True)
+    assert main(["init", "--install", PINNED, str(new)]) == 0
+    assert "run on the branch master" in capsys.readouterr().out
+    release = (new / ".github" / "workflows" / "release.yml").read_text(encoding="utf-8")
+    assert "    branches: [master]\n" in release
+    assert "          ref: master\n" in release
+    assert "[main]" not in release
+    assert "main_branch: master\n" in (new / "ecoc.yaml").read_text(encoding="utf-8")
+    actionlint([new / ".github" / "workflows" / "release.yml"])
+    # ecoc workflows reads the branch from ecoc.yaml, so it writes the same files again.
+    assert main(["--repo", str(new), "workflows", "--install", PINNED, "--replace"]) == 0
+    assert (new / ".github" / "workflows" / "release.yml").read_text(encoding="utf-8") == release
+
+
+def test_schema_url_had_to_be_typed_into_each_workflow(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = "https://schemas.example.com/ivi/2.0/"
+    assert main(["--repo", str(example_repo), "workflows", "--install", "ecoc==1.2.0", "--schema-url", url]) == 0
+    folder = example_repo / ".github" / "workflows"
+    fetching = [path.name for path in sorted(folder.glob("*.yml")) if "SCHEMA_URL" in path.read_text(encoding="utf-8")]
+    assert fetching == ["pr-readiness.yml", "readiness-main.yml", "release.yml"]
+    for name in fetching:
+        text = (folder / name).read_text(encoding="utf-8")
+        assert '          SCHEMA_URL: "https://schemas.example.com/ivi/2.0"\n' in text
+    actionlint(sorted(folder.glob("*.yml")))
     capsys.readouterr()
-    assert main(["init", "--install", "ecoc\n; rm -rf /", str(tmp_path / "other")]) == 2
-    assert "invalid pip requirement" in capsys.readouterr().err
-    assert not (tmp_path / "other" / "ecoc.yaml").exists()
+    for bad in ("http://schemas.example.com/ivi", 'https://x.example/a"b', "schemas.example.com"):
+        assert main(["--repo", str(example_repo), "workflows", "--install", "ecoc==1.2.0", "--schema-url", bad]) == 2
+        assert "invalid URL, an https URL of a folder is expected" in capsys.readouterr().err
+
+
+def test_workflows_could_not_be_added_later(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = example_repo / ".github" / "workflows"
+    assert main(["--repo", str(example_repo), "workflows", "--install", "ecoc==1.2.0"]) == 0
+    assert "install ecoc==1.2.0 and run on the branch main" in capsys.readouterr().out
+    assert len(list(folder.glob("*.yml"))) == 4
+    # A second run keeps what exists; --replace updates the pinned version.
+    assert main(["--repo", str(example_repo), "workflows", "--install", "ecoc==1.3.0"]) == 0
+    assert "`ecoc workflows --replace` replaces them" in capsys.readouterr().out
+    assert "ecoc==1.2.0" in (folder / "release.yml").read_text(encoding="utf-8")
+    assert main(["--repo", str(example_repo), "workflows", "--install", "ecoc==1.3.0", "--replace"]) == 0
+    assert "ecoc==1.3.0" in (folder / "release.yml").read_text(encoding="utf-8")
+    assert "ecoc==1.2.0" not in (folder / "release.yml").read_text(encoding="utf-8")
 
 
 def test_init_keeps_a_workflow_that_exists(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     own = tmp_path / "new" / ".github" / "workflows" / "release.yml"
     own.parent.mkdir(parents=True)
     own.write_text("name: our own release\n", encoding="utf-8")
-    assert main(["init", str(tmp_path / "new")]) == 0
+    assert main(["init", "--install", PINNED, str(tmp_path / "new")]) == 0
     assert own.read_text(encoding="utf-8") == "name: our own release\n"
-    assert "kept the workflows that exist already in .github/workflows/: release.yml" in capsys.readouterr().out
+    assert "kept the workflows in .github/workflows/ that exist already: release.yml" in capsys.readouterr().out
     assert (own.parent / "pr-readiness.yml").is_file()
 
 
 def test_init_without_workflows(tmp_path: Path) -> None:
     assert main(["init", "--no-workflows", str(tmp_path / "new")]) == 0
     assert not (tmp_path / "new" / ".github").exists()
-    assert main(["init", "--no-workflows", "--install", "ecoc", str(tmp_path / "other")]) == 2
+    assert main(["init", "--no-workflows", "--install", "ecoc==1.2.0", str(tmp_path / "other")]) == 2
+
+
+def test_empty_data_folders_were_lost_in_git(tmp_path: Path) -> None:
+    new = tmp_path / "new"
+    subprocess.run(["git", "init", "-q", str(new)], check=True)
+    assert main(["init", "--no-workflows", str(new)]) == 0
+    git(new, "add", "-A")
+    tracked = git(new, "ls-files").split()
+    assert "approvals/.gitkeep" in tracked
+    assert "records/.gitkeep" in tracked
 
 
 def workflow(name: str) -> dict[str, Any]:

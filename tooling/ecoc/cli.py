@@ -13,7 +13,6 @@ import errno
 import logging
 import os
 import re
-import shlex
 import signal
 import sys
 import threading
@@ -45,6 +44,7 @@ if TYPE_CHECKING:
     from ecoc.ivi.xsd import IviSchema
     from ecoc.rules.catalogue import Catalogue
     from ecoc.runner import RecordResult
+    from ecoc.scaffold import Written
     from ecoc.signing import SigningKey
 
 log = logging.getLogger("ecoc")
@@ -934,88 +934,159 @@ owners:
 """
 
 
-# The install command of the shipped workflows, which install ecoc from the repository they run in.
-_WORKFLOW_INSTALL = ".venv/bin/pip install .\n"
+_SCHEMA_URL_HELP = "The https folder that serves IVI-2.0.xsd and xmldsig-core-schema.xsd, for the workflows to fetch."
+_INSTALL_HELP = (
+    "What the workflows install with pip: ecoc pinned to a version or to a git commit (default: where this ecoc "
+    "was installed from, when pip recorded a URL)."
+)
 
 
-def _copy_workflows(folder: Path, requirement: str) -> tuple[list[str], list[str]]:
-    """Write the shipped GitHub workflows that `folder` lacks, installing `requirement`.
-
-    Returns the names of the files written and of those that existed already.
-    """
-    from importlib.resources import files
-
-    shipped = files("ecoc") / "workflows"
-    written: list[str] = []
-    existing: list[str] = []
-    for entry in sorted(shipped.iterdir(), key=lambda item: item.name):
-        target = folder / entry.name
-        if not entry.name.endswith(".yml"):
-            continue
-        if target.exists():
-            existing.append(entry.name)
-            continue
-        text = entry.read_text(encoding="utf-8")
-        _write(target, text.replace(_WORKFLOW_INSTALL, f".venv/bin/pip install {shlex.quote(requirement)}\n"))
-        written.append(entry.name)
-    return written, existing
+def _workflow_report(result: Written, requirement: str, branch: str) -> None:
+    if result.written or result.replaced:
+        names = ", ".join([*result.written, *result.replaced])
+        click.echo(f"wrote .github/workflows/ ({names}); they install {requirement} and run on the branch {branch}")
+    if result.unchanged:
+        click.echo(f"kept the workflows in .github/workflows/ that exist already: {', '.join(result.unchanged)}")
 
 
 @cli.command()
 @click.argument("folder", required=False, type=click.Path(path_type=Path, file_okay=False))
 @click.option("--no-rules", is_flag=True, help="Start with an empty rules/ instead of ecoc's rule catalogue.")
+@click.option("--install", "requirement", metavar="REQUIREMENT", help=_INSTALL_HELP)
 @click.option(
-    "--install",
-    "requirement",
-    metavar="REQUIREMENT",
-    help="What the workflows install with pip, such as a pinned version or a git URL with a commit "
-    "(default: ecoc==VERSION, this version).",
+    "--branch",
+    metavar="NAME",
+    help="The main branch, which the release runs on (default: the branch of FOLDER's git repository, else main).",
 )
+@click.option("--schema-url", metavar="URL", help=_SCHEMA_URL_HELP)
 @click.option("--no-workflows", is_flag=True, help="Write no GitHub workflows into .github/workflows/.")
-def init(folder: Path | None, no_rules: bool, requirement: str | None, no_workflows: bool) -> int:
+def init(
+    folder: Path | None,
+    no_rules: bool,
+    requirement: str | None,
+    branch: str | None,
+    schema_url: str | None,
+    no_workflows: bool,
+) -> int:
     """Start a compliance repository in FOLDER (default: here): ecoc.yaml, approvals/, records/, rules/.
 
-    It also writes the GitHub workflows that check pull requests and release on merge, with
-    ecoc pinned to this version unless --install names another requirement.
+    It also writes the GitHub workflows that check pull requests and release on merge, when it
+    knows which ecoc they should install (--install).
     """
+    from ecoc.gitinfo import current_branch
+    from ecoc.scaffold import (
+        REQUIREMENT_EXAMPLE,
+        check_requirement,
+        check_schema_url,
+        installed_requirement,
+        write_workflows,
+    )
     from ecoc.schemas import SCHEMA_FOLDER, exported
 
     root = folder or Path.cwd()
     settings = root / CONFIG_NAME
     if settings.exists():
-        raise UsageError(f"{settings}: exists already", "this folder is a compliance repository already")
-    if requirement is not None and (not requirement.strip() or any(ord(c) < 32 for c in requirement)):
         raise UsageError(
-            f"--install {requirement!r}: invalid pip requirement",
-            "give one line, such as ecoc==1.2.0 or 'ecoc @ git+https://git.example.com/ecoc@COMMIT'",
+            f"{settings}: exists already",
+            "this folder is a compliance repository already; `ecoc workflows` adds or updates its workflows",
         )
     if no_workflows and requirement is not None:
         raise UsageError("--install and --no-workflows exclude each other", "leave out one of them")
+    if requirement is not None:
+        check_requirement(requirement)
+    if schema_url is not None:
+        schema_url = check_schema_url(schema_url)
+    if branch is not None:
+        _check_branch_name(branch)
+    main_branch = branch or (current_branch(root) if (root / ".git").exists() else None) or "main"
+    installed = None if no_workflows else requirement or installed_requirement()
     for name in ("approvals", "records", "rules"):
         try:
             (root / name).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"{root / name}: cannot create the folder: {exc.strerror}") from None
+    for name in ("approvals", "records"):
+        # git keeps no empty folder, and a clone without records/ would check no vehicle.
+        if not any((root / name).iterdir()):
+            _write(root / name / ".gitkeep", "")
     copied = 0 if no_rules else _copy_catalogue(root / "rules")
-    _write(settings, SETTINGS_TEMPLATE)
+    template = SETTINGS_TEMPLATE
+    if main_branch != "main":
+        template += (
+            f"\n# The branch that holds the released state; the release runs only there.\nmain_branch: {main_branch}\n"
+        )
+    _write(settings, template)
     attributes = root / ".gitattributes"
     if not attributes.exists():
         _write(attributes, GITATTRIBUTES)
     for name, text in exported().items():
         _write(root / SCHEMA_FOLDER / name, text)
-    installed = requirement or f"ecoc=={__version__}"
-    written, existing = ([], []) if no_workflows else _copy_workflows(root / ".github" / "workflows", installed)
     click.echo(f"created {settings}")
     if copied:
         click.echo(f"copied ecoc's readiness rules into rules/ ({copied} files); edit them like any other file")
-    if written:
-        click.echo(
-            f"wrote the GitHub workflows into .github/workflows/ ({', '.join(written)}); they install "
-            f"{installed} and need review owners in ecoc.yaml and a release environment"
+    if installed is not None:
+        target = root / ".github" / "workflows"
+        result = write_workflows(target, installed, main_branch, write=_write, schema_url=schema_url)
+        _workflow_report(result, installed, main_branch)
+    steps = [
+        "set owners in ecoc.yaml (review at least), then write .github/CODEOWNERS with `ecoc codeowners --write`",
+        "name the folder that serves IVI-2.0.xsd and xmldsig-core-schema.xsd (`ecoc workflows --schema-url URL "
+        "--replace`), or set xsd.path in ecoc.yaml",
+        "create the GitHub environment release, with required reviewers and the secrets of the release "
+        "(README: Release and the evidence archive), and set release and signing in ecoc.yaml",
+        "import existing certificates with `ecoc import ivi FILE...`, or write approvals and records",
+    ]
+    if installed is None and not no_workflows:
+        steps.insert(
+            0,
+            "add the GitHub workflows with `ecoc workflows --install REQUIREMENT`, naming the ecoc your runners "
+            f"install, such as {REQUIREMENT_EXAMPLE}: this ecoc was installed from a local folder",
         )
-    if existing:
-        click.echo(f"kept the workflows that exist already in .github/workflows/: {', '.join(existing)}")
-    click.echo("next: import existing certificates with `ecoc import ivi FILE...`, or write approvals and records")
+    click.echo("next:")
+    for number, step in enumerate(steps, start=1):
+        click.echo(f"  {number}. {step}")
+    return EXIT_CLEAN
+
+
+def _check_branch_name(branch: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9._][A-Za-z0-9._/-]*", branch):
+        raise UsageError(f"--branch {branch!r}: invalid branch name", "give a branch name such as main")
+
+
+@cli.command()
+@click.option("--install", "requirement", metavar="REQUIREMENT", help=_INSTALL_HELP)
+@click.option("--schema-url", metavar="URL", help=_SCHEMA_URL_HELP)
+@click.option("--replace", is_flag=True, help="Replace workflow files that exist, as after an upgrade of ecoc.")
+@click.pass_context
+def workflows(ctx: click.Context, requirement: str | None, schema_url: str | None, replace: bool) -> int:
+    """Write the GitHub workflows that check pull requests and release on merge into .github/workflows/.
+
+    They install REQUIREMENT and run on main_branch of ecoc.yaml. Files that exist are kept
+    unless --replace is given.
+    """
+    from ecoc.scaffold import (
+        REQUIREMENT_EXAMPLE,
+        check_requirement,
+        check_schema_url,
+        installed_requirement,
+        write_workflows,
+    )
+
+    repository = _repository(ctx)
+    installed = check_requirement(requirement) if requirement is not None else installed_requirement()
+    if schema_url is not None:
+        schema_url = check_schema_url(schema_url)
+    if installed is None:
+        raise UsageError(
+            "this ecoc was installed from a local folder, so the workflows cannot install it the same way",
+            f"name the ecoc your runners install with --install, such as {REQUIREMENT_EXAMPLE}",
+        )
+    branch = repository.settings.main_branch
+    folder = repository.root / ".github" / "workflows"
+    result = write_workflows(folder, installed, branch, replace, write=_write, schema_url=schema_url)
+    _workflow_report(result, installed, branch)
+    if result.unchanged and not replace:
+        click.echo("`ecoc workflows --replace` replaces them")
     return EXIT_CLEAN
 
 
