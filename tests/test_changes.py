@@ -126,6 +126,34 @@ def test_deleted_record_is_absent_now(example_repo: Path, capsys: pytest.Capture
     assert code == 0
 
 
+def test_deleted_record_was_not_counted(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (example_repo / OTHER_APPROVAL_RECORD).unlink()
+    _, document, err = base_check(example_repo, capsys, "--base", "HEAD")
+    assert "since HEAD: 0 newly blocked, 0 newly ready, 1 removed" in err
+    counts = document["base"]["counts"]  # type: ignore[index]
+    assert counts == {"newly_blocked": 0, "newly_ready": 0, "removed": 1, "certificate_changed": 0}
+    assert main(["--repo", str(example_repo), "check", "--base", "HEAD", "--format", "markdown"]) == 0
+    comment = capsys.readouterr().out
+    assert "since `HEAD`: 0 newly blocked, 0 newly ready, 1 removed." in comment
+    assert "| XNHDR1M67TE300087 | ready | **absent** | none | removed |" in comment
+
+
+def test_comment_summary_hid_certificate_changes(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, APPROVAL, "MaximumSpeed: 178", "MaximumSpeed: 179")
+    edit(example_repo, RECORD, "    - Colour: '8'\n", "    - Colour: '08'\n")
+    _, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    assert document["base"]["counts"]["certificate_changed"] == 1  # type: ignore[index]
+    # The record with an invalid colour code renders no certificate, so its change is not known.
+    assert changes(document)[RECORD]["certificate_changed"] is None
+    assert changes(document)[OTHER_RECORD]["certificate_changed"] is True
+    main(["--repo", str(example_repo), "check", "--base", "HEAD", "--format", "markdown"])
+    comment = capsys.readouterr().out
+    assert "since `HEAD`: 1 newly blocked, 0 newly ready, 1 record with changed certificate content." in comment
+    assert "| ready | ready | none | changed |" in comment
+    assert "| not rendered |" in comment
+    assert "A record listed below without an edit of its own is listed because of these files." in comment
+
+
 def test_text_report_lists_the_changes(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 99999")
     main(["--repo", str(example_repo), "check", "--base", "HEAD"])

@@ -385,7 +385,7 @@ def compare(head: CheckRun, base: CheckRun | None) -> tuple[list[RecordChange], 
         counts = {name: Counter(_finding_key(f) for f in findings[name]) for name in runs}
         added = _only_in(findings["head"], counts["head"] - counts["base"])
         resolved = _only_in(findings["base"], counts["base"] - counts["head"])
-        rewritten = base is not None and _rewritten(base.certificates.get(file), head.certificates.get(file))
+        rewritten = _rewritten(base.certificates.get(file), head.certificates.get(file)) if base is not None else None
         if before == after and not added and not resolved and not rewritten:
             continue
         vin = checked["head"].get(file) or checked["base"].get(file)
@@ -398,9 +398,9 @@ def compare(head: CheckRun, base: CheckRun | None) -> tuple[list[RecordChange], 
     return changes, repository
 
 
-def _rewritten(before: str | None, after: str | None) -> bool:
-    """Whether a record renders another certificate than at the base; False when either side renders none."""
-    return before is not None and after is not None and before != after
+def _rewritten(before: str | None, after: str | None) -> bool | None:
+    """Whether a record renders another certificate than at the base; None when either side renders none."""
+    return None if before is None or after is None else before != after
 
 
 def _merge_renames(

@@ -31,7 +31,7 @@ from ecoc.fileio import write_atomically
 from ecoc.files import CONFIG_NAME, WAIVER_FILES, YAML_SUFFIXES, find_root, list_yaml
 from ecoc.findings import Finding, Severity, merge_duplicates
 from ecoc.memo import CheckInputs, Memo, fingerprint, now, replayable, save_memo, today
-from ecoc.report import count_phrase, format_json, format_text, summarize, summary_line
+from ecoc.report import format_json, format_text, summarize, summary_line
 
 # The model, the schema and the runner are imported where they are used, so that a check
 # whose inputs are unchanged (see ecoc.memo) starts without loading them.
@@ -565,28 +565,10 @@ def _check_base(ctx: click.Context, base: str, outputs: _Outputs, xsd: Path | No
 
 
 def _changes_note(changes: Sequence[RecordChange], base: str) -> str:
-    """Count the vehicles that became blocked or ready since the base, and the records whose certificate changed.
+    """Say what the change did since the base, for the summary line."""
+    from ecoc.formats import change_counts
 
-    A vehicle is counted by its VIN, so a record file that was renamed or copied counts once,
-    by its states in all of its files.
-    """
-    before: dict[str, set[str]] = {}
-    after: dict[str, set[str]] = {}
-    for change in changes:
-        if change.before == "unknown":
-            continue  # the base could not be checked, so nothing is new
-        vehicle = change.vin or change.file
-        before.setdefault(vehicle, set()).add(change.before)
-        after.setdefault(vehicle, set()).add(change.after)
-    blocked = sum(1 for vehicle in after if "blocked" in after[vehicle] and "blocked" not in before[vehicle])
-    ready = sum(
-        1
-        for vehicle in after
-        if "ready" in after[vehicle] and "blocked" not in after[vehicle] and "ready" not in before[vehicle]
-    )
-    rewritten = sum(1 for change in changes if change.certificate_changed)
-    note = f"; since {base}: {blocked} newly blocked, {ready} newly ready"
-    return note + (f", {count_phrase(rewritten, 'record')} with changed certificate content" if rewritten else "")
+    return f"; since {base}: {change_counts(changes).phrase()}"
 
 
 def _version_datetime(repository: Repository, given: str | None) -> str:

@@ -74,8 +74,52 @@ class RecordChange:
     # The record's file at the base, when the record was moved or renamed since.
     renamed_from: str | None = None
     # Whether the certificate the record renders differs from the one it rendered at the base,
-    # which a change can do without changing the record's readiness or findings.
-    certificate_changed: bool = False
+    # which a change can do without changing the record's readiness or findings. None when the
+    # record does not render on one of the two sides.
+    certificate_changed: bool | None = None
+
+
+@dataclass(frozen=True)
+class ChangeCounts:
+    """The vehicles a change made blocked, ready or removed, and the records whose certificate it changed."""
+
+    newly_blocked: int
+    newly_ready: int
+    removed: int
+    certificate_changed: int
+
+    def phrase(self) -> str:
+        """Say the counts, as in "1 newly blocked, 0 newly ready, 2 removed"."""
+        text = f"{self.newly_blocked} newly blocked, {self.newly_ready} newly ready"
+        text += f", {self.removed} removed" if self.removed else ""
+        if self.certificate_changed:
+            text += f", {count_phrase(self.certificate_changed, 'record')} with changed certificate content"
+        return text
+
+
+def change_counts(changes: Sequence[RecordChange]) -> ChangeCounts:
+    """Count the vehicles that became blocked, ready or absent since the base, and the rewritten certificates.
+
+    A vehicle is counted by its VIN, so a record file that was renamed or copied counts once,
+    by its states in all of its files.
+    """
+    before: dict[str, set[str]] = {}
+    after: dict[str, set[str]] = {}
+    for change in changes:
+        if change.before == "unknown":
+            continue  # the base could not be checked, so nothing is new
+        vehicle = change.vin or change.file
+        before.setdefault(vehicle, set()).add(change.before)
+        after.setdefault(vehicle, set()).add(change.after)
+    blocked = sum(1 for vehicle in after if "blocked" in after[vehicle] and "blocked" not in before[vehicle])
+    ready = sum(
+        1
+        for vehicle in after
+        if "ready" in after[vehicle] and "blocked" not in after[vehicle] and "ready" not in before[vehicle]
+    )
+    removed = sum(1 for vehicle in after if after[vehicle] == {"absent"} and before[vehicle] != {"absent"})
+    rewritten = sum(1 for change in changes if change.certificate_changed is True)
+    return ChangeCounts(blocked, ready, removed, rewritten)
 
 
 @dataclass
@@ -160,6 +204,7 @@ def json_extra(report: Report) -> dict[str, object]:
     extra["base"] = {
         "ref": report.base,
         "problem": report.base_problem,
+        "counts": dataclasses.asdict(change_counts(named.changes or ())),
         "changes": [
             {
                 "file": change.file,
@@ -595,7 +640,7 @@ def _source_notices(report: Report) -> list[str]:
     changes = report.changes or ()
     blocked = sum(1 for c in changes if c.after == "blocked" and c.before != "blocked")
     ready = sum(1 for c in changes if c.after == "ready" and c.before == "blocked")
-    rewritten = sum(1 for c in changes if c.certificate_changed)
+    rewritten = sum(1 for c in changes if c.certificate_changed is True)
     if not (blocked or ready or rewritten):
         return []
     effect = f"{count_phrase(blocked, 'record')} newly blocked, {count_phrase(ready, 'record')} newly ready"
@@ -854,6 +899,17 @@ def _repository_blockers(blocked_by: Sequence[Finding], link_base: str | None) -
     return f"{blockers} every record (see Repository findings): {listed}."
 
 
+def _certificate_cell(change: RecordChange) -> str:
+    """Say what the change does to the record's certificate, for the table of changes."""
+    if change.before == "absent":
+        return "new"
+    if change.after == "absent":
+        return "removed"
+    if change.certificate_changed is None:
+        return "not rendered"
+    return "changed" if change.certificate_changed else "same"
+
+
 def _news_rank(change: RecordChange | None, diff: FindingDiff | None) -> int:
     """Rank a record by what the change did to it: 0 newly blocked, 1 new blocking findings, 2 neither."""
     if change is not None and change.after == "blocked" and change.before != "blocked":
@@ -927,7 +983,11 @@ def format_markdown(report: Report, limit: int = MARKDOWN_LIMIT, full_report: st
         f"| {report.summary.get('info', 0)} | {report.summary.get('waived', 0)} |",
     ]
     if report.base is not None:
-        head += ["", f"Checked the records changed or affected since `{report.base.replace('`', '')}`."]
+        counts = change_counts(report.changes or ())
+        head += [
+            "",
+            f"Checked the records changed or affected since `{report.base.replace('`', '')}`: {counts.phrase()}.",
+        ]
     if report.changed_sources:
         edited = ", ".join(
             f"`{path.replace('`', '')}` ({_STATUS_WORDS.get(status, 'changed')})"
@@ -935,8 +995,8 @@ def format_markdown(report: Report, limit: int = MARKDOWN_LIMIT, full_report: st
         )
         head += [
             "",
-            f"Besides record files, the change edits {edited}. Records whose readiness changed without "
-            "an edit of their own changed because of these files.",
+            f"Besides record files, the change edits {edited}. A record listed below without an edit of "
+            "its own is listed because of these files.",
         ]
     if report.base_problem:
         head += ["", markdown_cell(report.base_problem) + "; every checked record counts as new."]
@@ -976,7 +1036,7 @@ def format_markdown(report: Report, limit: int = MARKDOWN_LIMIT, full_report: st
                 name = _record_name(change.file, vins.get(change.file), files_per_vin)
                 if change.renamed_from:
                     name += f" (moved from `{change.renamed_from.replace('`', '')}`)"
-                certificate = "changed" if change.certificate_changed else ""
+                certificate = _certificate_cell(change)
                 change_rows.append(
                     f"| {name} | {change.before} | {arrow} | {diffs[change.file].phrase()} | {certificate} |"
                 )
