@@ -271,6 +271,28 @@ def test_first_commit_compares_with_an_empty_repository(tmp_path: Path, capsys: 
     assert code == 0
 
 
+def test_first_change_with_settings_named_a_temporary_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import PROJECT
+
+    repo = tmp_path / "fresh"
+    repo.mkdir()
+    (repo / "README.md").write_text("Compliance data of Halvard Motors\n", encoding="utf-8")
+    git(repo, "init", "-q")
+    commit(repo, "start the repository")
+    shutil.copytree(PROJECT / "records", repo / "records")
+    shutil.copytree(PROJECT / "approvals", repo / "approvals")
+    shutil.copytree(PROJECT / "rules", repo / "rules")
+    shutil.copy(PROJECT / "ecoc.yaml", repo / "ecoc.yaml")
+    code, document, err = base_check(repo, capsys, "--base", "HEAD")
+    assert document["base"]["problem"] is None  # type: ignore[index]
+    assert {(c["before"], c["after"]) for c in changes(document).values()} == {("absent", "ready")}
+    assert "since HEAD: 0 newly blocked, 12 newly ready" in err
+    assert "ecoc-base-" not in err
+    assert code == 0
+
+
 def test_report_names_an_unknown_format(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--repo", str(example_repo), "check", "--report", "xml=out.xml"]) == 2
     assert "--report xml=out.xml: unknown format xml" in capsys.readouterr().err

@@ -494,6 +494,7 @@ def check_against_base(
         except EcocError as exc:
             # The copy is a temporary folder: name its files as git does, as REF:path.
             message = exc.message.replace(f"{copy.resolve()}/", f"{scope.base}:").replace(f"{copy}/", f"{scope.base}:")
+            message = message.replace(str(copy.resolve()), scope.base).replace(str(copy), scope.base)
             problem = f"the base {scope.base} cannot be checked: {message}"
             log.warning("%s", problem)
             return Comparison(head, None, *compare(head, None), problem)
@@ -550,6 +551,10 @@ def _restricted(root: Path, scope: Scope, options: RunOptions, files: set[str]) 
 def _check_base(scope: Scope, options: RunOptions, files: set[str], copy: Path, sink: Sink | None) -> CheckRun:
     """Check the base copy that `_prepare` wrote."""
     if scope.commit == gitinfo.EMPTY_TREE:
+        return CheckRun([], 0, 0)
+    if not (copy / CONFIG_NAME).is_file():
+        # Without ecoc.yaml the base was no compliance repository yet, so every record is new.
+        log.info("the base %s has no %s, so every record counts as new", scope.base, CONFIG_NAME)
         return CheckRun([], 0, 0)
     if scope.everything:
         return run_check(open_repository(copy, explicit=True), options, sink=sink)
