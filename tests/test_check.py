@@ -610,3 +610,18 @@ def test_misplaced_key_hint_names_yaml_keys(
     edit(example_repo, RECORD, "CocDataGroup:\n", f"CocDataGroup:\n  {key}\n")
     _, findings = check(example_repo, capsys)
     assert only(findings, "model.unknown-key")["hint"] == hint
+
+
+def test_copied_record_hint_spoke_of_imports_only(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    issued = (
+        "issued:\n  IviVersionNumber: 1\n  IviReferenceId: 5b1c2f0e-7d3a-4c9b-9e21-3f6a0d4b8c17\n"
+        "  IviVersionDateTime: 2026-02-14T07:48:44Z\n  content_sha256: " + "0" * 64 + "\n"
+    )
+    for relative in (RECORD, OTHER_RECORD):
+        path = example_repo / relative
+        path.write_text(path.read_text(encoding="utf-8") + issued, encoding="utf-8")
+    main(["--repo", str(example_repo), "check", "--format", "json"])
+    findings = json.loads(capsys.readouterr().out)["findings"]
+    [hint, _] = [f["hint"] for f in findings if f["rule"] == "record.duplicate-reference-id"]
+    assert "A record file copied from another keeps that record's issued block" in hint
+    assert "An imported record keeps the id of its message" in hint

@@ -53,6 +53,19 @@ def test_changed_value_is_marked_with_its_old_value(
     assert "Readiness: ready at HEAD, now blocked." in browser.find_element(By.ID, "readiness").text
 
 
+def test_blocked_page_said_the_release_signs_it(example_repo: Path, tmp_path: Path) -> None:
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 99999")
+    edit(example_repo, OTHER_RECORD, "ActualMass: 1496", "ActualMass: 1497")
+    out = tmp_path / "preview"
+    preview(example_repo, out)
+    pages = {path.name: path.read_text(encoding="utf-8") for path in (out / "records").glob("*.html")}
+    blocked = next(text for name, text in pages.items() if VIN in name)
+    ready = next(text for name, text in pages.items() if "XNHKH16S8TE103871" in name)
+    assert "the release job signs this XML only after the blocking findings under Findings are resolved" in blocked
+    assert "the release job signs the XML of this record" not in blocked
+    assert "the release job signs the XML of this record." in ready
+
+
 def test_waived_finding_is_not_drawn_as_a_blocking_error(
     example_repo: Path, tmp_path: Path, browser: webdriver.Chrome
 ) -> None:

@@ -465,8 +465,9 @@ class _Run:
                         line,
                         column,
                         None,
-                        "each issued certificate needs its own IviReferenceId; "
-                        "an imported record keeps the one its message had, so check where the message came from",
+                        "each issued certificate needs its own IviReferenceId. A record file copied from another "
+                        "keeps that record's issued block, so remove the block from the copy. An imported record "
+                        "keeps the id of its message, so check where the message came from",
                         (vin,),
                     )
                 )
