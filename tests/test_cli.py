@@ -445,3 +445,19 @@ def test_summary_counts_the_approval_of_a_checked_record(
     code, _, err = run(capsys, "--repo", str(example_repo), "check", str(record))
     assert code == 0
     assert err.rstrip().endswith("in 1 record and 1 approval")
+
+
+def test_new_settings_had_no_release_or_signing(tmp_path: Path) -> None:
+    from ecoc.config import open_repository
+
+    new = tmp_path / "new"
+    assert main(["init", "--no-workflows", str(new)]) == 0
+    text = (new / "ecoc.yaml").read_text(encoding="utf-8")
+    start = text.index("# signing:")
+    # The commented example becomes valid settings once its # signs are removed.
+    example = "".join(line[2:] + "\n" for line in text[start:].splitlines())
+    (new / "ecoc.yaml").write_text(text[:start] + example, encoding="utf-8")
+    settings = open_repository(new).settings
+    assert settings.release.transport == "nap-soap"
+    assert settings.release.nap is not None
+    assert settings.signing.key == "env:ECOC_SEAL_KEY"

@@ -913,6 +913,21 @@ owners:
   data: []
   review: []
   release: []
+
+# The seal and where ecoc release delivers (README: Release and the evidence archive). Remove the
+# # signs and fill in the values; the release workflow provides the environment variables named
+# with env: from the secrets of its release environment.
+# signing:
+#   key: env:ECOC_SEAL_KEY
+#   cert: seal/seal.pem
+#   chain: seal/issuing-ca.pem
+#   trust: [seal/root-ca.pem]
+# release:
+#   transport: nap-soap
+#   nap:
+#     endpoint: https://nap.example.eu/ivi/deliver
+#     client_cert: seal/nap-client.pem
+#     client_key: env:ECOC_NAP_CLIENT_KEY
 """
 
 
