@@ -412,3 +412,17 @@ def test_page_shows_units_and_what_codes_stand_for(
     assert length.text.endswith(" mm")
     source = browser.find_element(By.CSS_SELECTOR, "tr[data-element='EnergySource'] .now")
     assert source.text == "10 (petrol)"
+
+
+def test_preview_warned_about_its_own_normal_use(
+    example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 1479")
+    capsys.readouterr()
+    assert main(["--repo", str(example_repo), "preview", "--base", "HEAD", "--out", str(tmp_path / "a")]) == 0
+    assert "commit first" not in capsys.readouterr().err
+    assert main(["--repo", str(example_repo), "-v", "preview", "--base", "HEAD", "--out", str(tmp_path / "b")]) == 0
+    assert "differs from HEAD" in capsys.readouterr().err
+    # ecoc render, whose files may be signed, still warns.
+    assert main(["--repo", str(example_repo), "render", "--out", str(tmp_path / "c")]) == 0
+    assert "commit first to render what is released" in capsys.readouterr().err

@@ -571,7 +571,7 @@ def _changes_note(changes: Sequence[RecordChange], base: str) -> str:
     return f"; since {base}: {change_counts(changes).phrase()}"
 
 
-def _version_datetime(repository: Repository, given: str | None) -> str:
+def _version_datetime(repository: Repository, given: str | None, preview: bool = False) -> str:
     from ecoc.files import SOURCE_FOLDERS
     from ecoc.gitinfo import head_commit_time, last_change_time, uncommitted
     from ecoc.ivi.spec import elements_by_name
@@ -608,16 +608,19 @@ def _version_datetime(repository: Repository, given: str | None) -> str:
         "under approvals/ and records/",
         "the output carries the time of the last commit of the data, and the IviReferenceId of HEAD unless "
         "IviVersionNumber changed",
+        # A preview of uncommitted changes is what `preview --base HEAD` is for, so -v shows the note.
+        logging.INFO if preview else logging.WARNING,
     )
     return committed
 
 
-def _warn_uncommitted(changed: list[str], where: str, consequence: str) -> None:
+def _warn_uncommitted(changed: list[str], where: str, consequence: str, level: int = logging.WARNING) -> None:
     """Warn that files differ from HEAD, naming a few of them and what follows from it."""
     if not changed:
         return
     listed = ", ".join(changed[:3]) + (" …" if len(changed) > 3 else "")
-    log.warning(
+    log.log(
+        level,
         "%s %s %s from HEAD (%s): %s; commit first to render what is released",
         _plural(len(changed), "file"),
         where,
@@ -1122,7 +1125,7 @@ def preview(
 
     repository = _repository(ctx)
     scope = scope_of(repository, base)
-    version_datetime = _version_datetime(repository, given_datetime)
+    version_datetime = _version_datetime(repository, given_datetime, preview=True)
     schema = _schema(repository, xsd)
     _prepare_preview(out_dir, clean)
     rendered: dict[str, bytes] = {}
