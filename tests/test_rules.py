@@ -671,6 +671,17 @@ def test_codeowners_check_fails_on_drift(example_repo: Path, capsys: pytest.Capt
     assert "+* @halvard-motors/quality" in capsys.readouterr().out
 
 
+def test_empty_release_owners_were_replaced_quietly(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["--repo", str(example_repo), "codeowners", "--write"]) == 0
+    assert "owners.release" not in capsys.readouterr().err
+    edit(example_repo, "ecoc.yaml", '  release: ["@halvard-motors/ecoc-release"]', "  release: []")
+    assert main(["--repo", str(example_repo), "codeowners", "--write"]) == 0
+    assert "owners.release in ecoc.yaml is empty, so the review owners also review signed/" in capsys.readouterr().err
+    owners = (example_repo / ".github" / "CODEOWNERS").read_text(encoding="utf-8")
+    assert "/signed/ @halvard-motors/compliance-review" in owners
+
+
 @pytest.mark.parametrize(
     ("file", "old", "new"),
     [

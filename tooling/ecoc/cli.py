@@ -869,6 +869,12 @@ def codeowners(ctx: click.Context, check_only: bool, write: bool) -> int:
             err=True,
         )
         return EXIT_FINDINGS
+    if not repository.settings.owners.release:
+        log.warning(
+            "owners.release in %s is empty, so the review owners also review signed/ and .github/, where the "
+            "release workflow and the evidence are; name the release owners there to keep the two apart",
+            CONFIG_NAME,
+        )
     path = repository.root / CODEOWNERS
     if write:
         _write(path, generated.text)
