@@ -566,6 +566,49 @@ def test_value_change_without_readiness_change_was_not_listed(
     assert "| ready | ready | none | changed |" in comment
 
 
+def test_reports_did_not_name_the_changed_values(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, APPROVAL, "MaximumSpeed: 178", "MaximumSpeed: 179")
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 1479")
+    _, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    assert document["base"]["values"] == [  # type: ignore[index]
+        {"item": "29", "label": "Maximum speed", "before": "178 km/h", "after": "179 km/h", "records": 2},
+        {"item": "13.2", "label": "Actual mass", "before": "1478 kg", "after": "1479 kg", "records": 1},
+    ]
+    assert document["base"]["values_from"] == 2  # type: ignore[index]
+    main(["--repo", str(example_repo), "check", "--base", "HEAD"])
+    text = capsys.readouterr().out
+    assert "certificate values that change, in the 2 records with changed certificate content:\n" in text
+    assert "  29 Maximum speed: 178 km/h -> 179 km/h (2 records)\n" in text
+    main(["--repo", str(example_repo), "check", "--base", "HEAD", "--format", "markdown"])
+    comment = capsys.readouterr().out
+    assert "### Certificate values that change" in comment
+    assert "| 13.2 | Actual mass | 1478 kg | 1479 kg | 1 |" in comment
+
+
+def test_values_are_counted_over_a_sample(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ecoc import changes as changes_module
+
+    monkeypatch.setattr(changes_module, "VALUE_SAMPLE", 1)
+    edit(example_repo, APPROVAL, "MaximumSpeed: 178", "MaximumSpeed: 179")
+    main(["--repo", str(example_repo), "check", "--base", "HEAD"])
+    text = capsys.readouterr().out
+    assert "certificate values that change, in the first 1 of 2 records with changed certificate content:" in text
+    assert "  29 Maximum speed: 178 km/h -> 179 km/h (1 record)\n" in text
+
+
+def test_moved_record_values_compare_with_its_old_file(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (example_repo / "records" / "kh16").mkdir()
+    moved = "records/kh16/" + RECORD.rsplit("/", 1)[1]
+    git(example_repo, "mv", RECORD, moved)
+    edit(example_repo, moved, "ActualMass: 1478", "ActualMass: 1479")
+    _, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    assert [(v["label"], v["before"], v["after"]) for v in document["base"]["values"]] == [  # type: ignore[index]
+        ("Actual mass", "1478 kg", "1479 kg")
+    ]
+
+
 def test_comment_change_leaves_the_certificate_alone(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 1478  # weighed again")
     _, document, err = base_check(example_repo, capsys, "--base", "HEAD")

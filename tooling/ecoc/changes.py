@@ -20,7 +20,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ecoc import gitinfo
@@ -29,7 +29,7 @@ from ecoc.errors import EcocError
 from ecoc.evidence import EVIDENCE_FOLDER
 from ecoc.files import CONFIG_NAME, WAIVER_FILES, YAML_SUFFIXES
 from ecoc.findings import Finding
-from ecoc.formats import CheckedRecord, RecordChange, Report, affecting, state_of
+from ecoc.formats import CheckedRecord, RecordChange, Report, ValueChange, affecting, state_of
 from ecoc.model.nodes import to_plain
 from ecoc.rules.builtin import BUILTIN_RULES
 from ecoc.rules.catalogue import Catalogue, Rule, applies_to_approval, load_catalogue, read_rules
@@ -333,6 +333,9 @@ class Comparison:
     repository: RecordChange | None = None
     # Why the base could not be checked, when it could not.
     base_problem: str | None = None
+    # The values that changed in the certificates of the first `values_from` rewritten records.
+    values: list[ValueChange] = field(default_factory=list)
+    values_from: int = 0
 
 
 # A list index in a YAML path or message, as in waivers[1] or ColourTable[2].
@@ -399,7 +402,7 @@ def compare(head: CheckRun, base: CheckRun | None) -> tuple[list[RecordChange], 
 
 
 def _rewritten(before: str | None, after: str | None) -> bool | None:
-    """Whether a record renders another certificate than at the base; None when either side renders none."""
+    """Tell whether a record renders another certificate than at the base, or None when one side renders none."""
     return None if before is None or after is None else before != after
 
 
@@ -464,12 +467,23 @@ def _only_in(
     return kept
 
 
+# The records whose certificates are compared value by value, so that a report can name the
+# values a change sets. The same edit of an approval gives every record of it the same changes.
+VALUE_SAMPLE = 20
+
+
 def check_against_base(
-    repository: Repository, scope: Scope, options: RunOptions, sinks: tuple[Sink | None, Sink | None] = (None, None)
+    repository: Repository,
+    scope: Scope,
+    options: RunOptions,
+    sinks: tuple[Sink | None, Sink | None] = (None, None),
+    values: bool = False,
 ) -> Comparison:
     """Check the selection of `scope` here and in the base, and compare the two.
 
-    `sinks` receive each record's result here and in the base, as `run_check` gives them.
+    `sinks` receive each record's result here and in the base, as `run_check` gives them. With
+    `values`, the certificates of up to VALUE_SAMPLE records that the change rewrites are also
+    compared value by value.
     git searches the records and writes the copy of the base on a second thread while the rules
     load on this one. git runs as its own process, so the two overlap.
     """
@@ -498,12 +512,51 @@ def check_against_base(
             problem = f"the base {scope.base} cannot be checked: {message}"
             log.warning("%s", problem)
             return Comparison(head, None, *compare(head, None), problem)
-    if not scope.everything and _blocking_everywhere(head) != _blocking_everywhere(base):
+        widen = not scope.everything and _blocking_everywhere(head) != _blocking_everywhere(base)
+        comparison = Comparison(head, base, *compare(head, base))
+        if values and not widen:
+            # The base copy is still there to render from.
+            comparison.values, comparison.values_from = _value_changes(repository, options, comparison.changes, copy)
+    if widen:
         # A finding that blocks every record came or went, as with an expired waiver or a broken
         # rule file. Every record's readiness can then change, so every record is checked.
         log.info("the change adds or resolves a finding that blocks every record, so every record is checked")
-        return check_against_base(repository, replace(scope, everything=True), options, sinks)
-    return Comparison(head, base, *compare(head, base))
+        return check_against_base(repository, replace(scope, everything=True), options, sinks, values)
+    return comparison
+
+
+def _value_changes(
+    repository: Repository, options: RunOptions, changes: Sequence[RecordChange], copy: Path
+) -> tuple[list[ValueChange], int]:
+    """Render the first records whose certificate changed, here and in the base copy, and compare their values."""
+    from ecoc.preview import value_changes
+
+    sample = [change for change in changes if change.certificate_changed is True][:VALUE_SAMPLE]
+    if not sample:
+        return [], 0
+    renders: list[dict[str, bytes]] = [{}, {}]
+    pairs = [(change.file, change.renamed_from or change.file) for change in sample]
+    # Only the renders are needed, so the rules do not run.
+    quick = replace(options, keep_render=True, jobs=1, rules=False, catalogue=None, complete_patterns=frozenset())
+    try:
+        for side, (root, files) in enumerate(
+            ((repository.root, [here for here, _ in pairs]), (copy, [there for _, there in pairs]))
+        ):
+            found = renders[side]
+
+            def keep(result: RecordResult, found: dict[str, bytes] = found) -> None:
+                if result.rendered is not None:
+                    found[result.relative] = result.rendered
+
+            selected = replace(quick, selection=[root / file for file in files], files=frozenset(files))
+            run_check(repository if side == 0 else open_repository(copy, explicit=True), selected, sink=keep)
+    except EcocError as exc:
+        log.warning("comparing the changed certificate values failed, so the report leaves them out: %s", exc.message)
+        return [], 0
+    compared = [
+        (renders[0][here], renders[1][there]) for here, there in pairs if here in renders[0] and there in renders[1]
+    ]
+    return value_changes(compared), len(compared)
 
 
 def _blocking_everywhere(run: CheckRun) -> Counter[tuple[object, ...]]:

@@ -541,7 +541,9 @@ def _check_base(ctx: click.Context, base: str, outputs: _Outputs, xsd: Path | No
     repository = _repository(ctx)
     schema = _schema(repository, xsd)
     scope = scope_of(repository, base)
-    comparison = check_against_base(repository, scope, RunOptions(None, schema, jobs=jobs or default_jobs()))
+    comparison = check_against_base(
+        repository, scope, RunOptions(None, schema, jobs=jobs or default_jobs()), values=True
+    )
     head = comparison.head
     summary = summarize(head.findings, head.records, head.approvals)
     report = _new_report(ctx, head.findings, summary, head.checked, outputs.formats)
@@ -550,6 +552,8 @@ def _check_base(ctx: click.Context, base: str, outputs: _Outputs, xsd: Path | No
     report.changes = comparison.changes
     report.repository_change = comparison.repository
     report.base_problem = comparison.base_problem
+    report.value_changes = comparison.values
+    report.values_from = comparison.values_from
     if "github" in outputs.formats:
         present = [path for path, status in scope.changed.items() if status != "D"]
         report.changed_lines = changed_lines(repository.root, scope.commit, present)

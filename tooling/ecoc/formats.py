@@ -80,6 +80,18 @@ class RecordChange:
 
 
 @dataclass(frozen=True)
+class ValueChange:
+    """A certificate value that a change sets to another value, and the number of certificates it does so in."""
+
+    item: str | None
+    label: str
+    # The values as the pages show them; None where the value is new or removed.
+    before: str | None
+    after: str | None
+    records: int
+
+
+@dataclass(frozen=True)
 class ChangeCounts:
     """The vehicles a change made blocked, ready or removed, and the records whose certificate it changed."""
 
@@ -133,6 +145,10 @@ class Report:
     changes: Sequence[RecordChange] | None = None
     # Findings about no record (rule files, waivers) added or resolved since the base.
     repository_change: RecordChange | None = None
+    # The values that differ between the certificates here and at the base, counted over the
+    # first `values_from` records whose certificate changed.
+    value_changes: Sequence[ValueChange] = ()
+    values_from: int = 0
     # Lines each file changed since the base; GitHub annotations put findings there first.
     changed_lines: Mapping[str, frozenset[int]] | None = None
     # Files other than records that the change edits, with git's status letter: the approvals,
@@ -205,6 +221,8 @@ def json_extra(report: Report) -> dict[str, object]:
         "ref": report.base,
         "problem": report.base_problem,
         "counts": dataclasses.asdict(change_counts(named.changes or ())),
+        "values": [dataclasses.asdict(value) for value in _ordered_values(report.value_changes)],
+        "values_from": report.values_from,
         "changes": [
             {
                 "file": change.file,
@@ -331,7 +349,32 @@ def changes_text(report: Report) -> str:
         lines += _diff_lines(change)
         if change.certificate_changed:
             lines.append("    certificate content changed")
+    if report.value_changes:
+        lines.append(f"certificate values that change, {_values_scope(report)}:")
+        for value in _ordered_values(report.value_changes):
+            name = f"{value.item} {value.label}" if value.item else value.label
+            lines.append(
+                f"  {name}: {_value_text(value.before)} -> {_value_text(value.after)} "
+                f"({count_phrase(value.records, 'record')})"
+            )
     return "\n".join(lines) + "\n"
+
+
+def _ordered_values(values: Sequence[ValueChange]) -> list[ValueChange]:
+    """Order value changes by the number of records they are in, then by CoC item."""
+    return sorted(values, key=lambda value: (-value.records, value.item or "~", value.label, value.before or ""))
+
+
+def _value_text(value: str | None) -> str:
+    return "(none)" if value is None else value
+
+
+def _values_scope(report: Report) -> str:
+    """Say which records the value changes were counted over, as "in the first 20 of 300 rewritten records"."""
+    total = change_counts(report.changes or ()).certificate_changed
+    if report.values_from < total:
+        return f"in the first {report.values_from} of {total} records with changed certificate content"
+    return f"in the {count_phrase(total, 'record')} with changed certificate content"
 
 
 def affecting(report: Report) -> tuple[dict[str, list[Finding]], list[Finding]]:
@@ -793,6 +836,8 @@ def _counts(findings: Sequence[Finding]) -> str:
 # record get what is left.
 _FINDINGS_SHARE = 0.4
 _CHANGES_SHARE = 0.25
+# Changed certificate values the comment lists at most; the previews show every one.
+MARKDOWN_VALUE_ROWS = 30
 
 
 def _capped(rows: Sequence[str], room: int) -> tuple[list[str], int]:
@@ -1049,6 +1094,23 @@ def format_markdown(report: Report, limit: int = MARKDOWN_LIMIT, full_report: st
             room -= sum(len(row) + 1 for row in rows) + 150
             if missing:
                 left.append((missing, "changed record"))
+        if report.value_changes:
+            value_rows = [
+                f"| {markdown_cell(value.item or '')} | {markdown_cell(value.label)} "
+                f"| {markdown_cell(_value_text(value.before))} | {markdown_cell(_value_text(value.after))} "
+                f"| {value.records} |"
+                for value in _ordered_values(report.value_changes)
+            ]
+            rows, missing = _capped(value_rows[:MARKDOWN_VALUE_ROWS], int(room * _CHANGES_SHARE))
+            missing += len(value_rows) - min(len(value_rows), MARKDOWN_VALUE_ROWS)
+            blocks.append(
+                f"\n### Certificate values that change\n\nCounted {_values_scope(report)}.\n\n"
+                "| item | element | base | this change | records |\n| --- | --- | --- | --- | ---: |\n"
+                + "\n".join(rows)
+            )
+            room -= sum(len(row) + 1 for row in rows) + 200
+            if missing:
+                left.append((missing, "changed value"))
     sections: list[str] = []
     if general or repository_diff.resolved:
         sections.append(_repository_section(general, repository_diff, report))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from lxml import etree
 
 from ecoc.changes import Comparison
 from ecoc.findings import Finding
-from ecoc.formats import CheckedRecord, RecordChange, Report, affecting, state_of
+from ecoc.formats import CheckedRecord, RecordChange, Report, ValueChange, affecting, state_of
 from ecoc.ivi.items import item, label, meaning, unit
 from ecoc.ivi.xmlsafe import parse_xml_bytes
 from ecoc.report import count_phrase
@@ -110,19 +110,7 @@ class Page:
     @property
     def changes(self) -> list[Node]:
         """The values that differ from the base, in certificate order."""
-        found: list[Node] = []
-
-        def visit(node: Node) -> None:
-            if node.kind == "value":
-                if node.changed:
-                    found.append(node)
-                return
-            for child in node.children:
-                visit(child)
-
-        for node in self.nodes:
-            visit(node)
-        return found
+        return changed_nodes(self.nodes)
 
     @property
     def changed_values(self) -> int:
@@ -256,6 +244,53 @@ def _compare(now: etree._Element, base: etree._Element | None, known_base: bool,
     node.children = _compare_children(children, base_children, known_base, removed)
     node.changed = any(child.changed for child in node.children)
     return node
+
+
+def changed_nodes(nodes: Sequence[Node]) -> list[Node]:
+    """Return the values among `nodes` and their children that differ from the base, in certificate order."""
+    found: list[Node] = []
+
+    def visit(node: Node) -> None:
+        if node.kind == "value":
+            if node.changed:
+                found.append(node)
+            return
+        for child in node.children:
+            visit(child)
+
+    for node in nodes:
+        visit(node)
+    return found
+
+
+def shown(value: str | None, unit: str | None, meaning: str | None) -> str | None:
+    """Write a value as the pages show it, with what its code stands for and its unit."""
+    if value is None:
+        return None
+    return value + (f" ({meaning})" if meaning else "") + (f" {unit}" if unit and value else "")
+
+
+def value_changes(renders: Iterable[tuple[bytes, bytes]]) -> list[ValueChange]:
+    """Count the values that differ between each pair of (render here, render at the base), over all pairs.
+
+    The same change in several certificates, as from an edit of their approval, is one entry
+    with the number of certificates it appears in.
+    """
+    counts: Counter[tuple[str | None, str, str | None, str | None]] = Counter()
+    for rendered, base_rendered in renders:
+        nodes, removed = page_nodes(rendered, base_rendered)
+        found = {
+            (
+                node.item,
+                node.label,
+                shown(node.before, node.unit, node.before_meaning),
+                shown(node.value, node.unit, node.meaning),
+            )
+            for node in changed_nodes(nodes)
+        }
+        found |= {(node.item, node.label, shown(node.before, node.unit, node.before_meaning), None) for node in removed}
+        counts.update(found)
+    return [ValueChange(item, label, before, after, count) for (item, label, before, after), count in counts.items()]
 
 
 def _certificate_parts(rendered: bytes) -> list[etree._Element]:
