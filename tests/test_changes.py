@@ -10,6 +10,7 @@ import pytest
 
 from conftest import git
 from ecoc.cli import main
+from pki import Pki
 from test_check import APPROVAL, OTHER_RECORD, RECORD, edit
 
 OTHER_APPROVAL_RECORD = "records/XNHDR1M67TE300087.yaml"
@@ -291,6 +292,21 @@ def test_first_change_with_settings_named_a_temporary_folder(
     assert "since HEAD: 0 newly blocked, 12 newly ready" in err
     assert "ecoc-base-" not in err
     assert code == 0
+
+
+def test_seal_in_the_repository_was_missing_from_the_base(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], seal_pki: Pki
+) -> None:
+    files = seal_pki.write(example_repo / "seal")
+    (files["key"]).unlink()  # only the certificate belongs in the repository
+    with (example_repo / "ecoc.yaml").open("a", encoding="utf-8") as handle:
+        handle.write("\nsigning:\n  cert: seal/" + files["cert"].name + "\n")
+    commit(example_repo, "name the seal")
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 99999")
+    _, document, err = base_check(example_repo, capsys, "--base", "HEAD")
+    assert "since HEAD: 1 newly blocked, 0 newly ready" in err
+    assert document["base"]["repository"] == {"added": [], "resolved": []}  # type: ignore[index]
+    assert checked_files(document) == 1
 
 
 def test_report_names_an_unknown_format(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -584,9 +584,21 @@ def _prepare(repository: Repository, scope: Scope, copy: Path) -> tuple[set[str]
             # corrections, rejections); a record file is named after its VIN.
             evidence = sorted({f"{EVIDENCE_FOLDER}/{_stem(path)}" for path in files})
             gitinfo.export(repository.root, scope.commit, [*wanted, *evidence], files, copy)
+        gitinfo.export(repository.root, scope.commit, [], _settings_files(copy), copy)
     except EcocError as exc:
         return related, f"the base {scope.base} cannot be checked: {exc.message}"
     return related, None
+
+
+def _settings_files(copy: Path) -> list[str]:
+    """Return the files in the repository that the base's ecoc.yaml names and a check reads: the seal certificate."""
+    try:
+        cert = open_repository(copy, explicit=True).settings.signing.cert
+    except EcocError:
+        return []  # the check of the base reports the settings' problem
+    if cert is None or Path(cert).is_absolute() or ".." in Path(cert).parts:
+        return []
+    return [Path(cert).as_posix()]
 
 
 def _restricted(root: Path, scope: Scope, options: RunOptions, files: set[str]) -> RunOptions:
