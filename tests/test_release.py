@@ -157,6 +157,17 @@ def findings_of(repo: Path, capsys: pytest.CaptureFixture[str]) -> list[dict[str
     return [f for f in json.loads(capsys.readouterr().out)["findings"] if f["severity"] == "error"]
 
 
+def test_correction_values_listed_a_placeholder_time(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert release(repo, seal, tmp_path / "outbox") == 0
+    change_record(repo, b"ActualMass: 1478", b"ActualMass: 1482", "weighed with the tow bar fitted")
+    capsys.readouterr()
+    main(["--repo", str(repo), "check", "--base", "HEAD~1", "--format", "json"])
+    values = json.loads(capsys.readouterr().out)["base"]["values"]
+    assert [(v["label"], v["before"], v["after"]) for v in values] == [("Actual mass", "1478 kg", "1482 kg")]
+
+
 def test_changed_record_is_released_as_a_correction(
     repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -246,6 +246,9 @@ def _compare(now: etree._Element, base: etree._Element | None, known_base: bool,
     return node
 
 
+_ISSUE_FIELDS = frozenset({"IviVersionNumber", "IviReferenceId", "IviVersionDateTime"})
+
+
 def changed_nodes(nodes: Sequence[Node]) -> list[Node]:
     """Return the values among `nodes` and their children that differ from the base, in certificate order."""
     found: list[Node] = []
@@ -279,6 +282,10 @@ def value_changes(renders: Iterable[tuple[bytes, bytes]]) -> list[ValueChange]:
     counts: Counter[tuple[str | None, str, str | None, str | None]] = Counter()
     for rendered, base_rendered in renders:
         nodes, removed = page_nodes(rendered, base_rendered)
+        # The version, id and time of an issue come from the release and the evidence, not from the
+        # data, and a check renders them with a placeholder time; corrections name them as findings.
+        changed = [node for node in changed_nodes(nodes) if node.name not in _ISSUE_FIELDS]
+        removed = [node for node in removed if node.name not in _ISSUE_FIELDS]
         found = {
             (
                 node.item,
@@ -286,7 +293,7 @@ def value_changes(renders: Iterable[tuple[bytes, bytes]]) -> list[ValueChange]:
                 shown(node.before, node.unit, node.before_meaning),
                 shown(node.value, node.unit, node.meaning),
             )
-            for node in changed_nodes(nodes)
+            for node in changed
         }
         found |= {(node.item, node.label, shown(node.before, node.unit, node.before_meaning), None) for node in removed}
         counts.update(found)
