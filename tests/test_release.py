@@ -63,7 +63,7 @@ def test_release_commits_signs_and_delivers(
     outbox = tmp_path / "outbox"
     assert release(repo, seal, outbox) == 0
     out = capsys.readouterr().out
-    assert out.count(": accepted:") == RECORDS
+    assert out.count(".xml into the outbox\n") == RECORDS
     delivered = sorted(outbox.glob("*.xml"))
     assert len(delivered) == RECORDS
     folder = repo / "signed" / VIN / "stage-1" / "v1"
@@ -125,6 +125,21 @@ def test_dry_run_lists_and_changes_nothing(
     assert git(repo, "rev-parse", "HEAD") == head
     assert not list((repo / "signed").rglob("manifest.json"))
     assert not (tmp_path / "outbox").exists()
+
+
+def test_release_output_hid_where_and_by_which_seal(
+    repo: Path, seal: list[str], seal_pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outbox = tmp_path / "outbox"
+    assert release(repo, seal, outbox, "--dry-run") == 0
+    err = capsys.readouterr().err
+    subject = seal_pki.signer.certificate.subject.rfc4514_string()
+    assert f"would deliver to the outbox {outbox.resolve()}, sealed by {subject}\n" in err
+    assert release(repo, seal, outbox) == 0
+    out = capsys.readouterr().out
+    assert f"{VIN} v1 " in out
+    assert ".xml into the outbox\n" in out
+    assert ": accepted: " not in out
 
 
 def test_limit_and_shards_bound_the_batch(repo: Path, seal: list[str], tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from cryptography import x509
 
     from ecoc.check import ApprovalIndex
-    from ecoc.config import Repository, SigningSettings
+    from ecoc.config import ReleaseSettings, Repository, SigningSettings
     from ecoc.formats import RecordChange, Report, RuleInfo
     from ecoc.ivi.xsd import IviSchema
     from ecoc.rules.catalogue import Catalogue
@@ -1240,6 +1240,31 @@ signed/** -text
 PASSPHRASE_VARIABLE = "ECOC_KEY_PASSPHRASE"
 
 
+def _destination(settings: ReleaseSettings, root: Path, outbox: Path | None) -> str:
+    """Say where a release sends the certificates, as "to the outbox /srv/outbox"."""
+    if settings.transport == "outbox":
+        folder = outbox or (root / settings.outbox if settings.outbox else None)
+        return f"to the outbox {folder}" if folder is not None else "to the outbox, whose folder is not set"
+    if settings.transport == "nap-soap" and settings.nap is not None:
+        return f"to the NAP at {settings.nap.endpoint} (nap-soap)"
+    if settings.transport == "vca-rest" and settings.vca is not None:
+        return f"to the VCA at {settings.vca.base_url} (vca-rest)"
+    return f"through {settings.transport or 'no transport'}"
+
+
+def _seal_subject(settings: SigningSettings, root: Path, cert_path: Path | None) -> str | None:
+    """Return the subject of the seal certificate the options or ecoc.yaml name, when it can be read."""
+    from ecoc.signing import certificates_in
+
+    path = cert_path or (root / settings.cert if settings.cert else None)
+    if path is None:
+        return None
+    try:
+        return certificates_in(path)[0].subject.rfc4514_string()
+    except (EcocError, IndexError):
+        return None  # the dry run reports the seal's problem
+
+
 def _load_seal(
     settings: SigningSettings | None,
     root: Path,
@@ -1739,6 +1764,10 @@ def release(
             click.echo(f"would hold back {entry.vin} IviVersionNumber {entry.version} ({entry.folder}): {reason}")
         for relative, reason in report.blocked_records:
             click.echo(f"blocked {relative}: {reason}")
+        if report.planned or report.resend:
+            where = _destination(release_settings, repository.root, outbox_path)
+            seal = _seal_subject(signing, repository.root, cert_path)
+            click.echo(f"would deliver {where}" + (f", sealed by {seal}" if seal else ""), err=True)
         problems += report.problems
         for problem in problems:
             click.echo(f"error: {problem.diagnostics()}", err=True)
@@ -1750,7 +1779,12 @@ def release(
         )
         return problems[0].exit_code if problems else EXIT_CLEAN
     for outcome in report.outcomes:
-        click.echo(f"{outcome.vin} v{outcome.version} {outcome.reference_id}: {outcome.status}: {outcome.message}")
+        name = f"{outcome.vin} v{outcome.version} {outcome.reference_id}"
+        if outcome.status == "accepted" and release_settings.transport == "outbox":
+            # The outbox takes a file, and its message says so; the authority has not answered.
+            click.echo(f"{name}: {outcome.message}")
+        else:
+            click.echo(f"{name}: {outcome.status}: {outcome.message}")
     for entry, reason in report.held_back:
         click.echo(f"held back {entry.vin} IviVersionNumber {entry.version} ({entry.folder}): {reason}")
     counted = {

@@ -695,7 +695,9 @@ class OutboxTransport:
             "written": _utc_text(written),
         }
         created = outcome == "written"
-        message = f"wrote {target}" if created else f"{target} already contains this certificate"
+        # The evidence keeps the message, so it names the file, not a folder of the machine that ran.
+        message = f"wrote {target.name} into the outbox" if created else f"the outbox already contains {target.name}"
+        log.info("outbox: %s %s", "wrote" if created else "found", target)
         return Delivery(
             "accepted",
             message,
