@@ -461,3 +461,11 @@ def test_new_settings_had_no_release_or_signing(tmp_path: Path) -> None:
     assert settings.release.transport == "nap-soap"
     assert settings.release.nap is not None
     assert settings.signing.key == "env:ECOC_SEAL_KEY"
+
+
+def test_init_outside_git_did_not_mention_git(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["init", "--no-workflows", str(tmp_path / "plain")]) == 0
+    assert "1. make the folder a git repository (git init -b main)" in capsys.readouterr().out
+    subprocess.run(["git", "init", "-q", str(tmp_path / "tracked")], check=True)
+    assert main(["init", "--no-workflows", str(tmp_path / "tracked")]) == 0
+    assert "git init" not in capsys.readouterr().out

@@ -869,7 +869,7 @@ def codeowners(ctx: click.Context, check_only: bool, write: bool) -> int:
     if generated.findings:
         click.echo(format_text(list(generated.findings)), nl=False, err=True)
         click.echo(
-            f"{CODEOWNERS} cannot be generated while the owners above cannot be read; fix them first",
+            f"{CODEOWNERS} cannot be generated until the problems above are fixed",
             err=True,
         )
         return EXIT_FINDINGS
@@ -1046,6 +1046,9 @@ def init(
         "(README: Release and the evidence archive), and set release and signing in ecoc.yaml",
         "import existing certificates with `ecoc import ivi FILE...`, or write approvals and records",
     ]
+    if not (root / ".git").exists() and current_branch(root) is None:
+        # Reviews against a base, the release, history and audit all read git.
+        steps.insert(0, f"make the folder a git repository (git init -b {main_branch}) and commit these files")
     if installed is None and not no_workflows:
         steps.insert(
             0,
