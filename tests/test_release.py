@@ -142,6 +142,30 @@ def test_release_output_hid_where_and_by_which_seal(
     assert ": accepted: " not in out
 
 
+def test_correction_left_the_outdated_file_in_the_outbox_silently(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outbox = tmp_path / "outbox"
+    assert release(repo, seal, outbox) == 0
+    first = json.loads((repo / "signed" / VIN / "stage-1" / "v1" / "manifest.json").read_bytes())
+    change_record(repo, b"ActualMass: 1478", b"ActualMass: 1482", "weighed with the tow bar fitted")
+    capsys.readouterr()
+    assert release(repo, seal, outbox) == 0
+    err = capsys.readouterr().err
+    assert f"the outbox still holds {first['reference_id']}.xml, IviVersionNumber 1 of {VIN}" in err
+    # Once the uploader took the file away, the next correction says nothing.
+    (outbox / f"{first['reference_id']}.xml").unlink()
+    second = json.loads((repo / "signed" / VIN / "stage-1" / "v2" / "manifest.json").read_bytes())
+    (outbox / f"{second['reference_id']}.xml").unlink()
+    change_record(repo, b"ActualMass: 1482", b"ActualMass: 1484")
+    path = repo / "records" / f"{VIN}.yaml"
+    path.write_bytes(path.read_bytes().replace(b"weighed with the tow bar fitted", b"weighed once more"))
+    git(repo, "commit", "-q", "-am", "weigh again")
+    assert release(repo, seal, outbox) == 0
+    assert (repo / "signed" / VIN / "stage-1" / "v3" / "manifest.json").is_file()
+    assert "the outbox still holds" not in capsys.readouterr().err
+
+
 def test_limit_and_shards_bound_the_batch(repo: Path, seal: list[str], tmp_path: Path) -> None:
     outbox = tmp_path / "outbox"
     assert release(repo, seal, outbox, "--limit", "2") == 0

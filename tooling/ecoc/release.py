@@ -1031,6 +1031,29 @@ def _finish_interrupted(repository: Repository, publisher: Publisher, report: Re
         report.pushed = publisher.publish()
 
 
+def _warn_outdated_in_outbox(folder: Path, outcomes: list[Outcome], evidence: dict[str, list[Evidence]]) -> None:
+    """Warn about earlier versions of the corrected certificates that the outbox still holds.
+
+    The uploader may not have sent them yet, and sending one after its correction would give the
+    authority outdated data.
+    """
+    for outcome in outcomes:
+        if outcome.status != "accepted" or outcome.version < 2:
+            continue
+        for entry in evidence.get(outcome.vin, []):
+            name = f"{entry.reference_id}.xml"
+            if entry.version < outcome.version and entry.reference_id and (folder / name).is_file():
+                log.warning(
+                    "the outbox still holds %s, IviVersionNumber %d of %s, which IviVersionNumber %d corrects; "
+                    "if the uploader has not sent it, remove it, so that the authority never receives it after "
+                    "its correction",
+                    name,
+                    entry.version,
+                    outcome.vin,
+                    outcome.version,
+                )
+
+
 def run_release(
     repository: Repository,
     options: ReleaseOptions,
@@ -1042,6 +1065,7 @@ def run_release(
     """Release the ready certificates. A dry run signs nothing and reports what would stop a real run."""
     from ecoc.runner import RunOptions, run_check
     from ecoc.signing import TokenKey, sign
+    from ecoc.transports import OutboxTransport
 
     root = repository.root
     report = ReleaseReport()
@@ -1135,6 +1159,8 @@ def run_release(
         start = time.perf_counter()
         files, events, trailers = deliver(root, entries, transport, report, repository.settings.release.connections)
         report.seconds["delivery"] = time.perf_counter() - start
+        if isinstance(transport, OutboxTransport):
+            _warn_outdated_in_outbox(transport.folder, report.outcomes, run.evidence)
     if entries:
         # A run whose certificates another release published has no delivery to record.
         accepted = sum(1 for outcome in report.outcomes if outcome.status == "accepted")
