@@ -671,6 +671,20 @@ def test_codeowners_check_fails_on_drift(example_repo: Path, capsys: pytest.Capt
     assert "+* @halvard-motors/quality" in capsys.readouterr().out
 
 
+def test_new_approval_with_default_owners_broke_the_owners_check(
+    example_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--repo", str(example_repo), "codeowners", "--write"]) == 0
+    copy = example_repo / "approvals" / "e4-2018-858-04127-02.yaml"
+    copy.write_bytes((example_repo / APPROVAL).read_bytes().replace(b"04127*01", b"04127*02"))
+    capsys.readouterr()
+    assert main(["--repo", str(example_repo), "codeowners", "--check"]) == 0
+    owners = (example_repo / ".github" / "CODEOWNERS").read_text(encoding="utf-8")
+    # An approval with reviewers of its own still gets its line.
+    assert "/approvals/e4-2018-858-03985-02.yaml @halvard-motors/lcv-homologation" in owners
+    assert "e4-2018-858-04127" not in owners
+
+
 def test_empty_release_owners_were_replaced_quietly(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
     assert main(["--repo", str(example_repo), "codeowners", "--write"]) == 0

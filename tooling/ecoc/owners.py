@@ -97,7 +97,13 @@ def generate(repository: Repository) -> CodeOwners:
         review = owners.review or defaults.review
         if approval.number_text is not None:
             reviewers[approval.number_text] = review
-        line = _line(approval.source.path, review)
+        # As for records, the first line covers an approval with the default reviewers, so that
+        # adding such an approval leaves the file as it is.
+        line = (
+            _line(approval.source.path, review)
+            if tuple(dict.fromkeys(review)) != tuple(dict.fromkeys(defaults.review))
+            else None
+        )
         if line is not None:
             lines.append(line)
     lines.append("")
