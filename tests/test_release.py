@@ -1122,6 +1122,8 @@ def test_outbox_in_the_repository_is_refused(
     err = capsys.readouterr().err
     assert code == 3
     assert problem in err
+    # The hint says where an outbox may go instead of only that it must be writable.
+    assert "pass --outbox with a folder outside the repository, or in a folder of it that git ignores" in err
     assert not (repo / "signed" / "ledger.jsonl").exists()
 
 
