@@ -1533,7 +1533,14 @@ def _anchors(ctx: click.Context, trust: tuple[Path, ...]) -> list[x509.Certifica
     type=click.Path(path_type=Path, dir_okay=False),
     help="PEM file of trust anchors; repeatable (default: signing.trust in ecoc.yaml).",
 )
-@click.option("--format", "format_", type=click.Choice(["text", "json", "html"]), default="text", show_default=True)
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["text", "json", "html"]),
+    default="text",
+    show_default=True,
+    help="Output format: text, JSON with every entry and its checks, or an HTML page.",
+)
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="Write the report to this file.")
 @_jobs_option
 @click.pass_context
@@ -1609,7 +1616,12 @@ def audit(
 @cli.command()
 @click.argument("vin")
 @click.option(
-    "--format", "format_", type=click.Choice(["text", "json", "markdown", "html"]), default="text", show_default=True
+    "--format",
+    "format_",
+    type=click.Choice(["text", "json", "markdown", "html"]),
+    default="text",
+    show_default=True,
+    help="Output format; JSON lists every value an event changed.",
 )
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="Write to this file, not stdout.")
 @click.pass_context
