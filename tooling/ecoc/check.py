@@ -532,7 +532,7 @@ class RecordOutcome:
     findings: list[Finding]
     effective: Effective | None = None
     rendered: bytes | None = None
-    # sha256 of the rendered certificate, which tells whether a change alters what would be signed.
+    # sha256 of the rendered certificate, to compare what would be signed before and after a change.
     certificate: str | None = None
 
 

@@ -980,8 +980,8 @@ def init(
 ) -> int:
     """Start a compliance repository in FOLDER (default: here): ecoc.yaml, approvals/, records/, rules/.
 
-    It also writes the GitHub workflows that check pull requests and release on merge, when it
-    knows which ecoc they should install (--install).
+    It also writes the GitHub workflows that check pull requests and release on merge, when
+    --install names the ecoc they install or pip recorded a URL for this one.
     """
     from ecoc.gitinfo import current_branch
     from ecoc.scaffold import (
