@@ -584,7 +584,9 @@ def _prepare(repository: Repository, scope: Scope, copy: Path) -> tuple[set[str]
             # corrections, rejections); a record file is named after its VIN.
             evidence = sorted({f"{EVIDENCE_FOLDER}/{_stem(path)}" for path in files})
             gitinfo.export(repository.root, scope.commit, [*wanted, *evidence], files, copy)
-        gitinfo.export(repository.root, scope.commit, [], _settings_files(copy), copy)
+        named = _settings_files(copy)
+        if named:
+            gitinfo.export(repository.root, scope.commit, [], named, copy)
     except EcocError as exc:
         return related, f"the base {scope.base} cannot be checked: {exc.message}"
     return related, None
