@@ -152,8 +152,8 @@ def test_correction_left_the_outdated_file_in_the_outbox_silently(
     capsys.readouterr()
     assert release(repo, seal, outbox) == 0
     err = capsys.readouterr().err
-    assert f"the outbox still holds {first['reference_id']}.xml, IviVersionNumber 1 of {VIN}" in err
-    # Once the uploader took the file away, the next correction says nothing.
+    assert f"the outbox still contains {first['reference_id']}.xml, IviVersionNumber 1 of {VIN}" in err
+    # Once the uploader took the file away, the next correction logs no warning.
     (outbox / f"{first['reference_id']}.xml").unlink()
     second = json.loads((repo / "signed" / VIN / "stage-1" / "v2" / "manifest.json").read_bytes())
     (outbox / f"{second['reference_id']}.xml").unlink()
@@ -163,7 +163,7 @@ def test_correction_left_the_outdated_file_in_the_outbox_silently(
     git(repo, "commit", "-q", "-am", "weigh again")
     assert release(repo, seal, outbox) == 0
     assert (repo / "signed" / VIN / "stage-1" / "v3" / "manifest.json").is_file()
-    assert "the outbox still holds" not in capsys.readouterr().err
+    assert "the outbox still contains" not in capsys.readouterr().err
 
 
 def test_limit_and_shards_bound_the_batch(repo: Path, seal: list[str], tmp_path: Path) -> None:
@@ -1122,7 +1122,7 @@ def test_outbox_in_the_repository_is_refused(
     err = capsys.readouterr().err
     assert code == 3
     assert problem in err
-    # The hint says where an outbox may go instead of only that it must be writable.
+    # The hint names where an outbox may go, not only that it must be writable.
     assert "pass --outbox with a folder outside the repository, or in a folder of it that git ignores" in err
     assert not (repo / "signed" / "ledger.jsonl").exists()
 

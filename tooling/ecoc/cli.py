@@ -927,8 +927,8 @@ owners:
   review: []
   release: []
 
-# The seal and where ecoc release delivers (README: Release and the evidence archive). Remove the
-# # signs and fill in the values; the release workflow provides the environment variables named
+# The seal, and where ecoc release delivers (README: Release and the evidence archive). To use
+# them, remove the # signs and fill in the values. The release workflow sets the variables named
 # with env: from the secrets of its release environment.
 # signing:
 #   key: env:ECOC_SEAL_KEY
@@ -1255,11 +1255,16 @@ def _destination(settings: ReleaseSettings, root: Path, outbox: Path | None) -> 
     return f"through {settings.transport or 'no transport'}"
 
 
+def _seal_certificate_path(settings: SigningSettings, root: Path, cert_path: Path | None) -> Path | None:
+    """Return the seal certificate that --cert names, else the one of signing.cert in ecoc.yaml."""
+    return cert_path or (root / settings.cert if settings.cert else None)
+
+
 def _seal_subject(settings: SigningSettings, root: Path, cert_path: Path | None) -> str | None:
     """Return the subject of the seal certificate the options or ecoc.yaml name, when it can be read."""
     from ecoc.signing import certificates_in
 
-    path = cert_path or (root / settings.cert if settings.cert else None)
+    path = _seal_certificate_path(settings, root, cert_path)
     if path is None:
         return None
     try:
@@ -1282,7 +1287,7 @@ def _load_seal(
         if settings is None or settings.key is None:
             raise UsageError("no signing key", "pass --key, or set signing.key in ecoc.yaml")
         key_source = settings.key if settings.key.startswith("env:") else str(root / settings.key)
-        cert_path = cert_path or (root / settings.cert if settings.cert else None)
+        cert_path = _seal_certificate_path(settings, root, cert_path)
         chain_path = chain_path or (root / settings.chain if settings.chain else None)
     secret = os.environ.get(PASSPHRASE_VARIABLE)
     return load_signing_key(key_source, cert_path, chain_path, secret.encode() if secret else None)
@@ -1796,7 +1801,7 @@ def release(
     for outcome in report.outcomes:
         name = f"{outcome.vin} v{outcome.version} {outcome.reference_id}"
         if outcome.status == "accepted" and release_settings.transport == "outbox":
-            # The outbox takes a file, and its message says so; the authority has not answered.
+            # The message names the file written into the outbox, since the authority has not replied yet.
             click.echo(f"{name}: {outcome.message}")
         else:
             click.echo(f"{name}: {outcome.status}: {outcome.message}")

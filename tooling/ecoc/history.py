@@ -417,7 +417,7 @@ def _evidence_events(root: Path, vin: str, added_by: dict[str, Commit]) -> list[
                     # A killed run's result is logged by the next run; the result keeps the real time.
                     at = _utc(result.get("at") or at)
             if outbox and status == "accepted":
-                # The outbox takes the file; the system that uploads it receives the authority's answer.
+                # The outbox took the file, and only the system that uploads it receives the authority's reply.
                 message = f"written to the outbox, not yet known to the authority: {message}"
             summary = f"IviVersionNumber {version}: {message}{warning}"
             events.append(Event(kind, at, summary, files=files, **origin))  # type: ignore[arg-type]

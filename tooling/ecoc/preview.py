@@ -270,7 +270,12 @@ def shown(value: str | None, unit: str | None, meaning: str | None) -> str | Non
     """Write a value as the pages show it, with what its code stands for and its unit."""
     if value is None:
         return None
-    return value + (f" ({meaning})" if meaning else "") + (f" {unit}" if unit and value else "")
+    text = value
+    if meaning:
+        text += f" ({meaning})"
+    if unit and value:
+        text += f" {unit}"
+    return text
 
 
 def value_changes(renders: Iterable[tuple[bytes, bytes]]) -> list[ValueChange]:
@@ -283,7 +288,7 @@ def value_changes(renders: Iterable[tuple[bytes, bytes]]) -> list[ValueChange]:
     for rendered, base_rendered in renders:
         nodes, removed = page_nodes(rendered, base_rendered)
         # The version, id and time of an issue come from the release and the evidence, not from the
-        # data, and a check renders them with a placeholder time; corrections name them as findings.
+        # data. A check renders them with a placeholder time, and corrections have findings of their own.
         changed = [node for node in changed_nodes(nodes) if node.name not in _ISSUE_FIELDS]
         removed = [node for node in removed if node.name not in _ISSUE_FIELDS]
         found = {

@@ -1044,8 +1044,8 @@ def _warn_outdated_in_outbox(folder: Path, outcomes: list[Outcome], evidence: di
             name = f"{entry.reference_id}.xml"
             if entry.version < outcome.version and entry.reference_id and (folder / name).is_file():
                 log.warning(
-                    "the outbox still holds %s, IviVersionNumber %d of %s, which IviVersionNumber %d corrects; "
-                    "if the uploader has not sent it, remove it, so that the authority never receives it after "
+                    "the outbox still contains %s, IviVersionNumber %d of %s, which IviVersionNumber %d corrects. "
+                    "If the uploader has not sent it, remove it, so that the authority never receives it after "
                     "its correction",
                     name,
                     entry.version,

@@ -558,14 +558,14 @@ def _load_client_certificate(context: ssl.SSLContext, cert_path: Path, key: Priv
 
 
 def _outbox_problem(
-    folder: Path, source: str, problem: str, wanted: str = "that can be created and written"
+    folder: Path, source: str, problem: str, needed: str = "that can be created and written"
 ) -> ConfigError:
     """Return the error for an outbox that cannot be used, naming the setting that chose it and the folder it needs."""
     hints = {
-        "--outbox": f"pass --outbox with a folder {wanted}",
-        "ECOC_OUTBOX": f"set ECOC_OUTBOX to a folder {wanted}, or unset it to use release.outbox",
+        "--outbox": f"pass --outbox with a folder {needed}",
+        "ECOC_OUTBOX": f"set ECOC_OUTBOX to a folder {needed}, or unset it to use release.outbox",
     }
-    hint = hints.get(source, f"set {source} in ecoc.yaml to a folder {wanted}, or pass --outbox")
+    hint = hints.get(source, f"set {source} in ecoc.yaml to a folder {needed}, or pass --outbox")
     # The message of release.outbox names no source: it is the outbox that ecoc.yaml sets.
     prefix = f"{source}: " if source in hints else ""
     return ConfigError(f"{prefix}the outbox {folder} {problem}", hint)
@@ -583,12 +583,12 @@ def _outside(root: Path, folder: Path, source: str) -> Path:
     """
     target, top = folder.resolve(), root.resolve()
     # Where the uploader can pick the files up, apart from what git and ecoc read.
-    wanted = "outside the repository, or in a folder of it that git ignores, such as build/outbox"
+    needed = "outside the repository, or in a folder of it that git ignores, such as build/outbox"
     if target == top:
-        raise _outbox_problem(folder, source, "is the repository's own folder, not an outbox", wanted)
+        raise _outbox_problem(folder, source, "is the repository's own folder, not an outbox", needed)
     for name in _DATA_FOLDERS:
         if target.is_relative_to(top / name):
-            raise _outbox_problem(folder, source, f"lies in the repository's {name}/ folder", wanted)
+            raise _outbox_problem(folder, source, f"lies in the repository's {name}/ folder", needed)
     return folder
 
 
