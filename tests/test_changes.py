@@ -10,6 +10,7 @@ import pytest
 
 from conftest import git
 from ecoc.cli import main
+from ecoc.files import list_yaml, pick_yaml
 from pki import Pki
 from test_check import APPROVAL, OTHER_RECORD, RECORD, edit
 
@@ -688,3 +689,45 @@ def test_new_version_without_records_is_named(example_repo: Path, capsys: pytest
     [unchecked] = [f for f in added if f["rule"] == "approval.version-unchecked"]
     assert unchecked["message"].startswith("version KH16F-L21 of variant ")
     assert unchecked["file"] == APPROVAL
+
+
+def test_changed_record_linked_from_outside_the_repository_is_refused(
+    example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outside = tmp_path / "outside.yaml"
+    outside.write_bytes((example_repo / RECORD).read_bytes().replace(b"ActualMass: 1478", b"ActualMass: 1479"))
+    (example_repo / RECORD).unlink()
+    (example_repo / RECORD).symlink_to(outside)
+    code = main(["--repo", str(example_repo), "check", "--base", "HEAD"])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert f"error: {RECORD} is a symbolic link to {outside}, outside the repository" in err
+
+
+def test_named_records_are_listed_as_the_folder_walk_lists_them(tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    (records / "batch").mkdir(parents=True)
+    (records / ".hidden").mkdir()
+    (records / "folder.yaml").mkdir()
+    for name in ("a.yaml", "b.yml", "batch/c.yaml", ".hidden/d.yaml", "notes.txt", ".e.yaml"):
+        (records / name).write_text("vin: X\n", encoding="utf-8")
+    (records / "dangling.yaml").symlink_to(tmp_path / "missing.yaml")
+    (records / "inside.yaml").symlink_to(records / "a.yaml")
+    walked = list_yaml(tmp_path, "records")
+    named = {relative for _, relative in walked} | {
+        "records/.hidden/d.yaml",
+        "records/notes.txt",
+        "records/.e.yaml",
+        "records/folder.yaml",
+        "records/gone.yaml",
+        "records/../ecoc.yaml",
+        "approvals/a.yaml",
+    }
+    assert pick_yaml(tmp_path, "records", frozenset(named)) == walked
+    assert [relative for _, relative in walked] == [
+        "records/a.yaml",
+        "records/b.yml",
+        "records/batch/c.yaml",
+        "records/dangling.yaml",
+        "records/inside.yaml",
+    ]

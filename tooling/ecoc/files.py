@@ -61,7 +61,7 @@ def _walk(root: Path, folder: str) -> list[tuple[str, os.DirEntry[str]]]:
             if entry.name.startswith("."):
                 continue
             if entry.is_symlink():
-                _reject_outside_link(entry, f"{relative}/{entry.name}", top)
+                _reject_outside_link(entry.path, f"{relative}/{entry.name}", top)
             try:
                 if entry.is_dir():
                     if not (entry.is_symlink() and _encloses(os.path.realpath(entry.path), start)):
@@ -77,13 +77,13 @@ def _walk(root: Path, folder: str) -> list[tuple[str, os.DirEntry[str]]]:
     return found
 
 
-def _reject_outside_link(entry: os.DirEntry[str], relative: str, top: str) -> None:
+def _reject_outside_link(path: str, relative: str, top: str) -> None:
     """Raise a ConfigError for a symbolic link that leads out of the repository.
 
     git stores only the link, so the data it leads to was never committed or reviewed, and a
     check or a release would read it all the same.
     """
-    target = os.path.realpath(entry.path)
+    target = os.path.realpath(path)
     if _encloses(top, target) or not os.path.exists(target):
         return  # a link inside the repository, or a dangling one that reading reports
     raise ConfigError(
@@ -99,6 +99,32 @@ def _encloses(folder: str, path: str) -> bool:
 def list_yaml(root: Path, folder: str) -> list[tuple[str, str]]:
     """YAML files below `root/folder` as (path, path relative to `root`), sorted by the latter."""
     return [(entry.path, relative) for relative, entry in _walk(root, folder) if entry.name.endswith(YAML_SUFFIXES)]
+
+
+def pick_yaml(root: Path, folder: str, relatives: frozenset[str] | set[str]) -> list[tuple[str, str]]:
+    """The YAML files among `relatives` that `list_yaml(root, folder)` would list, without reading the folder.
+
+    A check of a few named records in a repository of many thousands lists only those. As in
+    the walk, hidden entries, folders and absent files are left out, a dangling link is kept,
+    and a link on the way that leads out of the repository is an error.
+    """
+    top = os.path.realpath(root)
+    found = []
+    for relative in sorted(relatives):
+        parts = relative.split("/")
+        if parts[0] != folder or len(parts) < 2 or not relative.endswith(YAML_SUFFIXES):
+            continue
+        if any(not part or part.startswith(".") or part == ".." for part in parts[1:]):
+            continue
+        path = os.path.join(root, *parts)
+        if not os.path.lexists(path) or os.path.isdir(path):
+            continue
+        for depth in range(2, len(parts) + 1):
+            step = os.path.join(root, *parts[:depth])
+            if os.path.islink(step):
+                _reject_outside_link(step, "/".join(parts[:depth]), top)
+        found.append((path, relative))
+    return found
 
 
 def read_file(path: str | Path, relative: str) -> tuple[bytes | None, Finding | None]:

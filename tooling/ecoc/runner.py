@@ -30,7 +30,7 @@ from ecoc.check import (
 )
 from ecoc.config import Repository
 from ecoc.evidence import Evidence, read_evidence
-from ecoc.files import digest, list_yaml, read_file
+from ecoc.files import digest, list_yaml, pick_yaml, read_file
 from ecoc.findings import Finding, Severity, merge_duplicates
 from ecoc.ivi.render import content_digest
 from ecoc.ivi.xsd import IviSchema
@@ -580,8 +580,11 @@ def run_check(
     `sink` receives each record's result as soon as it is known (render writes files there).
     """
     run = _Run(repository, options, cache, sink)
-    for path, relative in list_yaml(repository.root, "records"):
-        if options.files is None or relative in options.files:
-            run.scan(path, relative)
+    if options.files is None:
+        listed = list_yaml(repository.root, "records")
+    else:
+        listed = pick_yaml(repository.root, "records", options.files)
+    for path, relative in listed:
+        run.scan(path, relative)
     run.check_queued()
     return run.finish()
