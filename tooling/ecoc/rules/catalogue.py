@@ -193,8 +193,13 @@ class Catalogue:
         return frozenset(name for rule in self.rules for name in rule.field_names)
 
 
+@functools.lru_cache(maxsize=4096)
 def _compile(expression: str) -> Any:
-    """Compile a CEL expression, or raise ValueError with the parser's message."""
+    """Compile a CEL expression, or raise ValueError with the parser's message.
+
+    Rules repeat placeholders and let values, and a program holds no state between runs, so
+    one program serves every rule that writes the same text.
+    """
     return cel.compile(expression)
 
 
