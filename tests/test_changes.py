@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -731,3 +732,24 @@ def test_named_records_are_listed_as_the_folder_walk_lists_them(tmp_path: Path) 
         "records/dangling.yaml",
         "records/inside.yaml",
     ]
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_base_copy_is_removed_after_the_check(
+    example_repo: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    broken: bool,
+) -> None:
+    temporary = tmp_path / "temporary"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 1479")
+    if broken:
+        # The settings fail while git still copies the base on its thread.
+        (example_repo / "ecoc.yaml").write_text("schema: [\n", encoding="utf-8")
+    code = main(["--repo", str(example_repo), "check", "--base", "HEAD"])
+    capsys.readouterr()
+    assert code == (3 if broken else 0)
+    assert list(temporary.iterdir()) == []

@@ -36,13 +36,12 @@ from ecoc import gitinfo
 from ecoc.evidence import (
     ARCHIVE_NOTES,
     CERTIFICATE_NAME,
-    EVIDENCE_FOLDER,
     LEDGER,
     LEDGER_START,
     evidence_folder,
     sha256_hex,
 )
-from ecoc.files import MANIFEST_NAME
+from ecoc.files import EVIDENCE_FOLDER, MANIFEST_NAME
 
 # The checks the audit runs, as its reports list them.
 CHECKS = (

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from ecoc.rules.catalogue import Catalogue
     from ecoc.runner import RecordResult
     from ecoc.scaffold import Written
+    from ecoc.scope import BaseCopy
     from ecoc.signing import SigningKey
 
 log = logging.getLogger("ecoc")
@@ -534,16 +535,21 @@ def _rule_infos(root: Path) -> dict[str, RuleInfo]:
 
 
 def _check_base(ctx: click.Context, base: str, outputs: _Outputs, xsd: Path | None, jobs: int | None) -> int:
-    from ecoc.changes import check_against_base, scope_of
-    from ecoc.gitinfo import changed_lines
-    from ecoc.runner import RunOptions, default_jobs
+    from ecoc.scope import BaseCopy
 
-    repository = _repository(ctx)
-    schema = _schema(repository, xsd)
-    scope = scope_of(repository, base)
-    comparison = check_against_base(
-        repository, scope, RunOptions(None, schema, jobs=jobs or default_jobs()), values=True
-    )
+    # git finds the change and copies the base on a second thread while the model and rules load.
+    with BaseCopy(_root(ctx), base) as copy:
+        from ecoc.changes import check_against_base
+        from ecoc.runner import RunOptions, default_jobs
+
+        repository = _repository(ctx)
+        schema = _schema(repository, xsd)
+        scope = copy.scope()
+        comparison = check_against_base(
+            repository, copy, RunOptions(None, schema, jobs=jobs or default_jobs()), values=True
+        )
+    from ecoc.gitinfo import changed_lines
+
     head = comparison.head
     summary = summarize(head.findings, head.records, head.approvals)
     report = _new_report(ctx, head.findings, summary, head.checked, outputs.formats)
@@ -1132,12 +1138,27 @@ def preview(
 
     The folder also gets index.html, which links every previewed record.
     """
-    from ecoc.changes import check_against_base, scope_of
+    from ecoc.scope import BaseCopy
+
+    with BaseCopy(_root(ctx), base) as copy:
+        return _write_preview(ctx, copy, out_dir, clean, given_datetime, xsd, jobs)
+
+
+def _write_preview(
+    ctx: click.Context,
+    copy: BaseCopy,
+    out_dir: Path,
+    clean: bool,
+    given_datetime: str | None,
+    xsd: Path | None,
+    jobs: int | None,
+) -> int:
+    from ecoc.changes import check_against_base
     from ecoc.preview import pages, write_preview
     from ecoc.runner import RunOptions, default_jobs
 
     repository = _repository(ctx)
-    scope = scope_of(repository, base)
+    base = copy.scope().base
     version_datetime = _version_datetime(repository, given_datetime, preview=True)
     schema = _schema(repository, xsd)
     _prepare_preview(out_dir, clean)
@@ -1152,7 +1173,7 @@ def preview(
         return keep
 
     options = RunOptions(None, schema, version_datetime, keep_render=True, jobs=jobs or default_jobs())
-    comparison = check_against_base(repository, scope, options, (keeper(rendered), keeper(base_rendered)))
+    comparison = check_against_base(repository, copy, options, (keeper(rendered), keeper(base_rendered)))
     previews = pages(comparison, rendered, base_rendered)
     written = write_preview(out_dir, repository.root, base, previews, _write, comparison.base_problem)
     click.echo(f"wrote {_plural(len(written), 'file')} for {_plural(len(previews), 'record')} to {out_dir}", err=True)

@@ -34,10 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from ecoc.errors import ConfigError
-from ecoc.files import MANIFEST_NAME, list_manifests
+from ecoc.files import EVIDENCE_FOLDER, MANIFEST_NAME, list_manifests
 from ecoc.findings import Finding, Severity
 
-EVIDENCE_FOLDER = "signed"
 LEDGER = f"{EVIDENCE_FOLDER}/ledger.jsonl"
 CERTIFICATE_NAME = "certificate.xml"
 MANIFEST_FORMAT = "ecoc-evidence/1"

@@ -160,10 +160,12 @@ def find_root(start: Path) -> Path:
     )
 
 
+# The evidence archive, which only the release job writes.
+EVIDENCE_FOLDER = "signed"
 # The evidence manifest the release job writes next to each signed certificate in signed/.
 MANIFEST_NAME = "manifest.json"
 
 
 def list_manifests(root: Path) -> list[tuple[str, str]]:
     """Evidence manifests below signed/ as (path, path relative to `root`), sorted."""
-    return [(entry.path, relative) for relative, entry in _walk(root, "signed") if entry.name == MANIFEST_NAME]
+    return [(entry.path, relative) for relative, entry in _walk(root, EVIDENCE_FOLDER) if entry.name == MANIFEST_NAME]

@@ -20,8 +20,8 @@ from typing import Any
 
 from ecoc import gitinfo
 from ecoc.errors import ConfigError, UsageError
-from ecoc.evidence import EVIDENCE_FOLDER, LEDGER
-from ecoc.files import CONFIG_NAME
+from ecoc.evidence import LEDGER
+from ecoc.files import CONFIG_NAME, EVIDENCE_FOLDER
 
 # A squash merge ends its subject with (#123), and a merge commit's subject is "Merge pull request #123 ...".
 log = logging.getLogger(__name__)

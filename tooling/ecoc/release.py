@@ -46,7 +46,6 @@ from ecoc.config import Repository
 from ecoc.errors import ConfigError, EcocError, UsageError
 from ecoc.evidence import (
     CERTIFICATE_NAME,
-    EVIDENCE_FOLDER,
     LEDGER,
     Evidence,
     append_ledger,
@@ -57,7 +56,7 @@ from ecoc.evidence import (
     write_attempt,
     write_certificate,
 )
-from ecoc.files import MANIFEST_NAME, SOURCE_FOLDERS, YAML_SUFFIXES
+from ecoc.files import EVIDENCE_FOLDER, MANIFEST_NAME, SOURCE_FOLDERS, YAML_SUFFIXES
 from ecoc.findings import Finding
 
 if TYPE_CHECKING:
