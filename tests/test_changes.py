@@ -753,3 +753,29 @@ def test_base_copy_is_removed_after_the_check(
     capsys.readouterr()
     assert code == (3 if broken else 0)
     assert list(temporary.iterdir()) == []
+
+
+@pytest.mark.parametrize(("changed", "loads"), [(RECORD, 1), (APPROVAL, 3)])
+def test_unchanged_approvals_were_parsed_again_for_the_base(
+    example_repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, changed: str, loads: int
+) -> None:
+    from ecoc import runner
+
+    calls = []
+    original = runner.load_approvals
+
+    def counting(paths: list[tuple[str, str]]) -> object:
+        calls.append(paths)
+        return original(paths)
+
+    monkeypatch.setattr(runner, "load_approvals", counting)
+    # Parsed here; at the base only when an approval file differs; for the value comparison,
+    # which renders both sides, again only on the side whose files differ.
+    old, new = (
+        ("ActualMass: 1478", "ActualMass: 1479") if changed == RECORD else ("MaximumSpeed: 178", "MaximumSpeed: 179")
+    )
+    edit(example_repo, changed, old, new)
+    code, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    assert code == 0
+    assert len(calls) == loads
+    assert {change["file"] for change in document["base"]["changes"]} >= {RECORD}  # type: ignore[index]

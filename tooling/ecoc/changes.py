@@ -206,8 +206,9 @@ def check_against_base(
         log.warning("%s", problem)
         return Comparison(head, None, *compare(head, None), problem)
     try:
-        # The base runs with its own rules when the change touched rules/, else with these.
-        base_options = replace(options, catalogue=None) if scope.rules_changed else options
+        # The base runs with its own rules when the change touched rules/, else with these, and
+        # then takes over the approvals and rule results of this run where its files are the same.
+        base_options = replace(options, catalogue=None) if scope.rules_changed else replace(options, reuse=head)
         base = _check_base(scope, base_options, related_at_base(scope, related), folder, there)
     except EcocError as exc:
         # The copy is a temporary folder: name its files as git does, as REF:path.
@@ -224,7 +225,8 @@ def check_against_base(
             return check_against_base(repository, whole, options, sinks, values)
     comparison = Comparison(head, base, *compare(head, base))
     if values:
-        comparison.values, comparison.values_from = _value_changes(repository, options, comparison.changes, folder)
+        renders = replace(options, reuse=head)
+        comparison.values, comparison.values_from = _value_changes(repository, renders, comparison.changes, folder)
     return comparison
 
 

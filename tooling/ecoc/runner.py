@@ -83,6 +83,8 @@ class CheckRun:
     # The approvals of the run, and the evidence archive as it was read.
     index: ApprovalIndex | None = None
     evidence: dict[str, list[Evidence]] = field(default_factory=dict)
+    # The rules with the results they gave per version, when the run ran them.
+    rules: RuleRun | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,10 @@ class RunOptions:
     # VIN patterns whose every record is in the selection: a waiver that names only these can
     # be judged unused by a run over the selection.
     complete_patterns: frozenset[str] = frozenset()
+    # A finished run whose parsed approvals and per-version rule results this run takes over
+    # when its approval files hold the same bytes and it runs the same rules on the same day,
+    # as the base of a change to records does.
+    reuse: CheckRun | None = None
 
 
 # Set in the parent before worker processes fork, so that they inherit it.
@@ -233,7 +239,13 @@ class _Run:
             [repository.relative(p).rstrip("/") for p in options.selection] if options.selection is not None else None
         )
         self.chosen = None if chosen is not None and "." in chosen else chosen
-        self.index = load_approvals(list_yaml(repository.root, "approvals"))
+        listed = list_yaml(repository.root, "approvals")
+        reused = options.reuse
+        if reused is not None and reused.index is not None and _same_approvals(reused.index, listed):
+            self.index = reused.index
+        else:
+            reused = None
+            self.index = load_approvals(listed)
         self.selected_approvals = {a.source.path for a in self.index.approvals if _selected(a.source.path, self.chosen)}
         self.approval_files = {a.source.path for a in self.index.approvals}
         self.approval_keys, self.missing_key = _approval_keys(self.index)
@@ -246,6 +258,9 @@ class _Run:
             catalogue = options.catalogue or load_catalogue(repository.root)
             self.catalogue = catalogue
             self.rules = RuleRun(catalogue, today())
+            earlier = reused.rules if reused is not None else None
+            if earlier is not None and earlier.catalogue is catalogue and earlier.today == self.rules.today:
+                self.rules = earlier
             self.catalogue_findings = catalogue.findings
             self.waivers = load_waivers(repository.root, catalogue, BUILTIN_RULES, self.rules.today)
             # Results depend on the rules and, through date rules, on the day.
@@ -527,6 +542,7 @@ class _Run:
         run.catalogue = self.catalogue
         run.index = self.index
         run.evidence = self.evidence
+        run.rules = self.rules
         run.findings.extend(self.waive(self.approval_findings()))
         run.findings.extend(self.unused_versions())
         run.findings.extend(self.catalogue_findings)
@@ -567,6 +583,17 @@ def _variant_and_version(path: str | None) -> tuple[str | None, str | None]:
     if len(steps) < 4 or steps[2] != "versions":
         return steps[1], None
     return steps[1], steps[3]
+
+
+def _same_approvals(index: ApprovalIndex, listed: list[tuple[str, str]]) -> bool:
+    """Whether the listed approval files hold exactly the bytes `index` was read from."""
+    if index.unreadable or [relative for _, relative in listed] != [a.source.path for a in index.approvals]:
+        return False
+    for (path, relative), approval in zip(listed, index.approvals, strict=True):
+        data, _ = read_file(path, relative)
+        if data is None or digest(data) != approval.digest:
+            return False
+    return True
 
 
 def run_check(
