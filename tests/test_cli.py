@@ -271,6 +271,24 @@ def test_output_through_a_link_replaces_the_file_it_points_at(tmp_path: Path) ->
     assert target.read_text().startswith("# Readiness rules")
 
 
+def test_report_in_a_file_was_cut_at_exit(example_repo: Path, tmp_path: Path) -> None:
+    # The command ends its process without the interpreter's teardown, so buffered output
+    # and the log must be written before it does.
+    report = tmp_path / "report.json"
+    with report.open("w") as out:
+        completed = subprocess.run(
+            [sys.executable, "-m", "ecoc", "--repo", str(example_repo), "-v", "check", "--format", "json"],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    assert completed.returncode == 0
+    document = json.loads(report.read_text(encoding="utf-8"))
+    assert document["summary"]["errors"] == 0
+    assert completed.stderr.rstrip().splitlines()[-1].startswith("0 errors, ")
+
+
 def test_full_disk_on_stdout_is_an_error() -> None:
     with open("/dev/full", "w") as full:
         completed = subprocess.run(

@@ -1,3 +1,3 @@
-from ecoc.cli import main
+from ecoc.cli import run
 
-raise SystemExit(main())
+run()

@@ -6,6 +6,7 @@ internal error.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as dt
 import difflib
@@ -20,7 +21,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -2065,6 +2066,21 @@ def _quiet_stdout() -> None:
 def _stop(signum: int, frame: object) -> None:
     """Turn SIGTERM, which job runners and containers send to stop a job, into Ctrl-C."""
     raise KeyboardInterrupt
+
+
+def run() -> NoReturn:
+    """The `ecoc` command: run `main`, then end the process without tearing the interpreter down.
+
+    Freeing every object and module at exit costs about a tenth of a second after a check,
+    and nothing of it can be seen: the exit handlers still run (logging, thread and process
+    pools, temporary folders) and the output is flushed first.
+    """
+    code = main()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
