@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import re
 from collections.abc import Iterable
 
@@ -47,6 +48,24 @@ _PLACEHOLDER = re.compile(r"\{\{\s*(.+?)\s*\}\}", re.DOTALL)
 _PATH_STEP = re.compile(r"([^.\[\]{}]+)|\[[^\]]*\]")
 
 
+@functools.lru_cache(maxsize=4096)
+def _code(expression: str) -> str:
+    """The expression with each string literal emptied, so that text in quotes names nothing.
+
+    Rules repeat the same placeholders and expressions, so each text is scanned once.
+    """
+    if '"' not in expression and "'" not in expression:
+        return expression
+    return STRING_LITERAL.sub('""', expression)
+
+
+@functools.lru_cache(maxsize=4096)
+def _members(expression: str) -> tuple[tuple[str, str, str], ...]:
+    """(owner, name, call) for each `owner.name` of the expression, and ("", name, "") for `owner["name"]`."""
+    indexed = [("", name, "") for name in _INDEXED.findall(expression)]
+    return (*_MEMBER.findall(_code(expression)), *indexed)
+
+
 def _suggest(name: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.7)
     return f"did you mean {close[0]}?" if close else ""
@@ -61,8 +80,7 @@ def unknown_names(expression: str, keys: Iterable[str] = ()) -> list[tuple[str, 
     elements = elements_by_name()
     own_keys = set(_QUOTED_NAME.findall(expression)) | set(keys)
     problems: list[tuple[str, str]] = []
-    indexed = [("", name, "") for name in _INDEXED.findall(expression)]
-    for owner, name, call in [*_MEMBER.findall(STRING_LITERAL.sub('""', expression)), *indexed]:
+    for owner, name, call in _members(expression):
         if call or owner in NAMESPACES or name in own_keys:
             continue
         if owner == "record":
@@ -96,7 +114,6 @@ def selector_problems(applies: Mapping | None) -> list[tuple[str, Node | None, s
     if not isinstance(applies, Mapping):
         return []
     problems: list[tuple[str, Node | None, str, str]] = []
-    categories = _codes("VehicleCategory")
     sources = _codes("EnergySource")
     for key in ("categories", "energy_sources", "frameworks"):
         values = applies.get(key)
@@ -104,7 +121,7 @@ def selector_problems(applies: Mapping | None) -> list[tuple[str, Node | None, s
             text = getattr(item, "text", None)
             if not isinstance(text, str):
                 continue
-            if key == "categories" and any(fnmatch.fnmatchcase(code, text) for code in categories):
+            if key == "categories" and _matches_a_category(text):
                 continue
             if (key == "energy_sources" and text in sources) or (key == "frameworks" and text in FRAMEWORKS):
                 continue
@@ -116,6 +133,11 @@ def selector_problems(applies: Mapping | None) -> list[tuple[str, Node | None, s
                 hint = "use one of " + ", ".join(FRAMEWORKS)
             problems.append((key, item, f"{key} value {text} matches no {_WHAT[key]}", hint))
     return problems
+
+
+@functools.lru_cache(maxsize=256)
+def _matches_a_category(pattern: str) -> bool:
+    return any(fnmatch.fnmatchcase(code, pattern) for code in _codes("VehicleCategory"))
 
 
 _WHAT = {"categories": "vehicle category", "energy_sources": "EnergySource code", "frameworks": "approval framework"}
@@ -137,7 +159,7 @@ _ROOT = re.compile(r"(?<![\w.])([A-Za-z_][A-Za-z0-9_]*)\b(?!\s*\()")
 
 def unknown_roots(expression: str, known: Iterable[str]) -> list[str]:
     """Names the expression reads as variables that nothing defines."""
-    code = STRING_LITERAL.sub('""', expression)
+    code = _code(expression)
     bound = {name for pair in _BOUND.findall(code) for name in pair if name}
     allowed = ROOT_NAMES | bound | set(known)
     return list(dict.fromkeys(name for name in _ROOT.findall(code) if name not in allowed))
