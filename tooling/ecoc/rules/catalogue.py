@@ -222,21 +222,24 @@ def _coc_names(expressions: list[str]) -> frozenset[str] | None:
         if uses > len(found):
             return None  # `coc` is used whole, or indexed with brackets
         names.update(found)
-        names.update(
-            RECORD_FACT_ELEMENTS[fact] for fact in RECORD_FACT.findall(expression) if fact in RECORD_FACT_ELEMENTS
-        )
+        names.update(RECORD_FACT_ELEMENTS[fact] for fact in _facts(expression) or () if fact in RECORD_FACT_ELEMENTS)
     return frozenset(names)
 
 
 def _reads_record_own(expressions: list[str]) -> bool:
     """Whether an expression reads a record fact that differs between records of a version."""
     for expression in expressions:
-        facts = RECORD_FACT.findall(expression)
-        if len(re.findall(r"\brecord\b", expression)) > len(facts):
+        facts = _facts(expression)
+        if facts is not None and len(re.findall(r"\brecord\b", expression)) > len(facts):
             return True  # `record` is used whole, or indexed with brackets
-        if RECORD_OWN_FACTS.intersection(facts):
+        if RECORD_OWN_FACTS.intersection(facts or ()):
             return True
     return False
+
+
+def _facts(expression: str) -> list[str] | None:
+    """The record facts the expression reads, as `vin` of `record.vin`; None when it never names `record`."""
+    return RECORD_FACT.findall(expression) if "record" in expression else None
 
 
 def _rule_finding(source: Source, node: Node, message: str, hint: str, path: str) -> Finding:
@@ -355,7 +358,7 @@ def compile_rule(spec: RuleSpec, source: Source, node: Mapping, path: str) -> tu
     fixed_path = static_path(spec.path)
     path_element = fixed_path.split(".")[1].split("[")[0] if fixed_path.count(".") else ""
     coc_names = _coc_names(expressions)
-    reads_header = any(re.search(r"\bheader\b", expression) for expression in expressions)
+    reads_header = any("header" in expression and re.search(r"\bheader\b", expression) for expression in expressions)
     if coc_names is not None and spec.path.startswith("CocDataGroup.") and path_element:
         coc_names = coc_names | {path_element}
     places = _key_nodes(node)
