@@ -692,7 +692,7 @@ def test_new_version_without_records_is_named(example_repo: Path, capsys: pytest
     assert unchecked["file"] == APPROVAL
 
 
-def test_changed_record_linked_from_outside_the_repository_is_refused(
+def test_changed_record_linked_outside_is_refused(
     example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     outside = tmp_path / "outside.yaml"
@@ -705,7 +705,7 @@ def test_changed_record_linked_from_outside_the_repository_is_refused(
     assert f"error: {RECORD} is a symbolic link to {outside}, outside the repository" in err
 
 
-def test_named_records_are_listed_as_the_folder_walk_lists_them(tmp_path: Path) -> None:
+def test_named_records_listed_like_the_walk(tmp_path: Path) -> None:
     records = tmp_path / "records"
     (records / "batch").mkdir(parents=True)
     (records / ".hidden").mkdir()
@@ -756,7 +756,7 @@ def test_base_copy_is_removed_after_the_check(
 
 
 @pytest.mark.parametrize(("changed", "loads"), [(RECORD, 1), (APPROVAL, 3)])
-def test_unchanged_approvals_were_parsed_again_for_the_base(
+def test_base_parsed_unchanged_approvals_again(
     example_repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, changed: str, loads: int
 ) -> None:
     from ecoc import runner
@@ -769,8 +769,8 @@ def test_unchanged_approvals_were_parsed_again_for_the_base(
         return original(paths)
 
     monkeypatch.setattr(runner, "load_approvals", counting)
-    # Parsed here; at the base only when an approval file differs; for the value comparison,
-    # which renders both sides, again only on the side whose files differ.
+    # The approvals are parsed here, and at the base only when an approval file differs. The
+    # value comparison renders both sides and parses again only on the side whose files differ.
     old, new = (
         ("ActualMass: 1478", "ActualMass: 1479") if changed == RECORD else ("MaximumSpeed: 178", "MaximumSpeed: 179")
     )

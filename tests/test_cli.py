@@ -271,7 +271,7 @@ def test_output_through_a_link_replaces_the_file_it_points_at(tmp_path: Path) ->
     assert target.read_text().startswith("# Readiness rules")
 
 
-def test_report_in_a_file_was_cut_at_exit(example_repo: Path, tmp_path: Path) -> None:
+def test_report_file_cut_at_exit(example_repo: Path, tmp_path: Path) -> None:
     # The command ends its process without the interpreter's teardown, so buffered output
     # and the log must be written before it does.
     report = tmp_path / "report.json"

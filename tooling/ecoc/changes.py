@@ -190,7 +190,7 @@ def check_against_base(
     `sinks` receive each record's result here and in the base, as `run_check` gives them. With
     `values`, the certificates of up to VALUE_SAMPLE records that the change rewrites are also
     compared value by value. The rules load here while git, on the copy's thread, searches the
-    records and writes the base's files; git runs as its own process, so the two overlap.
+    records and writes the base's files. git runs as its own process, so the two overlap.
     """
     here, there = sinks
     scope = copy.scope()

@@ -2072,8 +2072,8 @@ def run() -> NoReturn:
     """The `ecoc` command: run `main`, then end the process without tearing the interpreter down.
 
     Freeing every object and module at exit costs about a tenth of a second after a check,
-    and nothing of it can be seen: the exit handlers still run (logging, thread and process
-    pools, temporary folders) and the output is flushed first.
+    and nothing of it can be seen. The exit handlers still run (logging, thread and process
+    pools, temporary folders), and the output is flushed first.
     """
     code = main()
     atexit._run_exitfuncs()

@@ -102,7 +102,7 @@ def list_yaml(root: Path, folder: str) -> list[tuple[str, str]]:
 
 
 def pick_yaml(root: Path, folder: str, relatives: frozenset[str] | set[str]) -> list[tuple[str, str]]:
-    """The YAML files among `relatives` that `list_yaml(root, folder)` would list, without reading the folder.
+    """Return the YAML files among `relatives` that `list_yaml(root, folder)` lists, without reading the folder.
 
     A check of a few named records in a repository of many thousands lists only those. As in
     the walk, hidden entries, folders and absent files are left out, a dangling link is kept,

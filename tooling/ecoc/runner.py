@@ -104,9 +104,9 @@ class RunOptions:
     # VIN patterns whose every record is in the selection: a waiver that names only these can
     # be judged unused by a run over the selection.
     complete_patterns: frozenset[str] = frozenset()
-    # A finished run whose parsed approvals and per-version rule results this run takes over
-    # when its approval files hold the same bytes and it runs the same rules on the same day,
-    # as the base of a change to records does.
+    # A finished run whose parsed approvals and per-version rule results this run takes over.
+    # It does so when its approval files have the same bytes and it runs the same rules on the
+    # same day, as the base of a change to records does.
     reuse: CheckRun | None = None
 
 
@@ -586,7 +586,7 @@ def _variant_and_version(path: str | None) -> tuple[str | None, str | None]:
 
 
 def _same_approvals(index: ApprovalIndex, listed: list[tuple[str, str]]) -> bool:
-    """Whether the listed approval files hold exactly the bytes `index` was read from."""
+    """Return whether the listed approval files have exactly the bytes `index` was read from."""
     if index.unreadable or [relative for _, relative in listed] != [a.source.path for a in index.approvals]:
         return False
     for (path, relative), approval in zip(listed, index.approvals, strict=True):

@@ -1,4 +1,4 @@
-"""What a change since a base commit touches, and a copy of the base's files, found with git alone.
+"""The files a change since a base commit touches, and a copy of the base's files, found with git alone.
 
 The records to check are the record files the change touches, every record of an approval file
 it touches, and the records that the VIN patterns of changed waivers name. A changed rule
@@ -384,7 +384,7 @@ class BaseCopy:
         return self._scope.result()
 
     def prepared(self) -> tuple[set[str], str | None]:
-        """The related records, and why the base cannot be checked when it cannot."""
+        """Return the related records, and the reason the base cannot be checked when it cannot."""
         return self._prepared.result()
 
     def __enter__(self) -> BaseCopy:

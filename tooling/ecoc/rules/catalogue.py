@@ -197,7 +197,7 @@ class Catalogue:
 def _compile(expression: str) -> Any:
     """Compile a CEL expression, or raise ValueError with the parser's message.
 
-    Rules repeat placeholders and let values, and a program holds no state between runs, so
+    Rules repeat placeholders and let values, and a program keeps no state between runs, so
     one program serves every rule that writes the same text.
     """
     return cel.compile(expression)
@@ -238,7 +238,7 @@ def _reads_record_own(expressions: list[str]) -> bool:
 
 
 def _facts(expression: str) -> list[str] | None:
-    """The record facts the expression reads, as `vin` of `record.vin`; None when it never names `record`."""
+    """Return the record facts the expression reads, as `vin` of `record.vin`, or None when it never names `record`."""
     return RECORD_FACT.findall(expression) if "record" in expression else None
 
 

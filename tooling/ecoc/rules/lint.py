@@ -50,7 +50,7 @@ _PATH_STEP = re.compile(r"([^.\[\]{}]+)|\[[^\]]*\]")
 
 @functools.lru_cache(maxsize=4096)
 def _code(expression: str) -> str:
-    """The expression with each string literal emptied, so that text in quotes names nothing.
+    """Return the expression with each string literal emptied, so that text in quotes names nothing.
 
     Rules repeat the same placeholders and expressions, so each text is scanned once.
     """
@@ -61,7 +61,7 @@ def _code(expression: str) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _members(expression: str) -> tuple[tuple[str, str, str], ...]:
-    """(owner, name, call) for each `owner.name` of the expression, and ("", name, "") for `owner["name"]`."""
+    """Return (owner, name, call) for each `owner.name` of the expression, and ("", name, "") for `owner["name"]`."""
     indexed = [("", name, "") for name in _INDEXED.findall(expression)]
     return (*_MEMBER.findall(_code(expression)), *indexed)
 
