@@ -228,6 +228,15 @@ def test_duplicate_vin(example_repo: Path, capsys: pytest.CaptureFixture[str]) -
     assert code == 1
 
 
+def test_duplicate_vin_also_gave_duplicate_reference_id(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Without an issued block the reference id derives from the VIN, so a copy shares both.
+    shutil.copy(example_repo / RECORD, example_repo / "records" / "XNHKH16S1TE100214-copy.yaml")
+    code, findings = check(example_repo, capsys)
+    assert len([f for f in findings if f["rule"] == "record.duplicate-vin"]) == 2
+    assert [f for f in findings if f["rule"] == "record.duplicate-reference-id"] == []
+    assert code == 1
+
+
 def test_duplicate_vin_outside_the_checked_path(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     edit(example_repo, OTHER_RECORD, "vin: XNHKH16S8TE103871", "vin: XNHKH16S1TE100214")
     code, findings = check(example_repo, capsys, str(example_repo / RECORD))

@@ -487,3 +487,19 @@ def test_init_outside_git_did_not_mention_git(tmp_path: Path, capsys: pytest.Cap
     subprocess.run(["git", "init", "-q", str(tmp_path / "tracked")], check=True)
     assert main(["init", "--no-workflows", str(tmp_path / "tracked")]) == 0
     assert "git init" not in capsys.readouterr().out
+
+
+def test_closed_stdout_was_an_internal_error(example_repo: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "ecoc", "--repo", str(example_repo), "check", "--format", "json"],
+        stdout=None,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+        close_fds=True,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert "Traceback" not in completed.stderr
+    assert "internal error" not in completed.stderr
+    assert completed.stderr.rstrip().splitlines()[-1].startswith("0 errors, ")
+    assert completed.returncode == 0

@@ -2078,8 +2078,9 @@ def run() -> NoReturn:
     code = main()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
+        if stream is not None:
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
     os._exit(code)
 
 
@@ -2098,7 +2099,8 @@ def _main(argv: list[str] | None) -> int:
     try:
         code = cli.main(args=argv, prog_name="ecoc", standalone_mode=False)
         # Output still in the buffer would otherwise be lost without a word at exit.
-        sys.stdout.flush()
+        if sys.stdout is not None:  # None when the command runs with stdout closed
+            sys.stdout.flush()
     except BrokenPipeError:
         # The reader went away (as with `ecoc rules list | head`): nothing more to say to it.
         _quiet_stdout()

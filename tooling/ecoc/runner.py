@@ -469,6 +469,8 @@ class _Run:
             if isinstance(positions, int):
                 continue
             holders = [self.vins[position] for position in positions]
+            if len({holder[0] for holder in holders}) == 1:
+                continue  # one VIN in several files, which record.duplicate-vin reports
             for vin, line, column, relative, _ in holders:
                 others = ", ".join(other[3] for other in holders if other[3] != relative)
                 findings.append(
