@@ -779,3 +779,19 @@ def test_base_parsed_unchanged_approvals_again(
     assert code == 0
     assert len(calls) == loads
     assert {change["file"] for change in document["base"]["changes"]} >= {RECORD}  # type: ignore[index]
+
+
+def test_unchecked_base_called_certificates_not_rendered(
+    example_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = example_repo / "ecoc.yaml"
+    good = settings.read_text(encoding="utf-8")
+    settings.write_text(good + "disable: [unclosed\n", encoding="utf-8")
+    commit(example_repo, "break the settings")
+    settings.write_text(good, encoding="utf-8")
+    main(["--repo", str(example_repo), "check", "--base", "HEAD", "--format", "markdown"])
+    comment = capsys.readouterr().out
+    assert "not rendered" not in comment
+    assert "base not checked" in comment
+    assert "so the state of each checked record there is unknown." in comment
+    assert "counts as new" not in comment

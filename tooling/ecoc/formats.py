@@ -335,7 +335,7 @@ def changes_text(report: Report) -> str:
         return ""
     lines = [f"readiness since {report.base}:"]
     if report.base_problem:
-        lines.append(f"  {report.base_problem}; every checked record counts as new")
+        lines.append(f"  {report.base_problem}, so the state of each checked record there is unknown")
     if report.repository_change is not None:
         lines.append("  repository findings (rule files, waivers, settings):")
         lines += _diff_lines(report.repository_change)
@@ -950,6 +950,8 @@ def _certificate_cell(change: RecordChange) -> str:
         return "new"
     if change.after == "absent":
         return "removed"
+    if change.before == "unknown":
+        return "base not checked"
     if change.certificate_changed is None:
         return "not rendered"
     return "changed" if change.certificate_changed else "same"
@@ -1044,7 +1046,7 @@ def format_markdown(report: Report, limit: int = MARKDOWN_LIMIT, full_report: st
             "its own is listed because of these files.",
         ]
     if report.base_problem:
-        head += ["", markdown_cell(report.base_problem) + "; every checked record counts as new."]
+        head += ["", markdown_cell(report.base_problem) + ", so the state of each checked record there is unknown."]
     if report.base is not None and full_report and (report.records or report.changes):
         head += [
             "",
