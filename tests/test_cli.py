@@ -503,3 +503,16 @@ def test_closed_stdout_was_an_internal_error(example_repo: Path) -> None:
     assert "internal error" not in completed.stderr
     assert completed.stderr.rstrip().splitlines()[-1].startswith("0 errors, ")
     assert completed.returncode == 0
+
+
+def test_profile_was_lost_at_exit(tmp_path: Path) -> None:
+    profile = tmp_path / "ecoc.prof"
+    completed = subprocess.run(
+        [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "ecoc", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert completed.returncode == 0
+    assert completed.stdout.startswith("ecoc, version ")
+    assert profile.stat().st_size > 0

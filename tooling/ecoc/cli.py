@@ -2076,6 +2076,9 @@ def run() -> NoReturn:
     pools, temporary folders), and the output is flushed first.
     """
     code = main()
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        # A profiler or coverage tool writes its results when the interpreter ends normally.
+        raise SystemExit(code)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:
