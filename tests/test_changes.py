@@ -384,14 +384,19 @@ def test_checked_setting_change_checks_every_record(example_repo: Path, capsys: 
     assert checked_files(document) == 12
 
 
+def break_base_settings(repo: Path) -> None:
+    """Commit settings that cannot be read, and put the good ones back in the working tree."""
+    settings = repo / "ecoc.yaml"
+    good = settings.read_text(encoding="utf-8")
+    settings.write_text(good + "disable: [unclosed\n", encoding="utf-8")
+    commit(repo, "break the settings")
+    settings.write_text(good, encoding="utf-8")
+
+
 def test_unreadable_base_settings_still_check_the_change(
     example_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    settings = example_repo / "ecoc.yaml"
-    good = settings.read_text(encoding="utf-8")
-    settings.write_text(good + "disable: [unclosed\n", encoding="utf-8")
-    commit(example_repo, "break the settings")
-    settings.write_text(good, encoding="utf-8")
+    break_base_settings(example_repo)
     edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 99999")
     code, document, err = base_check(example_repo, capsys, "--base", "HEAD")
     assert checked_files(document) == 12
@@ -784,11 +789,7 @@ def test_base_parsed_unchanged_approvals_again(
 def test_unchecked_base_called_certificates_not_rendered(
     example_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    settings = example_repo / "ecoc.yaml"
-    good = settings.read_text(encoding="utf-8")
-    settings.write_text(good + "disable: [unclosed\n", encoding="utf-8")
-    commit(example_repo, "break the settings")
-    settings.write_text(good, encoding="utf-8")
+    break_base_settings(example_repo)
     main(["--repo", str(example_repo), "check", "--base", "HEAD", "--format", "markdown"])
     comment = capsys.readouterr().out
     assert "not rendered" not in comment
