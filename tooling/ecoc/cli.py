@@ -2069,7 +2069,7 @@ def _stop(signum: int, frame: object) -> None:
 
 
 def run() -> NoReturn:
-    """The `ecoc` command: run `main`, then end the process without tearing the interpreter down.
+    """Run `main` as the `ecoc` command, then end the process without tearing the interpreter down.
 
     Freeing every object and module at exit costs about a tenth of a second after a check,
     and nothing of it can be seen. The exit handlers still run (logging, thread and process
