@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ import pytest
 
 from conftest import PROJECT, fill_disk_after
 from ecoc import __version__
-from ecoc.cli import main
+from ecoc.cli import _closed_pipe_is_an_error, main
 from ecoc.rules.catalogue import load_catalogue
 from test_check import RECORD, edit
 
@@ -301,6 +302,31 @@ def test_full_disk_on_stdout_is_an_error() -> None:
     assert completed.returncode == 3
     assert "cannot write the output: No space left on device" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+@pytest.mark.parametrize("arguments", [["--help"], ["rules", "list"], ["check", "--no-cache", "--format", "json"]])
+def test_reader_gone_before_the_output_exited_as_findings(arguments: list[str]) -> None:
+    # Exit status 1 means blocking findings; a pipe whose reader left is an error (3).
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-m", "ecoc", "--repo", str(PROJECT), *arguments],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert completed.returncode == 3
+    assert "Traceback" not in completed.stderr
+
+
+def test_closed_socket_passed_as_a_reader_gone() -> None:
+    # Only an unread pipe on stdout counts as a reader gone. Another closed connection is a fault.
+    with pytest.raises(RuntimeError, match="write failed on a closed connection"), _closed_pipe_is_an_error():
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
 
 
 def test_settings_errors_each_name_their_line(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,14 +14,15 @@ import errno
 import logging
 import os
 import re
+import select
 import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -189,7 +190,49 @@ def _reject_data_path(path: Path, option: str) -> None:
         )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _ReaderGone(Exception):
+    """Standard output is a pipe whose reader has closed it."""
+
+
+def _stdout_reader_gone() -> bool:
+    """Return whether standard output is a pipe with no reader left, which poll reports as an error."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def _closed_pipe_is_an_error() -> Iterator[None]:
+    """Raise `_ReaderGone` for a closed output pipe, because click exits with 1 on any EPIPE.
+
+    Exit status 1 means blocking findings. A reader that leaves early, as in `ecoc check | head`,
+    becomes `_ReaderGone`. Any other EPIPE, such as a closed socket, is raised as a fault.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:
+            raise
+        if _stdout_reader_gone():
+            raise _ReaderGone from None
+        raise RuntimeError(f"write failed on a closed connection: {exc}") from exc
+
+
+class _Commands(click.Group):
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        # `ecoc --help` writes its text while the context is made.
+        with _closed_pipe_is_an_error():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _closed_pipe_is_an_error():
+            return super().invoke(ctx)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="ecoc")
 @click.option(
     "--repo",
@@ -2104,7 +2147,7 @@ def _main(argv: list[str] | None) -> int:
         # Output still in the buffer would otherwise be lost without a word at exit.
         if sys.stdout is not None:  # None when the command runs with stdout closed
             sys.stdout.flush()
-    except BrokenPipeError:
+    except (BrokenPipeError, _ReaderGone):
         # The reader went away (as with `ecoc rules list | head`): nothing more to say to it.
         _quiet_stdout()
         return EXIT_ERROR
