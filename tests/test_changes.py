@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -796,3 +799,33 @@ def test_unchecked_base_called_certificates_not_rendered(
     assert "base not checked" in comment
     assert "so the state of each checked record there is unknown." in comment
     assert "counts as new" not in comment
+
+
+def test_killed_check_left_its_base_copy(
+    example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A check killed with SIGKILL cannot remove its copy of the base; the next one removes it.
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    hours_ago = time.time() - 2 * 3600
+    left = {
+        "abandoned": f"ecoc-base-{ended.pid}-a1b2",
+        "just made": f"ecoc-base-{ended.pid}-c3d4",
+        "running": f"ecoc-base-{os.getppid()}-e5f6",
+        "not ours": "ecoc-basement",
+    }
+    for name in left.values():
+        (temporary / name).mkdir()
+        (temporary / name / "ecoc.yaml").write_text("version: 1\n", encoding="utf-8")
+    for key in ("abandoned", "running", "not ours"):
+        os.utime(temporary / left[key], (hours_ago, hours_ago))
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 1479")
+    code, document, _ = base_check(example_repo, capsys, "--base", "HEAD")
+    assert code == 0
+    assert checked_files(document) == 1
+    remaining = {path.name for path in temporary.iterdir()}
+    assert left["abandoned"] not in remaining
+    assert remaining == {left["just made"], left["running"], left["not ours"]}

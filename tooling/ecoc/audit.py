@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import tempfile
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +41,7 @@ from ecoc.evidence import (
     evidence_folder,
     sha256_hex,
 )
+from ecoc.fileio import work_folder
 from ecoc.files import EVIDENCE_FOLDER, MANIFEST_NAME
 
 # The checks the audit runs, as its reports list them.
@@ -734,8 +735,9 @@ def audit(
         if isinstance(commit, str) and isinstance(record, str):
             sources.setdefault(commit, []).append(record)
     known_commits = {commit: gitinfo.commit_exists(root, commit) for commit in sources}
-    with tempfile.TemporaryDirectory(prefix="ecoc-audit-") as workspace:
-        renderer = Renderer(root, Path(workspace)) if rerender else None
+    workspace = work_folder("ecoc-audit-")
+    try:
+        renderer = Renderer(root, workspace) if rerender else None
         if renderer is not None:
             for commit, records in sources.items():
                 if known_commits[commit]:
@@ -754,6 +756,8 @@ def audit(
                         report.entries += results
         finally:
             _WORKER = None
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
     for entry in report.entries:
         inside = entry.folder + "/"
         entry.elsewhere = sum(

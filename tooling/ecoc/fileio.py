@@ -1,11 +1,20 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Atomic file writes, and temporary work folders that a later run removes when their process died.
+
+A reader of an atomic write gets the old file or the new one, never half of one.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
+import time
 from pathlib import Path
+
+# Age in seconds from which a work folder of an ended process is removed. A process in another
+# PID namespace that shares the temporary folder looks ended, so its folder gets this long.
+ABANDONED_AFTER_SECONDS = 3600
 
 
 def _umask() -> int:
@@ -45,3 +54,46 @@ def write_atomically(path: Path, data: bytes | str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def work_folder(prefix: str) -> Path:
+    """Create a temporary folder named `<prefix><pid>-<random>`, after removing ones whose process is gone.
+
+    A process killed with SIGKILL cannot remove its folder, so the next run with the same prefix does.
+    """
+    _remove_abandoned(Path(tempfile.gettempdir()), prefix)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
+
+
+def _remove_abandoned(parent: Path, prefix: str) -> None:
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return
+    now = time.time()
+    for entry in entries:
+        pid = entry.name[len(prefix) :].split("-", 1)[0] if entry.name.startswith(prefix) else ""
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if (
+            not stat.S_ISDIR(info.st_mode)
+            or info.st_uid != os.getuid()
+            or now - info.st_mtime < ABANDONED_AFTER_SECONDS
+        ):
+            continue
+        if not _running(int(pid)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # the process exists and belongs to another user
+    return True

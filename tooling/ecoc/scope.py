@@ -17,7 +17,6 @@ import fnmatch
 import json
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from ecoc import gitinfo
 from ecoc.errors import EcocError
+from ecoc.fileio import work_folder
 from ecoc.files import CONFIG_NAME, EVIDENCE_FOLDER, WAIVER_FILES, YAML_SUFFIXES
 
 if TYPE_CHECKING:
@@ -370,7 +370,7 @@ class BaseCopy:
     """
 
     def __init__(self, root: Path, base: str, scope: Scope | None = None) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="ecoc-base-"))
+        self.folder = work_folder("ecoc-base-")
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecoc-base")
         self._scope: Future[Scope] = Future()
         if scope is None:
