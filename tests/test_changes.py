@@ -829,3 +829,34 @@ def test_killed_check_left_its_base_copy(
     remaining = {path.name for path in temporary.iterdir()}
     assert left["abandoned"] not in remaining
     assert remaining == {left["just made"], left["running"], left["not ours"]}
+
+
+def test_unchanged_broken_rule_fails_checked_record(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Unchanged rule files compile each expression when it first runs. A broken one fails where
+    # it runs, on both sides, and the full check still names it.
+    from test_rules import GOOD_RULE
+
+    broken_check = GOOD_RULE.replace("has(coc.MaximumSpeed)", "coc.MaximumSpeed >")
+    broken_message = (
+        GOOD_RULE.replace("test.speed-known", "test.speed-shown")
+        .replace("has(coc.MaximumSpeed)", "false")
+        .replace("message: no maximum speed", "message: speed {{ coc.MaximumSpeed + }}")
+    )
+    (example_repo / "rules" / "broken.yaml").write_text("rules:\n" + broken_check + broken_message, encoding="utf-8")
+    commit(example_repo, "add two broken rules")
+    edit(example_repo, RECORD, "ActualMass: 1478", "ActualMass: 1479")
+    code, document, err = base_check(example_repo, capsys, "--base", "HEAD")
+    assert "Traceback" not in err
+    assert code == 1
+    assert checked_files(document) == 1
+    found = {(f["rule"], f["message"]) for f in document["findings"]}  # type: ignore[attr-defined]
+    failed = [message for rule, message in found if rule == "rules.failed"]
+    assert len(failed) == 1
+    assert failed[0].startswith("rule test.speed-known could not be evaluated")
+    assert ("test.speed-shown", "speed ?") in found
+    change = changes(document)[RECORD]
+    assert (change["before"], change["after"]) == ("blocked", "blocked")
+    code, document, _ = base_check(example_repo, capsys, "--no-cache")
+    invalid = [f for f in document["findings"] if f["rule"] == "rules.invalid"]  # type: ignore[attr-defined]
+    assert len(invalid) == 2
+    assert code == 1

@@ -203,12 +203,29 @@ def _compile(expression: str) -> Any:
     return cel.compile(expression)
 
 
-def _message_parts(message: str) -> list[str | Any]:
+class _Deferred:
+    """A CEL program compiled when it first runs."""
+
+    __slots__ = ("program", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.program: Any = None
+
+    def execute(self, context: Any) -> Any:
+        # A text that does not compile raises ValueError here: the evaluation reports the rule
+        # as failed, and a message or path shows a gap.
+        if self.program is None:
+            self.program = _compile(self.source)
+        return self.program.execute(context)
+
+
+def _message_parts(message: str, validate: bool = True) -> list[str | Any]:
     parts: list[str | Any] = []
     position = 0
     for match in PLACEHOLDER.finditer(message):
         parts.append(message[position : match.start()])
-        parts.append(_compile(match.group(1)))
+        parts.append(_compile(match.group(1)) if validate else _Deferred(match.group(1)))
         position = match.end()
     parts.append(message[position:])
     return parts
@@ -329,22 +346,34 @@ def _compile_problem(
     )
 
 
-def compile_rule(spec: RuleSpec, source: Source, node: Mapping, path: str) -> tuple[Rule | None, list[Finding]]:
-    """Compile the expressions of one rule; a failure is a finding at the expression's line."""
+def compile_rule(
+    spec: RuleSpec, source: Source, node: Mapping, path: str, validate: bool = True
+) -> tuple[Rule | None, list[Finding]]:
+    """Compile the expressions of one rule; a failure is a finding at the expression's line.
+
+    Without `validate`, each expression compiles when it first runs, a let value that nothing
+    uses never does, and the names are not linted.
+    """
     programs: dict[str, Any] = {}
     texts = expanded(spec)
     try:
-        for value in spec.let.values():
+        for value in spec.let.values() if validate else ():
             _compile(value)  # a let value that nothing uses is checked too
         for key in ("when", "check", "message", "path"):
             expression = texts[key]
-            if expression is not None:
-                programs[key] = _message_parts(expression) if key in ("message", "path") else _compile(expression)
+            if expression is None:
+                continue
+            if key in ("message", "path"):
+                programs[key] = _message_parts(expression, validate)
+            else:
+                programs[key] = _compile(expression) if validate else _Deferred(expression)
     except ValueError as exc:
         return None, [_compile_problem(spec, source, node, path, programs, exc)]
-    problems = lint(source, node, spec.id, path, [(key, text) for _, key, text in _raw_fields(spec)], list(spec.let))
-    if problems:
-        return None, problems
+    if validate:
+        fields = [(key, text) for _, key, text in _raw_fields(spec)]
+        problems = lint(source, node, spec.id, path, fields, list(spec.let))
+        if problems:
+            return None, problems
     check = texts["check"] or ""
     message = texts["message"] or ""
     rule_path = texts["path"] or ""
@@ -398,7 +427,7 @@ def static_path(path: str) -> str:
     return path if match is None else path[: match.start()].rstrip(".[")
 
 
-def _load_file(data: bytes, source: Source, catalogue: Catalogue, known: dict[str, str]) -> None:
+def _load_file(data: bytes, source: Source, catalogue: Catalogue, known: dict[str, str], validate: bool = True) -> None:
     node, findings = load_yaml(data, source)
     catalogue.findings.extend(_as_rule_findings(findings))
     root, shape = require_mapping(node, "a rule file", source.path)
@@ -462,7 +491,7 @@ def _load_file(data: bytes, source: Source, catalogue: Catalogue, known: dict[st
             _drop_first_definition(catalogue, spec.id, first)
             continue
         known[spec.id] = f"{source.path}:{id_node.line}"
-        rule, problems = compile_rule(spec, source, item, path)
+        rule, problems = compile_rule(spec, source, item, path, validate)
         catalogue.findings.extend(problems)
         if rule is not None:
             catalogue.rules.append(rule)
@@ -510,8 +539,12 @@ def _as_rule_findings(findings: list[Finding]) -> list[Finding]:
     return converted
 
 
-def load_catalogue(root: Any, folder: str = "rules") -> Catalogue:
-    """Read and compile every rule file below `root/folder`."""
+def load_catalogue(root: Any, folder: str = "rules", validate: bool = True) -> Catalogue:
+    """Read and compile every rule file below `root/folder`.
+
+    Without `validate`, expressions compile when they first run and names are not linted, as
+    `compile_rule` explains. That suits rule files that a full check has already judged.
+    """
     catalogue = Catalogue()
     known: dict[str, str] = {}
     digests = []
@@ -527,7 +560,7 @@ def load_catalogue(root: Any, folder: str = "rules") -> Catalogue:
             )
             continue
         digests.append(f"{relative}\0{digest(data)}")
-        _load_file(data, Source(relative), catalogue, known)
+        _load_file(data, Source(relative), catalogue, known, validate)
     catalogue.digest = digest("\n".join(digests).encode())
     return catalogue
 
