@@ -1031,7 +1031,7 @@ class Target:
             }[self.kind]
             return f"{missing:.0%} below the target; {subject} would have to be {self.goal / self.value:.2f}x as fast"
         if self.unit == "%":
-            return f"{self.value - self.goal:.0f} percentage points above the target"
+            return f"{self.value - self.goal:.1f} percentage points above the target"
         return f"{self.value - self.goal:.0f} {self.unit} ({self.value / self.goal - 1:.0%}) above the target"
 
 
@@ -1382,7 +1382,9 @@ def target_lines(results: Results) -> list[str]:
         if target.unit == "x":
             value, goal = f"{target.value:.2f}x", f"{sign} {target.goal:g}x"
         else:
-            value, goal = f"{target.value:.0f} {target.unit}", f"{sign} {target.goal:g} {target.unit}"
+            # Shares keep a decimal, so that 4.6 % against a goal of < 5 % does not read as 5 %.
+            shown = f"{target.value:.1f}" if target.unit == "%" else f"{target.value:.0f}"
+            value, goal = f"{shown} {target.unit}", f"{sign} {target.goal:g} {target.unit}"
         lines.append(f"| {target.name} | {value} | {goal} | {target.verdict()} |")
     return lines
 
