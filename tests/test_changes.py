@@ -831,7 +831,7 @@ def test_killed_check_left_its_base_copy(
     assert remaining == {left["just made"], left["running"], left["not ours"]}
 
 
-def test_unchanged_broken_rule_fails_checked_record(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unchanged_broken_rule_failed_with_wrong_hint(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # Unchanged rule files compile each expression when it first runs. A broken one fails where
     # it runs, on both sides, and the full check still names it.
     from test_rules import GOOD_RULE
@@ -850,10 +850,13 @@ def test_unchanged_broken_rule_fails_checked_record(example_repo: Path, capsys: 
     assert code == 1
     assert checked_files(document) == 1
     found = {(f["rule"], f["message"]) for f in document["findings"]}  # type: ignore[attr-defined]
-    failed = [message for rule, message in found if rule == "rules.failed"]
-    assert len(failed) == 1
-    assert failed[0].startswith("rule test.speed-known could not be evaluated")
     assert ("test.speed-shown", "speed ?") in found
+    # At the check's own line and column, with the hint of the full check.
+    [broken] = [f for f in document["findings"] if f["rule"] == "rules.invalid"]  # type: ignore[attr-defined]
+    assert broken["message"].startswith("rule test.speed-known: the check does not compile: ")
+    assert (broken["file"], broken["line"], broken["column"]) == ("rules/broken.yaml", 5, 12)
+    assert broken["hint"].startswith("fix the CEL syntax")
+    assert broken["records"] == [Path(RECORD).stem]
     change = changes(document)[RECORD]
     assert (change["before"], change["after"]) == ("blocked", "blocked")
     code, document, _ = base_check(example_repo, capsys, "--no-cache")

@@ -203,6 +203,10 @@ def _compile(expression: str) -> Any:
     return cel.compile(expression)
 
 
+class UncompiledExpression(ValueError):
+    """An expression of a rule read without validation that turned out not to compile."""
+
+
 class _Deferred:
     """A CEL program compiled when it first runs."""
 
@@ -213,10 +217,13 @@ class _Deferred:
         self.program: Any = None
 
     def execute(self, context: Any) -> Any:
-        # A text that does not compile raises ValueError here: the evaluation reports the rule
-        # as failed, and a message or path shows a gap.
+        # The evaluation reports a `when` or `check` that does not compile at the rule, and a
+        # message or path shows a gap where its placeholder does not compile.
         if self.program is None:
-            self.program = _compile(self.source)
+            try:
+                self.program = _compile(self.source)
+            except ValueError as exc:
+                raise UncompiledExpression(cel_error(exc)) from None
         return self.program.execute(context)
 
 

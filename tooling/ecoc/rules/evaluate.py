@@ -35,7 +35,7 @@ from ecoc.findings import Finding, Severity
 from ecoc.identifiers import parse_approval_number
 from ecoc.model.coc import VEHICLE_VALUES, nulls
 from ecoc.model.effective import Effective
-from ecoc.rules.catalogue import Catalogue, Rule, static_path
+from ecoc.rules.catalogue import Catalogue, Rule, UncompiledExpression, static_path
 from ecoc.rules.celimport import add_stdlib_to_context, cel
 from ecoc.yamlload import Mapping, Node, Scalar, Sequence
 
@@ -321,6 +321,21 @@ def _broken(rule: Rule, key: str, error: str, effective: Effective) -> Finding:
     )
 
 
+def _uncompiled(rule: Rule, key: str, reason: str, effective: Effective) -> Finding:
+    """Report a `when` or `check` that does not compile, as loading the rule file with validation would."""
+    return Finding(
+        "rules.invalid",
+        Severity.ERROR,
+        f"rule {rule.id}: the {key} does not compile: {reason}",
+        rule.file,
+        rule.key_lines.get(key, rule.line),
+        rule.key_columns.get(key, 1),
+        f"{rule.yaml_path}.{key}" if rule.yaml_path else None,
+        "fix the CEL syntax, and see docs/rules.md for the variables and functions",
+        (effective.vin,),
+    )
+
+
 def _kind(value: Any) -> str:
     """Name the CEL type of a value that should have been a boolean."""
     if isinstance(value, int | float):
@@ -348,6 +363,8 @@ def _run(rule: Rule, effective: Effective, context: Any) -> Finding | None:
         result = _execute(rule.assertion, context)
     except KeyError:
         return None  # the rule reads an element the certificate does not have: it does not apply
+    except UncompiledExpression as exc:
+        return _uncompiled(rule, key, str(exc), effective)
     except Exception as exc:
         return _broken(rule, key, str(exc), effective)
     if result is True:
