@@ -363,13 +363,16 @@ def test_offset_beyond_a_day_is_named_in_plain_words(
         ("main..HEAD", "main..HEAD is a range of commits; name the one commit to compare with, such as main"),
     ],
 )
-def test_base_that_is_no_commit_says_what_it_names(
+def test_base_naming_a_file_said_no_such_commit(
     example_repo: Path, capsys: pytest.CaptureFixture[str], base: str, expected: str
 ) -> None:
     code, _, err = run(capsys, "--repo", str(example_repo), "check", "--base", base)
     assert code == 2
     assert expected in err
     assert "git fetch origin" not in err
+    # The reference may exist, as HEAD:records does, so the error must not call it missing.
+    assert f"--base {base}: does not name one commit" in err
+    assert "no such commit" not in err
 
 
 def test_base_further_back_than_the_history_names_the_problem(

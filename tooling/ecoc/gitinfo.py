@@ -181,7 +181,10 @@ def resolve_commit(root: Path, ref: str, option: str = "--base") -> str:
             if shallow
             else _fetch_hint(ref)
         )
-        raise UsageError(f"{option} {ref}: no such commit in this repository", hint)
+        # A range, a tree or a file may exist, but it is not one commit.
+        names_other = ".." in ref or ":" in ref or ref.endswith("^{tree}")
+        problem = "does not name one commit" if names_other and not shallow else "no such commit in this repository"
+        raise UsageError(f"{option} {ref}: {problem}", hint)
     return completed.stdout.decode().strip()
 
 
