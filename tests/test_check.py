@@ -590,6 +590,14 @@ def test_one_character_vin_is_counted_in_the_singular(example_repo: Path, capsys
     assert "'X' has 1 character;" in str(finding["message"])
 
 
+def test_vin_format_message_repeated_the_value(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(example_repo, RECORD, "vin: XNHKH16S1TE100214", "vin: 12345")
+    _, findings = check(example_repo, capsys)
+    message = str(only(findings, "vin.format")["message"])
+    assert message.startswith("vin: '12345' has 5 characters;")
+    assert message.count("12345") == 1
+
+
 @pytest.mark.parametrize("element", ["VehicleCategory: N1", "StageOfCompletion: I"])
 def test_record_cannot_change_the_type_category_or_stage(
     example_repo: Path, capsys: pytest.CaptureFixture[str], element: str

@@ -224,7 +224,7 @@ def _type_vin(vin: Scalar, source: Source, findings: list[Finding]) -> None:
             Finding(
                 "vin.format",
                 Severity.ERROR,
-                f"VIN {vin.text!r}: {problem.message}",
+                f"vin: {problem.message}",  # the message quotes the value
                 source.path,
                 vin.line,
                 vin.column,
