@@ -516,10 +516,18 @@ def test_findings_of_an_unparsable_record_name_it(example_repo: Path, capsys: py
     assert [case.get("name") for case in cases] == [VIN]
 
 
+def test_settings_change_alone_claimed_record_edits(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The change edits no record file, so the comment must not say it does.
+    edit(example_repo, "ecoc.yaml", "version: 1", "version: 1\ndisable: [vin.check-digit]")
+    text = markdown_since_head(example_repo, capsys)
+    assert "Files other than records that the change edits: `ecoc.yaml` (changed)." in text
+    assert "Besides record files" not in text
+
+
 def test_approval_change_is_named_where_it_was_made(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     edit(example_repo, APPROVAL, "MaximumSpeed: 178", "MaximumSpeed: 260")
     text = markdown_since_head(example_repo, capsys)
-    assert f"Besides record files, the change edits `{APPROVAL}` (changed)." in text
+    assert f"Files other than records that the change edits: `{APPROVAL}` (changed)." in text
     main(["--repo", str(example_repo), "check", "--no-cache", "--base", "HEAD", "--format", "github"])
     first = capsys.readouterr().out.splitlines()[0]
     line = next(

@@ -1042,8 +1042,8 @@ def format_markdown(report: Report, limit: int = MARKDOWN_LIMIT, full_report: st
         )
         head += [
             "",
-            f"Besides record files, the change edits {edited}. A record listed below without an edit of "
-            "its own is listed because of these files.",
+            f"Files other than records that the change edits: {edited}. A record listed below without an "
+            "edit of its own is listed because of these files.",
         ]
     if report.base_problem:
         head += ["", markdown_cell(report.base_problem) + ", so the state of each checked record there is unknown."]
