@@ -175,26 +175,32 @@ def resolve_commit(root: Path, ref: str, option: str = "--base") -> str:
         return EMPTY_TREE
     if completed.returncode != 0:
         shallow = _git(root, "rev-parse", "--is-shallow-repository").stdout.strip() == b"true"
-        hint = (
-            "this clone is shallow; fetch the full history (git fetch --unshallow, or fetch-depth: 0 in "
-            "actions/checkout) and the base branch"
-            if shallow
-            else _fetch_hint(ref)
-        )
         # A range, a tree or a file may exist, but it is not one commit.
-        names_other = ".." in ref or ":" in ref or ref.endswith("^{tree}")
-        problem = "does not name one commit" if names_other and not shallow else "no such commit in this repository"
+        other = None if shallow else _not_a_commit(ref)
+        if shallow:
+            hint = (
+                "this clone is shallow; fetch the full history (git fetch --unshallow, or fetch-depth: 0 in "
+                "actions/checkout) and the base branch"
+            )
+        else:
+            hint = other or _fetch_hint(ref)
+        problem = "does not name one commit" if other else "no such commit in this repository"
         raise UsageError(f"{option} {ref}: {problem}", hint)
     return completed.stdout.decode().strip()
 
 
-def _fetch_hint(ref: str) -> str:
-    """Say how to name a base that is missing from a full clone."""
+def _not_a_commit(ref: str) -> str | None:
+    """Return how to name one commit when `ref` names a range, a tree or a file; None otherwise."""
     if ".." in ref:
         first = ref.split("..")[0] or "HEAD"
         return f"{ref} is a range of commits; name the one commit to compare with, such as {first}"
     if ref.endswith("^{tree}") or ":" in ref:
         return f"{ref} names a tree or a file, not a commit; name a branch or commit, such as main"
+    return None
+
+
+def _fetch_hint(ref: str) -> str:
+    """Say how to name a base that is missing from a full clone."""
     if re.search(r"[~^@]", ref):
         # An expression such as main~1000 counts back from a commit that exists.
         return f"{ref} points further back than the history of this repository goes; name a commit that git log lists"
