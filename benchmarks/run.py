@@ -1383,8 +1383,8 @@ def target_lines(results: Results) -> list[str]:
             value, goal = f"{target.value:.2f}x", f"{sign} {target.goal:g}x"
         else:
             # Shares keep a decimal, so that 4.6 % against a goal of < 5 % does not read as 5 %.
-            shown = f"{target.value:.1f}" if target.unit == "%" else f"{target.value:.0f}"
-            value, goal = f"{shown} {target.unit}", f"{sign} {target.goal:g} {target.unit}"
+            measured = f"{target.value:.1f}" if target.unit == "%" else f"{target.value:.0f}"
+            value, goal = f"{measured} {target.unit}", f"{sign} {target.goal:g} {target.unit}"
         lines.append(f"| {target.name} | {value} | {goal} | {target.verdict()} |")
     return lines
 

@@ -831,7 +831,7 @@ def test_killed_check_left_its_base_copy(
     assert remaining == {left["just made"], left["running"], left["not ours"]}
 
 
-def test_unchanged_broken_rule_failed_with_wrong_hint(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unchanged_broken_rule_hint(example_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # Unchanged rule files compile each expression when it first runs. A broken one fails where
     # it runs, on both sides, and the full check still names it.
     from test_rules import GOOD_RULE

@@ -305,7 +305,7 @@ def test_full_disk_on_stdout_is_an_error() -> None:
 
 
 @pytest.mark.parametrize("arguments", [["--help"], ["rules", "list"], ["check", "--no-cache", "--format", "json"]])
-def test_reader_gone_before_the_output_exited_as_findings(arguments: list[str]) -> None:
+def test_reader_gone_exited_as_findings(arguments: list[str]) -> None:
     # Exit status 1 means blocking findings; a pipe whose reader left is an error (3).
     read_end, write_end = os.pipe()
     os.close(read_end)
@@ -323,7 +323,7 @@ def test_reader_gone_before_the_output_exited_as_findings(arguments: list[str]) 
     assert "Traceback" not in completed.stderr
 
 
-def test_closed_socket_passed_as_a_reader_gone() -> None:
+def test_closed_socket_is_no_reader_gone() -> None:
     # Only an unread pipe on stdout counts as a reader gone. Another closed connection is a fault.
     with pytest.raises(RuntimeError, match="write failed on a closed connection"), _closed_pipe_is_an_error():
         raise BrokenPipeError(errno.EPIPE, "Broken pipe")
@@ -363,7 +363,7 @@ def test_offset_beyond_a_day_is_named_in_plain_words(
         ("main..HEAD", "main..HEAD is a range of commits; name the one commit to compare with, such as main"),
     ],
 )
-def test_base_naming_a_file_said_no_such_commit(
+def test_base_naming_file_said_missing(
     example_repo: Path, capsys: pytest.CaptureFixture[str], base: str, expected: str
 ) -> None:
     code, _, err = run(capsys, "--repo", str(example_repo), "check", "--base", base)

@@ -196,8 +196,8 @@ def check_against_base(
     scope = copy.scope()
     folder = copy.folder
     if options.rules and options.catalogue is None:
-        # Unchanged rule files were judged when they last changed, and `ecoc rules test` and the
-        # full check judge them again. So here they are only read.
+        # The full check and `ecoc rules test` judge rule files that the change leaves alone, so
+        # here they are only read.
         options = replace(options, catalogue=load_catalogue(repository.root, validate=scope.rules_changed))
     related, problem = copy.prepared()
     if scope.everything:

@@ -217,8 +217,8 @@ class _Deferred:
         self.program: Any = None
 
     def execute(self, context: Any) -> Any:
-        # The evaluation reports a `when` or `check` that does not compile at the rule, and a
-        # message or path shows a gap where its placeholder does not compile.
+        # A `when` or `check` that does not compile becomes a finding at the rule. A placeholder
+        # that does not compile leaves a gap in its message or path.
         if self.program is None:
             try:
                 self.program = _compile(self.source)
