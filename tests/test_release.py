@@ -207,6 +207,17 @@ def test_correction_values_listed_a_placeholder_time(
     assert [(v["label"], v["before"], v["after"]) for v in values] == [("Actual mass", "1478 kg", "1482 kg")]
 
 
+def test_correction_required_named_no_value(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert release(repo, seal, tmp_path / "outbox") == 0
+    change_record(repo, b"ActualMass: 1478", b"ActualMass: 1482")
+    [error] = findings_of(repo, capsys)
+    assert error["rule"] == "release.correction-required"
+    # The reviewer learns what the correction corrects, against the certificate that was delivered.
+    assert str(error["message"]).endswith("; changed values: 13.2 Actual mass: 1478 kg -> 1482 kg")
+
+
 def test_changed_record_is_released_as_a_correction(
     repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

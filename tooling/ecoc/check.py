@@ -8,12 +8,15 @@ of its approval file, of the schema and on the version of ecoc, which is what th
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ecoc.errors import InputError
 from ecoc.files import digest, read_file
 from ecoc.findings import Finding, Severity
 from ecoc.identifiers import (
@@ -560,11 +563,14 @@ def check_record(
     keep_render: bool = False,
     rules: RuleRun | None = None,
     evidence: Mapping[str, Sequence[Evidence]] | None = None,
+    archive: Path | None = None,
 ) -> RecordOutcome:
     """Check one record against its approval, the model, the rules and the schema.
 
     With `evidence` (issued certificates by VIN), the record gets the IviVersionNumber its
-    history calls for (see `apply_evidence`).
+    history calls for (see `apply_evidence`). With `archive`, the repository root that holds
+    signed/, a change that needs a correction also names the values that differ from the
+    certificate last issued.
     """
     vin = (record.vin.text,) if record.vin is not None else ()
     findings = [f if f.records or not vin else _with_records(f, vin) for f in record.findings]
@@ -599,12 +605,58 @@ def check_record(
         memo = rules.memo(approval, variant, version)
         findings += evaluate(rules.catalogue, effective, effective.base_coc, memo, rules.today)
     rendered = render(effective.header, effective.coc)
+    if archive is not None and evidence is not None:
+        issued = evidence.get(effective.vin or "", ())
+        findings[:] = [
+            _with_changed_values(f, rendered.data, archive, issued, effective.stage)
+            if f.rule == "release.correction-required"
+            else f
+            for f in findings
+        ]
     outcome.certificate = hashlib.sha256(rendered.data).hexdigest()
     if schema is not None:
         findings += xsd_findings(effective, schema, rendered.data)
     if keep_render:
         outcome.rendered = rendered.data
     return outcome
+
+
+# A finding names at most this many changed values; ecoc preview and check --base list them all.
+CHANGED_VALUES_NAMED = 5
+
+
+def _with_changed_values(
+    finding: Finding, rendered: bytes, archive: Path, issued: Sequence[Evidence], stage: int
+) -> Finding:
+    """Add to a finding the values in which `rendered` differs from the certificate last issued for `stage`.
+
+    A certificate that cannot be read, or that is no IVI document, leaves the finding as it is,
+    since ecoc audit reports it.
+    """
+    from ecoc.evidence import CERTIFICATE_NAME
+    from ecoc.ivi.xmlsafe import parse_xml_bytes
+    from ecoc.preview import changed_values
+
+    latest = max((entry for entry in issued if entry.stage == stage), key=lambda entry: entry.version, default=None)
+    if latest is None:
+        return finding
+    path = archive / latest.folder / CERTIFICATE_NAME
+    try:
+        certificate = path.read_bytes()
+        if parse_xml_bytes(certificate, str(path)).getroot().tag != parse_xml_bytes(rendered, "").getroot().tag:
+            return finding
+        changes = changed_values(rendered, certificate)
+    except (OSError, InputError):
+        return finding
+    if not changes:
+        return finding
+    listed = ", ".join(
+        f"{item + ' ' if item else ''}{label}: {before or '(none)'} -> {after or '(none)'}"
+        for item, label, before, after in changes[:CHANGED_VALUES_NAMED]
+    )
+    if len(changes) > CHANGED_VALUES_NAMED:
+        listed += f" and {len(changes) - CHANGED_VALUES_NAMED} more"
+    return dataclasses.replace(finding, message=f"{finding.message}; changed values: {listed}")
 
 
 def _rules_skipped(record: Record, findings: list[Finding]) -> Finding:

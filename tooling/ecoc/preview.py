@@ -278,6 +278,33 @@ def shown(value: str | None, unit: str | None, meaning: str | None) -> str | Non
     return text
 
 
+def changed_values(rendered: bytes, base_rendered: bytes) -> list[tuple[str | None, str, str | None, str | None]]:
+    """Return (item, label, value before, value after) of each value that differs from the base, in certificate order.
+
+    The values read as the pages show them, and a removed value has None after it. The version,
+    id and time of an issue are left out: they come from the release and the evidence, not from
+    the data. A check renders them with a placeholder time, and corrections have findings of
+    their own.
+    """
+    nodes, removed = page_nodes(rendered, base_rendered)
+    found = [
+        (
+            node.item,
+            node.label,
+            shown(node.before, node.unit, node.before_meaning),
+            shown(node.value, node.unit, node.meaning),
+        )
+        for node in changed_nodes(nodes)
+        if node.name not in _ISSUE_FIELDS
+    ]
+    found += [
+        (node.item, node.label, shown(node.before, node.unit, node.before_meaning), None)
+        for node in removed
+        if node.name not in _ISSUE_FIELDS
+    ]
+    return found
+
+
 def value_changes(renders: Iterable[tuple[bytes, bytes]]) -> list[ValueChange]:
     """Count the values that differ between each pair of (render here, render at the base), over all pairs.
 
@@ -286,22 +313,7 @@ def value_changes(renders: Iterable[tuple[bytes, bytes]]) -> list[ValueChange]:
     """
     counts: Counter[tuple[str | None, str, str | None, str | None]] = Counter()
     for rendered, base_rendered in renders:
-        nodes, removed = page_nodes(rendered, base_rendered)
-        # The version, id and time of an issue come from the release and the evidence, not from the
-        # data. A check renders them with a placeholder time, and corrections have findings of their own.
-        changed = [node for node in changed_nodes(nodes) if node.name not in _ISSUE_FIELDS]
-        removed = [node for node in removed if node.name not in _ISSUE_FIELDS]
-        found = {
-            (
-                node.item,
-                node.label,
-                shown(node.before, node.unit, node.before_meaning),
-                shown(node.value, node.unit, node.meaning),
-            )
-            for node in changed
-        }
-        found |= {(node.item, node.label, shown(node.before, node.unit, node.before_meaning), None) for node in removed}
-        counts.update(found)
+        counts.update(set(changed_values(rendered, base_rendered)))
     return [ValueChange(item, label, before, after, count) for (item, label, before, after), count in counts.items()]
 
 

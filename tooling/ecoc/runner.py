@@ -111,20 +111,20 @@ class RunOptions:
 
 
 # Set in the parent before worker processes fork, so that they inherit it.
-_WORKER_STATE: tuple[ApprovalIndex, IviSchema | None, str, bool, RuleRun | None, dict[str, list[Evidence]]] | None = (
-    None
-)
+_WORKER_STATE: (
+    tuple[ApprovalIndex, IviSchema | None, str, bool, RuleRun | None, dict[str, list[Evidence]], Path] | None
+) = None
 
 
 def _check_one(path: str, relative: str) -> RecordResult:
     assert _WORKER_STATE is not None
-    index, schema, version_datetime, keep_render, rules, evidence = _WORKER_STATE
+    index, schema, version_datetime, keep_render, rules, evidence, root = _WORKER_STATE
     data, problem = read_file(path, relative)
     if data is None:
         assert problem is not None
         return RecordResult(relative, "", CachedRecord(None, 1, 1, None, (problem,)))
     record = parse_record(data, Source(relative), digest(data))
-    outcome = check_record(record, index, schema, version_datetime, keep_render, rules, evidence)
+    outcome = check_record(record, index, schema, version_datetime, keep_render, rules, evidence, root)
     vin = record.vin
     reference = outcome.effective.header.get("IviReferenceId") if outcome.effective is not None else None
     summary = CachedRecord(
@@ -391,6 +391,7 @@ class _Run:
             options.keep_render,
             self.rules,
             self.evidence,
+            self.repository.root,
         )
         try:
             for result in _check_all(self.to_check, options.jobs):
