@@ -738,6 +738,9 @@ def test_seal_outside_signing_trust_is_refused_before_signing(
     assert release(repo, seal, tmp_path / "outbox") == 3
     err = capsys.readouterr().err
     assert "the seal's chain lacks CN=Halvard Test Root CA,O=Halvard Motors B.V.,C=NL" in err
+    # The hint offers --chain only for a CA below a trusted root, and otherwise a seal from such a CA.
+    assert "is a CA below a root of signing.trust (CN=Halvard Test Root CA" in err
+    assert "Otherwise the seal cannot sign here: get one from a CA under a root that signing.trust names" in err
     assert git(repo, "rev-parse", "HEAD") == head
     assert not (repo / "signed" / VIN).exists()
 
@@ -946,6 +949,32 @@ def test_outbox_of_the_environment_is_named(
     assert f"ECOC_OUTBOX: the outbox {tmp_path / 'afile'} is a file, not a folder" in err
     assert "set ECOC_OUTBOX to a folder that can be created and written, or unset it" in err
     assert "--outbox" not in err
+
+
+def test_key_alone_ignored_configured_cert(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = repo / "ecoc.yaml"
+    signing = f"\nsigning:\n  cert: {seal[3]}\n  chain: {seal[5]}\n"
+    settings.write_text(settings.read_text(encoding="utf-8") + signing, encoding="utf-8")
+    git(repo, "commit", "-q", "-am", "name the seal certificate")
+    assert release(repo, seal[:2], tmp_path / "outbox", "--dry-run") == 0
+    err = capsys.readouterr().err
+    assert "needs its certificate" not in err
+    assert f"{RECORDS} certificates to sign" in err
+    assert release(repo, seal[:2], tmp_path / "outbox") == 0
+    manifest = json.loads((repo / "signed" / VIN / "stage-1" / "v1" / "manifest.json").read_bytes())
+    assert str(manifest["signer"]["subject"]).startswith("CN=Halvard Motors B.V. eCoC seal")
+
+
+def test_missing_key_file_gave_no_hint(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.key"
+    assert release(repo, ["--key", str(missing), *seal[2:]], tmp_path / "outbox") == 3
+    err = capsys.readouterr().err
+    assert f"{missing}: cannot read the key file: No such file or directory" in err
+    assert "hint: pass the seal's private key file with --key, or correct signing.key in ecoc.yaml" in err
 
 
 def test_missing_chain_file_names_the_chain_option(

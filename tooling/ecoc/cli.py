@@ -1348,14 +1348,19 @@ def _load_seal(
     """The signing key of the options, or of signing in ecoc.yaml for the options left out."""
     from ecoc.signing import load_signing_key
 
+    configured: tuple[Path | None, Path | None] = (None, None)
     if key_source is None:
         if settings is None or settings.key is None:
             raise UsageError("no signing key", "pass --key, or set signing.key in ecoc.yaml")
         key_source = settings.key if settings.key.startswith("env:") else str(root / settings.key)
         cert_path = _seal_certificate_path(settings, root, cert_path)
         chain_path = chain_path or (root / settings.chain if settings.chain else None)
+    elif settings is not None:
+        # A key passed without its certificate, as when the key stays outside the repository,
+        # goes with the seal certificate of ecoc.yaml, unless it is a PKCS#12 bundle.
+        configured = (_seal_certificate_path(settings, root, None), root / settings.chain if settings.chain else None)
     secret = os.environ.get(PASSPHRASE_VARIABLE)
-    return load_signing_key(key_source, cert_path, chain_path, secret.encode() if secret else None)
+    return load_signing_key(key_source, cert_path, chain_path, secret.encode() if secret else None, configured)
 
 
 def _reject_other_signer(

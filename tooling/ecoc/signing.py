@@ -255,7 +255,13 @@ def check_seal(signing: SigningKey, anchors: Sequence[x509.Certificate] = (), at
                 f"the seal's chain ends at {_name(top)}, which is not a trust anchor of signing.trust",
                 "sign with a seal of a CA that signing.trust names, or add that root to signing.trust",
             )
-        raise InputError(f"the seal's chain lacks {issuer}, the issuer of {_name(top)}", hint)
+        roots = ", ".join(_name(anchor) for anchor in anchors)
+        raise InputError(
+            f"the seal's chain lacks {issuer}, the issuer of {_name(top)}",
+            f"if {issuer} is a CA below a root of signing.trust ({roots}), pass its PEM certificate and those "
+            "of the CAs above it with --chain (or signing.chain in ecoc.yaml). Otherwise the seal cannot sign "
+            "here: get one from a CA under a root that signing.trust names",
+        )
     if _issued_by(top, top):
         return
     if top is signing.certificate or not _is_ca(top):
@@ -780,15 +786,26 @@ KEY_FROM_ENVIRONMENT = "env:"
 
 
 def load_signing_key(
-    key_source: str, cert_path: Path | None, chain_path: Path | None, passphrase: bytes | None
+    key_source: str,
+    cert_path: Path | None,
+    chain_path: Path | None,
+    passphrase: bytes | None,
+    configured: tuple[Path | None, Path | None] = (None, None),
 ) -> SigningKey:
     """Read a PEM key with its certificate (and intermediates), or a PKCS#12 file that contains all three.
 
-    `key_source` is a file path, or `env:NAME` for key material in an environment variable. Messages
-    never contain the passphrase or key material, only names and what is wrong.
+    `key_source` is a file path, or `env:NAME` for key material in an environment variable.
+    `configured` holds the certificate and chain files of ecoc.yaml, which a PEM or PKCS#11 key
+    takes when `cert_path` is None, and a PKCS#12 bundle ignores. Messages never contain the
+    passphrase or key material, only names and what is wrong.
     """
     key_path = Path(key_source)
+    if cert_path is None and configured[0] is not None:
+        default_cert, default_chain = configured
+    else:
+        default_cert, default_chain = None, None
     if key_source.startswith("pkcs11:"):
+        cert_path, chain_path = cert_path or default_cert, chain_path or default_chain
         if cert_path is None:
             raise InputError("a key on a PKCS#11 token needs its certificate", "pass --cert, or set signing.cert")
         token_key = TokenKey(key_source)
@@ -803,7 +820,8 @@ def load_signing_key(
     if key_source.startswith(KEY_FROM_ENVIRONMENT):
         data, bundle = _from_environment(key_source.removeprefix(KEY_FROM_ENVIRONMENT))
     else:
-        data, bundle = _read(key_path, "key"), key_path.suffix.lower() in (".p12", ".pfx")
+        key_hint = "pass the seal's private key file with --key, or correct signing.key in ecoc.yaml"
+        data, bundle = _read(key_path, "key", key_hint), key_path.suffix.lower() in (".p12", ".pfx")
     if bundle:
         if cert_path is not None:
             raise InputError(
@@ -837,8 +855,12 @@ def load_signing_key(
                 f"{key_source}: not a PEM private key, or the passphrase is wrong",
                 "pass the PEM key file, and check ECOC_KEY_PASSPHRASE if the key is encrypted",
             ) from None
+        cert_path, chain_path = cert_path or default_cert, chain_path or default_chain
         if cert_path is None:
-            raise InputError("a PEM key needs its certificate", "pass --cert with the signing certificate")
+            raise InputError(
+                "a PEM key needs its certificate",
+                "pass --cert with the signing certificate, or set signing.cert in ecoc.yaml",
+            )
         certificate = _seal_certificate(cert_path)
         chain = _seal_chain(chain_path)
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
