@@ -166,10 +166,15 @@ def test_correction_left_the_outdated_file_in_the_outbox_silently(
     assert "the outbox still contains" not in capsys.readouterr().err
 
 
-def test_limit_and_shards_bound_the_batch(repo: Path, seal: list[str], tmp_path: Path) -> None:
+def test_limit_and_shards_bound_the_batch(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     outbox = tmp_path / "outbox"
+    assert release(repo, seal, outbox, "--limit", "2", "--dry-run") == 0
+    assert f"2 certificates to sign ({RECORDS - 2} more left by --limit)" in capsys.readouterr().err
     assert release(repo, seal, outbox, "--limit", "2") == 0
     assert len(list(outbox.glob("*.xml"))) == 2
+    assert f"0 blocked, {RECORDS - 2} ready ones left by --limit;" in capsys.readouterr().err
     counts = []
     for shard in ("1/3", "2/3", "3/3"):
         before = len(list(outbox.glob("*.xml")))
@@ -697,6 +702,20 @@ def test_dry_run_names_the_blocked_records(
     captured = capsys.readouterr()
     assert f"blocked records/{VIN}.yaml: mass." in captured.out
     assert f"{RECORDS - 1} certificates to sign, 0 to deliver again, 1 blocked" in captured.err
+
+
+def test_real_run_named_no_blocked_record(
+    repo: Path, seal: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outbox = tmp_path / "outbox"
+    assert release(repo, seal, outbox) == 0
+    change_record(repo, b"ActualMass: 1478", b"ActualMass: 1482")
+    capsys.readouterr()
+    assert release(repo, seal, outbox) == 0
+    captured = capsys.readouterr()
+    # The vehicle that waits for its correction is named, not only counted.
+    assert f"blocked records/{VIN}.yaml: release.correction-required: " in captured.out
+    assert "; 1 blocked; 0 commits" in captured.err
 
 
 def test_summary_counts_duplicate_deliveries(

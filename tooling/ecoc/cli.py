@@ -1338,6 +1338,23 @@ def _seal_subject(settings: SigningSettings, root: Path, cert_path: Path | None)
         return None  # the dry run reports the seal's problem
 
 
+# A real release lists at most this many blocked records; a dry run lists all of them.
+BLOCKED_LISTED = 20
+
+
+def _echo_blocked(blocked: list[tuple[str, str]], limit: int) -> None:
+    """List blocked records with their reasons, those that a release rule blocks first.
+
+    A record blocked by a release rule (a correction without a reason, a rejected delivery) was
+    issued before and waits for a correction, which matters more than a record not ready yet.
+    """
+    ordered = sorted(blocked, key=lambda item: not item[1].startswith("release."))
+    for relative, reason in ordered[:limit]:
+        click.echo(f"blocked {relative}: {reason}")
+    if len(ordered) > limit:
+        click.echo(f"… and {len(ordered) - limit} more blocked records")
+
+
 def _load_seal(
     settings: SigningSettings | None,
     root: Path,
@@ -1852,8 +1869,7 @@ def release(
             )
         for entry, reason in report.held_back:
             click.echo(f"would hold back {entry.vin} IviVersionNumber {entry.version} ({entry.folder}): {reason}")
-        for relative, reason in report.blocked_records:
-            click.echo(f"blocked {relative}: {reason}")
+        _echo_blocked(report.blocked_records, len(report.blocked_records))
         if report.planned or report.resend:
             where = _destination(release_settings, repository.root, outbox_path)
             seal = _seal_subject(signing, repository.root, cert_path)
@@ -1862,9 +1878,10 @@ def release(
         for problem in problems:
             click.echo(f"error: {problem.diagnostics()}", err=True)
         stopped = f"; {_plural(len(problems), 'problem')} would stop the release" if problems else ""
+        deferred = f" ({report.deferred} more left by --limit)" if report.deferred else ""
         click.echo(
-            f"{_plural(len(report.planned), 'certificate')} to sign, {len(report.resend)} to deliver again, "
-            f"{report.blocked} blocked{stopped}",
+            f"{_plural(len(report.planned), 'certificate')} to sign{deferred}, {len(report.resend)} to deliver "
+            f"again, {report.blocked} blocked{stopped}",
             err=True,
         )
         return problems[0].exit_code if problems else EXIT_CLEAN
@@ -1877,6 +1894,7 @@ def release(
             click.echo(f"{name}: {outcome.status}: {outcome.message}")
     for entry, reason in report.held_back:
         click.echo(f"held back {entry.vin} IviVersionNumber {entry.version} ({entry.folder}): {reason}")
+    _echo_blocked(report.blocked_records, BLOCKED_LISTED)
     counted = {
         state: sum(1 for o in report.outcomes if o.status == state) for state in ("accepted", "rejected", "failed")
     }
@@ -1891,7 +1909,8 @@ def release(
         + (f", {report.not_sent} not sent after {FAILURES_IN_A_ROW} failures in a row" if report.not_sent else "")
         + "; "
         f"{report.blocked} blocked"
-        + (" (ecoc release --dry-run lists them)" if report.blocked else "")
+        + (" (ecoc release --dry-run lists them all)" if report.blocked > BLOCKED_LISTED else "")
+        + (f", {report.deferred} ready ones left by --limit" if report.deferred else "")
         + f"; {_plural(len(report.commits), 'commit')}"
         + (", pushed" if report.pushed and report.commits else "")
         + (", pushed the commits of an earlier run" if report.pushed and not report.commits else ""),

@@ -113,6 +113,8 @@ class Outcome:
 @dataclass
 class ReleaseReport:
     planned: list[Candidate] = field(default_factory=list)
+    # Ready certificates that --limit leaves for a later run.
+    deferred: int = 0
     # Certificates signed before whose delivery is still open, as (folder, VIN, version).
     resend: list[Evidence] = field(default_factory=list)
     # Undelivered versions that a later version replaces, which are not sent again.
@@ -610,6 +612,7 @@ def select(
             )
         )
     if options.limit is not None:
+        report.deferred = max(0, len(planned) - options.limit)
         planned = planned[: options.limit]
     report.planned = planned
     # The latest version of each vehicle and stage, signed before or in this run.
