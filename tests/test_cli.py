@@ -203,6 +203,9 @@ def test_init_starts_a_repository(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert code == 0
     assert (tmp_path / "new" / "approvals").is_dir() and (tmp_path / "new" / "records").is_dir()
     assert "created" in out
+    # An outbox in build/ stays out of git, and the archive has its note.
+    assert "/build/" in (tmp_path / "new" / ".gitignore").read_text(encoding="utf-8").splitlines()
+    assert (tmp_path / "new" / "signed" / "README.md").read_text(encoding="utf-8").startswith("# signed/\n")
     code, _, err = run(capsys, "--repo", str(tmp_path / "new"), "check")
     assert code == 0
     assert "0 records and 0 approvals" in err

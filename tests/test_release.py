@@ -1165,7 +1165,11 @@ def test_record_hidden_from_git_is_not_released(
 
 @pytest.mark.parametrize(
     ("outbox", "problem"),
-    [("", "is the repository's own folder"), ("signed/out", "lies in the repository's signed/ folder")],
+    [
+        ("", "is the repository's own folder"),
+        ("signed/out", "lies in the repository's signed/ folder"),
+        ("build/outbox", "lies in the repository, and git does not ignore it"),
+    ],
 )
 def test_outbox_in_the_repository_is_refused(
     repo: Path,
@@ -1184,6 +1188,18 @@ def test_outbox_in_the_repository_is_refused(
     # The hint names where an outbox may go, not only that it must be writable.
     assert "pass --outbox with a folder outside the repository, or in a folder of it that git ignores" in err
     assert not (repo / "signed" / "ledger.jsonl").exists()
+
+
+def test_ignored_outbox_in_the_repository_is_taken(
+    repo: Path, seal: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (repo / ".gitignore").write_text("/build/\n", encoding="utf-8")
+    git(repo, "add", ".gitignore")
+    git(repo, "commit", "-q", "-m", "ignore build output")
+    monkeypatch.chdir(repo)
+    assert release(repo, seal, Path("build/outbox")) == 0
+    assert len(list((repo / "build" / "outbox").glob("*.xml"))) == RECORDS
+    assert git(repo, "status", "--porcelain") == ""
 
 
 def test_remote_without_the_branch_says_to_push_it(

@@ -373,7 +373,7 @@ def test_git_keeps_signed_bytes_as_they_are(tmp_path: Path) -> None:
     assert (repo / ".gitattributes").read_text() == (PROJECT / ".gitattributes").read_text()
     git(repo, "init", "-q")
     git(repo, "config", "core.autocrlf", "true")
-    (repo / "signed").mkdir()
+    assert (repo / "signed").is_dir()
     (repo / "signed" / "a.xml").write_bytes(b"<a>\r\n<b/>\n</a>\r\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "evidence")

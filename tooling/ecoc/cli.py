@@ -29,8 +29,9 @@ import click
 from ecoc import __version__
 from ecoc.cache import cache_folder
 from ecoc.errors import ConfigError, EcocError, InputError, Interrupted, UsageError
+from ecoc.evidence import ARCHIVE_NOTE
 from ecoc.fileio import write_atomically
-from ecoc.files import CONFIG_NAME, WAIVER_FILES, YAML_SUFFIXES, find_root, list_yaml
+from ecoc.files import CONFIG_NAME, EVIDENCE_FOLDER, WAIVER_FILES, YAML_SUFFIXES, find_root, list_yaml
 from ecoc.findings import Finding, Severity, merge_duplicates
 from ecoc.memo import CheckInputs, Memo, fingerprint, now, replayable, save_memo, today
 from ecoc.report import format_json, format_text, summarize, summary_line
@@ -1060,7 +1061,7 @@ def init(
         _check_branch_name(branch)
     main_branch = branch or (current_branch(root) if (root / ".git").exists() else None) or "main"
     installed = None if no_workflows else requirement or installed_requirement()
-    for name in ("approvals", "records", "rules"):
+    for name in ("approvals", "records", "rules", EVIDENCE_FOLDER):
         try:
             (root / name).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -1076,9 +1077,9 @@ def init(
             f"\n# The branch that holds the released state; the release runs only there.\nmain_branch: {main_branch}\n"
         )
     _write(settings, template)
-    attributes = root / ".gitattributes"
-    if not attributes.exists():
-        _write(attributes, GITATTRIBUTES)
+    for name, text in ((".gitattributes", GITATTRIBUTES), (".gitignore", GITIGNORE), (ARCHIVE_NOTE, ARCHIVE_README)):
+        if not (root / name).exists():
+            _write(root / name, text)
     for name, text in exported().items():
         _write(root / SCHEMA_FOLDER / name, text)
     click.echo(f"created {settings}")
@@ -1301,6 +1302,25 @@ GITATTRIBUTES = """\
 # Signed certificates and receipts are evidence: git must store and check them out byte for byte,
 # never converting line ends, or their signatures and digests would no longer match.
 signed/** -text
+"""
+
+# Local output stays out of git. An outbox for local release runs must lie outside the repository
+# or in an ignored folder such as build/outbox, or `git add -A` would commit delivered certificates.
+GITIGNORE = """\
+# Local output: previews, reports and the outbox of local release runs.
+/build/
+# The check cache (ECOC_CACHE_DIR moves it elsewhere).
+/.ecoc-cache/
+"""
+
+# The archive's note, signed/README.md, as `ecoc init` writes it. The release writes every other file there.
+ARCHIVE_README = """\
+# signed/
+
+The evidence archive. Only the release job writes here: for each issued version of each
+vehicle's certificate, the signed bytes, each delivery result with the receipt as received, and
+a manifest that links them to the source commit, the approval, the rules and the schema. Nothing
+here is edited by hand or rewritten; `ecoc audit` verifies the whole archive offline.
 """
 
 # The environment variable that holds the passphrase of a key file; never an option, so that it

@@ -44,7 +44,8 @@ DELIVERY_STATES = ("pending", "accepted", "rejected")
 # The `prev` of the first ledger line.
 LEDGER_START = "0" * 64
 # Files of the archive that document it: no ledger event lists them, and they may be edited.
-ARCHIVE_NOTES = frozenset({f"{EVIDENCE_FOLDER}/README.md"})
+ARCHIVE_NOTE = f"{EVIDENCE_FOLDER}/README.md"
+ARCHIVE_NOTES = frozenset({ARCHIVE_NOTE})
 _DELIVERY_FILE = re.compile(r"delivery-([0-9]+)\.json\Z")
 _ATTEMPT_FILE = re.compile(r"(?:delivery|receipt)-([0-9]+)\.[a-z]+\Z")
 _RECEIPT_SUFFIXES = {"application/json": ".json", "text/xml": ".xml", "application/xml": ".xml"}

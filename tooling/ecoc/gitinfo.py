@@ -395,6 +395,14 @@ def index_lock(root: Path) -> Path | None:
     return lock if lock.exists() else None
 
 
+def ignored(root: Path, path: str) -> bool | None:
+    """Return whether git ignores `path` (relative to `root`, and it need not exist); None outside a git repository."""
+    completed = _git(root, "check-ignore", "-q", "--", path)
+    if completed.returncode not in (0, 1):
+        return None
+    return completed.returncode == 0
+
+
 def head(root: Path) -> str | None:
     """The commit HEAD names, or None before the first commit."""
     completed = _git(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")

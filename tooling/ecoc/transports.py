@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from lxml import etree
 
+from ecoc import gitinfo
 from ecoc.config import NapSettings, ReleaseSettings, VcaSettings
 from ecoc.errors import ConfigError, InputError
 from ecoc.ivi.xmlsafe import MAX_XML_BYTES, XmlRejected, parse_xml_bytes
@@ -589,6 +590,10 @@ def _outside(root: Path, folder: Path, source: str) -> Path:
     for name in _DATA_FOLDERS:
         if target.is_relative_to(top / name):
             raise _outbox_problem(folder, source, f"lies in the repository's {name}/ folder", needed)
+    if target.is_relative_to(top) and gitinfo.ignored(top, target.relative_to(top).as_posix()) is False:
+        # git add -A would commit the delivered certificates outside signed/, where no audit covers them.
+        problem = "lies in the repository, and git does not ignore it"
+        raise _outbox_problem(folder, source, problem, needed + " (add it to .gitignore)")
     return folder
 
 
