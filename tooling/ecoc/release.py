@@ -851,7 +851,8 @@ def _check_branch(repository: Repository) -> None:
     if branch != main:
         raise ConfigError(
             f"ecoc release runs on the {main} branch, and {branch or 'a detached HEAD'} is checked out",
-            f"check out {main}, or set main_branch in ecoc.yaml",
+            f"check out {main}; if the released state lives on a branch of another name, set main_branch in "
+            "ecoc.yaml through a reviewed change on that branch",
         )
 
 
