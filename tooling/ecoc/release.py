@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import re
+import resource
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -160,6 +161,12 @@ def parse_shard(text: str) -> tuple[int, int]:
     raise UsageError(f"--shard {text}: expected K/N with 1 <= K <= N", "for example --shard 2/4 for the second of four")
 
 
+def _children_cpu() -> float:
+    """Return the user and system seconds of the child processes that have ended, such as git's."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
@@ -194,6 +201,8 @@ class Publisher:
         self.push_enabled = present if push is None else push
         self.commits: list[str] = []
         self.seconds = 0.0
+        # CPU seconds of the git processes that the commits and pushes ran.
+        self.git_cpu = 0.0
         self.signed_commits = gitinfo.signs_commits(self.root)
         # Two runs that sign the same certificates in the same second write the same files and
         # ledger lines. The run's own trailer keeps their commits apart, so that the second push
@@ -204,13 +213,14 @@ class Publisher:
 
     def commit(self, paths: list[str], events: list[dict[str, object]], subject: str, trailers: list[str]) -> str:
         """Append the step's events to the ledger and commit them with the step's files."""
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _children_cpu()
         append_ledger(self.root, events)
         sync()
         lines = [*trailers, f"Ecoc-Run: {self.run_id}"]
         message = f"{subject}\n\nWritten by ecoc {__version__} release.\n\n" + "\n".join(lines) + "\n"
         commit = self._commit([*paths, LEDGER], message)
         self.seconds += time.perf_counter() - start
+        self.git_cpu += _children_cpu() - cpu
         self.commits.append(commit)
         log.info("committed %s: %s", commit[:12], subject)
         return commit
@@ -225,11 +235,12 @@ class Publisher:
         """Push the commits HEAD has that the remote lacks; replay them on the remote's new head if it moved."""
         if not self.push_enabled:
             return False
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _children_cpu()
         try:
             return self._publish()
         finally:
             self.seconds += time.perf_counter() - start
+            self.git_cpu += _children_cpu() - cpu
 
     def _publish(self) -> bool:
         for _ in range(self.attempts):
@@ -1175,7 +1186,8 @@ def run_release(
     report.commits = publisher.commits
     report.seconds["git"] = publisher.seconds
     log.info(
-        "release phases: check %.2f s, signing %.2f s, delivery %.2f s, git %.2f s",
+        "release phases: check %.2f s, signing %.2f s, delivery %.2f s, git %.2f s (%.2f s of CPU in git)",
         *(report.seconds[phase] for phase in ("check", "signing", "delivery", "git")),
+        publisher.git_cpu,
     )
     return report
