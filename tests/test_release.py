@@ -802,7 +802,11 @@ def test_unpushed_evidence_that_conflicts_with_the_remote_is_kept_and_named(
     head = git(repo, "rev-parse", "HEAD")
     other = tmp_path / "other"
     subprocess.run(["git", "clone", "-q", "-b", "main", str(origin), str(other)], check=True)
-    assert run(other, seal, tmp_path / "other-outbox", "--limit", "1") == 0
+    # Another seal makes the other clone's evidence differ even when both runs sign in the same
+    # second, where one seal's RSA signatures and the manifests' times would be equal.
+    files = make_pki().write(tmp_path / "other-seal")
+    other_seal = ["--key", str(files["key"]), "--cert", str(files["cert"]), "--chain", str(files["chain"])]
+    assert run(other, other_seal, tmp_path / "other-outbox", "--limit", "1") == 0
     capsys.readouterr()
     # The dry run finds the conflict that the real run would meet.
     assert run(repo, seal, tmp_path / "outbox", "--dry-run") == 3
