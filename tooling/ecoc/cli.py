@@ -1386,16 +1386,15 @@ def _load_seal(
     from ecoc.signing import load_signing_key
 
     configured: tuple[Path | None, Path | None] = (None, None)
+    if settings is not None:
+        # A key passed without its certificate, as when the key stays outside the repository,
+        # goes with the seal certificate of ecoc.yaml, unless it is a PKCS#12 bundle.
+        configured = (_seal_certificate_path(settings, root, None), root / settings.chain if settings.chain else None)
     if key_source is None:
         if settings is None or settings.key is None:
             raise UsageError("no signing key", "pass --key, or set signing.key in ecoc.yaml")
         key_source = settings.key if settings.key.startswith("env:") else str(root / settings.key)
-        cert_path = _seal_certificate_path(settings, root, cert_path)
-        chain_path = chain_path or (root / settings.chain if settings.chain else None)
-    elif settings is not None:
-        # A key passed without its certificate, as when the key stays outside the repository,
-        # goes with the seal certificate of ecoc.yaml, unless it is a PKCS#12 bundle.
-        configured = (_seal_certificate_path(settings, root, None), root / settings.chain if settings.chain else None)
+        cert_path, chain_path = cert_path or configured[0], chain_path or configured[1]
     secret = os.environ.get(PASSPHRASE_VARIABLE)
     return load_signing_key(key_source, cert_path, chain_path, secret.encode() if secret else None, configured)
 

@@ -213,14 +213,12 @@ class Publisher:
 
     def commit(self, paths: list[str], events: list[dict[str, object]], subject: str, trailers: list[str]) -> str:
         """Append the step's events to the ledger and commit them with the step's files."""
-        start, cpu = time.perf_counter(), _children_cpu()
-        append_ledger(self.root, events)
-        sync()
-        lines = [*trailers, f"Ecoc-Run: {self.run_id}"]
-        message = f"{subject}\n\nWritten by ecoc {__version__} release.\n\n" + "\n".join(lines) + "\n"
-        commit = self._commit([*paths, LEDGER], message)
-        self.seconds += time.perf_counter() - start
-        self.git_cpu += _children_cpu() - cpu
+        with self._measured():
+            append_ledger(self.root, events)
+            sync()
+            lines = [*trailers, f"Ecoc-Run: {self.run_id}"]
+            message = f"{subject}\n\nWritten by ecoc {__version__} release.\n\n" + "\n".join(lines) + "\n"
+            commit = self._commit([*paths, LEDGER], message)
         self.commits.append(commit)
         log.info("committed %s: %s", commit[:12], subject)
         return commit
@@ -235,9 +233,15 @@ class Publisher:
         """Push the commits HEAD has that the remote lacks; replay them on the remote's new head if it moved."""
         if not self.push_enabled:
             return False
+        with self._measured():
+            return self._publish()
+
+    @contextmanager
+    def _measured(self) -> Iterator[None]:
+        """Add the wall time of the block, and the CPU time of the git processes it ran, to the git phase."""
         start, cpu = time.perf_counter(), _children_cpu()
         try:
-            return self._publish()
+            yield
         finally:
             self.seconds += time.perf_counter() - start
             self.git_cpu += _children_cpu() - cpu
